@@ -1,0 +1,238 @@
+"""YAML in, typed TrainConfig out (and back): aliases, migrations, `--set` overrides, cross-key checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from .fields import field_meta
+from .schema import CONFIG_VERSION, DEFAULT_TARGET_MODULES, TrainConfig
+from .validate import check_range, coerce, field_types, suggest
+
+logger = logging.getLogger(__name__)
+
+# target_modules names people use, mapped to the leaf-module names they select in the U-Net and text encoder.
+TARGET_ALIASES: dict[str, str] = {
+    "q_proj": "q_proj", "to_q": "q_proj", "q": "q_proj",
+    "k_proj": "k_proj", "to_k": "k_proj", "k": "k_proj",
+    "v_proj": "v_proj", "to_v": "v_proj", "v": "v_proj",
+    "out_proj": "out_proj", "to_out": "out_proj", "o_proj": "out_proj", "to_out.0": "out_proj",
+    "fc1": "fc1", "fc2": "fc2", "mlp": "mlp",
+    "ff": "ff", "ff_net": "ff", "proj_in": "proj_in", "proj_out": "proj_out",
+    "attn": "attn", "all": "all", "default": "all",
+}
+
+
+def _alias_table() -> dict[str, str]:
+    table = {}
+    for f in dataclasses.fields(TrainConfig):
+        table[f.name] = f.name
+        for alias in field_meta(f)["aliases"]:
+            table[alias] = f.name
+    return table
+
+
+def _migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Upgrade older config versions in place. Version 1 is the first; future versions add steps here."""
+    version = raw.get("config_version", CONFIG_VERSION)
+    if not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{source}: `config_version` must be a positive integer, got {version!r}.")
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            f"{source}: config_version {version} is newer than this lora-scripts understands ({CONFIG_VERSION}). "
+            "Update lora-scripts or lower config_version."
+        )
+    raw["config_version"] = CONFIG_VERSION
+    return raw
+
+
+def _special_values(key: str, value: Any) -> Any:
+    # kohya spells v-prediction as a boolean flag; lora-scripts spells it as a choice.
+    if key == "prediction_type" and isinstance(value, bool):
+        return "v_prediction" if value else "epsilon"
+    if key == "cache_latents" or key == "cache_text_encoder_outputs":
+        if isinstance(value, bool):
+            return "memory" if value else "off"
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return "memory" if value.lower() == "true" else "off"
+    if key == "resolution" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [int(value)]
+    if key == "resolution" and isinstance(value, str):
+        return [int(v) for v in re.split(r"[x,\s]+", value.strip()) if v]
+    if key == "network_type" and isinstance(value, str):
+        known = {"networks.lora": "lora", "lycoris.kohya": "locon", "lora_c3lier": "locon"}
+        return known.get(value.lower(), value.lower())
+    if key in ("optimizer", "lr_scheduler", "mixed_precision", "model_family", "save_precision") and isinstance(value, str):
+        return value.lower()
+    if key == "caption_extensions" and isinstance(value, str):
+        return [value]
+    if key == "resume" and (value is None or value is False):
+        return "none"
+    if key == "resume" and value is True:
+        return "auto"
+    return value
+
+
+def config_from_dict(raw: Mapping[str, Any], *, source: str = "config", base_dir: Path | None = None) -> TrainConfig:
+    """Build and validate a TrainConfig from a plain mapping (parsed YAML, node widgets, a WebUI form)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: the config must be a mapping of `key: value` lines, got {type(raw).__name__}.")
+    raw = _migrate(dict(raw), source)
+    aliases = _alias_table()
+    types_ = field_types(TrainConfig)
+    metas = {f.name: field_meta(f) for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = aliases.get(str(key))
+        if name is None:
+            raise ConfigError(f"{source}: unknown key `{key}`.{suggest(str(key), list(aliases))} "
+                              "See the README's config reference for all keys.")
+        if name in values and name != key:
+            raise ConfigError(f"{source}: `{key}` and `{name}` mean the same thing; keep only one.")
+        try:
+            value = coerce(name, _special_values(name, value), types_[name])
+            check_range(name, value, metas[name])
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        values[name] = value
+    for required in ("base_model", "train_data_dir"):
+        if not values.get(required):
+            raise ConfigError(f"{source}: `{required}` is required. {metas[required]['help']}")
+    for name, meta in metas.items():
+        if meta["path"] and values.get(name):
+            values[name] = _resolve_path(str(values[name]), base_dir)
+    if base_dir is not None and values.get("base_model"):
+        # base_model may also be a repo id or `toy`: only treat it as relative to the config when a file is there
+        candidate = base_dir / str(values["base_model"])
+        if not Path(values["base_model"]).exists() and candidate.exists():
+            values["base_model"] = str(candidate)
+    cfg = TrainConfig(**values)
+    check_consistency(cfg, source)
+    return cfg
+
+
+def _resolve_path(value: str, base_dir: Path | None) -> str:
+    """Relative paths are taken from the working directory; if nothing is there, from the config's folder."""
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute() or path.exists() or base_dir is None:
+        return str(path)
+    candidate = base_dir / path
+    return str(candidate) if candidate.exists() else str(path)
+
+
+def check_consistency(cfg: TrainConfig, source: str = "config") -> None:
+    """Cross-key rules that single-key validation cannot express."""
+    if len(cfg.resolution) not in (0, 1, 2):
+        raise ConfigError(f"{source}: `resolution` must be one number or [width, height]; got {cfg.resolution}.")
+    if any(r < 8 or r % 8 for r in cfg.resolution):
+        raise ConfigError(f"{source}: `resolution` sides must be multiples of 8 and at least 8; got {cfg.resolution}.")
+    if cfg.min_bucket_reso > cfg.max_bucket_reso:
+        raise ConfigError(
+            f"{source}: `min_bucket_reso` ({cfg.min_bucket_reso}) is larger than `max_bucket_reso` "
+            f"({cfg.max_bucket_reso}). Swap them."
+        )
+    unknown = [t for t in cfg.target_modules if t not in TARGET_ALIASES]
+    if unknown:
+        raise ConfigError(
+            f"{source}: `target_modules` has unknown names {unknown}.{suggest(unknown[0], list(TARGET_ALIASES))} "
+            f"Known: {', '.join(DEFAULT_TARGET_MODULES)} (or `all`)."
+        )
+    if cfg.cache_text_encoder_outputs != "off" and cfg.train_text_encoder:
+        raise ConfigError(
+            f"{source}: `cache_text_encoder_outputs` needs a frozen text encoder, but `train_text_encoder` is true. "
+            "Set train_text_encoder: false, or cache_text_encoder_outputs: off."
+        )
+    if cfg.flip_aug and cfg.cache_latents != "off":
+        raise ConfigError(
+            f"{source}: `flip_aug` changes the image every time, so latents cannot be cached. "
+            "Set cache_latents: off, or flip_aug: false."
+        )
+    if cfg.output_name and not re.fullmatch(r"[^/\\:*?\"<>|\x00-\x1f]+", cfg.output_name):
+        raise ConfigError(
+            f"{source}: `output_name` {cfg.output_name!r} is not a valid file name; use letters, digits, '-' and '_'."
+        )
+    if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
+        raise ConfigError(
+            f"{source}: `resume` must be none, auto or an existing checkpoint folder; {cfg.resume!r} does not exist."
+        )
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`--set key=value` strings to a mapping; values are parsed as YAML (so 1e-4, true, [a, b] work)."""
+    result: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}. Example: --set learning_rate=1e-4")
+        key, _, text = item.partition("=")
+        try:
+            result[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            result[key.strip()] = text
+    return result
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML config file, turning every failure into a ConfigError that names the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist. Check the path, or copy one from configs/.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text. Save it as UTF-8.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    if data is None:
+        raise ConfigError(f"{path} is empty. It needs at least `base_model:` and `train_data_dir:`.")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of `key: value` lines.")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> TrainConfig:
+    """Load a YAML config file (or none) and apply `--set` overrides; validate everything."""
+    raw: dict[str, Any] = {}
+    base_dir = None
+    source = "command line"
+    if path is not None:
+        path = Path(path)
+        raw = read_yaml(path)
+        base_dir = path.resolve().parent
+        source = str(path)
+    extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    aliases = _alias_table()
+    for key, value in extra.items():
+        # an override replaces the key and any alias spelling of it already in the file
+        name = aliases.get(key, key)
+        for existing in [k for k in raw if aliases.get(k) == name]:
+            del raw[existing]
+        raw[key] = value
+    return config_from_dict(raw, source=source, base_dir=base_dir)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """YAML text of the resolved config (every key, in declaration order)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    """Write the resolved config next to an output, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(dump_config(cfg))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,42 @@
+"""Markdown reference of every config key, generated from the declarations (kept in the README by a test)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .fields import field_meta
+from .schema import TrainConfig
+from .validate import field_types
+
+BEGIN = "<!-- config-reference:begin -->"
+END = "<!-- config-reference:end -->"
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return "required" if f.default is dataclasses.MISSING else repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return repr(f.default_factory())  # type: ignore[misc]
+    return "**required**"
+
+
+def config_reference_markdown() -> str:
+    """One table per section: key, type, default, allowed values, aliases, meaning."""
+    types_ = field_types(TrainConfig)
+    sections: dict[str, list[str]] = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = field_meta(f)
+        tp = str(types_[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "").replace(" | ", " or ")
+        allowed = ", ".join(map(str, meta["choices"])) if meta["choices"] else ""
+        if meta["min"] is not None or meta["max"] is not None:
+            lo, hi = meta["min"], meta["max"]
+            allowed = f"{lo} .. {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+        aliases = ", ".join(f"`{a}`" for a in meta["aliases"])
+        row = f"| `{f.name}` | {tp} | `{_default_text(f)}` | {allowed} | {aliases} | {meta['help']} |"
+        sections.setdefault(meta["section"], []).append(row.replace("`**required**`", "**required**"))
+    out = [BEGIN]
+    for section, rows in sections.items():
+        out += [f"\n#### {section}\n", "| key | type | default | allowed | aliases | meaning |", "|---|---|---|---|---|---|"]
+        out += rows
+    out.append(END)
+    return "\n".join(out) + "\n"

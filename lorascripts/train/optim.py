@@ -1,0 +1,70 @@
+"""Optimizer and learning-rate schedule factories (torch, bitsandbytes, prodigyopt, transformers)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def create_optimizer(cfg: TrainConfig, param_groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer named in the config, with its extra arguments; clear errors when it cannot run here."""
+    args: dict[str, Any] = {"weight_decay": cfg.weight_decay, **cfg.optimizer_args}
+    name = cfg.optimizer
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=cfg.learning_rate, **args)
+    if name == "adamw8bit":
+        if device.type != "cuda":
+            raise ConfigError("optimizer adamw8bit needs a CUDA GPU (bitsandbytes). On this machine use `optimizer: adamw`.")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ConfigError("optimizer adamw8bit needs bitsandbytes: `pip install bitsandbytes`, or use adamw.") from None
+        return bnb.optim.AdamW8bit(param_groups, lr=cfg.learning_rate, **args)
+    if name == "prodigy":
+        try:
+            from prodigyopt import Prodigy
+        except ImportError:
+            raise ConfigError("optimizer prodigy needs prodigyopt: `pip install prodigyopt`.") from None
+        if cfg.learning_rate < 0.1:
+            logger.warning("Prodigy usually wants learning_rate: 1.0 (it finds the step size); got %g", cfg.learning_rate)
+        return Prodigy(param_groups, lr=cfg.learning_rate, **args)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        args.setdefault("relative_step", False)
+        args.setdefault("scale_parameter", False)
+        args.setdefault("warmup_init", False)
+        return Adafactor(param_groups, lr=cfg.learning_rate, **args)
+    raise ConfigError(f"unknown optimizer {name!r}")
+
+
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """lr_warmup_steps as a step count (values below 1 are a fraction of the run)."""
+    value = cfg.lr_warmup_steps
+    return int(round(value * total_steps)) if 0 < value < 1 else int(value)
+
+
+def create_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    """A diffusers/transformers LR schedule stepping once per optimizer step."""
+    from diffusers.optimization import get_scheduler
+
+    warmup = warmup_steps(cfg, total_steps)
+    if cfg.lr_scheduler == "constant" and warmup:
+        logger.info("lr_warmup_steps=%d with a constant schedule: using constant_with_warmup", warmup)
+        name = "constant_with_warmup"
+    else:
+        name = cfg.lr_scheduler
+    return get_scheduler(
+        name,
+        optimizer=optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=total_steps,
+        num_cycles=cfg.lr_scheduler_num_cycles,
+    )
