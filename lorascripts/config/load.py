@@ -22,13 +22,29 @@ logger = logging.getLogger(__name__)
 
 # target_modules names people use, mapped to the leaf-module names they select in the U-Net and text encoder.
 TARGET_ALIASES: dict[str, str] = {
-    "q_proj": "q_proj", "to_q": "q_proj", "q": "q_proj",
-    "k_proj": "k_proj", "to_k": "k_proj", "k": "k_proj",
-    "v_proj": "v_proj", "to_v": "v_proj", "v": "v_proj",
-    "out_proj": "out_proj", "to_out": "out_proj", "o_proj": "out_proj", "to_out.0": "out_proj",
-    "fc1": "fc1", "fc2": "fc2", "mlp": "mlp",
-    "ff": "ff", "ff_net": "ff", "proj_in": "proj_in", "proj_out": "proj_out",
-    "attn": "attn", "all": "all", "default": "all",
+    "q_proj": "q_proj",
+    "to_q": "q_proj",
+    "q": "q_proj",
+    "k_proj": "k_proj",
+    "to_k": "k_proj",
+    "k": "k_proj",
+    "v_proj": "v_proj",
+    "to_v": "v_proj",
+    "v": "v_proj",
+    "out_proj": "out_proj",
+    "to_out": "out_proj",
+    "o_proj": "out_proj",
+    "to_out.0": "out_proj",
+    "fc1": "fc1",
+    "fc2": "fc2",
+    "mlp": "mlp",
+    "ff": "ff",
+    "ff_net": "ff",
+    "proj_in": "proj_in",
+    "proj_out": "proj_out",
+    "attn": "attn",
+    "all": "all",
+    "default": "all",
 }
 
 
@@ -71,7 +87,13 @@ def _special_values(key: str, value: Any) -> Any:
     if key == "network_type" and isinstance(value, str):
         known = {"networks.lora": "lora", "lycoris.kohya": "locon", "lora_c3lier": "locon"}
         return known.get(value.lower(), value.lower())
-    if key in ("optimizer", "lr_scheduler", "mixed_precision", "model_family", "save_precision") and isinstance(value, str):
+    if key in (
+        "optimizer",
+        "lr_scheduler",
+        "mixed_precision",
+        "model_family",
+        "save_precision",
+    ) and isinstance(value, str):
         return value.lower()
     if key == "caption_extensions" and isinstance(value, str):
         return [value]
@@ -82,10 +104,14 @@ def _special_values(key: str, value: Any) -> Any:
     return value
 
 
-def config_from_dict(raw: Mapping[str, Any], *, source: str = "config", base_dir: Path | None = None) -> TrainConfig:
+def config_from_dict(
+    raw: Mapping[str, Any], *, source: str = "config", base_dir: Path | None = None
+) -> TrainConfig:
     """Build and validate a TrainConfig from a plain mapping (parsed YAML, node widgets, a WebUI form)."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: the config must be a mapping of `key: value` lines, got {type(raw).__name__}.")
+        raise ConfigError(
+            f"{source}: the config must be a mapping of `key: value` lines, got {type(raw).__name__}."
+        )
     raw = _migrate(dict(raw), source)
     aliases = _alias_table()
     types_ = field_types(TrainConfig)
@@ -94,8 +120,10 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str = "config", base_dir
     for key, value in raw.items():
         name = aliases.get(str(key))
         if name is None:
-            raise ConfigError(f"{source}: unknown key `{key}`.{suggest(str(key), list(aliases))} "
-                              "See the README's config reference for all keys.")
+            raise ConfigError(
+                f"{source}: unknown key `{key}`.{suggest(str(key), list(aliases))} "
+                "See the README's config reference for all keys."
+            )
         if name in values and name != key:
             raise ConfigError(f"{source}: `{key}` and `{name}` mean the same thing; keep only one.")
         try:
@@ -132,9 +160,13 @@ def _resolve_path(value: str, base_dir: Path | None) -> str:
 def check_consistency(cfg: TrainConfig, source: str = "config") -> None:
     """Cross-key rules that single-key validation cannot express."""
     if len(cfg.resolution) not in (0, 1, 2):
-        raise ConfigError(f"{source}: `resolution` must be one number or [width, height]; got {cfg.resolution}.")
+        raise ConfigError(
+            f"{source}: `resolution` must be one number or [width, height]; got {cfg.resolution}."
+        )
     if any(r < 8 or r % 8 for r in cfg.resolution):
-        raise ConfigError(f"{source}: `resolution` sides must be multiples of 8 and at least 8; got {cfg.resolution}.")
+        raise ConfigError(
+            f"{source}: `resolution` sides must be multiples of 8 and at least 8; got {cfg.resolution}."
+        )
     if cfg.min_bucket_reso > cfg.max_bucket_reso:
         raise ConfigError(
             f"{source}: `min_bucket_reso` ({cfg.min_bucket_reso}) is larger than `max_bucket_reso` "

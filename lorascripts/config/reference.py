@@ -26,17 +26,31 @@ def config_reference_markdown() -> str:
     sections: dict[str, list[str]] = {}
     for f in dataclasses.fields(TrainConfig):
         meta = field_meta(f)
-        tp = str(types_[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "").replace(" | ", " or ")
+        tp = (
+            str(types_[f.name])
+            .replace("typing.", "")
+            .replace("<class '", "")
+            .replace("'>", "")
+            .replace(" | ", " or ")
+        )
         allowed = ", ".join(map(str, meta["choices"])) if meta["choices"] else ""
         if meta["min"] is not None or meta["max"] is not None:
             lo, hi = meta["min"], meta["max"]
-            allowed = f"{lo} .. {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+            allowed = (
+                f"{lo} .. {hi}"
+                if lo is not None and hi is not None
+                else (f">= {lo}" if lo is not None else f"<= {hi}")
+            )
         aliases = ", ".join(f"`{a}`" for a in meta["aliases"])
         row = f"| `{f.name}` | {tp} | `{_default_text(f)}` | {allowed} | {aliases} | {meta['help']} |"
         sections.setdefault(meta["section"], []).append(row.replace("`**required**`", "**required**"))
     out = [BEGIN]
     for section, rows in sections.items():
-        out += [f"\n#### {section}\n", "| key | type | default | allowed | aliases | meaning |", "|---|---|---|---|---|---|"]
+        out += [
+            f"\n#### {section}\n",
+            "| key | type | default | allowed | aliases | meaning |",
+            "|---|---|---|---|---|---|",
+        ]
         out += rows
     out.append(END)
     return "\n".join(out) + "\n"

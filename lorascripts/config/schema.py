@@ -53,7 +53,9 @@ class TrainConfig:
         aliases=("data_dir", "dataset_dir"),
     )
     config_version: int = option(CONFIG_VERSION, help="Config format version.", section=MODEL, min=1)
-    task: str = option("image", help="What to train: image (SD LoRA) or llm.", section=MODEL, choices=("image", "llm"))
+    task: str = option(
+        "image", help="What to train: image (SD LoRA) or llm.", section=MODEL, choices=("image", "llm")
+    )
     model_family: str = option(
         "auto",
         help="Expected family of the base model; `auto` detects it from the weights and reports it.",
@@ -68,18 +70,26 @@ class TrainConfig:
         aliases=("v_parameterization",),
     )
     tokenizer_path: str | None = option(
-        None, help="Folder with CLIP tokenizer files, if they cannot be found automatically.", section=MODEL, path=True
+        None,
+        help="Folder with CLIP tokenizer files, if they cannot be found automatically.",
+        section=MODEL,
+        path=True,
     )
     allow_pickle: bool = option(
         False,
         help="Allow .ckpt/.pt pickle checkpoints (loaded with weights_only=True). Prefer .safetensors.",
         section=MODEL,
     )
-    clip_skip: int = option(1, help="Use the output of the N-th text-encoder layer from the end.", section=MODEL, min=1, max=12)
+    clip_skip: int = option(
+        1, help="Use the output of the N-th text-encoder layer from the end.", section=MODEL, min=1, max=12
+    )
 
     # --- dataset and captions ------------------------------------------------------------------------------
     metadata_path: str | None = option(
-        None, help="metadata.csv (file_name,caption); defaults to <train_data_dir>/metadata.csv.", section=DATA, path=True
+        None,
+        help="metadata.csv (file_name,caption); defaults to <train_data_dir>/metadata.csv.",
+        section=DATA,
+        path=True,
     )
     caption_extensions: list[str] = option(
         help="Sidecar caption extensions read when metadata.csv has no row for an image.",
@@ -94,8 +104,10 @@ class TrainConfig:
         choices=("error", "trigger", "folder_name", "empty"),
     )
     bad_images: str = option(
-        "error", help="Unreadable images: stop with an error naming them, or skip them with a warning.",
-        section=DATA, choices=("error", "skip"),
+        "error",
+        help="Unreadable images: stop with an error naming them, or skip them with a warning.",
+        section=DATA,
+        choices=("error", "skip"),
     )
     dataset_checks: str = option(
         "warn",
@@ -109,11 +121,15 @@ class TrainConfig:
         default_factory=lambda: [255, 255, 255],
     )
     trigger_word: str = option(
-        "", help="Prepended to every caption (once) and written to the WebUI card as activation text.",
-        section=DATA, aliases=("trigger", "instance_prompt"),
+        "",
+        help="Prepended to every caption (once) and written to the WebUI card as activation text.",
+        section=DATA,
+        aliases=("trigger", "instance_prompt"),
     )
     shuffle_caption: bool = option(False, help="Shuffle comma-separated tags each time.", section=DATA)
-    keep_tokens: int = option(0, help="Tags kept in place at the start when shuffling (trigger word counts).", section=DATA, min=0)
+    keep_tokens: int = option(
+        0, help="Tags kept in place at the start when shuffling (trigger word counts).", section=DATA, min=0
+    )
     caption_dropout_rate: float = option(
         0.0, help="Probability of training an image with an empty caption.", section=DATA, min=0.0, max=1.0
     )
@@ -129,7 +145,9 @@ class TrainConfig:
     min_bucket_reso: int = option(256, help="Smallest bucket side in pixels.", section=DATA, min=8)
     max_bucket_reso: int = option(2048, help="Largest bucket side in pixels.", section=DATA, min=8)
     bucket_reso_steps: int = option(64, help="Bucket sides are multiples of this.", section=DATA, min=8)
-    bucket_no_upscale: bool = option(False, help="Never upscale small images to reach a bucket.", section=DATA)
+    bucket_no_upscale: bool = option(
+        False, help="Never upscale small images to reach a bucket.", section=DATA
+    )
     flip_aug: bool = option(False, help="Random horizontal flips (disables latent caching).", section=DATA)
 
     # --- network -----------------------------------------------------------------------------------------------
@@ -140,16 +158,26 @@ class TrainConfig:
         choices=NETWORK_TYPES,
         aliases=("algo", "network_module"),
     )
-    lora_rank: int = option(16, help="LoRA rank (dim).", section=NETWORK, min=1, max=1024, aliases=("network_dim", "rank", "r"))
+    lora_rank: int = option(
+        16, help="LoRA rank (dim).", section=NETWORK, min=1, max=1024, aliases=("network_dim", "rank", "r")
+    )
     lora_alpha: float = option(
-        16.0, help="LoRA alpha; the update is scaled by alpha / rank.", section=NETWORK, min=0.0,
+        16.0,
+        help="LoRA alpha; the update is scaled by alpha / rank.",
+        section=NETWORK,
+        min=0.0,
         aliases=("network_alpha", "alpha"),
     )
     conv_rank: int | None = option(
-        None, help="Rank of 3x3 conv layers (locon, loha, lokr). Defaults to lora_rank for locon.", section=NETWORK,
-        min=1, aliases=("conv_dim",),
+        None,
+        help="Rank of 3x3 conv layers (locon, loha, lokr). Defaults to lora_rank for locon.",
+        section=NETWORK,
+        min=1,
+        aliases=("conv_dim",),
     )
-    conv_alpha: float | None = option(None, help="Alpha of conv layers (defaults to 1 like kohya).", section=NETWORK, min=0.0)
+    conv_alpha: float | None = option(
+        None, help="Alpha of conv layers (defaults to 1 like kohya).", section=NETWORK, min=0.0
+    )
     target_modules: list[str] = option(
         help="Which layers get LoRA: the kohya default set, or a subset such as [q_proj, v_proj] (matched in the "
         "U-Net's attention as to_q/to_v and in the text encoder). Names: q_proj k_proj v_proj out_proj fc1 fc2 "
@@ -157,70 +185,158 @@ class TrainConfig:
         section=NETWORK,
         default_factory=lambda: list(DEFAULT_TARGET_MODULES),
     )
-    dropout: float = option(0.0, help="Dropout on the LoRA path.", section=NETWORK, min=0.0, max=1.0, aliases=("lora_dropout", "network_dropout"))
+    dropout: float = option(
+        0.0,
+        help="Dropout on the LoRA path.",
+        section=NETWORK,
+        min=0.0,
+        max=1.0,
+        aliases=("lora_dropout", "network_dropout"),
+    )
     rank_dropout: float = option(0.0, help="Dropout of whole ranks.", section=NETWORK, min=0.0, max=1.0)
-    module_dropout: float = option(0.0, help="Probability of skipping a whole LoRA module for a step.", section=NETWORK, min=0.0, max=1.0)
+    module_dropout: float = option(
+        0.0, help="Probability of skipping a whole LoRA module for a step.", section=NETWORK, min=0.0, max=1.0
+    )
     train_text_encoder: bool = option(True, help="Also train LoRA on the text encoder(s).", section=NETWORK)
     initial_lora: str | None = option(
-        None, help="Continue training from an existing LoRA file (incremental training).", section=NETWORK,
-        path=True, aliases=("network_weights",),
+        None,
+        help="Continue training from an existing LoRA file (incremental training).",
+        section=NETWORK,
+        path=True,
+        aliases=("network_weights",),
     )
 
     # --- training ------------------------------------------------------------------------------------------------
-    batch_size: int = option(1, help="Images per step per device.", section=TRAIN, min=1, max=1024, aliases=("train_batch_size",))
-    epochs: int = option(10, help="Passes over the dataset (ignored when max_train_steps is set).", section=TRAIN, min=1, aliases=("max_train_epochs", "num_epochs"))
-    max_train_steps: int | None = option(None, help="Stop after this many optimizer steps.", section=TRAIN, min=1)
-    gradient_accumulation_steps: int = option(1, help="Micro-batches per optimizer step.", section=TRAIN, min=1)
-    learning_rate: float = option(1e-4, help="Learning rate (U-Net LoRA unless unet_lr is set).", section=TRAIN, min=0.0, max=10.0, aliases=("lr",))
+    batch_size: int = option(
+        1, help="Images per step per device.", section=TRAIN, min=1, max=1024, aliases=("train_batch_size",)
+    )
+    epochs: int = option(
+        10,
+        help="Passes over the dataset (ignored when max_train_steps is set).",
+        section=TRAIN,
+        min=1,
+        aliases=("max_train_epochs", "num_epochs"),
+    )
+    max_train_steps: int | None = option(
+        None, help="Stop after this many optimizer steps.", section=TRAIN, min=1
+    )
+    gradient_accumulation_steps: int = option(
+        1, help="Micro-batches per optimizer step.", section=TRAIN, min=1
+    )
+    learning_rate: float = option(
+        1e-4,
+        help="Learning rate (U-Net LoRA unless unet_lr is set).",
+        section=TRAIN,
+        min=0.0,
+        max=10.0,
+        aliases=("lr",),
+    )
     unet_lr: float | None = option(None, help="Learning rate of the U-Net LoRA.", section=TRAIN, min=0.0)
-    text_encoder_lr: float | None = option(None, help="Learning rate of the text-encoder LoRA.", section=TRAIN, min=0.0)
-    optimizer: str = option("adamw", help="adamw, adamw8bit (CUDA + bitsandbytes), prodigy or adafactor.", section=TRAIN, choices=OPTIMIZERS, aliases=("optimizer_type",))
-    optimizer_args: dict[str, Any] = option(help="Extra optimizer keyword arguments.", section=TRAIN, default_factory=dict)
+    text_encoder_lr: float | None = option(
+        None, help="Learning rate of the text-encoder LoRA.", section=TRAIN, min=0.0
+    )
+    optimizer: str = option(
+        "adamw",
+        help="adamw, adamw8bit (CUDA + bitsandbytes), prodigy or adafactor.",
+        section=TRAIN,
+        choices=OPTIMIZERS,
+        aliases=("optimizer_type",),
+    )
+    optimizer_args: dict[str, Any] = option(
+        help="Extra optimizer keyword arguments.", section=TRAIN, default_factory=dict
+    )
     weight_decay: float = option(0.01, help="Weight decay.", section=TRAIN, min=0.0)
     max_grad_norm: float = option(1.0, help="Gradient clipping norm (0 disables).", section=TRAIN, min=0.0)
     lr_scheduler: str = option("constant", help="Learning-rate schedule.", section=TRAIN, choices=SCHEDULERS)
-    lr_warmup_steps: float = option(0, help="Warm-up steps, or a fraction of all steps when < 1.", section=TRAIN, min=0)
+    lr_warmup_steps: float = option(
+        0, help="Warm-up steps, or a fraction of all steps when < 1.", section=TRAIN, min=0
+    )
     lr_scheduler_num_cycles: int = option(1, help="Restarts for cosine_with_restarts.", section=TRAIN, min=1)
     mixed_precision: str = option(
-        "auto", help="bf16, fp16 (CUDA only), no, or auto (bf16 where the hardware has it).", section=TRAIN,
+        "auto",
+        help="bf16, fp16 (CUDA only), no, or auto (bf16 where the hardware has it).",
+        section=TRAIN,
         choices=("auto", "no", "bf16", "fp16"),
     )
     gradient_checkpointing: bool = option(False, help="Trade compute for memory.", section=TRAIN)
-    noise_offset: float = option(0.0, help="Noise offset (helps very dark/bright images).", section=TRAIN, min=0.0, max=1.0)
-    min_snr_gamma: float | None = option(None, help="Min-SNR loss weighting gamma (5 is typical).", section=TRAIN, min=0.0)
+    noise_offset: float = option(
+        0.0, help="Noise offset (helps very dark/bright images).", section=TRAIN, min=0.0, max=1.0
+    )
+    min_snr_gamma: float | None = option(
+        None, help="Min-SNR loss weighting gamma (5 is typical).", section=TRAIN, min=0.0
+    )
     seed: int = option(42, help="Random seed.", section=TRAIN, min=0)
     cache_latents: str = option(
-        "memory", help="Cache VAE latents: memory, disk or off.", section=TRAIN, choices=("off", "memory", "disk")
+        "memory",
+        help="Cache VAE latents: memory, disk or off.",
+        section=TRAIN,
+        choices=("off", "memory", "disk"),
     )
     cache_text_encoder_outputs: str = option(
-        "off", help="Cache text-encoder outputs (only when the text encoder is not trained): memory, disk or off.",
-        section=TRAIN, choices=("off", "memory", "disk"),
+        "off",
+        help="Cache text-encoder outputs (only when the text encoder is not trained): memory, disk or off.",
+        section=TRAIN,
+        choices=("off", "memory", "disk"),
     )
-    cache_dir: str | None = option(None, help="Folder of disk caches (default: <output_dir>/cache).", section=TRAIN, path=True)
+    cache_dir: str | None = option(
+        None, help="Folder of disk caches (default: <output_dir>/cache).", section=TRAIN, path=True
+    )
     torch_compile: bool = option(False, help="Compile the U-Net with torch.compile.", section=TRAIN)
     num_workers: int = option(0, help="Data-loading worker processes.", section=TRAIN, min=0, max=64)
 
     # --- saving ---------------------------------------------------------------------------------------------------
-    output_dir: str = option("output", help="Where LoRA files, checkpoints, samples and logs go.", section=SAVE, path=True)
-    output_name: str = option("", help="File stem of the LoRA (defaults to the dataset folder name).", section=SAVE)
-    save_steps: int | None = option(None, help="Save a LoRA and a resumable checkpoint every N steps.", section=SAVE, min=1, aliases=("save_every_n_steps",))
+    output_dir: str = option(
+        "output", help="Where LoRA files, checkpoints, samples and logs go.", section=SAVE, path=True
+    )
+    output_name: str = option(
+        "", help="File stem of the LoRA (defaults to the dataset folder name).", section=SAVE
+    )
+    save_steps: int | None = option(
+        None,
+        help="Save a LoRA and a resumable checkpoint every N steps.",
+        section=SAVE,
+        min=1,
+        aliases=("save_every_n_steps",),
+    )
     save_every_n_epochs: int | None = option(None, help="Save every N epochs.", section=SAVE, min=1)
-    keep_last_n: int = option(3, help="Keep the last N intermediate saves (0 keeps all).", section=SAVE, min=0, aliases=("save_last_n_steps",))
-    save_precision: str = option("fp16", help="dtype of the saved LoRA.", section=SAVE, choices=("fp16", "bf16", "fp32"))
-    resume: str = option("none", help="`auto` continues from the latest checkpoint in output_dir; or a checkpoint folder.", section=SAVE)
-    preferred_weight: float = option(0.8, help="Preferred weight written to the WebUI card sidecar.", section=SAVE, min=0.0, max=4.0)
+    keep_last_n: int = option(
+        3,
+        help="Keep the last N intermediate saves (0 keeps all).",
+        section=SAVE,
+        min=0,
+        aliases=("save_last_n_steps",),
+    )
+    save_precision: str = option(
+        "fp16", help="dtype of the saved LoRA.", section=SAVE, choices=("fp16", "bf16", "fp32")
+    )
+    resume: str = option(
+        "none",
+        help="`auto` continues from the latest checkpoint in output_dir; or a checkpoint folder.",
+        section=SAVE,
+    )
+    preferred_weight: float = option(
+        0.8, help="Preferred weight written to the WebUI card sidecar.", section=SAVE, min=0.0, max=4.0
+    )
     metadata_title: str = option("", help="modelspec title (defaults to output_name).", section=SAVE)
     metadata_author: str = option("", help="modelspec author.", section=SAVE)
     metadata_description: str = option("", help="Description for the WebUI card and modelspec.", section=SAVE)
 
     # --- samples and logging ----------------------------------------------------------------------------------
-    sample_prompts: list[str] = option(help="Prompts rendered during training with fixed seeds.", section=SAMPLE, default_factory=list)
-    sample_every_n_steps: int | None = option(None, help="Render samples every N steps.", section=SAMPLE, min=1)
+    sample_prompts: list[str] = option(
+        help="Prompts rendered during training with fixed seeds.", section=SAMPLE, default_factory=list
+    )
+    sample_every_n_steps: int | None = option(
+        None, help="Render samples every N steps.", section=SAMPLE, min=1
+    )
     sample_steps: int = option(20, help="Denoising steps for samples.", section=SAMPLE, min=1, max=200)
     sample_guidance_scale: float = option(7.0, help="CFG scale for samples.", section=SAMPLE, min=0.0)
-    sample_seed: int = option(1234, help="Seed of the first sample prompt (the next ones add 1).", section=SAMPLE, min=0)
+    sample_seed: int = option(
+        1234, help="Seed of the first sample prompt (the next ones add 1).", section=SAMPLE, min=0
+    )
     logging: bool = option(True, help="Write TensorBoard logs under <output_dir>/logs.", section=SAMPLE)
-    log_every_n_steps: int = option(1, help="How often loss is synchronised, logged and checked for NaN.", section=SAMPLE, min=1)
+    log_every_n_steps: int = option(
+        1, help="How often loss is synchronised, logged and checked for NaN.", section=SAMPLE, min=1
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in declaration order (for YAML and metadata)."""

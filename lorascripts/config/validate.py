@@ -49,7 +49,16 @@ def _coerce_scalar(key: str, value: Any, tp: Any) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        if isinstance(value, str) and value.strip().lower() in (
+            "true",
+            "yes",
+            "on",
+            "1",
+            "false",
+            "no",
+            "off",
+            "0",
+        ):
             return value.strip().lower() in ("true", "yes", "on", "1")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
@@ -81,7 +90,9 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_STRINGS):
         if optional:
             return None
-        raise ConfigError(f"`{key}` must be {_type_name(tp)}, got nothing (null). Give it a value or remove the line.")
+        raise ConfigError(
+            f"`{key}` must be {_type_name(tp)}, got nothing (null). Give it a value or remove the line."
+        )
     try:
         origin = typing.get_origin(inner)
         if origin is list:
@@ -122,16 +133,18 @@ def check_range(key: str, value: Any, meta: dict[str, Any]) -> None:
         for v in values:
             if v not in choices:
                 hint = suggest(str(v), [str(c) for c in choices])
-                raise ConfigError(
-                    f"`{key}` must be one of {', '.join(map(str, choices))}; got {v!r}.{hint}"
-                )
+                raise ConfigError(f"`{key}` must be one of {', '.join(map(str, choices))}; got {v!r}.{hint}")
     lo, hi = meta.get("min"), meta.get("max")
     for v in values:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and v < lo:
-                raise ConfigError(f"`{key}` must be at least {lo}; got {v}. Raise it or remove the line for the default.")
+                raise ConfigError(
+                    f"`{key}` must be at least {lo}; got {v}. Raise it or remove the line for the default."
+                )
             if hi is not None and v > hi:
-                raise ConfigError(f"`{key}` must be at most {hi}; got {v}. Lower it or remove the line for the default.")
+                raise ConfigError(
+                    f"`{key}` must be at most {hi}; got {v}. Lower it or remove the line for the default."
+                )
 
 
 def field_types(cls: type) -> dict[str, Any]:

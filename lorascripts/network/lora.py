@@ -29,7 +29,12 @@ ALGORITHMS: dict[str, type[nn.Module]] = {
     "loha": LohaModule,
     "lokr": LokrModule,
 }
-NETWORK_MODULE_NAMES = {"lora": "networks.lora", "locon": "networks.lora", "loha": "lycoris.kohya", "lokr": "lycoris.kohya"}
+NETWORK_MODULE_NAMES = {
+    "lora": "networks.lora",
+    "locon": "networks.lora",
+    "loha": "lycoris.kohya",
+    "lokr": "lycoris.kohya",
+}
 
 
 @dataclass
@@ -49,7 +54,9 @@ class NetworkSpec:
 
     @property
     def uses_conv(self) -> bool:
-        return self.network_type == "locon" or (self.network_type in ("loha", "lokr") and self.conv_rank is not None)
+        return self.network_type == "locon" or (
+            self.network_type in ("loha", "lokr") and self.conv_rank is not None
+        )
 
     @property
     def effective_conv_rank(self) -> int:
@@ -76,7 +83,7 @@ class NetworkSpec:
 def collect_targets(base: object, spec: NetworkSpec) -> list[Target]:
     """All layers that get a LoRA for this base model and spec (U-Net first, then text encoders)."""
     roles = expand_roles(spec.target_modules)
-    family = str(getattr(base, "family").value)
+    family = str(base.family.value)
     targets = unet_targets(base.unet, roles, with_conv=spec.uses_conv)  # type: ignore[attr-defined]
     if spec.train_text_encoder:
         encoders = base.text_encoders  # type: ignore[attr-defined]
@@ -108,35 +115,56 @@ class LoraNetwork(nn.Module):
         cls, base: object, spec: NetworkSpec, *, initial: Mapping[str, torch.Tensor] | None = None
     ) -> LoraNetwork:
         """Build the network for `base`; `initial` (a kohya state dict) seeds weights and per-module ranks."""
-        family = str(getattr(base, "family").value)
+        family = str(base.family.value)
         net = cls(spec, family)
         namer = KohyaNamer(family, base.unet.config)  # type: ignore[attr-defined]
         seeds = _group(initial) if initial is not None else {}
         for target in collect_targets(base, spec):
             name = namer.name(target.component, target.path)
             if name in net.lora_modules:
-                raise ModelError(f"Two layers map to the same kohya name {name}; this model layout is not supported.")
+                raise ModelError(
+                    f"Two layers map to the same kohya name {name}; this model layout is not supported."
+                )
             module = net._make_module(name, target, seeds.get(name))
             net.lora_modules[name] = module
             net.components[name] = target.component
         if initial is not None:
             unknown = sorted(set(seeds) - set(net.lora_modules))
             if unknown:
-                logger.warning("initial LoRA: %d modules match no layer of this model and are ignored: %s",
-                               len(unknown), ", ".join(unknown[:5]))
-        logger.info("LoRA network: %d modules (%s, rank %d, alpha %g)", len(net.lora_modules),
-                    spec.network_type, spec.rank, spec.alpha)
+                logger.warning(
+                    "initial LoRA: %d modules match no layer of this model and are ignored: %s",
+                    len(unknown),
+                    ", ".join(unknown[:5]),
+                )
+        logger.info(
+            "LoRA network: %d modules (%s, rank %d, alpha %g)",
+            len(net.lora_modules),
+            spec.network_type,
+            spec.rank,
+            spec.alpha,
+        )
         return net
 
     def _make_module(self, name: str, target: Target, seed: dict[str, torch.Tensor] | None) -> nn.Module:
         spec = self.spec
-        rank, alpha = (spec.effective_conv_rank, spec.effective_conv_alpha) if target.is_conv3x3 else (spec.rank, spec.alpha)
+        rank, alpha = (
+            (spec.effective_conv_rank, spec.effective_conv_alpha)
+            if target.is_conv3x3
+            else (spec.rank, spec.alpha)
+        )
         if seed is not None:
             rank, alpha = _rank_alpha_from(seed, rank, alpha)
         algo = ALGORITHMS[spec.network_type]
         module = algo(
-            name, target.module, multiplier=1.0, lora_dim=rank, alpha=alpha, dropout=spec.dropout,
-            rank_dropout=spec.rank_dropout, module_dropout=spec.module_dropout, bypass_mode=True,
+            name,
+            target.module,
+            multiplier=1.0,
+            lora_dim=rank,
+            alpha=alpha,
+            dropout=spec.dropout,
+            rank_dropout=spec.rank_dropout,
+            module_dropout=spec.module_dropout,
+            bypass_mode=True,
         )
         if seed is not None:
             try:
@@ -169,8 +197,12 @@ class LoraNetwork(nn.Module):
     # --- parameters and weights ------------------------------------------------------------------------------------
     def param_groups(self, unet_lr: float, text_lr: float) -> list[dict]:
         """Optimizer parameter groups: U-Net and text-encoder modules at their own learning rates."""
-        unet = [p for n, m in self.lora_modules.items() if self.components[n] == "unet" for p in m.parameters()]
-        text = [p for n, m in self.lora_modules.items() if self.components[n] != "unet" for p in m.parameters()]
+        unet = [
+            p for n, m in self.lora_modules.items() if self.components[n] == "unet" for p in m.parameters()
+        ]
+        text = [
+            p for n, m in self.lora_modules.items() if self.components[n] != "unet" for p in m.parameters()
+        ]
         groups = [{"params": unet, "lr": unet_lr, "name": "unet"}]
         if text:
             groups.append({"params": text, "lr": text_lr, "name": "text_encoder"})
@@ -190,7 +222,9 @@ class LoraNetwork(nn.Module):
         groups = _group(state)
         missing = sorted(set(self.lora_modules) - set(groups))
         if missing:
-            raise ModelError(f"checkpoint lacks {len(missing)} LoRA modules (e.g. {missing[0]}); it belongs to another run.")
+            raise ModelError(
+                f"checkpoint lacks {len(missing)} LoRA modules (e.g. {missing[0]}); it belongs to another run."
+            )
         for name, parts in groups.items():
             if name in self.lora_modules:
                 self.lora_modules[name].load_state_dict(parts, strict=False)

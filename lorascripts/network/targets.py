@@ -99,7 +99,9 @@ def unet_targets(unet: nn.Module, roles: set[str], *, with_conv: bool) -> list[T
     return targets
 
 
-def text_targets(encoder: nn.Module, component: str, roles: set[str], *, needs_full_attention: bool) -> list[Target]:
+def text_targets(
+    encoder: nn.Module, component: str, roles: set[str], *, needs_full_attention: bool
+) -> list[Target]:
     """Attention/MLP projections of a CLIP text encoder.
 
     `needs_full_attention`: the WebUI applies q/k/v/out of OpenCLIP encoders (SD2, SDXL te2) only as a set
@@ -109,7 +111,9 @@ def text_targets(encoder: nn.Module, component: str, roles: set[str], *, needs_f
     if needs_full_attention and selected & set(ATTENTION_ROLES) and not set(ATTENTION_ROLES) <= selected:
         logger.warning(
             "%s: training q, k, v and out_proj together (you selected %s) because AUTOMATIC1111 ignores partial "
-            "attention sets on this text encoder.", component, sorted(selected & set(ATTENTION_ROLES)),
+            "attention sets on this text encoder.",
+            component,
+            sorted(selected & set(ATTENTION_ROLES)),
         )
         selected |= set(ATTENTION_ROLES)
     targets = []

@@ -13,7 +13,9 @@ from ..errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def create_optimizer(cfg: TrainConfig, param_groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+def create_optimizer(
+    cfg: TrainConfig, param_groups: list[dict], device: torch.device
+) -> torch.optim.Optimizer:
     """The optimizer named in the config, with its extra arguments; clear errors when it cannot run here."""
     args: dict[str, Any] = {"weight_decay": cfg.weight_decay, **cfg.optimizer_args}
     name = cfg.optimizer
@@ -21,11 +23,15 @@ def create_optimizer(cfg: TrainConfig, param_groups: list[dict], device: torch.d
         return torch.optim.AdamW(param_groups, lr=cfg.learning_rate, **args)
     if name == "adamw8bit":
         if device.type != "cuda":
-            raise ConfigError("optimizer adamw8bit needs a CUDA GPU (bitsandbytes). On this machine use `optimizer: adamw`.")
+            raise ConfigError(
+                "optimizer adamw8bit needs a CUDA GPU (bitsandbytes). On this machine use `optimizer: adamw`."
+            )
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise ConfigError("optimizer adamw8bit needs bitsandbytes: `pip install bitsandbytes`, or use adamw.") from None
+            raise ConfigError(
+                "optimizer adamw8bit needs bitsandbytes: `pip install bitsandbytes`, or use adamw."
+            ) from None
         return bnb.optim.AdamW8bit(param_groups, lr=cfg.learning_rate, **args)
     if name == "prodigy":
         try:
@@ -33,7 +39,9 @@ def create_optimizer(cfg: TrainConfig, param_groups: list[dict], device: torch.d
         except ImportError:
             raise ConfigError("optimizer prodigy needs prodigyopt: `pip install prodigyopt`.") from None
         if cfg.learning_rate < 0.1:
-            logger.warning("Prodigy usually wants learning_rate: 1.0 (it finds the step size); got %g", cfg.learning_rate)
+            logger.warning(
+                "Prodigy usually wants learning_rate: 1.0 (it finds the step size); got %g", cfg.learning_rate
+            )
         return Prodigy(param_groups, lr=cfg.learning_rate, **args)
     if name == "adafactor":
         from transformers.optimization import Adafactor

@@ -120,16 +120,22 @@ def clean_partial(output_dir: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> tuple[Progress, dict[str, torch.Tensor], dict[str, Any], dict[str, Any], dict]:
+def load_checkpoint(
+    path: Path,
+) -> tuple[Progress, dict[str, torch.Tensor], dict[str, Any], dict[str, Any], dict]:
     """Read a checkpoint folder: progress, network weights, optimizer state dict, scheduler state, extra."""
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         network = load_file(str(path / "network.safetensors"))
         opt_tensors = load_file(str(path / "optimizer.safetensors"))
     except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise TrainingError(f"checkpoint {path} is unreadable ({exc}). Delete it to resume from an older one.") from None
+        raise TrainingError(
+            f"checkpoint {path} is unreadable ({exc}). Delete it to resume from an older one."
+        ) from None
     if state.get("version") != STATE_VERSION:
-        raise TrainingError(f"checkpoint {path} has format version {state.get('version')}; expected {STATE_VERSION}.")
+        raise TrainingError(
+            f"checkpoint {path} has format version {state.get('version')}; expected {STATE_VERSION}."
+        )
     progress = Progress(**state["progress"])
     optimizer = _unflatten_optimizer(opt_tensors, state["optimizer"])
     return progress, network, optimizer, state["scheduler"], state.get("extra", {})
