@@ -117,6 +117,7 @@ def config_from_dict(
     types_ = field_types(TrainConfig)
     metas = {f.name: field_meta(f) for f in dataclasses.fields(TrainConfig)}
     values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in raw.items():
         name = aliases.get(str(key))
         if name is None:
@@ -124,8 +125,9 @@ def config_from_dict(
                 f"{source}: unknown key `{key}`.{suggest(str(key), list(aliases))} "
                 "See the README's config reference for all keys."
             )
-        if name in values and name != key:
-            raise ConfigError(f"{source}: `{key}` and `{name}` mean the same thing; keep only one.")
+        if name in spelled:
+            raise ConfigError(f"{source}: `{spelled[name]}` and `{key}` mean the same thing; keep only one.")
+        spelled[name] = str(key)
         try:
             value = coerce(name, _special_values(name, value), types_[name])
             check_range(name, value, metas[name])

@@ -1,0 +1,7 @@
+"""`python -m lorascripts ...`"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""Command line: `python -m lorascripts train --config x.yaml [--set key=value ...]` (and `train.py`).
+
+User errors print as one clear message without a traceback (exit code 2 for a bad config, see errors.py);
+`--debug` shows the traceback. Ctrl+C / SIGTERM ask the run to save a checkpoint and stop cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from .errors import LoraScriptsError, StopRequested
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("PIL", "urllib3", "httpx", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a LoRA from a YAML config")
+    p.add_argument("--config", "-c", help="YAML config file (see configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set learning_rate=2e-4 (repeatable)",
+    )
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import dump_config, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    from .train.events import StopControl
+    from .train.trainer import train
+
+    stop = StopControl(None)
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop.request(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    from pathlib import Path
+
+    stop.stop_file = Path(cfg.output_dir) / "STOP"
+    stop.clear_stale_file()
+    result = train(cfg, stop=stop)
+    print(f"LoRA written to {result.lora_path}")
+    if result.compat_ok is False:
+        print("warning: the WebUI self-test found keys that would not load; see train.log", file=sys.stderr)
+    return 0
+
+
+def _add_config_reference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config-reference", help="print (or --write into README.md) the config key reference")
+    p.add_argument(
+        "--write", metavar="README", nargs="?", const="README.md", help="update the README in place"
+    )
+    p.set_defaults(func=_cmd_config_reference)
+
+
+def _cmd_config_reference(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config.reference import BEGIN, END, config_reference_markdown
+
+    text = config_reference_markdown()
+    if not args.write:
+        print(text, end="")
+        return 0
+    readme = Path(args.write)
+    content = readme.read_text(encoding="utf-8")
+    start, end = content.index(BEGIN), content.index(END) + len(END)
+    readme.write_text(content[:start] + text.rstrip("\n") + content[end:], encoding="utf-8")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `lorascripts` argument parser with its subcommands."""
+    parser = argparse.ArgumentParser(prog="lorascripts", description="Train and manage LoRAs.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_config_reference(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.debug)
+    try:
+        return args.func(args)
+    except StopRequested as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except LoraScriptsError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

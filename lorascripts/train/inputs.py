@@ -1,0 +1,169 @@
+"""Turn scanned dataset items into model inputs: bucketed pixels -> VAE latents (cached), captions, SDXL ids.
+
+Latent caches are keyed by image content + VAE identity + bucket size, so a second run and incremental
+training reuse them (disk), or a run reuses them across epochs (memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data.buckets import BucketSet
+from ..data.caption_proc import process_caption
+from ..data.images import image_size, load_image
+from ..data.transforms import image_to_tensor
+from .batches import Entry, expand_repeats
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for training: its latent and the SDXL size conditioning."""
+
+    latent: torch.Tensor
+    original_size: tuple[int, int]  # (height, width)
+    crop_top_left: tuple[int, int]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FixedSize:
+    """Bucketing switched off: every image is resized and centre-cropped to the one training size."""
+
+    def __init__(self, buckets: BucketSet, size: tuple[int, int]) -> None:
+        self._buckets = buckets
+        self.size = size
+
+    def assign(self, width: int, height: int) -> tuple[int, int]:
+        return self.size
+
+    def resize_and_crop(self, image, size, rng):  # noqa: ANN001 - same signature as BucketSet
+        return self._buckets.resize_and_crop(image, size, rng)
+
+
+class InputPipeline:
+    """Buckets, latent cache and caption processing for one training run."""
+
+    def __init__(
+        self, cfg: TrainConfig, items: list, buckets: BucketSet, vae_identity: str, cache_dir: Path
+    ) -> None:
+        self.cfg = cfg
+        self.items = items
+        self.buckets = buckets
+        self.vae_identity = vae_identity
+        self.cache_dir = cache_dir
+        self.background = tuple(cfg.background_color[:3])
+        self.sizes = [image_size(item.path) for item in items]
+        self.item_buckets = [buckets.assign(w, h) for (w, h) in self.sizes]
+        self._memory: dict[int, Prepared] = {}
+
+    def entries(self) -> list[Entry]:
+        """Every training example (repeats expanded) with its bucket."""
+        return [Entry(i, self.item_buckets[i]) for i in expand_repeats([it.repeats for it in self.items])]
+
+    def bucket_counts(self) -> dict[tuple[int, int], int]:
+        counts: dict[tuple[int, int], int] = {}
+        for entry in self.entries():
+            counts[entry.bucket] = counts.get(entry.bucket, 0) + 1
+        return counts
+
+    # --- latents ---------------------------------------------------------------------------------------------------
+    def _pixels(self, index: int, flip: bool) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        image = load_image(self.items[index].path, background=self.background)
+        image, crop_tl, original = self.buckets.resize_and_crop(image, self.item_buckets[index], None)
+        if flip:
+            image = image.transpose(0)  # PIL.Image.FLIP_LEFT_RIGHT
+        # resize_and_crop reports sizes as (w, h); SDXL conditioning wants (h, w) / (top, left)
+        return image_to_tensor(image), (original[1], original[0]), (crop_tl[1], crop_tl[0])
+
+    def _cache_key(self, index: int) -> str:
+        bw, bh = self.item_buckets[index]
+        raw = f"{_file_digest(self.items[index].path)}|{self.vae_identity}|{bw}x{bh}|{self.background}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+    def _encode(self, vae: torch.nn.Module, index: int, flip: bool = False) -> Prepared:
+        pixels, original, crop = self._pixels(index, flip)
+        param = next(vae.parameters())
+        with torch.no_grad():
+            dist = vae.encode(pixels.unsqueeze(0).to(param.device, param.dtype)).latent_dist
+            generator = torch.Generator().manual_seed(self.cfg.seed + index)
+            noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean.device, dist.mean.dtype)
+            latent = (dist.mean + dist.std * noise) * vae.config.scaling_factor
+        return Prepared(latent[0].float().cpu(), original, crop)
+
+    def prepare(self, vae: torch.nn.Module, show_progress: bool = True) -> None:
+        """Fill the latent cache (memory or disk) for every image, once, before training starts."""
+        if self.cfg.cache_latents == "off":
+            return
+        disk = self.cfg.cache_latents == "disk"
+        folder = self.cache_dir / "latents"
+        hits = 0
+        for index in tqdm(
+            range(len(self.items)), desc="caching latents", disable=not show_progress, leave=False
+        ):
+            path = folder / f"{self._cache_key(index)}.safetensors" if disk else None
+            if path is not None and path.exists():
+                data = load_file(str(path))
+                self._memory[index] = Prepared(
+                    data["latent"],
+                    tuple(data["original_size"].tolist()),
+                    tuple(data["crop_top_left"].tolist()),
+                )
+                hits += 1
+                continue
+            prepared = self._encode(vae, index)
+            self._memory[index] = prepared
+            if path is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                save_file(
+                    {
+                        "latent": prepared.latent.contiguous(),
+                        "original_size": torch.tensor(prepared.original_size),
+                        "crop_top_left": torch.tensor(prepared.crop_top_left),
+                    },
+                    str(tmp),
+                )
+                tmp.replace(path)
+        if disk:
+            logger.info("latent cache: %d of %d images reused from %s", hits, len(self.items), folder)
+
+    def latents(self, vae: torch.nn.Module, entries: list[Entry], rng: random.Random) -> list[Prepared]:
+        """Latents of a batch: from the cache, or encoded now (with random flips when flip_aug is on)."""
+        out = []
+        for entry in entries:
+            cached = self._memory.get(entry.item)
+            if cached is None:
+                flip = self.cfg.flip_aug and rng.random() < 0.5
+                cached = self._encode(vae, entry.item, flip)
+            out.append(cached)
+        return out
+
+    def caption(self, entry: Entry, rng: random.Random) -> str:
+        """The caption of an example after trigger word, shuffling and dropout."""
+        cfg = self.cfg
+        return process_caption(
+            self.items[entry.item].caption,
+            trigger_word=cfg.trigger_word,
+            shuffle=cfg.shuffle_caption,
+            keep_tokens=cfg.keep_tokens,
+            caption_dropout_rate=cfg.caption_dropout_rate,
+            tag_dropout_rate=cfg.caption_tag_dropout_rate,
+            rng=rng,
+        )

@@ -1,0 +1,214 @@
+"""What a run writes: LoRA files with kohya metadata, the WebUI sidecar, the resolved config, samples, and the
+compatibility self-test of the final file."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .events import EventSink
+from .state import Progress
+
+if TYPE_CHECKING:
+    from .run_parts import RunParts, TrainResult
+
+logger = logging.getLogger(__name__)
+
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _training_hyperparameters(parts: RunParts) -> dict[str, str]:
+    cfg = parts.cfg
+    return {
+        "ss_learning_rate": str(cfg.learning_rate),
+        "ss_unet_lr": str(cfg.effective_unet_lr),
+        "ss_text_encoder_lr": str(cfg.effective_text_encoder_lr),
+        "ss_lr_scheduler": cfg.lr_scheduler,
+        "ss_lr_warmup_steps": str(cfg.lr_warmup_steps),
+        "ss_optimizer": f"{cfg.optimizer}(weight_decay={cfg.weight_decay})",
+        "ss_batch_size_per_device": str(cfg.batch_size),
+        "ss_total_batch_size": str(
+            cfg.batch_size * parts.accelerator.num_processes * cfg.gradient_accumulation_steps
+        ),
+        "ss_gradient_accumulation_steps": str(cfg.gradient_accumulation_steps),
+        "ss_gradient_checkpointing": str(cfg.gradient_checkpointing),
+        "ss_mixed_precision": parts.precision.mode,
+        "ss_max_train_steps": str(parts.total_steps),
+        "ss_noise_offset": str(cfg.noise_offset),
+        "ss_min_snr_gamma": str(cfg.min_snr_gamma),
+        "ss_shuffle_caption": str(cfg.shuffle_caption),
+        "ss_keep_tokens": str(cfg.keep_tokens),
+        "ss_caption_dropout_rate": str(cfg.caption_dropout_rate),
+        "ss_caption_tag_dropout_rate": str(cfg.caption_tag_dropout_rate),
+        "ss_enable_bucket": str(cfg.enable_bucket),
+        "ss_bucket_no_upscale": str(cfg.bucket_no_upscale),
+        "ss_min_bucket_reso": str(cfg.min_bucket_reso),
+        "ss_max_bucket_reso": str(cfg.max_bucket_reso),
+        "ss_cache_latents": str(cfg.cache_latents != "off"),
+        "ss_flip_aug": str(cfg.flip_aug),
+        "ss_max_grad_norm": str(cfg.max_grad_norm),
+        "ss_num_train_images": str(len(parts.scan.items)),
+        "ss_num_batches_per_epoch": str(len(parts.inputs.entries()) // max(1, cfg.batch_size)),
+        "ss_num_epochs": str(cfg.epochs),
+    }
+
+
+def bucket_info(parts: RunParts) -> dict:
+    """kohya's ss_bucket_info structure from the run's bucket assignment."""
+    counts = parts.inputs.bucket_counts()
+    buckets = {
+        str(i): {"resolution": list(size), "count": n} for i, (size, n) in enumerate(sorted(counts.items()))
+    }
+    errors = []
+    for (w, h), (bw, bh) in zip(parts.inputs.sizes, parts.inputs.item_buckets):
+        errors.append(abs(w / h - bw / bh))
+    return {"buckets": buckets, "mean_img_ar_error": sum(errors) / max(1, len(errors))}
+
+
+def build_metadata(
+    parts: RunParts, progress: Progress, name: str, *, final: bool, loss: float | None
+) -> dict[str, str]:
+    """All metadata strings of a LoRA file (kohya ss_*, modelspec, and our ls_* keys)."""
+    from ..config import dump_config
+    from ..network.metadata import LoraMetadataInput, build_kohya_metadata, merge_training_counters
+
+    cfg, base, spec = parts.cfg, parts.base, parts.spec
+    steps, epochs = merge_training_counters(parts.initial_metadata, progress.step, progress.epoch)
+    data = LoraMetadataInput(
+        family=base.family.value,
+        v_prediction=base.prediction_type == "v_prediction",
+        output_name=name,
+        network_module="networks.lora" if spec.network_type in ("lora", "locon") else "lycoris.kohya",
+        rank=spec.rank,
+        alpha=spec.alpha,
+        network_args=spec.network_args(),
+        training=_training_hyperparameters(parts),
+        steps=steps,
+        epoch=epochs,
+        tag_frequency=getattr(parts.scan, "tag_frequency", {}),
+        dataset_dirs=getattr(parts.scan, "dataset_dirs", {}),
+        bucket_info=bucket_info(parts),
+        base_model_name=Path(base.source).name if Path(base.source).exists() else str(base.source),
+        resolution=parts.resolution,
+        seed=cfg.seed,
+        clip_skip=cfg.clip_skip,
+        trigger_words=[cfg.trigger_word] if cfg.trigger_word else [],
+        started_at=parts.started_at,
+        finished_at=time.time() if final else None,
+        session_id=random.Random(parts.started_at).randint(0, 2**31),
+        config_yaml=dump_config(cfg),
+        title=cfg.metadata_title or name,
+        author=cfg.metadata_author,
+        description=cfg.metadata_description,
+        extra={"ls_final_loss": f"{loss:.6f}" if loss is not None else "None"},
+    )
+    return build_kohya_metadata(data)
+
+
+def write_lora_file(parts: RunParts, progress: Progress, *, final: bool, loss: float | None) -> Path:
+    """Save the network as a kohya .safetensors (atomic) and return its path."""
+    from ..network.save import save_lora_file
+
+    name = parts.output_name if final else f"{parts.output_name}-step{progress.step:08d}"
+    path = parts.output_dir / f"{name}.safetensors"
+    tensors = parts.network.kohya_state_dict()
+    metadata = build_metadata(parts, progress, name, final=final, loss=loss)
+    save_lora_file(path, tensors, metadata, dtype=SAVE_DTYPES[parts.cfg.save_precision])
+    logger.info("saved %s", path)
+    return path
+
+
+def render_samples(parts: RunParts, step: int) -> list[Path]:
+    """Render the configured sample prompts with the LoRA as it is now; to files and TensorBoard."""
+    import numpy as np
+
+    from .sampling import build_pipeline, render, save_samples
+
+    cfg = parts.cfg
+    pipeline = build_pipeline(parts.base)
+    pipeline.set_progress_bar_config(disable=True)
+    parts.network.eval()
+    try:
+        images = render(
+            pipeline,
+            list(cfg.sample_prompts),
+            seed=cfg.sample_seed,
+            width=parts.resolution[0],
+            height=parts.resolution[1],
+            steps=cfg.sample_steps,
+            guidance_scale=cfg.sample_guidance_scale,
+            clip_skip=cfg.clip_skip,
+            autocast_dtype=parts.precision.autocast_dtype,
+        )
+    finally:
+        parts.network.train()
+    paths = save_samples(images, parts.output_dir / "samples", step)
+    if parts.writer is not None:
+        for i, image in enumerate(images):
+            parts.writer.add_image(f"samples/{i}", np.asarray(image), step, dataformats="HWC")
+    return paths
+
+
+def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: EventSink) -> TrainResult:
+    """Final LoRA, WebUI sidecar, resolved config, samples, and the WebUI compatibility self-test."""
+    from ..network.save import write_webui_sidecar
+    from .run_parts import TrainResult
+
+    acc, cfg = parts.accelerator, parts.cfg
+    path = parts.output_dir / f"{parts.output_name}.safetensors"
+    compat_ok = None
+    files: list[Path] = []
+    if acc.is_main_process:
+        if not parts.network.all_finite():
+            from ..errors import TrainingError
+
+            raise TrainingError(
+                "the trained LoRA contains NaN/inf values; it was not saved. Lower learning_rate."
+            )
+        path = write_lora_file(parts, progress, final=True, loss=loss)
+        sidecar = write_webui_sidecar(
+            path,
+            activation_text=cfg.trigger_word,
+            preferred_weight=cfg.preferred_weight,
+            sd_version=parts.base.family.webui_version,
+            description=cfg.metadata_description,
+        )
+        config_path = parts.output_dir / f"{parts.output_name}.yaml"
+        parts.save_resolved_config(config_path)
+        files = [path, Path(sidecar) if sidecar else path.with_suffix(".json"), config_path]
+        if cfg.sample_prompts:
+            events.emit(
+                "sample", step=progress.step, paths=[str(p) for p in render_samples(parts, progress.step)]
+            )
+        compat_ok = self_test(parts, path, events)
+        events.emit(
+            "finished",
+            lora=str(path),
+            steps=progress.step,
+            loss=loss,
+            compat_ok=compat_ok,
+            seconds=round(time.time() - parts.started_at, 1),
+        )
+    acc.wait_for_everyone()
+    return TrainResult(path, parts.output_dir, progress.step, loss, compat_ok, files)
+
+
+def self_test(parts: RunParts, path: Path, events: EventSink) -> bool | None:
+    """Check every key of the saved file against the WebUI's loader rules for this base model."""
+    from safetensors import safe_open
+
+    from ..models.ldm_names import original_layout_shapes
+    from ..network.webui_check import check_webui_compat
+
+    with safe_open(str(path), "pt") as fh:
+        lora_shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    report = check_webui_compat(lora_shapes, original_layout_shapes(parts.base), parts.base.family.value)
+    level = logging.INFO if report.ok else logging.WARNING
+    logger.log(level, "WebUI self-test: %s", report.summary())
+    events.emit("self_test", ok=report.ok, summary=report.summary())
+    return report.ok

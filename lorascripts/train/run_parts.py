@@ -1,0 +1,328 @@
+"""The parts of a training run and their setup: accelerator, model, network, optimizer, inputs, outputs.
+
+`RunParts` owns every object the loop uses and the side jobs around it (samples, TensorBoard, LoRA files),
+so that trainer.py contains only the loop itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import TrainConfig, save_config
+from ..errors import ModelError
+from .events import EventSink
+from .setup import (
+    Precision,
+    attach_log_file,
+    output_name_for,
+    prepare_output_dir,
+    resolution_for,
+    resolve_base_model,
+    resolve_precision,
+    scan,
+)
+from .state import Progress
+from .step import StepNoise
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    lora_path: Path
+    output_dir: Path
+    steps: int
+    final_loss: float | None
+    compat_ok: bool | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+class RunParts:
+    """Objects of one run, created in two phases (`build_parts`, then `setup_rest` once events exist)."""
+
+    def __init__(self, cfg: TrainConfig, total_steps_for: Callable[[TrainConfig, int], int]) -> None:
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self._total_steps_for = total_steps_for
+        cpu = not torch.cuda.is_available()
+        device = torch.device("cpu") if cpu else torch.device("cuda")
+        self.precision: Precision = resolve_precision(cfg, device)
+        self.accelerator = Accelerator(mixed_precision=self.precision.mode, cpu=cpu)
+        self.output_dir = prepare_output_dir(cfg)
+        self.output_name = output_name_for(cfg)
+        self._log_handler = attach_log_file(self.output_dir) if self.accelerator.is_main_process else None
+        self.started_at = time.time()
+        self.writer = None
+        self.progress_bar = None
+        self.intermediate: list[Path] = []
+
+    # --- phase 2 ---------------------------------------------------------------------------------------------------
+    def setup_rest(self, events: EventSink) -> None:
+        """Dataset, base model, caches, network, optimizer: everything that can fail on user input."""
+        from ..data.buckets import BucketSet
+        from ..models import load_base_model
+        from .inputs import FixedSize, InputPipeline
+
+        cfg, acc = self.cfg, self.accelerator
+        self.scan = scan(cfg)
+        self._preflight()
+        events.emit("loading_model", base_model=cfg.base_model)
+        self.base = load_base_model(
+            resolve_base_model(cfg.base_model),
+            prediction_type=cfg.prediction_type,
+            allow_pickle=cfg.allow_pickle,
+            tokenizer_path=cfg.tokenizer_path,
+            expected_family=None if cfg.model_family == "auto" else cfg.model_family,
+        )
+        self.is_sdxl = self.base.family.value == "sdxl"
+        self.vae_scale = 2 ** (len(self.base.vae.config.block_out_channels) - 1)
+        self._freeze_and_place()
+        width, height = resolution_for(cfg, self.base.resolution)
+        self.resolution = (width, height)
+        buckets = BucketSet(
+            (width, height),
+            min_reso=min(cfg.min_bucket_reso, width, height),
+            max_reso=max(cfg.max_bucket_reso, width, height),
+            step=self._bucket_step(),
+            no_upscale=cfg.bucket_no_upscale,
+        )
+        if not cfg.enable_bucket:
+            buckets = FixedSize(buckets, (width, height))
+        self.buckets = buckets
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.output_dir / "cache"
+        self.inputs = InputPipeline(cfg, list(self.scan.items), buckets, self._vae_identity(), cache_dir)
+        events.emit("caching", images=len(self.scan.items), mode=cfg.cache_latents)
+        self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
+        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._build_network()
+        self._build_optimizer()
+        self._start_logging()
+
+    def _bucket_step(self) -> int:
+        # buckets must be multiples of the VAE factor x U-Net downsampling; small models allow finer steps
+        unit = self.vae_scale * 2 ** (len(self.base.unet.config.block_out_channels) - 1)
+        step = self.cfg.bucket_reso_steps
+        return max(unit, step - step % unit) if step >= unit else unit
+
+    def _preflight(self) -> None:
+        if self.cfg.dataset_checks == "off":
+            return
+        try:
+            from ..data.checks import preflight
+        except ImportError:  # checks module not installed in a minimal build
+            return
+        preflight(self.cfg, self.scan)
+
+    def _freeze_and_place(self) -> None:
+        base, acc, dtype = self.base, self.accelerator, self.precision.weight_dtype
+        for module in (base.unet, base.vae, *base.text_encoders):
+            module.requires_grad_(False)
+            module.eval()
+            module.to(acc.device, dtype=dtype)
+        if self.cfg.gradient_checkpointing:
+            base.unet.enable_gradient_checkpointing()
+            if self.cfg.train_text_encoder:
+                for te in base.text_encoders:
+                    te.gradient_checkpointing_enable()
+        if self.cfg.torch_compile:
+            base.unet = torch.compile(base.unet)
+
+    def _vae_identity(self) -> str:
+        source = Path(self.base.source)
+        stat = source.stat() if source.exists() else None
+        return f"{source.resolve() if stat else self.base.source}|{stat.st_size if stat else ''}|{stat.st_mtime if stat else ''}"
+
+    def _build_network(self) -> None:
+        from ..network.lora import LoraNetwork, NetworkSpec
+        from .step import DiffusionLoRAModule
+
+        cfg = self.cfg
+        spec = NetworkSpec(
+            network_type=cfg.network_type,
+            rank=cfg.lora_rank,
+            alpha=cfg.lora_alpha,
+            conv_rank=cfg.conv_rank,
+            conv_alpha=cfg.conv_alpha,
+            dropout=cfg.dropout,
+            rank_dropout=cfg.rank_dropout,
+            module_dropout=cfg.module_dropout,
+            target_modules=list(cfg.target_modules),
+            train_text_encoder=cfg.train_text_encoder,
+        )
+        initial, self.initial_metadata = self._read_initial_lora()
+        self.network = LoraNetwork.create(self.base, spec, initial=initial)
+        self.network.to(self.accelerator.device)
+        self.network.apply()
+        self.spec = spec
+        shapes = sorted((k, tuple(v.shape)) for k, v in self.network.kohya_state_dict().items())
+        self.network_fingerprint = hashlib.sha256(
+            json.dumps([cfg.network_type, shapes]).encode()
+        ).hexdigest()[:16]
+        self.module = DiffusionLoRAModule(
+            self.base, self.network, clip_skip=cfg.clip_skip, min_snr_gamma=cfg.min_snr_gamma
+        )
+
+    def _read_initial_lora(self) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
+        if not self.cfg.initial_lora:
+            return None, {}
+        from ..network.save import read_lora_file
+
+        tensors, metadata = read_lora_file(Path(self.cfg.initial_lora))
+        version = metadata.get("ss_base_model_version", "")
+        family = self.base.family.value
+        if version and not _version_matches(version, family):
+            raise ModelError(
+                f"initial_lora {self.cfg.initial_lora} was trained on {version}, but the base model is {family}. "
+                "Use a LoRA made for this base model."
+            )
+        logger.info("incremental training from %s (%d tensors)", self.cfg.initial_lora, len(tensors))
+        return tensors, metadata
+
+    def _build_optimizer(self) -> None:
+        from .optim import create_optimizer, create_scheduler
+
+        cfg, acc = self.cfg, self.accelerator
+        groups = self.network.param_groups(cfg.effective_unet_lr, cfg.effective_text_encoder_lr)
+        self.trainable = [p for g in groups for p in g["params"]]
+        optimizer = create_optimizer(cfg, groups, acc.device)
+        self.module, self.optimizer = acc.prepare(self.module, optimizer)
+        from .batches import epoch_batches
+
+        n_batches = len(
+            epoch_batches(self.inputs.entries(), cfg.batch_size, cfg.seed, 0, world_size=acc.num_processes)
+        )
+        self.total_steps = self._total_steps_for(cfg, max(1, n_batches))
+        # the schedule steps once per optimizer step; it is deliberately not wrapped by accelerate, which would
+        # step it once per process
+        self.scheduler = create_scheduler(cfg, self.optimizer.optimizer, self.total_steps)
+
+    def _start_logging(self) -> None:
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        self.progress_bar = tqdm(
+            total=self.total_steps,
+            desc="training",
+            unit="step",
+            disable=not acc.is_local_main_process,
+            dynamic_ncols=True,
+        )
+        if self.cfg.logging and acc.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.output_dir / "logs"))
+
+    # --- helpers used by the loop -------------------------------------------------------------------------------------
+    def draw_noise(self, shape: tuple[int, ...], seed: int) -> StepNoise:
+        return StepNoise.draw(
+            shape, self.base.noise_scheduler.config.num_train_timesteps, seed, self.cfg.noise_offset
+        )
+
+    def text_inputs(self, captions: list[str]) -> dict[str, Any]:
+        """Token ids for the text encoders, or cached encoder outputs when the encoders are frozen and cached."""
+        from ..models.text import encode_tokens, tokenize
+
+        device = self.accelerator.device
+        if self.cfg.cache_text_encoder_outputs == "off":
+            return {"input_ids": [ids.to(device) for ids in tokenize(self.base, captions)]}
+        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
+        if missing:
+            with torch.no_grad():
+                hidden, pooled = encode_tokens(
+                    self.base,
+                    [i.to(device) for i in tokenize(self.base, missing)],
+                    clip_skip=self.cfg.clip_skip,
+                )
+            for i, caption in enumerate(missing):
+                self._text_cache[caption] = (hidden[i], pooled[i] if pooled is not None else None)
+        hidden = torch.stack([self._text_cache[c][0] for c in captions])
+        pooled = (
+            None
+            if self._text_cache[captions[0]][1] is None
+            else torch.stack([self._text_cache[c][1] for c in captions])
+        )
+        return {"cached": (hidden, pooled)}
+
+    def log_scalars(self, step: int, loss: float, lrs: list[float]) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("loss", loss, step)
+            for i, lr in enumerate(lrs):
+                self.writer.add_scalar(f"lr/group{i}", lr, step)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": self.base.family.value,
+            "prediction_type": self.base.prediction_type,
+            "images": len(self.scan.items),
+            "examples": len(self.inputs.entries()),
+            "total_steps": self.total_steps,
+            "resolution": list(self.resolution),
+            "modules": len(self.network.lora_modules),
+            "output_dir": str(self.output_dir),
+            "output_name": self.output_name,
+            "precision": self.precision.mode,
+            "processes": self.accelerator.num_processes,
+        }
+
+    def sample(self, step: int, events: EventSink) -> None:
+        from .outputs import render_samples
+
+        if self.accelerator.is_main_process:
+            paths = render_samples(self, step)
+            events.emit("sample", step=step, paths=[str(p) for p in paths])
+        self.accelerator.wait_for_everyone()
+
+    def write_lora(self, progress: Progress, *, final: bool, loss: float | None) -> Path:
+        from .outputs import write_lora_file
+
+        path = write_lora_file(self, progress, final=final, loss=loss)
+        if not final:
+            self.intermediate.append(path)
+        return path
+
+    def prune_intermediate_loras(self) -> None:
+        keep = self.cfg.keep_last_n
+        while keep > 0 and len(self.intermediate) > keep:
+            self.intermediate.pop(0).unlink(missing_ok=True)
+
+    def finish(self, progress: Progress, loss: float | None, events: EventSink) -> TrainResult:
+        from .outputs import finish_run
+
+        return finish_run(self, progress, loss, events)
+
+    def close(self) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if getattr(self, "network", None) is not None:
+            self.network.remove()
+        if self._log_handler is not None:
+            logging.getLogger("lorascripts").removeHandler(self._log_handler)
+            self._log_handler.close()
+
+    def save_resolved_config(self, path: Path) -> None:
+        save_config(self.cfg, path)
+
+
+def _version_matches(version: str, family: str) -> bool:
+    if family == "sdxl":
+        return version.startswith("sdxl")
+    return version.startswith("sd_v1" if family == "sd1" else "sd_v2")
+
+
+def build_parts(cfg: TrainConfig, total_steps_for: Callable[[TrainConfig, int], int]) -> RunParts:
+    """Phase 1: accelerator and output folder (so that later failures can be reported as events)."""
+    return RunParts(cfg, total_steps_for)

@@ -1,0 +1,87 @@
+"""Sample images during training: fixed prompts, fixed seeds, the LoRA applied as it is trained."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+def build_pipeline(base: object) -> object:
+    """A diffusers text-to-image pipeline around the base model's (LoRA-hooked) components."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    scheduler = DDIMScheduler.from_config(base.noise_scheduler.config)  # type: ignore[attr-defined]
+    if len(base.text_encoders) == 2:  # type: ignore[attr-defined]
+        return StableDiffusionXLPipeline(
+            vae=base.vae,
+            text_encoder=base.text_encoders[0],
+            text_encoder_2=base.text_encoders[1],  # type: ignore[attr-defined]
+            tokenizer=base.tokenizers[0],
+            tokenizer_2=base.tokenizers[1],
+            unet=base.unet,
+            scheduler=scheduler,  # type: ignore[attr-defined]
+        )
+    return StableDiffusionPipeline(
+        vae=base.vae,
+        text_encoder=base.text_encoders[0],
+        tokenizer=base.tokenizers[0],
+        unet=base.unet,  # type: ignore[attr-defined]
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def render(
+    pipeline: object,
+    prompts: list[str],
+    *,
+    seed: int,
+    width: int,
+    height: int,
+    steps: int,
+    guidance_scale: float,
+    clip_skip: int = 1,
+    autocast_dtype: torch.dtype | None = None,
+) -> list[Image.Image]:
+    """One image per prompt; prompt i uses seed + i, so the same prompt always starts from the same noise."""
+    images = []
+    device = pipeline.unet.device  # type: ignore[attr-defined]
+    for i, prompt in enumerate(prompts):
+        generator = torch.Generator("cpu").manual_seed(seed + i)
+        kwargs = {"clip_skip": clip_skip - 1} if clip_skip > 1 else {}
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
+        ):
+            result = pipeline(  # type: ignore[operator]
+                prompt,
+                width=width,
+                height=height,
+                num_inference_steps=steps,
+                guidance_scale=guidance_scale,
+                generator=generator,
+                output_type="pil",
+                **kwargs,
+            )
+        images.append(result.images[0])
+    return images
+
+
+def save_samples(images: list[Image.Image], folder: Path, step: int) -> list[Path]:
+    """Write samples as `<folder>/step-<N>-<i>.png` and return the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"step-{step:08d}-{i:02d}.png"
+        tmp = path.with_suffix(".tmp.png")
+        image.save(tmp)
+        tmp.replace(path)
+        paths.append(path)
+    return paths

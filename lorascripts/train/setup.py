@@ -1,0 +1,127 @@
+"""Everything a run needs before its first step: output folder, logging, precision, dataset, base model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig
+from ..errors import ConfigError, DatasetError
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_MODELS = ("toy",)
+
+
+@dataclass
+class Precision:
+    """Resolved mixed-precision mode and the dtype frozen weights are stored in."""
+
+    mode: str  # "no", "bf16" or "fp16" (accelerate's names)
+    weight_dtype: torch.dtype
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.mode)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """bf16 matmuls are fast on CPUs with AVX512-BF16 or AMX; elsewhere they are emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> Precision:
+    """auto -> bf16 where the hardware has it; fp16 only on CUDA (it is ~500x slower on CPU)."""
+    mode = cfg.mixed_precision
+    if mode == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "mixed_precision: fp16 needs a CUDA GPU; on this device it would be hundreds of times slower. "
+            "Use bf16 (or no)."
+        )
+    if mode == "auto":
+        if device.type == "cuda":
+            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            mode = "bf16" if cpu_has_fast_bf16() else "no"
+        logger.info("mixed_precision auto -> %s on %s", mode, device.type)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
+    return Precision(mode, dtype)
+
+
+def resolve_base_model(name: str) -> str:
+    """Map built-in names (`toy`) to their folders; anything else is passed through."""
+    if name == "toy":
+        from ..toy import TOY_MODEL_DIR
+
+        return str(TOY_MODEL_DIR)
+    return name
+
+
+def output_name_for(cfg: TrainConfig) -> str:
+    """The LoRA file stem: `output_name`, or the dataset folder's name without a kohya repeat prefix."""
+    if cfg.output_name:
+        return cfg.output_name
+    folder = Path(cfg.train_data_dir).resolve().name
+    head, _, tail = folder.partition("_")
+    return tail if head.isdigit() and tail else folder
+
+
+def prepare_output_dir(cfg: TrainConfig) -> Path:
+    """Create the output folder, or explain why it cannot be used."""
+    out = Path(cfg.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"output_dir {out} cannot be created ({exc.strerror}). Choose a writable folder."
+        ) from None
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"output_dir {out} is not writable. Choose another folder.")
+    return out
+
+
+def attach_log_file(out: Path) -> logging.Handler:
+    """Mirror the engine's log to <output_dir>/train.log (removed again at the end of the run)."""
+    handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("lorascripts").addHandler(handler)
+    return handler
+
+
+def scan(cfg: TrainConfig) -> object:
+    """Scan the dataset with the configured caption and bad-image policies."""
+    from ..data.sources import scan_dataset
+
+    data_dir = Path(cfg.train_data_dir)
+    if not data_dir.is_dir():
+        raise DatasetError(
+            f"train_data_dir {data_dir} is not a folder. Point it at the folder with your images."
+        )
+    result = scan_dataset(
+        data_dir,
+        metadata_path=Path(cfg.metadata_path) if cfg.metadata_path else None,
+        caption_extensions=tuple(cfg.caption_extensions),
+        missing_captions=cfg.missing_captions,
+        trigger_word=cfg.trigger_word,
+        bad_images=cfg.bad_images,
+    )
+    for warning in getattr(result, "warnings", []):
+        logger.warning("%s", warning)
+    return result
+
+
+def resolution_for(cfg: TrainConfig, default: int) -> tuple[int, int]:
+    """(width, height) of the training area."""
+    if not cfg.resolution:
+        return default, default
+    if len(cfg.resolution) == 1:
+        return cfg.resolution[0], cfg.resolution[0]
+    return cfg.resolution[0], cfg.resolution[1]
