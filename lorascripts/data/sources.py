@@ -1,0 +1,137 @@
+"""Find the training images and their captions.
+
+Layouts (all can be mixed): images directly in `train_data_dir`; kohya repeat folders `N_name/` (each image
+seen N times per epoch); captions from `metadata.csv` (`file_name,caption`), else `.txt`/`.caption` sidecars.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DatasetError
+from .caption_proc import split_tags, with_trigger
+from .captions import read_metadata
+from .images import check_image, is_image
+
+logger = logging.getLogger(__name__)
+REPEAT_DIR = re.compile(r"^(\d+)_(.+)$")
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """One training image."""
+
+    path: Path
+    caption: str
+    repeats: int = 1
+    subset: str = ""
+
+
+@dataclass
+class ScanResult:
+    """The images found, what was skipped, and kohya's dataset metadata."""
+
+    items: list[DatasetItem]
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    dataset_dirs: dict[str, dict[str, int]] = field(default_factory=dict)
+    tag_frequency: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _subsets(root: Path) -> list[tuple[Path, int, str]]:
+    """(folder, repeats, name) of the root and of every `N_name` subfolder."""
+    found = [(root, 1, root.name)]
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        m = REPEAT_DIR.match(child.name)
+        if m:
+            found.append((child, max(1, int(m[1])), child.name))
+    return found
+
+
+def _sidecar(path: Path, extensions: tuple[str, ...]) -> str | None:
+    for ext in extensions:
+        sidecar = path.with_suffix(ext)
+        if sidecar.is_file():
+            try:
+                return sidecar.read_text(encoding="utf-8-sig").strip()
+            except UnicodeDecodeError:
+                raise DatasetError(f"caption file {sidecar} is not UTF-8 text. Save it as UTF-8.") from None
+    return None
+
+
+def _fallback_caption(path: Path, policy: str, trigger_word: str, subset: str) -> str:
+    if policy == "error":
+        raise DatasetError(
+            f"image {path} has no caption (no row in metadata.csv, no .txt/.caption file). Add one, caption the "
+            "folder with tools/auto_label.py, or set `missing_captions: trigger` (or folder_name / empty)."
+        )
+    if policy == "trigger":
+        return trigger_word
+    if policy == "folder_name":
+        m = REPEAT_DIR.match(subset)
+        return (m[2] if m else subset).replace("_", " ")
+    return ""
+
+
+def scan_dataset(
+    root: Path,
+    *,
+    metadata_path: Path | None = None,
+    caption_extensions: tuple[str, ...] = (".txt", ".caption"),
+    missing_captions: str = "error",
+    trigger_word: str = "",
+    bad_images: str = "error",
+) -> ScanResult:
+    """All images under `root` with captions; unreadable images raise (naming the file) or are skipped."""
+    metadata_file = metadata_path or root / "metadata.csv"
+    if metadata_path is not None and not metadata_file.is_file():
+        raise DatasetError(f"metadata_path {metadata_file} does not exist.")
+    metadata = read_metadata(metadata_file) if metadata_file.is_file() else {}
+    result = ScanResult(items=[])
+    used_rows: set[str] = set()
+    for folder, repeats, subset in _subsets(root):
+        images = sorted(p for p in folder.iterdir() if is_image(p))
+        count = 0
+        for path in images:
+            rel = path.relative_to(root).as_posix()
+            try:
+                check_image(path)
+            except DatasetError as exc:
+                if bad_images == "error":
+                    raise
+                result.warnings.append(f"skipping unreadable image: {exc}")
+                result.skipped.append(path)
+                continue
+            caption = metadata.get(rel, metadata.get(path.name) if folder != root else None)
+            if caption is not None:
+                used_rows.add(rel if rel in metadata else path.name)
+            else:
+                caption = _sidecar(path, caption_extensions)
+            if caption is None:
+                caption = _fallback_caption(path, missing_captions, trigger_word, subset)
+            result.items.append(DatasetItem(path, caption, repeats, subset))
+            count += 1
+        if count:
+            result.dataset_dirs[subset] = {"n_repeats": repeats, "img_count": count}
+            tags = Counter(
+                t
+                for item in result.items
+                if item.subset == subset
+                for t in split_tags(with_trigger(item.caption, trigger_word))
+            )
+            result.tag_frequency[subset] = dict(tags.most_common())
+    unused = sorted(set(metadata) - used_rows)
+    if unused:
+        result.warnings.append(
+            f"{len(unused)} metadata.csv rows name no image in the dataset (e.g. {unused[0]})."
+        )
+    if not result.items:
+        raise DatasetError(
+            f"no usable images in {root} (looked for {', '.join(('.png', '.jpg', '.jpeg', '.webp', '.bmp'))} "
+            "directly and in N_name subfolders)."
+        )
+    return result

@@ -1,0 +1,256 @@
+"""Load a Stable Diffusion base model (SD1.x, SD2.x, SDXL) for training, from any of the forms people have.
+
+- a single-file checkpoint in the original layout (`.safetensors`; `.ckpt` only with `allow_pickle`), the
+  architecture read from its shapes (single_file.py) and the weights converted by diffusers' own converters;
+- a diffusers folder (`model_index.json`) or a Hugging Face repo id already in the local cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelError
+from .family import ModelFamily, family_from_keys
+from .single_file import ARCH_KEY, text_config, unet_config, vae_config
+from .tokenizers_find import find_clip_tokenizer, openclip_variant
+
+logger = logging.getLogger(__name__)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class BaseModel:
+    """The frozen parts of a base model and what training needs to know about them."""
+
+    family: ModelFamily
+    unet: Any
+    vae: Any
+    text_encoders: list[Any]
+    tokenizers: list[Any]
+    noise_scheduler: Any
+    prediction_type: str
+    source: str
+    name: str
+    resolution: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), "pt") as fh:
+                return {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{path} is not a readable .safetensors file ({exc}). Re-download it.") from None
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelError(
+                f"{path.name} is a pickle checkpoint, which can run code when loaded. Use a .safetensors version, "
+                "or set `allow_pickle: true` (it is then loaded with weights_only=True)."
+            )
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
+            raise ModelError(f"{path} could not be loaded safely ({exc}).") from None
+        return state.get("state_dict", state), {}
+    raise ModelError(f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors.")
+
+
+def _te_layouts(family: ModelFamily) -> list[tuple[str, str]]:
+    from .ldm_names import _te_prefixes
+
+    return _te_prefixes(family.value)
+
+
+def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    state, metadata = _read_checkpoint(path, allow_pickle)
+    family = family_from_keys(list(state))
+    if family is None or not any(k.startswith("model.diffusion_model.") for k in state):
+        raise ModelError(
+            f"{path.name} is not a Stable Diffusion 1.x/2.x/XL checkpoint (no U-Net + CLIP text encoder keys "
+            "in the original layout). Is it a LoRA, a VAE or another architecture?"
+        )
+    arch = json.loads(metadata.get(ARCH_KEY, "{}"))
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if family is ModelFamily.SDXL:
+        arch.setdefault("pooled_dim", shapes["conditioner.embedders.1.model.text_projection"][1])
+    unet = UNet2DConditionModel(**unet_config(shapes, family, arch))
+    _load_into(unet, convert_ldm_unet_checkpoint(state, unet.config), "U-Net", path)
+    vae = AutoencoderKL(**vae_config(shapes, family, arch))
+    _load_into(vae, convert_ldm_vae_checkpoint(state, vae.config), "VAE", path)
+    encoders, tokenizers = [], []
+    clip_tok = find_clip_tokenizer(tokenizer_path, path)
+    for index, (prefix, layout) in enumerate(_te_layouts(family)):
+        config = CLIPTextConfig(**text_config(shapes, prefix, layout, arch, index))
+        if layout == "clip_l":
+            model = CLIPTextModel(config)
+            weights = convert_ldm_clip_checkpoint(state, remove_prefix=prefix)
+            tokenizers.append(clip_tok)
+        else:
+            model = (CLIPTextModelWithProjection if family is ModelFamily.SDXL else CLIPTextModel)(config)
+            weights = convert_open_clip_checkpoint(model, state, prefix=prefix)
+            tokenizers.append(openclip_variant(clip_tok))
+        _load_into(model, weights, f"text encoder {index + 1}", path, text=True)
+        encoders.append(model)
+    return {
+        "family": family,
+        "unet": unet,
+        "vae": vae,
+        "text_encoders": encoders,
+        "tokenizers": tokenizers,
+        "scheduler_config": None,
+        "metadata": metadata,
+    }
+
+
+def _load_into(
+    module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, path: Path, *, text: bool = False
+) -> None:
+    own = module.state_dict()
+    if text and not any(k.startswith("text_model.") for k in own):
+        weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
+    weights = {k: v for k, v in weights.items() if k in own}
+    missing = [k for k in own if k not in weights and not k.endswith("position_ids")]
+    if missing:
+        raise ModelError(
+            f"{path.name}: the {what} lacks {len(missing)} weights (e.g. {missing[0]}); the file is "
+            "incomplete or of an unsupported variant."
+        )
+    bad = [k for k, v in weights.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise ModelError(
+            f"{path.name}: the {what} weight {bad[0]} has shape {tuple(weights[bad[0]].shape)}, "
+            f"expected {tuple(own[bad[0]].shape)}."
+        )
+    module.load_state_dict(weights, strict=False)
+
+
+def _load_diffusers(source: str) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    local = Path(source).is_dir()
+    kw: dict[str, Any] = {} if local else {"local_files_only": True}
+    try:
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw)
+        encoders = [CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw)]
+        tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)]
+        root = Path(source) if local else None
+        if (root and (root / "text_encoder_2").is_dir()) or (not local and unet.config.addition_embed_type):
+            encoders.append(
+                CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", **kw)
+            )
+            tokenizers.append(CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **kw))
+    except (OSError, ValueError) as exc:
+        hint = "" if local else " (models are not downloaded at training time; download it first)"
+        raise ModelError(f"cannot load diffusers model {source}: {exc}{hint}") from None
+    if len(encoders) == 2:
+        family = ModelFamily.SDXL
+    else:
+        family = ModelFamily.SD2 if encoders[0].config.hidden_act == "gelu" else ModelFamily.SD1
+    return {
+        "family": family,
+        "unet": unet,
+        "vae": vae,
+        "text_encoders": encoders,
+        "tokenizers": tokenizers,
+        "scheduler_config": _scheduler_config(source, kw),
+        "metadata": {},
+    }
+
+
+def _scheduler_config(source: str, kw: dict[str, Any]) -> dict[str, Any] | None:
+    from diffusers import DDPMScheduler
+
+    try:
+        return dict(DDPMScheduler.load_config(source, subfolder="scheduler", **kw))
+    except (OSError, ValueError):
+        return None
+
+
+def _prediction_type(requested: str, family: ModelFamily, loaded: dict[str, Any]) -> str:
+    if requested != "auto":
+        return requested
+    configured = (loaded.get("scheduler_config") or {}).get("prediction_type")
+    meta = loaded.get("metadata", {}).get("lorascripts.prediction_type")
+    if meta or configured:
+        return meta or configured
+    # single-file SD2: 768-v models (96x96 latents) are v-prediction, 512 base models epsilon
+    if family is ModelFamily.SD2 and loaded["unet"].config.sample_size >= 96:
+        return "v_prediction"
+    return "epsilon"
+
+
+def load_base_model(
+    source: str,
+    *,
+    prediction_type: str = "auto",
+    allow_pickle: bool = False,
+    tokenizer_path: str | None = None,
+    expected_family: str | None = None,
+) -> BaseModel:
+    """Load a base model for training; raises ModelError with what was found when it cannot."""
+    from diffusers import DDPMScheduler
+
+    path = Path(source)
+    if path.is_file():
+        loaded = _load_single_file(path, allow_pickle, tokenizer_path)
+    elif path.is_dir() and (path / "model_index.json").is_file():
+        loaded = _load_diffusers(source)
+    elif path.is_dir():
+        raise ModelError(f"{source} is a folder without model_index.json: not a diffusers model folder.")
+    elif path.suffix or "/" not in source:
+        raise ModelError(f"base_model {source} does not exist. Give the path of a .safetensors checkpoint.")
+    else:
+        loaded = _load_diffusers(source)
+    family: ModelFamily = loaded["family"]
+    if expected_family and expected_family != family.value:
+        raise ModelError(
+            f"base_model {path.name} is a {family.label} model, but model_family is {expected_family}. "
+            f"Use a {expected_family} checkpoint or set model_family: {family.value} (or auto)."
+        )
+    prediction = _prediction_type(prediction_type, family, loaded)
+    if loaded.get("scheduler_config"):
+        scheduler = DDPMScheduler.from_config(loaded["scheduler_config"], prediction_type=prediction)
+    else:  # the schedule every SD1/SD2/SDXL checkpoint was trained with
+        scheduler = DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            prediction_type=prediction,
+        )
+    resolution = loaded["unet"].config.sample_size * 2 ** (len(loaded["vae"].config.block_out_channels) - 1)
+    logger.info("base model %s: %s, %s, %dpx", path.name or source, family.label, prediction, resolution)
+    return BaseModel(
+        family=family,
+        unet=loaded["unet"],
+        vae=loaded["vae"],
+        text_encoders=loaded["text_encoders"],
+        tokenizers=loaded["tokenizers"],
+        noise_scheduler=scheduler,
+        prediction_type=prediction,
+        source=str(source),
+        name=path.stem if path.exists() else source,
+        resolution=resolution,
+        extra={"metadata": loaded.get("metadata", {})},
+    )

@@ -1,0 +1,66 @@
+"""Finding CLIP tokenizer files for checkpoints that do not contain them (every single-file checkpoint)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+logger = logging.getLogger(__name__)
+HUB_REPOS = ("openai/clip-vit-large-patch14",)
+
+
+def _from_folder(folder: Path) -> Any:
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def _candidates(tokenizer_path: str | None, source: Path) -> list[Path]:
+    found = []
+    if tokenizer_path:
+        found.append(Path(tokenizer_path))
+    for near in (source.parent / "tokenizer", source.with_suffix("") / "tokenizer"):
+        found.append(near)
+    spec = importlib.util.find_spec("comfy")
+    if spec is not None and spec.submodule_search_locations:
+        # ComfyUI ships the CLIP-L tokenizer with its code
+        found.append(Path(next(iter(spec.submodule_search_locations))) / "sd1_tokenizer")
+    return found
+
+
+def find_clip_tokenizer(tokenizer_path: str | None, source: Path) -> Any:
+    """CLIP-L tokenizer: `tokenizer_path`, a `tokenizer/` folder beside the file, ComfyUI's copy, or the HF cache."""
+    for folder in _candidates(tokenizer_path, source):
+        if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            logger.info("tokenizer: %s", folder)
+            return _from_folder(folder)
+        if tokenizer_path and folder == Path(tokenizer_path):
+            raise ModelError(
+                f"tokenizer_path {folder} has no vocab.json + merges.txt (CLIP tokenizer files)."
+            )
+    from transformers import CLIPTokenizer
+
+    for repo in HUB_REPOS:
+        try:
+            return CLIPTokenizer.from_pretrained(repo, local_files_only=True)
+        except (OSError, ValueError):
+            continue
+    raise ModelError(
+        f"no CLIP tokenizer found for {source.name}: single-file checkpoints do not contain one. Set "
+        "`tokenizer_path` to a folder with vocab.json and merges.txt (e.g. the `tokenizer` folder of any SD1.5 "
+        "diffusers model), or run once with internet access to cache openai/clip-vit-large-patch14."
+    )
+
+
+def openclip_variant(tokenizer: Any) -> Any:
+    """The SD2/SDXL-te2 tokenizer: same vocabulary as CLIP-L, padded with `!` like OpenCLIP."""
+    import copy
+
+    clone = copy.deepcopy(tokenizer)
+    if "!" in clone.get_vocab():
+        clone.pad_token = "!"
+    return clone

@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny real SD1/SD2/SDXL models built once per test session (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_models import TinyModel, build_tiny, build_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+def _model(family: str, tmp_path_factory, tokenizer) -> TinyModel:
+    return build_tiny(family, tmp_path_factory.mktemp(f"tiny_{family}"), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd1(tmp_path_factory, tiny_tokenizer) -> TinyModel:
+    return _model("sd1", tmp_path_factory, tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2(tmp_path_factory, tiny_tokenizer) -> TinyModel:
+    return _model("sd2", tmp_path_factory, tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory, tiny_tokenizer) -> TinyModel:
+    return _model("sdxl", tmp_path_factory, tiny_tokenizer)
