@@ -26,8 +26,8 @@ from lorascripts.config import config_from_dict
 from lorascripts.models import load_base_model
 from lorascripts.models.ldm_names import original_layout_shapes
 from lorascripts.network.lora import LoraNetwork, NetworkSpec
-from lorascripts.train.events import read_events
 from lorascripts.network.webui_check import check_webui_compat
+from lorascripts.train.events import read_events
 from lorascripts.train.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,7 +213,9 @@ def test_two_process_accelerate_launch(tiny_sd1, tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--cpu",
+        # accelerate's --cpu launches one process (multi-CPU needs MPI); --multi_gpu starts torchrun workers,
+        # which our Accelerator(cpu=True) joins with the gloo backend when there is no GPU
+        "--multi_gpu",
         "--num_processes",
         "2",
         "--num_machines",

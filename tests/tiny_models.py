@@ -34,7 +34,9 @@ class TinyModel:
 
 
 def build_tokenizer(folder: Path) -> Path:
-    sentences = [f"a {c} {s} on a {b} background" for c in WORDS[3:10] for s in WORDS[10:13] for b in WORDS[7:10]]
+    sentences = [
+        f"a {c} {s} on a {b} background" for c in WORDS[3:10] for s in WORDS[10:13] for b in WORDS[7:10]
+    ]
     return train_clip_tokenizer(sentences + [" ".join(WORDS)] * 3, folder, vocab_size=300)
 
 
@@ -43,9 +45,17 @@ def _text_encoder(vocab: int, act: str, projection: int | None, seed: int) -> to
 
     torch.manual_seed(seed)
     config = CLIPTextConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-        max_position_embeddings=77, hidden_act=act, bos_token_id=vocab - 2, eos_token_id=vocab - 1,
-        pad_token_id=vocab - 1, **({"projection_dim": projection} if projection else {}),
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        hidden_act=act,
+        bos_token_id=vocab - 2,
+        eos_token_id=vocab - 1,
+        pad_token_id=vocab - 1,
+        **({"projection_dim": projection} if projection else {}),
     )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
@@ -57,19 +67,26 @@ def _unet(family: str, seed: int) -> torch.nn.Module:
     common = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, norm_num_groups=8)
     if family == "sdxl":
         unet = UNet2DConditionModel(
-            **common, block_out_channels=(16, 32, 32),
+            **common,
+            block_out_channels=(16, 32, 32),
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=64, attention_head_dim=(1, 2, 2), transformer_layers_per_block=(1, 1, 2),
-            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+            cross_attention_dim=64,
+            attention_head_dim=(1, 2, 2),
+            transformer_layers_per_block=(1, 1, 2),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=16 + 6 * 8,
         )
     else:
         unet = UNet2DConditionModel(
-            **common, block_out_channels=(16, 16, 32, 32),
+            **common,
+            block_out_channels=(16, 16, 32, 32),
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=32, attention_head_dim=(2, 2, 4, 4) if family == "sd2" else 2,
+            cross_attention_dim=32,
+            attention_head_dim=(2, 2, 4, 4) if family == "sd2" else 2,
             use_linear_projection=family == "sd2",
         )
     for p in unet.parameters():  # diffusers zero-inits conv_out; give it weights so every layer matters
@@ -83,9 +100,14 @@ def _vae(seed: int, scaling: float) -> torch.nn.Module:
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8, layers_per_block=1,
-        sample_size=32, scaling_factor=scaling,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+        sample_size=32,
+        scaling_factor=scaling,
     ).eval()
 
 
@@ -108,31 +130,57 @@ def build_tiny(family: str, root: Path, tokenizer_dir: Path, seed: int = 0) -> T
     elif family == "sd2":
         tokenizers[0].pad_token = "!"
     scheduler = DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, steps_offset=1,
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
     )
     base = BaseModel(
-        family=fam, unet=_unet(family, seed + 3), vae=_vae(seed + 4, 0.13025 if family == "sdxl" else 0.18215),
-        text_encoders=encoders, tokenizers=tokenizers, noise_scheduler=scheduler, prediction_type="epsilon",
-        source="", name=f"tiny-{family}", resolution=32,
+        family=fam,
+        unet=_unet(family, seed + 3),
+        vae=_vae(seed + 4, 0.13025 if family == "sdxl" else 0.18215),
+        text_encoders=encoders,
+        tokenizers=tokenizers,
+        noise_scheduler=scheduler,
+        prediction_type="epsilon",
+        source="",
+        name=f"tiny-{family}",
+        resolution=32,
     )
     root.mkdir(parents=True, exist_ok=True)
     single = root / f"tiny-{family}.safetensors"
     arch = {
-        "unet_heads": base.unet.config.attention_head_dim, "unet_groups": 8, "vae_groups": 8,
-        "text_heads": [2, 2], "sample_size": 16, "scaling_factor": base.vae.config.scaling_factor,
+        "unet_heads": base.unet.config.attention_head_dim,
+        "unet_groups": 8,
+        "vae_groups": 8,
+        "text_heads": [2, 2],
+        "sample_size": 16,
+        "scaling_factor": base.vae.config.scaling_factor,
     }
     save_single_file(base, single, metadata={ARCH_KEY: json.dumps(arch)})
     folder = root / f"tiny-{family}-diffusers"
     if family == "sdxl":
         pipe = StableDiffusionXLPipeline(
-            vae=base.vae, text_encoder=encoders[0], text_encoder_2=encoders[1], tokenizer=tokenizers[0],
-            tokenizer_2=tokenizers[1], unet=base.unet, scheduler=scheduler,
+            vae=base.vae,
+            text_encoder=encoders[0],
+            text_encoder_2=encoders[1],
+            tokenizer=tokenizers[0],
+            tokenizer_2=tokenizers[1],
+            unet=base.unet,
+            scheduler=scheduler,
         )
     else:
         pipe = StableDiffusionPipeline(
-            vae=base.vae, text_encoder=encoders[0], tokenizer=tokenizers[0], unet=base.unet,
-            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            vae=base.vae,
+            text_encoder=encoders[0],
+            tokenizer=tokenizers[0],
+            unet=base.unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
     pipe.save_pretrained(str(folder))
     return TinyModel(family, single, folder, tokenizer_dir)

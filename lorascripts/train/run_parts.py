@@ -162,6 +162,8 @@ class RunParts:
             train_text_encoder=cfg.train_text_encoder,
         )
         initial, self.initial_metadata = self._read_initial_lora()
+        # the LoRA-down init draws from the global RNG: seed it so a run is reproducible whatever ran before
+        torch.manual_seed(cfg.seed)
         self.network = LoraNetwork.create(self.base, spec, initial=initial)
         self.network.to(self.accelerator.device)
         self.network.apply()
