@@ -25,9 +25,11 @@ setup() {
   fi
   local stamp=".venv/.lora-scripts-deps"
   local want
-  want="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)"
+  want="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)"
   if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     python -m pip install -q -r requirements.txt -r requirements-dev.txt
+    # the engine itself, editable, so `python tools/...` and `python -m lorascripts` work from anywhere
+    python -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"
   fi
 }

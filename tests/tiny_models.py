@@ -40,16 +40,19 @@ def build_tokenizer(folder: Path) -> Path:
     return train_clip_tokenizer(sentences + [" ".join(WORDS)] * 3, folder, vocab_size=300)
 
 
-def _text_encoder(vocab: int, act: str, projection: int | None, seed: int) -> torch.nn.Module:
+def _text_encoder(
+    vocab: int, act: str, projection: int | None, seed: int, standard: bool = False
+) -> torch.nn.Module:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
+    width = 64 if standard else 32  # standard: 64 channels a head, like every real CLIP text encoder
     config = CLIPTextConfig(
         vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=width,
+        intermediate_size=2 * width,
         num_hidden_layers=3,
-        num_attention_heads=2,
+        num_attention_heads=1 if standard else 2,
         max_position_embeddings=77,
         hidden_act=act,
         bos_token_id=vocab - 2,
@@ -60,11 +63,22 @@ def _text_encoder(vocab: int, act: str, projection: int | None, seed: int) -> to
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
 
 
-def _unet(family: str, seed: int) -> torch.nn.Module:
+def _unet(family: str, seed: int, standard: bool = False) -> torch.nn.Module:
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
     common = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, norm_num_groups=8)
+    if (
+        standard
+    ):  # widths that follow the real-checkpoint rules (32 groups, SD1: 8 heads): no arch metadata needed
+        return UNet2DConditionModel(
+            **{**common, "norm_num_groups": 32},
+            block_out_channels=(32, 32, 64, 64),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=64,
+            attention_head_dim=8,
+        ).eval()
     if family == "sdxl":
         unet = UNet2DConditionModel(
             **common,
@@ -95,24 +109,30 @@ def _unet(family: str, seed: int) -> torch.nn.Module:
     return unet.eval()
 
 
-def _vae(seed: int, scaling: float) -> torch.nn.Module:
+def _vae(seed: int, scaling: float, standard: bool = False) -> torch.nn.Module:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(
-        block_out_channels=(16, 32),
+        block_out_channels=(32, 64) if standard else (16, 32),
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         latent_channels=4,
-        norm_num_groups=8,
+        norm_num_groups=32 if standard else 8,
         layers_per_block=1,
         sample_size=32,
         scaling_factor=scaling,
     ).eval()
 
 
-def build_tiny(family: str, root: Path, tokenizer_dir: Path, seed: int = 0) -> TinyModel:
-    """Build, save (single file + diffusers folder) and describe one tiny model."""
+def build_tiny(
+    family: str, root: Path, tokenizer_dir: Path, seed: int = 0, *, standard: bool = False
+) -> TinyModel:
+    """Build, save (single file + diffusers folder) and describe one tiny model.
+
+    `standard`: SD1 only; sizes follow the rules real checkpoints follow, and the single file carries no
+    architecture metadata (the path every downloaded checkpoint takes).
+    """
     from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTokenizer
 
@@ -120,7 +140,7 @@ def build_tiny(family: str, root: Path, tokenizer_dir: Path, seed: int = 0) -> T
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
     vocab = len(tokenizer)
     act = "quick_gelu" if family == "sd1" else "gelu"
-    encoders = [_text_encoder(vocab, "quick_gelu" if family == "sdxl" else act, None, seed + 1)]
+    encoders = [_text_encoder(vocab, "quick_gelu" if family == "sdxl" else act, None, seed + 1, standard)]
     tokenizers = [tokenizer]
     if family == "sdxl":
         encoders.append(_text_encoder(vocab, "gelu", 16, seed + 2))
@@ -139,8 +159,8 @@ def build_tiny(family: str, root: Path, tokenizer_dir: Path, seed: int = 0) -> T
     )
     base = BaseModel(
         family=fam,
-        unet=_unet(family, seed + 3),
-        vae=_vae(seed + 4, 0.13025 if family == "sdxl" else 0.18215),
+        unet=_unet(family, seed + 3, standard),
+        vae=_vae(seed + 4, 0.13025 if family == "sdxl" else 0.18215, standard),
         text_encoders=encoders,
         tokenizers=tokenizers,
         noise_scheduler=scheduler,
@@ -159,7 +179,7 @@ def build_tiny(family: str, root: Path, tokenizer_dir: Path, seed: int = 0) -> T
         "sample_size": 16,
         "scaling_factor": base.vae.config.scaling_factor,
     }
-    save_single_file(base, single, metadata={ARCH_KEY: json.dumps(arch)})
+    save_single_file(base, single, metadata=None if standard else {ARCH_KEY: json.dumps(arch)})
     folder = root / f"tiny-{family}-diffusers"
     if family == "sdxl":
         pipe = StableDiffusionXLPipeline(

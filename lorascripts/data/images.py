@@ -45,9 +45,23 @@ def image_size(path: Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit greyscale -> 8-bit L (PIL's own convert would clip everything above 255 to white)."""
+    import numpy as np
+
+    array = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if array.max() > 255 else 255.0
+    return Image.fromarray((array / peak * 255).round().clip(0, 255).astype("uint8"), mode="L")
+
+
 def load_image(path: Path, background: tuple[int, ...] = (255, 255, 255)) -> Image.Image:
-    """RGB image with EXIF rotation applied and transparency composited on `background`."""
+    """RGB image with EXIF rotation applied and transparency composited on `background`.
+
+    Handles greyscale, palette, RGBA/LA, 16-bit and CMYK files.
+    """
     image = ImageOps.exif_transpose(_open(path))
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        image = _to_8bit(image)
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background[:3], 255))

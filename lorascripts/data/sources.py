@@ -63,12 +63,17 @@ def _sidecar(path: Path, extensions: tuple[str, ...]) -> str | None:
     return None
 
 
+def _missing_error(root: Path, missing: list[Path]) -> DatasetError:
+    names = ", ".join(p.relative_to(root).as_posix() for p in missing[:10])
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    return DatasetError(
+        f"{len(missing)} image(s) have no caption (no row in metadata.csv, no .txt/.caption file): {names}{more}. "
+        "Add captions, caption the folder with tools/auto_label.py, or set `missing_captions: trigger` "
+        "(or folder_name / empty)."
+    )
+
+
 def _fallback_caption(path: Path, policy: str, trigger_word: str, subset: str) -> str:
-    if policy == "error":
-        raise DatasetError(
-            f"image {path} has no caption (no row in metadata.csv, no .txt/.caption file). Add one, caption the "
-            "folder with tools/auto_label.py, or set `missing_captions: trigger` (or folder_name / empty)."
-        )
     if policy == "trigger":
         return trigger_word
     if policy == "folder_name":
@@ -93,6 +98,7 @@ def scan_dataset(
     metadata = read_metadata(metadata_file) if metadata_file.is_file() else {}
     result = ScanResult(items=[])
     used_rows: set[str] = set()
+    missing: list[Path] = []
     for folder, repeats, subset in _subsets(root):
         images = sorted(p for p in folder.iterdir() if is_image(p))
         count = 0
@@ -111,6 +117,9 @@ def scan_dataset(
                 used_rows.add(rel if rel in metadata else path.name)
             else:
                 caption = _sidecar(path, caption_extensions)
+            if caption is None and missing_captions == "error":
+                missing.append(path)
+                continue
             if caption is None:
                 caption = _fallback_caption(path, missing_captions, trigger_word, subset)
             result.items.append(DatasetItem(path, caption, repeats, subset))
@@ -124,6 +133,8 @@ def scan_dataset(
                 for t in split_tags(with_trigger(item.caption, trigger_word))
             )
             result.tag_frequency[subset] = dict(tags.most_common())
+    if missing:
+        raise _missing_error(root, missing)
     unused = sorted(set(metadata) - used_rows)
     if unused:
         result.warnings.append(

@@ -42,13 +42,14 @@ def find_clip_tokenizer(tokenizer_path: str | None, source: Path) -> Any:
             raise ModelError(
                 f"tokenizer_path {folder} has no vocab.json + merges.txt (CLIP tokenizer files)."
             )
-    from transformers import CLIPTokenizer
+    from huggingface_hub import try_to_load_from_cache
 
     for repo in HUB_REPOS:
-        try:
-            return CLIPTokenizer.from_pretrained(repo, local_files_only=True)
-        except (OSError, ValueError):
-            continue
+        # only a real cached copy counts (transformers 5 builds an empty tokenizer when files are missing)
+        vocab = try_to_load_from_cache(repo, "vocab.json")
+        if isinstance(vocab, str) and (Path(vocab).parent / "merges.txt").is_file():
+            logger.info("tokenizer: %s from the Hugging Face cache", repo)
+            return _from_folder(Path(vocab).parent)
     raise ModelError(
         f"no CLIP tokenizer found for {source.name}: single-file checkpoints do not contain one. Set "
         "`tokenizer_path` to a folder with vocab.json and merges.txt (e.g. the `tokenizer` folder of any SD1.5 "

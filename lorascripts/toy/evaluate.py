@@ -1,0 +1,88 @@
+"""Measure what a style LoRA learned on the toy model: style scores per strength, with and without trigger."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import TRIGGER
+from .grid import GridResult, compose_grid, render_strengths
+from .style import style_score
+
+logger = logging.getLogger(__name__)
+CONTENT_PROMPTS = (
+    "a large red circle in the center, white background",
+    "a small blue square on the left, sky background",
+    "a large yellow triangle on the right, black background",
+)
+
+
+@dataclass
+class StyleReport:
+    """Mean style score per strength (with trigger), and how far no-trigger prompts moved from the base."""
+
+    strengths: list[float]
+    score_with_trigger: list[float]
+    score_without_trigger: list[float]
+    drift_without_trigger: (
+        float  # mean absolute pixel change (0-1) at strength 1 vs 0, prompts without trigger
+    )
+    change_with_trigger: float  # the same, prompts with trigger
+
+    def table(self) -> str:
+        rows = ["strength | style score (with trigger) | style score (without)"]
+        for s, a, b in zip(self.strengths, self.score_with_trigger, self.score_without_trigger):
+            rows.append(f"{s:8g} | {a:26.3f} | {b:.3f}")
+        rows.append(
+            f"pixel change at strength 1: with trigger {self.change_with_trigger:.3f}, "
+            f"without {self.drift_without_trigger:.3f}"
+        )
+        return "\n".join(rows)
+
+
+def prompts_for(trigger: str = TRIGGER) -> tuple[list[str], list[str]]:
+    return [f"{trigger}, {p}" for p in CONTENT_PROMPTS], list(CONTENT_PROMPTS)
+
+
+def _mean_change(result: GridResult, prompts: list[str], lo: float, hi: float) -> float:
+    diffs = [
+        np.abs(
+            np.asarray(result.images[(p, hi)], dtype=np.float32)
+            - np.asarray(result.images[(p, lo)], dtype=np.float32)
+        ).mean()
+        / 255
+        for p in prompts
+    ]
+    return float(np.mean(diffs))
+
+
+def evaluate_style(
+    base: Any, lora_path: Path, strengths: tuple[float, ...] = (0.0, 0.5, 1.0), seed: int = 1234
+) -> tuple[StyleReport, GridResult]:
+    with_trigger, without = prompts_for()
+    result = render_strengths(base, lora_path, with_trigger + without, list(strengths), seed=seed)
+
+    def mean_score(prompts: list[str], s: float) -> float:
+        return float(np.mean([style_score(result.images[(p, s)]) for p in prompts]))
+
+    report = StyleReport(
+        strengths=list(strengths),
+        score_with_trigger=[mean_score(with_trigger, s) for s in strengths],
+        score_without_trigger=[mean_score(without, s) for s in strengths],
+        drift_without_trigger=_mean_change(result, without, strengths[0], strengths[-1]),
+        change_with_trigger=_mean_change(result, with_trigger, strengths[0], strengths[-1]),
+    )
+    return report, result
+
+
+def write_report(report: StyleReport, result: GridResult, out_dir: Path) -> Path:
+    """grid.png (rows: prompts with/without trigger; columns: strengths) and style_scores.json."""
+    grid_path = out_dir / "grid.png"
+    compose_grid(result).save(grid_path)
+    (out_dir / "style_scores.json").write_text(json.dumps(asdict(report), indent=2), encoding="utf-8")
+    return grid_path

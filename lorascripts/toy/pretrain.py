@@ -1,0 +1,240 @@
+"""Pretrain the built-in toy model (tiny SD1-family latent diffusion) on procedural captioned pictures.
+
+    python -m lorascripts.toy.pretrain --out lorascripts/toy/model
+
+Deterministic for a given thread count (fixed seeds, fixed step counts); about 45 minutes on 2 CPU cores.
+Stages: CLIP tokenizer (tokenizers BPE) -> VAE (reconstruction + small KL) -> U-Net and text encoder jointly
+(epsilon prediction, 10% empty captions so classifier-free guidance works).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.transforms import image_to_tensor
+from ..models.tokenizer_build import train_clip_tokenizer
+from .scenes import all_scenes, augmented_scene, random_scene
+
+logger = logging.getLogger(__name__)
+SIZE = 64
+
+
+def _vae_batch(rng: random.Random, n: int) -> torch.Tensor:
+    return torch.stack([image_to_tensor(augmented_scene(rng, SIZE)) for _ in range(n)])
+
+
+def build_components(vocab: int) -> dict:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=8,
+        layers_per_block=1,
+        sample_size=SIZE,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        norm_num_groups=16,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=4,
+    )
+    te = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=vocab - 2,
+            eos_token_id=vocab - 1,
+            pad_token_id=vocab - 1,
+        )
+    )
+    return {"vae": vae, "unet": unet, "text_encoder": te}
+
+
+def train_vae(vae: torch.nn.Module, steps: int, batch: int, seed: int) -> float:
+    """Reconstruction (MSE) + 1e-6 KL; returns the latent scaling factor (1 / latent std)."""
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    vae.train()
+    for step in range(steps):
+        pixels = _vae_batch(rng, batch)
+        dist = vae.encode(pixels).latent_dist
+        recon = vae.decode(dist.sample()).sample
+        loss = F.mse_loss(recon, pixels) + 1e-6 * dist.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 200 == 0 or step == steps - 1:
+            logger.info("vae step %d/%d loss %.5f", step, steps, loss.item())
+    vae.eval()
+    with torch.no_grad():
+        pixels = torch.stack([image_to_tensor(img) for img, _ in all_scenes(SIZE)])
+        std = vae.encode(pixels).latent_dist.mean.std().item()
+    return 1.0 / std
+
+
+def train_unet(parts: dict, tokenizer, steps: int, batch: int, seed: int) -> None:
+    from diffusers import DDPMScheduler
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    vae, unet, te = parts["vae"], parts["unet"], parts["text_encoder"]
+    # the toy world has under a thousand distinct pictures: encode each once, sample its latent every step
+    scenes = all_scenes(SIZE)
+    with torch.no_grad():
+        dists = [
+            vae.encode(torch.stack([image_to_tensor(img) for img, _ in scenes[i : i + 64]])).latent_dist
+            for i in range(0, len(scenes), 64)
+        ]
+    means, stds = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
+    texts = [c for _, c in scenes]
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+    )
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * max(0.1, 1 - s / steps))
+    unet.train()
+    te.train()
+    started = time.time()
+    for step in range(steps):
+        pick = [rng.randrange(len(scenes)) for _ in range(batch)]
+        captions = ["" if rng.random() < 0.1 else texts[i] for i in pick]
+        latents = (means[pick] + stds[pick] * torch.randn_like(means[pick])) * vae.config.scaling_factor
+        ids = tokenizer(
+            captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (batch,))
+        noisy = scheduler.add_noise(latents, noise, t)
+        pred = unet(noisy, t, te(ids).last_hidden_state).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        lr.step()
+        if step % 200 == 0 or step == steps - 1:
+            rate = (step + 1) / (time.time() - started)
+            logger.info("unet step %d/%d loss %.4f (%.2f step/s)", step, steps, loss.item(), rate)
+    unet.eval()
+    te.eval()
+
+
+def save(parts: dict, tokenizer, out: Path, card: dict) -> None:
+    """diffusers folder (fp16 weights) + the same model as a single-file original-layout checkpoint."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    from ..models.family import ModelFamily
+    from ..models.ldm_names import save_single_file
+    from ..models.loader import BaseModel
+    from ..models.single_file import ARCH_KEY
+
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+    )
+    half = {k: v.to(torch.float16) for k, v in parts.items()}
+    pipe = StableDiffusionPipeline(
+        vae=half["vae"],
+        text_encoder=half["text_encoder"],
+        tokenizer=tokenizer,
+        unet=half["unet"],
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(out))
+    base = BaseModel(
+        ModelFamily.SD1,
+        half["unet"],
+        half["vae"],
+        [half["text_encoder"]],
+        [tokenizer],
+        scheduler,
+        "epsilon",
+        "",
+        "toy",
+        SIZE,
+    )
+    arch = {
+        "unet_heads": 4,
+        "unet_groups": 16,
+        "vae_groups": 8,
+        "text_heads": [2, 2],
+        "sample_size": SIZE // 8,
+        "scaling_factor": parts["vae"].config.scaling_factor,
+    }
+    save_single_file(base, out / "toy-sd1.safetensors", metadata={ARCH_KEY: json.dumps(arch)})
+    (out / "training.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--vae-steps", type=int, default=500)
+    parser.add_argument("--unet-steps", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(args.seed)
+    from transformers import CLIPTokenizer
+
+    rng = random.Random(args.seed)
+    captions = [random_scene(rng, 8)[1] for _ in range(3000)] + ["zkstyle style picture drawing photo"] * 20
+    tok_dir = train_clip_tokenizer(captions, args.out / "tokenizer", vocab_size=560)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    parts = build_components(len(tokenizer))
+    started = time.time()
+    scaling = train_vae(parts["vae"], args.vae_steps, args.batch, args.seed + 1)
+    parts["vae"].register_to_config(scaling_factor=round(scaling, 5))
+    logger.info("vae done in %.0fs, scaling factor %.5f", time.time() - started, scaling)
+    train_unet(parts, tokenizer, args.unet_steps, args.batch, args.seed + 2)
+    card = {
+        "vae_steps": args.vae_steps,
+        "unet_steps": args.unet_steps,
+        "batch": args.batch,
+        "seed": args.seed,
+        "seconds": round(time.time() - started),
+        "threads": torch.get_num_threads(),
+    }
+    save(parts, tokenizer, args.out, card)
+    logger.info("saved toy model to %s (%s)", args.out, card)
+
+
+if __name__ == "__main__":
+    main()
