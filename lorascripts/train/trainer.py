@@ -264,7 +264,9 @@ def train(
     events = EventSink(
         parts.output_dir / "events.jsonl" if parts.accelerator.is_main_process else None, callbacks
     )
-    stop = stop or StopControl(parts.output_dir)
+    if stop is None:
+        stop = StopControl(parts.output_dir)
+        stop.clear_stale_file()  # a STOP file from an earlier run must not end this one at once
     try:
         parts.setup_rest(events)
         run = TrainingRun(parts, events, stop)
