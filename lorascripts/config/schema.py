@@ -110,8 +110,9 @@ class TrainConfig:
         choices=("error", "skip"),
     )
     dataset_checks: str = option(
-        "warn",
-        help="Pre-flight dataset checks: `error` refuses a dataset with problems, `warn` logs them, `off` skips.",
+        "error",
+        help="Pre-flight dataset checks (report in <output_dir>/dataset_report.html): `error` refuses a dataset "
+        "with errors and logs warnings, `warn` only logs, `off` skips.",
         section=DATA,
         choices=("error", "warn", "off"),
     )

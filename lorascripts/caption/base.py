@@ -1,0 +1,85 @@
+"""The captioner interface and the registry that picks one by name (`blip`, `florence2`, `wd14`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from ..errors import ConfigError, ModelError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODELS = {
+    "blip": "Salesforce/blip-image-captioning-large",
+    # a transformers-native conversion; the original microsoft/Florence-2-* repos need remote code
+    "florence2": "florence-community/Florence-2-large",
+    "wd14": "SmilingWolf/wd-vit-tagger-v3",
+}
+
+
+class Captioner(Protocol):
+    """Turns a batch of RGB images into one caption each."""
+
+    name: str
+    batch_size: int
+
+    def caption(self, images: list[Image.Image]) -> list[str]: ...
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def check_native(model: str, allow_remote_code: bool) -> None:
+    """Refuse a local model folder whose config needs remote code, unless explicitly allowed."""
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return
+    data = json.loads(config.read_text(encoding="utf-8"))
+    if data.get("auto_map") and not allow_remote_code:
+        raise ModelError(
+            f"{model} ships its own Python code (auto_map in config.json), which lora-scripts does not run by "
+            "default. Use a transformers-native version of the model, or pass --allow-remote-code if you trust it."
+        )
+
+
+def load_kwargs(model: str, allow_remote_code: bool) -> dict[str, Any]:
+    """from_pretrained arguments: local folders never touch the network; remote code only when allowed."""
+    kwargs: dict[str, Any] = {"trust_remote_code": allow_remote_code}
+    if Path(model).is_dir():
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+def create_captioner(
+    name: str,
+    model: str | None = None,
+    *,
+    device: str = "auto",
+    batch_size: int = 4,
+    allow_remote_code: bool = False,
+    **options: Any,
+) -> Captioner:
+    """A captioner by name; `model` is a Hugging Face id or a local folder (defaults per captioner)."""
+    model = model or DEFAULT_MODELS.get(name, "")
+    if name == "blip":
+        from .blip import BlipCaptioner
+
+        return BlipCaptioner(model, resolve_device(device), batch_size, allow_remote_code, **options)
+    if name == "florence2":
+        from .florence import FlorenceCaptioner
+
+        return FlorenceCaptioner(model, resolve_device(device), batch_size, allow_remote_code, **options)
+    if name == "wd14":
+        from .wd14 import WD14Tagger
+
+        return WD14Tagger(model, device=resolve_device(device), batch_size=batch_size, **options)
+    raise ConfigError(f"unknown captioner {name!r}; choose blip, florence2 or wd14.")

@@ -1,0 +1,50 @@
+"""BLIP image captioning (natural language), through transformers' native BLIP classes."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from PIL import Image
+
+from ..errors import ModelError
+from .base import check_native, load_kwargs
+
+logger = logging.getLogger(__name__)
+
+
+class BlipCaptioner:
+    """`Salesforce/blip-image-captioning-large` (or any BLIP captioning checkpoint)."""
+
+    name = "blip"
+
+    def __init__(
+        self,
+        model: str,
+        device: str,
+        batch_size: int = 4,
+        allow_remote_code: bool = False,
+        *,
+        max_new_tokens: int = 40,
+        num_beams: int = 3,
+        prompt: str = "",
+    ) -> None:
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        check_native(model, allow_remote_code)
+        kwargs = load_kwargs(model, allow_remote_code)
+        try:
+            self.processor = BlipProcessor.from_pretrained(model, **kwargs)
+            self.model = BlipForConditionalGeneration.from_pretrained(model, **kwargs).to(device).eval()
+        except OSError as exc:
+            raise ModelError(f"cannot load BLIP model {model}: {exc}") from None
+        self.device, self.batch_size = device, batch_size
+        self.max_new_tokens, self.num_beams, self.prompt = max_new_tokens, num_beams, prompt
+
+    def caption(self, images: list[Image.Image]) -> list[str]:
+        texts = [self.prompt] * len(images) if self.prompt else None
+        inputs = self.processor(images=images, text=texts, return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
+        captions = self.processor.batch_decode(out, skip_special_tokens=True)
+        return [c.strip() for c in captions]

@@ -1,0 +1,90 @@
+"""`python tools/auto_label.py --input DIR --output DIR/metadata.csv [--captioner blip|florence2|wd14] ...`"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import LoraScriptsError
+from .base import DEFAULT_MODELS, create_captioner
+from .labeler import FORMATS, MODES, auto_label
+from .postprocess import CaptionRules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="auto_label", description="Caption a folder of images for LoRA training."
+    )
+    p.add_argument("--input", required=True, type=Path, help="folder of images")
+    p.add_argument("--output", type=Path, help="metadata.csv to write (default: <input>/metadata.csv)")
+    p.add_argument("--captioner", default="blip", choices=sorted(DEFAULT_MODELS))
+    p.add_argument("--model", help="Hugging Face id or local folder (default depends on --captioner)")
+    p.add_argument("--format", default="csv", choices=FORMATS, help="metadata.csv, .txt sidecars, or both")
+    p.add_argument("--mode", default="overwrite", choices=MODES)
+    p.add_argument("--trigger", default="", help="trigger word put first in every caption")
+    p.add_argument("--prefix", default="")
+    p.add_argument("--suffix", default="")
+    p.add_argument(
+        "--replace",
+        action="append",
+        default=[],
+        metavar="FIND=REPLACE",
+        help="text (or /regex/) replacement, repeatable",
+    )
+    p.add_argument("--max-length", type=int, help="maximum caption length in characters")
+    p.add_argument("--no-dedupe", action="store_true", help="keep repeated tags")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--task", default="detailed", help="Florence-2: caption, detailed or more_detailed")
+    p.add_argument("--threshold", type=float, default=0.35, help="WD14 general tag threshold")
+    p.add_argument("--character-threshold", type=float, default=0.85)
+    p.add_argument("--exclude-tags", default="", help="WD14: comma-separated tags never written")
+    p.add_argument("--allow-remote-code", action="store_true", help="run model code shipped with the model")
+    return p
+
+
+def _options(args: argparse.Namespace) -> dict:
+    if args.captioner == "florence2":
+        return {"task": args.task}
+    if args.captioner == "wd14":
+        return {
+            "general_threshold": args.threshold,
+            "character_threshold": args.character_threshold,
+            "exclude_tags": tuple(t.strip() for t in args.exclude_tags.split(",") if t.strip()),
+        }
+    return {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    replace = []
+    for rule in args.replace:
+        find, sep, repl = rule.partition("=")
+        if not sep:
+            print(f"error: --replace needs FIND=REPLACE, got {rule!r}", file=sys.stderr)
+            return 2
+        replace.append((find, repl))
+    rules = CaptionRules(args.trigger, args.prefix, args.suffix, replace, not args.no_dedupe, args.max_length)
+    try:
+        captioner = create_captioner(
+            args.captioner,
+            args.model,
+            device=args.device,
+            batch_size=args.batch_size,
+            allow_remote_code=args.allow_remote_code,
+            **_options(args),
+        )
+        result = auto_label(args.input, captioner, args.output, mode=args.mode, fmt=args.format, rules=rules)
+    except LoraScriptsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(
+        f"captioned {result.captioned}, kept {result.kept}, resumed {result.resumed}, failed {len(result.failed)}"
+    )
+    for name, reason in result.failed.items():
+        print(f"  could not read {name}: {reason}", file=sys.stderr)
+    return 0

@@ -1,0 +1,53 @@
+"""Florence-2 captions (`<CAPTION>`, `<DETAILED_CAPTION>`, `<MORE_DETAILED_CAPTION>`), transformers-native."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from ..errors import ConfigError, ModelError
+from .base import check_native, load_kwargs
+
+TASKS = {"caption": "<CAPTION>", "detailed": "<DETAILED_CAPTION>", "more_detailed": "<MORE_DETAILED_CAPTION>"}
+
+
+class FlorenceCaptioner:
+    """Florence-2 through `Florence2ForConditionalGeneration` (no remote code)."""
+
+    name = "florence2"
+
+    def __init__(
+        self,
+        model: str,
+        device: str,
+        batch_size: int = 4,
+        allow_remote_code: bool = False,
+        *,
+        task: str = "detailed",
+        max_new_tokens: int = 128,
+        num_beams: int = 3,
+    ) -> None:
+        from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+        if task not in TASKS:
+            raise ConfigError(f"unknown Florence-2 task {task!r}; choose {', '.join(TASKS)}.")
+        check_native(model, allow_remote_code)
+        kwargs = load_kwargs(model, allow_remote_code)
+        try:
+            self.processor = AutoProcessor.from_pretrained(model, **kwargs)
+            self.model = Florence2ForConditionalGeneration.from_pretrained(model, **kwargs).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"cannot load Florence-2 model {model}: {exc}. Use a transformers-native conversion such as "
+                "florence-community/Florence-2-large."
+            ) from None
+        self.device, self.batch_size = device, batch_size
+        self.prompt, self.max_new_tokens, self.num_beams = TASKS[task], max_new_tokens, num_beams
+
+    def caption(self, images: list[Image.Image]) -> list[str]:
+        inputs = self.processor(images=images, text=[self.prompt] * len(images), return_tensors="pt")
+        inputs = inputs.to(self.device)
+        with torch.no_grad():
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
+        texts = self.processor.batch_decode(out, skip_special_tokens=True)
+        return [t.replace(self.prompt, "").strip() for t in texts]

@@ -1,0 +1,127 @@
+"""Caption a folder: metadata.csv and/or .txt sidecars, modes, post-processing, and resume after interruption.
+
+Finished captions are appended to `<output>.partial` (JSON lines, flushed per batch) while the run goes; a rerun
+after a crash or Ctrl+C takes them from there instead of captioning those images again. The final
+metadata.csv is written atomically at the end and the partial file removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..data.captions import read_metadata, write_metadata
+from ..data.images import is_image, load_image
+from ..errors import DatasetError
+from .base import Captioner
+from .postprocess import CaptionRules, finish_caption
+
+logger = logging.getLogger(__name__)
+MODES = ("overwrite", "append", "skip_existing")
+FORMATS = ("csv", "txt", "both")
+
+
+@dataclass
+class LabelResult:
+    captions: dict[str, str] = field(default_factory=dict)  # relative file name -> caption written
+    captioned: int = 0
+    kept: int = 0
+    resumed: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # relative file name -> reason
+
+
+def list_images(root: Path) -> list[str]:
+    """Relative (`/`-separated) names of every image in `root` and its subfolders."""
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder of images.")
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if is_image(p) and ".cache" not in p.parts
+    )
+
+
+def _existing(root: Path, output: Path, names: list[str]) -> dict[str, str]:
+    rows = read_metadata(output) if output.is_file() else {}
+    for name in names:
+        sidecar = (root / name).with_suffix(".txt")
+        if name not in rows and sidecar.is_file():
+            rows[name] = sidecar.read_text(encoding="utf-8-sig").strip()
+    return rows
+
+
+def _read_partial(path: Path) -> dict[str, str]:
+    done: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut off by the interruption
+            done[row["file"]] = row["caption"]
+    return done
+
+
+def _write_txt(path: Path, caption: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".caption-", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(caption)
+    os.replace(tmp, path)
+
+
+def auto_label(
+    root: Path,
+    captioner: Captioner,
+    output: Path | None = None,
+    *,
+    mode: str = "overwrite",
+    fmt: str = "csv",
+    rules: CaptionRules | None = None,
+    show_progress: bool = True,
+) -> LabelResult:
+    """Caption every image under `root`; returns what was written. Unreadable images are reported, not fatal."""
+    if mode not in MODES or fmt not in FORMATS:
+        raise DatasetError(f"mode must be one of {MODES} and format one of {FORMATS}.")
+    rules = rules or CaptionRules()
+    output = output or root / "metadata.csv"
+    names = list_images(root)
+    existing = _existing(root, output, names)
+    partial = output.with_name(output.name + ".partial")
+    done = _read_partial(partial)
+    result = LabelResult(resumed=len(done))
+    todo = [n for n in names if n not in done and not (mode == "skip_existing" and existing.get(n))]
+    result.kept = sum(1 for n in names if mode == "skip_existing" and existing.get(n))
+    with (
+        open(partial, "a", encoding="utf-8") as log,
+        tqdm(total=len(todo), desc=f"captioning ({captioner.name})", disable=not show_progress) as bar,
+    ):
+        for start in range(0, len(todo), max(1, captioner.batch_size)):
+            batch, images = [], []
+            for name in todo[start : start + captioner.batch_size]:
+                try:
+                    images.append(load_image(root / name))
+                    batch.append(name)
+                except DatasetError as exc:
+                    result.failed[name] = str(exc)
+                    logger.warning("%s", exc)
+            for name, raw in zip(batch, captioner.caption(images) if images else []):
+                previous = existing.get(name) if mode == "append" else None
+                caption = finish_caption(raw, rules, previous)
+                done[name] = caption
+                log.write(json.dumps({"file": name, "caption": caption}, ensure_ascii=False) + "\n")
+                result.captioned += 1
+            log.flush()
+            bar.update(len(batch) + (len(images) - len(batch)))
+    final = {n: done.get(n, existing.get(n, "")) for n in names if n in done or n in existing}
+    if fmt in ("csv", "both"):
+        write_metadata(output, final)
+    if fmt in ("txt", "both"):
+        for name in done:
+            _write_txt((root / name).with_suffix(".txt"), done[name])
+    partial.unlink(missing_ok=True)
+    result.captions = final
+    return result

@@ -1,0 +1,215 @@
+"""Dataset checks before training (and `tools/check_dataset.py`): what would make a LoRA worse, per image.
+
+Errors (training refuses them): unreadable files, images without a caption. Warnings: images smaller than the
+training resolution, blurry images (variance of the Laplacian), near-duplicates (perceptual hash), extreme
+aspect ratios, empty or over-long captions, generic words, a missing or misspelled trigger word.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..caption.postprocess import GENERIC_WORDS
+from ..errors import DatasetError
+from .images import is_image, load_image
+
+logger = logging.getLogger(__name__)
+BLUR_THRESHOLD = 0.02  # sharpness = var(Laplacian) / var(image); sharp pictures score well above this
+DUPLICATE_DISTANCE = 4  # of 64 pHash bits
+MAX_ASPECT = 3.0
+TOKEN_WINDOW = 75  # CLIP: 77 tokens minus start/end
+
+
+@dataclass
+class Flag:
+    file: str
+    code: str
+    severity: str  # "error" or "warning"
+    message: str
+
+
+@dataclass
+class ImageInfo:
+    file: str
+    path: Path
+    size: tuple[int, int] | None
+    caption: str | None
+
+
+@dataclass
+class DatasetReport:
+    root: Path
+    images: list[ImageInfo] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Flag]:
+        return [f for f in self.flags if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Flag]:
+        return [f for f in self.flags if f.severity == "warning"]
+
+    def flags_for(self, file: str) -> list[Flag]:
+        return [f for f in self.flags if f.file == file]
+
+    def summary(self) -> str:
+        lines = [f"{len(self.images)} images: {len(self.errors)} errors, {len(self.warnings)} warnings"]
+        for flag in self.flags:
+            lines.append(f"  [{flag.severity}] {flag.file}: {flag.message}")
+        return "\n".join(lines)
+
+
+def sharpness(image: Image.Image) -> float:
+    """var(Laplacian) / var(grey): scale-free, so flat graphics with crisp edges pass and blurred copies fail."""
+    from scipy.ndimage import laplace
+
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    spread = grey.var()
+    return float(laplace(grey).var() / spread) if spread > 1e-6 else 0.0
+
+
+def _caption_flags(file: str, caption: str | None, trigger: str, token_count: Any) -> list[Flag]:
+    if caption is None:
+        return [Flag(file, "no_caption", "error", "no caption (metadata.csv row or .txt file)")]
+    flags = []
+    if not caption.strip():
+        flags.append(Flag(file, "empty_caption", "warning", "empty caption"))
+        return flags
+    words = set(re.findall(r"[a-z]+", caption.lower()))
+    generic = sorted(words & set(GENERIC_WORDS))
+    if generic:
+        flags.append(
+            Flag(file, "generic_words", "warning", f"generic words {generic}: describe what is visible")
+        )
+    tokens = token_count(caption)
+    if tokens > TOKEN_WINDOW:
+        flags.append(
+            Flag(file, "long_caption", "warning", f"{tokens} tokens; the text encoder sees {TOKEN_WINDOW}")
+        )
+    if trigger and trigger.lower() not in caption.lower():
+        squashed = re.sub(r"[\s_-]", "", trigger.lower())
+        if squashed and squashed in re.sub(r"[\s_-]", "", caption.lower()):
+            flags.append(
+                Flag(
+                    file, "trigger_spelling", "warning", f"trigger word spelled differently than {trigger!r}"
+                )
+            )
+        else:
+            flags.append(Flag(file, "no_trigger", "warning", f"caption lacks the trigger word {trigger!r}"))
+    return flags
+
+
+def _image_flags(info: ImageInfo, image: Image.Image, resolution: int) -> list[Flag]:
+    flags = []
+    w, h = image.size
+    if min(w, h) < resolution:
+        flags.append(
+            Flag(
+                info.file,
+                "too_small",
+                "warning",
+                f"{w}x{h} is smaller than the training resolution {resolution}",
+            )
+        )
+    if max(w, h) / max(1, min(w, h)) > MAX_ASPECT:
+        flags.append(Flag(info.file, "aspect_ratio", "warning", f"extreme aspect ratio {w}x{h}"))
+    score = sharpness(image)
+    if score < BLUR_THRESHOLD:
+        flags.append(Flag(info.file, "blurry", "warning", f"looks blurry (sharpness {score:.3f})"))
+    return flags
+
+
+def check_images(
+    images: list[ImageInfo], *, resolution: int = 512, trigger_word: str = "", tokenizer: Any = None
+) -> list[Flag]:
+    """All flags for a list of images with their captions."""
+    import imagehash
+
+    def token_count(text: str) -> int:
+        if tokenizer is not None:
+            return len(tokenizer(text, add_special_tokens=False).input_ids)
+        return int(len(re.findall(r"\w+|[^\w\s]", text)) * 1.3)
+
+    flags: list[Flag] = []
+    hashes: list[tuple[str, Any]] = []
+    for info in images:
+        try:
+            image = load_image(info.path)
+        except DatasetError as exc:
+            flags.append(Flag(info.file, "unreadable", "error", str(exc).split(". ")[0]))
+            continue
+        info.size = image.size
+        flags += _image_flags(info, image, resolution)
+        digest = imagehash.phash(image)
+        twin = next((name for name, other in hashes if digest - other <= DUPLICATE_DISTANCE), None)
+        if twin:
+            flags.append(Flag(info.file, "duplicate", "warning", f"near-duplicate of {twin}"))
+        hashes.append((info.file, digest))
+        flags += _caption_flags(info.file, info.caption, trigger_word, token_count)
+    return flags
+
+
+def collect_images(root: Path, metadata_path: Path | None = None) -> list[ImageInfo]:
+    """Every file with an image extension under `root`, with its caption (metadata.csv, then .txt/.caption)."""
+    from .captions import read_metadata
+
+    metadata_file = metadata_path or root / "metadata.csv"
+    rows = read_metadata(metadata_file) if metadata_file.is_file() else {}
+    out = []
+    for path in sorted(p for p in root.rglob("*") if is_image(p)):
+        rel = path.relative_to(root).as_posix()
+        caption = rows.get(rel)
+        for ext in (".txt", ".caption"):
+            if caption is None and path.with_suffix(ext).is_file():
+                caption = path.with_suffix(ext).read_text(encoding="utf-8-sig").strip()
+        out.append(ImageInfo(rel, path, None, caption))
+    return out
+
+
+def check_dataset(
+    root: Path,
+    *,
+    resolution: int = 512,
+    trigger_word: str = "",
+    tokenizer: Any = None,
+    metadata_path: Path | None = None,
+) -> DatasetReport:
+    """Check a dataset folder; see the module docstring for what is flagged."""
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder.")
+    images = collect_images(root, metadata_path)
+    report = DatasetReport(root, images)
+    report.flags = check_images(images, resolution=resolution, trigger_word=trigger_word, tokenizer=tokenizer)
+    return report
+
+
+def preflight(cfg: Any, scan: Any) -> DatasetReport:
+    """Training's pre-flight: check the scanned items, write the HTML report, refuse errors when configured."""
+    from .report import write_html_report
+
+    root = Path(cfg.train_data_dir)
+    images = [
+        ImageInfo(item.path.relative_to(root).as_posix(), item.path, None, item.caption)
+        for item in scan.items
+    ]
+    report = DatasetReport(root, images)
+    resolution = min(cfg.resolution) if cfg.resolution else 0
+    report.flags = check_images(images, resolution=resolution, trigger_word="")
+    html = Path(cfg.output_dir) / "dataset_report.html"
+    write_html_report(report, html)
+    for flag in report.flags:
+        logger.warning("dataset: %s: %s", flag.file, flag.message)
+    if report.errors and cfg.dataset_checks == "error":
+        raise DatasetError(
+            f"the dataset has {len(report.errors)} error(s), e.g. {report.errors[0].file}: {report.errors[0].message}. "
+            f"See {html}, or set `dataset_checks: warn`."
+        )
+    return report
