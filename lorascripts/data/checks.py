@@ -121,6 +121,9 @@ def _image_flags(info: ImageInfo, image: Image.Image, resolution: int) -> list[F
         )
     if max(w, h) / max(1, min(w, h)) > MAX_ASPECT:
         flags.append(Flag(info.file, "aspect_ratio", "warning", f"extreme aspect ratio {w}x{h}"))
+    if np.asarray(image.convert("L"), dtype=np.float32).var() < 1.0:
+        flags.append(Flag(info.file, "blank", "warning", "almost a single colour: nothing to learn from"))
+        return flags
     score = sharpness(image)
     if score < BLUR_THRESHOLD:
         flags.append(Flag(info.file, "blurry", "warning", f"looks blurry (sharpness {score:.3f})"))
