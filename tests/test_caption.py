@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tiny_captioners import build_tiny_blip, build_tiny_wd14
+from tiny_captioners import build_tiny_blip, build_tiny_florence, build_tiny_wd14
 
 from lorascripts.caption.base import create_captioner
 from lorascripts.caption.labeler import auto_label
@@ -50,6 +50,20 @@ def test_blip_one_caption_per_image_with_trigger(blip_dir: Path, tmp_path: Path)
     assert all(c.startswith("zk style, ") and len(c) > len("zk style, ") for c in rows.values())
     assert list(result.failed) == ["notes.png"] and result.captioned == 5
     assert not (data / "metadata.csv.partial").exists()
+
+
+def test_florence2_detailed_captions(tmp_path: Path) -> None:
+    model = build_tiny_florence(tmp_path / "florence")
+    data = _images(tmp_path / "d", n=3)
+    captioner = create_captioner(
+        "florence2", str(model), device="cpu", batch_size=2, task="caption", max_new_tokens=6, num_beams=1
+    )
+    result = auto_label(data, captioner, rules=CaptionRules(prefix="photo"), show_progress=False)
+    assert len(result.captions) == 3 and all(
+        c.startswith("photo, ") and len(c) > 7 for c in result.captions.values()
+    )
+    with pytest.raises(Exception, match="unknown Florence-2 task"):
+        create_captioner("florence2", str(model), device="cpu", task="ocr")
 
 
 def test_wd14_tags_thresholds_and_formatting(wd14_dir: Path, tmp_path: Path) -> None:
