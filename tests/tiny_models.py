@@ -15,7 +15,7 @@ import torch
 
 from lorascripts.models.family import ModelFamily
 from lorascripts.models.ldm_names import save_single_file
-from lorascripts.models.loader import BaseModel
+from lorascripts.models.loader import BaseModel, sd_noise_scheduler
 from lorascripts.models.single_file import ARCH_KEY
 from lorascripts.models.tokenizer_build import train_clip_tokenizer
 
@@ -133,7 +133,7 @@ def build_tiny(
     `standard`: SD1 only; sizes follow the rules real checkpoints follow, and the single file carries no
     architecture metadata (the path every downloaded checkpoint takes).
     """
-    from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTokenizer
 
     fam = ModelFamily(family)
@@ -149,14 +149,7 @@ def build_tiny(
         tokenizers.append(tok2)
     elif family == "sd2":
         tokenizers[0].pad_token = "!"
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-    )
+    scheduler = sd_noise_scheduler()
     base = BaseModel(
         family=fam,
         unet=_unet(family, seed + 3, standard),

@@ -41,6 +41,21 @@ class BaseModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def sd_noise_scheduler(prediction_type: str = "epsilon") -> Any:
+    """The noise schedule every SD1/SD2/SDXL checkpoint was trained with."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+
+
 def _read_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError, safe_open
@@ -230,15 +245,8 @@ def load_base_model(
     prediction = _prediction_type(prediction_type, family, loaded)
     if loaded.get("scheduler_config"):
         scheduler = DDPMScheduler.from_config(loaded["scheduler_config"], prediction_type=prediction)
-    else:  # the schedule every SD1/SD2/SDXL checkpoint was trained with
-        scheduler = DDPMScheduler(
-            num_train_timesteps=1000,
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            prediction_type=prediction,
-        )
+    else:
+        scheduler = sd_noise_scheduler(prediction)
     resolution = loaded["unet"].config.sample_size * 2 ** (len(loaded["vae"].config.block_out_channels) - 1)
     logger.info("base model %s: %s, %s, %dpx", path.name or source, family.label, prediction, resolution)
     return BaseModel(

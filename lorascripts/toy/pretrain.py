@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.transforms import image_to_tensor
+from ..models.loader import sd_noise_scheduler
 from ..models.tokenizer_build import train_clip_tokenizer
 from .scenes import all_scenes, augmented_scene, random_scene
 
@@ -96,8 +97,6 @@ def train_vae(vae: torch.nn.Module, steps: int, batch: int, seed: int) -> float:
 
 
 def train_unet(parts: dict, tokenizer, steps: int, batch: int, seed: int) -> None:
-    from diffusers import DDPMScheduler
-
     rng = random.Random(seed)
     torch.manual_seed(seed)
     vae, unet, te = parts["vae"], parts["unet"], parts["text_encoder"]
@@ -110,13 +109,7 @@ def train_unet(parts: dict, tokenizer, steps: int, batch: int, seed: int) -> Non
         ]
     means, stds = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
     texts = [c for _, c in scenes]
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-    )
+    scheduler = sd_noise_scheduler()
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * max(0.1, 1 - s / steps))
@@ -149,21 +142,14 @@ def train_unet(parts: dict, tokenizer, steps: int, batch: int, seed: int) -> Non
 
 def save(parts: dict, tokenizer, out: Path, card: dict) -> None:
     """diffusers folder (fp16 weights) + the same model as a single-file original-layout checkpoint."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     from ..models.family import ModelFamily
     from ..models.ldm_names import save_single_file
     from ..models.loader import BaseModel
     from ..models.single_file import ARCH_KEY
 
-    scheduler = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-    )
+    scheduler = sd_noise_scheduler()
     half = {k: v.to(torch.float16) for k, v in parts.items()}
     pipe = StableDiffusionPipeline(
         vae=half["vae"],
