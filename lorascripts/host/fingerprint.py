@@ -1,0 +1,66 @@
+"""What a training result depends on, as one hash: same dataset bytes + same settings + same base model =
+same LoRA, so hosts can reuse a finished file instead of training again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+# keys that change where and how a run reports, not what it learns
+VOLATILE_KEYS = {
+    "output_dir",
+    "resume",
+    "logging",
+    "log_every_n_steps",
+    "sample_prompts",
+    "sample_every_n_steps",
+    "sample_steps",
+    "sample_guidance_scale",
+    "sample_seed",
+    "cache_dir",
+    "keep_last_n",
+    "save_steps",
+    "save_every_n_epochs",
+    "dataset_checks",
+    "num_workers",
+}
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_digest(folder: Path) -> str:
+    """Hash of every file's name and bytes under the dataset folder (images and captions)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(path.relative_to(folder).as_posix().encode())
+        h.update(_file_digest(path).encode())
+    return h.hexdigest()
+
+
+def base_model_identity(source: str) -> str:
+    path = Path(source)
+    if path.is_file():
+        stat = path.stat()
+        return f"{path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}"
+    if path.is_dir():
+        return "|".join(f"{p.name}:{p.stat().st_size}" for p in sorted(path.rglob("*.safetensors")))
+    return source
+
+
+def training_fingerprint(config: dict[str, Any]) -> str:
+    """Fingerprint of a training config dict (train_data_dir and base_model by content/identity)."""
+    settings = {k: v for k, v in sorted(config.items()) if k not in VOLATILE_KEYS}
+    parts = {
+        "settings": settings,
+        "dataset": dataset_digest(Path(config["train_data_dir"])),
+        "base_model": base_model_identity(str(config["base_model"])),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
