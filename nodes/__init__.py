@@ -1,0 +1,22 @@
+"""lora-scripts nodes for ComfyUI (ids prefixed `LoraScripts`, category `lora-scripts`)."""
+
+from .dataset_nodes import AutoCaption, LoadDataset
+from .lora_nodes import LoadLoRA, LoraPromptTags
+from .train_node import TrainLoRA
+
+NODE_CLASS_MAPPINGS = {
+    "LoraScriptsLoadDataset": LoadDataset,
+    "LoraScriptsAutoCaption": AutoCaption,
+    "LoraScriptsTrainLoRA": TrainLoRA,
+    "LoraScriptsLoadLoRA": LoadLoRA,
+    "LoraScriptsPromptTags": LoraPromptTags,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoraScriptsLoadDataset": "Load Dataset (lora-scripts)",
+    "LoraScriptsAutoCaption": "Auto Caption (lora-scripts)",
+    "LoraScriptsTrainLoRA": "Train LoRA (lora-scripts)",
+    "LoraScriptsLoadLoRA": "Load LoRA (lora-scripts)",
+    "LoraScriptsPromptTags": "LoRA Prompt Tags (lora-scripts)",
+}
+
+from . import routes  # noqa: E402,F401 - registers the caption-editor HTTP route

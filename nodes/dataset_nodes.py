@@ -1,0 +1,218 @@
+"""LoadDataset and AutoCaption: a folder (or an IMAGE batch) becomes a DATASET the trainer reads."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from .paths import CATEGORY, resolve_input_folder, work_root
+
+logger = logging.getLogger(__name__)
+DATASET = "LORA_SCRIPTS_DATASET"
+
+
+def _preview(folder: Path, files: list[str], limit: int = 16) -> Any:
+    """IMAGE batch (N, H, W, 3) of the first images, letterboxed to a common 256x256."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..lorascripts.data.images import load_image
+
+    tiles = []
+    for name in files[:limit]:
+        image = load_image(folder / name)
+        image.thumbnail((256, 256))
+        canvas = Image.new("RGB", (256, 256), (0, 0, 0))
+        canvas.paste(image, ((256 - image.width) // 2, (256 - image.height) // 2))
+        tiles.append(torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0))
+    return torch.stack(tiles) if tiles else torch.zeros(1, 64, 64, 3)
+
+
+def _dataset(folder: Path, metadata_path: Path | None) -> dict[str, Any]:
+    from ..lorascripts.caption.labeler import list_images
+    from ..lorascripts.data.captions import read_metadata
+
+    files = list_images(folder)
+    if not files:
+        raise ValueError(f"no images in {folder}.")
+    meta = metadata_path or folder / "metadata.csv"
+    captions = read_metadata(meta) if meta.is_file() else {}
+    for name in files:
+        sidecar = (folder / name).with_suffix(".txt")
+        if name not in captions and sidecar.is_file():
+            captions[name] = sidecar.read_text(encoding="utf-8-sig").strip()
+    return {
+        "folder": str(folder),
+        "metadata_path": str(meta) if meta.is_file() else None,
+        "files": files,
+        "captions": captions,
+    }
+
+
+def _from_batch(images: Any, captions: str) -> Path:
+    """Write an IMAGE batch + one caption per line into <output>/lora-scripts/datasets/<hash>/."""
+    import numpy as np
+    from PIL import Image
+
+    from ..lorascripts.data.captions import write_metadata
+
+    arrays = (images.cpu().numpy().clip(0, 1) * 255).round().astype(np.uint8)
+    digest = hashlib.sha256(arrays.tobytes() + captions.encode()).hexdigest()[:16]
+    folder = work_root() / "datasets" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [c.strip() for c in captions.splitlines()]
+    rows = {}
+    for i, array in enumerate(arrays):
+        name = f"image_{i:04d}.png"
+        Image.fromarray(array).save(folder / name)
+        rows[name] = lines[i] if i < len(lines) else ""
+    write_metadata(folder / "metadata.csv", rows)
+    return folder
+
+
+class LoadDataset:
+    """A training dataset: a folder under ComfyUI's input directory, or images + captions from the graph."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (DATASET, "IMAGE", "STRING")
+    RETURN_NAMES = ("dataset", "preview", "captions")
+    DESCRIPTION = "Load a folder of training images (metadata.csv or .txt captions) or an IMAGE batch."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "folder": (
+                    "STRING",
+                    {
+                        "default": "my_dataset",
+                        "tooltip": "Folder inside ComfyUI's input directory "
+                        "with images and metadata.csv (file_name,caption) or .txt captions.",
+                    },
+                ),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Use these images instead of a folder."}),
+                "captions": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "",
+                        "tooltip": "One caption per image (one per line), used with `images`.",
+                    },
+                ),
+                "allow_absolute_path": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Allow a folder outside the input directory (an absolute path).",
+                    },
+                ),
+            },
+        }
+
+    def load(
+        self, folder: str, images: Any = None, captions: str = "", allow_absolute_path: bool = False
+    ) -> tuple:
+        root = (
+            _from_batch(images, captions)
+            if images is not None
+            else resolve_input_folder(folder, allow_absolute_path)
+        )
+        if not root.is_dir():
+            raise ValueError(
+                f"dataset folder {root} does not exist. Put your images in ComfyUI/input/{folder}."
+            )
+        data = _dataset(root, None)
+        text = "\n".join(f"{n}: {data['captions'].get(n, '')}" for n in data["files"])
+        return data, _preview(root, data["files"]), text
+
+
+class AutoCaption:
+    """Caption a DATASET with BLIP, Florence-2 or WD14; captions go to a metadata.csv under ComfyUI's output."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "caption"
+    RETURN_TYPES = (DATASET, "STRING")
+    RETURN_NAMES = ("dataset", "captions")
+    OUTPUT_NODE = True
+    DESCRIPTION = "Write captions for every image; edit them in the list on the node."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "dataset": (DATASET, {"tooltip": "From Load Dataset."}),
+                "captioner": (
+                    ["blip", "florence2", "wd14"],
+                    {
+                        "default": "blip",
+                        "tooltip": "blip: sentences; florence2: detailed sentences; wd14: booru tags.",
+                    },
+                ),
+                "trigger_word": ("STRING", {"default": "", "tooltip": "Put first in every caption."}),
+                "mode": (
+                    ["skip_existing", "overwrite", "append"],
+                    {
+                        "default": "skip_existing",
+                        "tooltip": "What to do with images that already have a caption.",
+                    },
+                ),
+            },
+            "optional": {
+                "model": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Hugging Face id or local folder of the captioning "
+                        "model (empty: the captioner's default).",
+                    },
+                ),
+                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Images per batch."}),
+            },
+        }
+
+    def caption(
+        self,
+        dataset: dict,
+        captioner: str,
+        trigger_word: str,
+        mode: str,
+        model: str = "",
+        batch_size: int = 4,
+    ) -> dict:
+        import shutil
+
+        import comfy.model_management as mm
+
+        from ..lorascripts.caption.base import create_captioner
+        from ..lorascripts.caption.labeler import auto_label
+        from ..lorascripts.caption.postprocess import CaptionRules
+
+        folder = Path(dataset["folder"])
+        digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+        out = work_root() / "captions" / f"{folder.name}-{digest}" / "metadata.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if dataset.get("metadata_path") and not out.exists():
+            shutil.copyfile(dataset["metadata_path"], out)  # start from the user's captions; never edit them
+        mm.unload_all_models()
+        engine = create_captioner(captioner, model or None, batch_size=batch_size)
+        auto_label(
+            folder,
+            engine,
+            out,
+            mode=mode,
+            rules=CaptionRules(trigger_word=trigger_word.strip()),
+            show_progress=False,
+        )
+        data = _dataset(folder, out)
+        rows = [{"file": n, "caption": data["captions"].get(n, "")} for n in data["files"]]
+        text = "\n".join(f"{r['file']}: {r['caption']}" for r in rows)
+        return {
+            "ui": {"lora_scripts_captions": [{"metadata_path": str(out), "rows": rows}]},
+            "result": (data, text),
+        }

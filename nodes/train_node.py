@@ -1,0 +1,280 @@
+"""TrainLoRA: trains in a child process, streams progress to ComfyUI, puts the LoRA into the loras folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .paths import CATEGORY, loras_dir, safe_name, tokenizer_folder, work_root
+
+logger = logging.getLogger(__name__)
+EVENT = "lora_scripts.progress"
+
+
+def _checkpoints() -> list[str]:
+    import folder_paths
+
+    return folder_paths.get_filename_list("checkpoints")
+
+
+def _chart(losses: list[tuple[int, float]], size: tuple[int, int] = (512, 256)) -> Any:
+    """A loss chart as an IMAGE (1, H, W, 3)."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    image = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.text((8, 6), "training loss", fill=(0, 0, 0))
+    if len(losses) > 1:
+        steps, values = zip(*losses)
+        lo, hi = min(values), max(values)
+        span = (hi - lo) or 1.0
+        points = [
+            (
+                30 + (s - steps[0]) / max(1, steps[-1] - steps[0]) * (w - 45),
+                h - 20 - (v - lo) / span * (h - 50),
+            )
+            for s, v in losses
+        ]
+        draw.line(points, fill=(30, 90, 200), width=2)
+        draw.text((8, h - 16), f"step {steps[0]}..{steps[-1]}  loss {values[-1]:.4f}", fill=(80, 80, 80))
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+
+
+def _samples(paths: list[str]) -> Any:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    images = [
+        np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0 for p in paths if Path(p).is_file()
+    ]
+    if not images:
+        return torch.zeros(1, 64, 64, 3)
+    shape = images[0].shape
+    return torch.from_numpy(np.stack([i for i in images if i.shape == shape]))
+
+
+def _view_ref(path: str) -> dict[str, str]:
+    """How ComfyUI's /view endpoint addresses a file in the output folder."""
+    import folder_paths
+
+    rel = Path(path).resolve().relative_to(Path(folder_paths.get_output_directory()).resolve())
+    return {"filename": rel.name, "subfolder": rel.parent.as_posix(), "type": "output"}
+
+
+class TrainLoRA:
+    """Train a LoRA on a DATASET from a checkpoint; the result is usable by any LoRA loader right away."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "train"
+    RETURN_TYPES = ("STRING", "IMAGE", "IMAGE")
+    RETURN_NAMES = ("lora_name", "loss_chart", "samples")
+    OUTPUT_NODE = True
+    DESCRIPTION = (
+        "Train a kohya-format LoRA (loads in ComfyUI, A1111/Forge, diffusers). Cancel saves a checkpoint."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "ckpt_name": (
+                    _checkpoints(),
+                    {"tooltip": "Base checkpoint (SD1.x, SD2.x or SDXL) from models/checkpoints."},
+                ),
+                "dataset": ("LORA_SCRIPTS_DATASET", {"tooltip": "From Load Dataset or Auto Caption."}),
+                "lora_name": (
+                    "STRING",
+                    {"default": "my_lora", "tooltip": "File name in models/loras (no extension)."},
+                ),
+                "preset": (
+                    ["style", "character", "concept", "custom"],
+                    {
+                        "default": "style",
+                        "tooltip": "Sensible defaults for the job; the values below override them.",
+                    },
+                ),
+                "rank": (
+                    "INT",
+                    {
+                        "default": 16,
+                        "min": 1,
+                        "max": 256,
+                        "tooltip": "LoRA rank (dim): capacity and file size.",
+                    },
+                ),
+                "alpha": (
+                    "FLOAT",
+                    {
+                        "default": 8.0,
+                        "min": 0.0,
+                        "max": 256.0,
+                        "tooltip": "LoRA alpha; update scaled by alpha/rank.",
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {"default": 1000, "min": 0, "max": 100000, "tooltip": "Optimizer steps (0: use epochs)."},
+                ),
+                "epochs": (
+                    "INT",
+                    {
+                        "default": 10,
+                        "min": 1,
+                        "max": 1000,
+                        "tooltip": "Passes over the data when steps is 0.",
+                    },
+                ),
+                "learning_rate": (
+                    "FLOAT",
+                    {
+                        "default": 1e-4,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 1e-5,
+                        "tooltip": "U-Net learning rate.",
+                    },
+                ),
+                "resolution": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 64,
+                        "max": 2048,
+                        "step": 64,
+                        "tooltip": "Training resolution (SDXL: 1024).",
+                    },
+                ),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images per step."}),
+                "trigger_word": (
+                    "STRING",
+                    {"default": "", "tooltip": "Prepended to captions; shown on the WebUI card."},
+                ),
+            },
+            "optional": {
+                "advanced_yaml": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "",
+                        "tooltip": "Any other config keys as "
+                        "YAML (see the README's config reference), e.g. `network_type: locon`.",
+                    },
+                ),
+                "sample_prompt": (
+                    "STRING",
+                    {"default": "", "tooltip": "Rendered during training with a fixed seed."},
+                ),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def _config(self, ckpt_name: str, dataset: dict, preset: str, values: dict, advanced_yaml: str) -> dict:
+        import folder_paths
+        import yaml
+
+        from ..lorascripts.config import config_from_dict
+        from ..lorascripts.host.presets import preset as preset_values
+
+        config = preset_values(preset)
+        extra = yaml.safe_load(advanced_yaml) if advanced_yaml.strip() else {}
+        if extra and not isinstance(extra, dict):
+            raise ValueError("advanced_yaml must be `key: value` lines.")
+        config.update(values)
+        config.update(extra or {})
+        config["base_model"] = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
+        config["train_data_dir"] = dataset["folder"]
+        if dataset.get("metadata_path"):
+            config["metadata_path"] = dataset["metadata_path"]
+        if tokenizer_folder() and "tokenizer_path" not in config:
+            config["tokenizer_path"] = tokenizer_folder()
+        config_from_dict(
+            {**config, "output_dir": str(work_root())}
+        )  # validate now: errors show in the dialog
+        return config
+
+    def train(
+        self,
+        ckpt_name: str,
+        dataset: dict,
+        lora_name: str,
+        preset: str,
+        rank: int,
+        alpha: float,
+        steps: int,
+        epochs: int,
+        learning_rate: float,
+        resolution: int,
+        batch_size: int,
+        trigger_word: str,
+        advanced_yaml: str = "",
+        sample_prompt: str = "",
+        unique_id: str | None = None,
+    ) -> dict:
+        import comfy.model_management as mm
+        import comfy.utils
+        from server import PromptServer
+
+        from ..lorascripts.host.jobs import TrainingJob
+
+        name = safe_name(lora_name)
+        values: dict[str, Any] = {
+            "lora_rank": rank,
+            "lora_alpha": alpha,
+            "learning_rate": learning_rate,
+            "resolution": resolution,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "trigger_word": trigger_word,
+            "log_every_n_steps": 1,
+        }
+        if steps:
+            values["max_train_steps"] = steps
+            values["save_steps"] = max(1, steps // 4)
+        if sample_prompt.strip():
+            values.update(
+                sample_prompts=[sample_prompt.strip()], sample_every_n_steps=max(1, (steps or 100) // 4)
+            )
+        config = self._config(ckpt_name, dataset, preset, values, advanced_yaml)
+        job = TrainingJob(config, work_root() / "runs" / name, loras_dir(), name)
+        losses: list[tuple[int, float]] = []
+        samples: list[str] = []
+        bar = comfy.utils.ProgressBar(max(1, steps or 1))
+
+        def on_event(event: dict) -> None:
+            kind = event.get("event")
+            if kind == "started":
+                bar.update_absolute(event.get("start_step", 0), event.get("total_steps"))
+            elif kind == "step":
+                losses.append((event["step"], event["loss"]))
+                bar.update_absolute(event["step"], event["total"])
+            elif kind == "sample":
+                samples[:] = event.get("paths", [])
+                event = {**event, "images": [_view_ref(p) for p in samples]}
+            PromptServer.instance.send_sync(EVENT, {"node": unique_id, **event})
+
+        if not job.reusable():
+            mm.unload_all_models()
+            mm.soft_empty_cache()
+        from ..lorascripts.errors import StopRequested
+
+        try:
+            result = job.run(on_event=on_event, should_cancel=mm.processing_interrupted)
+        except StopRequested:
+            mm.throw_exception_if_processing_interrupted()  # ComfyUI's own "interrupted" outcome
+            raise
+        if result.reused:
+            PromptServer.instance.send_sync(
+                EVENT, {"node": unique_id, "event": "reused", "lora": str(result.lora_path)}
+            )
+        lora_file = result.lora_path.name
+        return {
+            "ui": {
+                "lora_scripts_result": [{"lora": lora_file, "reused": result.reused, "losses": losses[-200:]}]
+            },
+            "result": (lora_file, _chart(losses), _samples(samples)),
+        }
