@@ -20,10 +20,14 @@ def _preview(folder: Path, files: list[str], limit: int = 16) -> Any:
     from PIL import Image
 
     from ..lorascripts.data.images import load_image
+    from ..lorascripts.errors import DatasetError
 
     tiles = []
     for name in files[:limit]:
-        image = load_image(folder / name)
+        try:
+            image = load_image(folder / name)
+        except DatasetError:
+            continue  # the preview skips it; training names the file (or skips it, as configured)
         image.thumbnail((256, 256))
         canvas = Image.new("RGB", (256, 256), (0, 0, 0))
         canvas.paste(image, ((256 - image.width) // 2, (256 - image.height) // 2))

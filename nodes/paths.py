@@ -54,5 +54,5 @@ def tokenizer_folder() -> str | None:
     """ComfyUI ships the CLIP tokenizer; the training child gets its path (no download)."""
     import comfy
 
-    folder = Path(comfy.__file__).parent / "sd1_tokenizer"
+    folder = Path(next(iter(comfy.__path__))) / "sd1_tokenizer"  # comfy is a namespace package
     return str(folder) if (folder / "vocab.json").is_file() else None

