@@ -244,14 +244,21 @@ class TrainLoRA:
         losses: list[tuple[int, float]] = []
         samples: list[str] = []
         bar = comfy.utils.ProgressBar(max(1, steps or 1))
+        cancel = {"asked": False}
+
+        def progress(value: int, total: int | None = None) -> None:
+            try:  # ComfyUI's progress hook raises when the user pressed Cancel: turn that into a clean stop
+                bar.update_absolute(value, total)
+            except mm.InterruptProcessingException:
+                cancel["asked"] = True
 
         def on_event(event: dict) -> None:
             kind = event.get("event")
             if kind == "started":
-                bar.update_absolute(event.get("start_step", 0), event.get("total_steps"))
+                progress(event.get("start_step", 0), event.get("total_steps"))
             elif kind == "step":
                 losses.append((event["step"], event["loss"]))
-                bar.update_absolute(event["step"], event["total"])
+                progress(event["step"], event["total"])
             elif kind == "sample":
                 samples[:] = event.get("paths", [])
                 event = {**event, "images": [_view_ref(p) for p in samples]}
@@ -263,10 +270,12 @@ class TrainLoRA:
         from ..lorascripts.errors import StopRequested
 
         try:
-            result = job.run(on_event=on_event, should_cancel=mm.processing_interrupted)
+            result = job.run(
+                on_event=on_event, should_cancel=lambda: cancel["asked"] or mm.processing_interrupted()
+            )
         except StopRequested:
-            mm.throw_exception_if_processing_interrupted()  # ComfyUI's own "interrupted" outcome
-            raise
+            mm.interrupt_current_processing(False)
+            raise mm.InterruptProcessingException() from None  # ComfyUI's own "interrupted" outcome
         if result.reused:
             PromptServer.instance.send_sync(
                 EVENT, {"node": unique_id, "event": "reused", "lora": str(result.lora_path)}

@@ -156,9 +156,21 @@ class TrainingJob:
                 self.events.append(event)
                 if on_event:
                     on_event(event)
+        except BaseException:
+            self._shutdown(stop_timeout)  # never leave a training child running behind an error
+            raise
         finally:
             self._log.close()
         return self._finish(cancelled_at is not None)
+
+    def _shutdown(self, timeout: float) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.request_stop()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
     def _finish(self, cancelled: bool) -> JobResult:
         code = self.process.returncode if self.process else None
