@@ -7,12 +7,15 @@ import json
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from comfy_host import ComfyServer, sd15_random_checkpoint
 from helpers_train import make_dataset
 from safetensors import safe_open
 from tiny_captioners import build_tiny_wd14
+
+REPO = Path(__file__).resolve().parent.parent
 
 OUR_NODES = {
     "LoraScriptsLoadDataset",
@@ -189,6 +192,35 @@ def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
     assert (
         again["outputs"]["4"]["lora_scripts_result"][0]["reused"] is True and lora.stat().st_mtime_ns == mtime
     )
+
+
+def test_example_workflows_match_and_prompt_tags_run(comfy) -> None:
+    from example_prompts import EXAMPLES, lora_prompt_tags
+    from workflow_format import to_api, to_ui
+
+    server, _ = comfy
+    info = server.get("/object_info")
+    for title, build in EXAMPLES.items():
+        committed = json.loads((REPO / "example_workflows" / f"{title}.json").read_text(encoding="utf-8"))
+        assert committed == json.loads(json.dumps(to_ui(build(), info))), (
+            f"{title}: regenerate example_workflows"
+        )
+        api, expected = to_api(committed, info), build()
+        assert api.keys() == expected.keys(), title
+        for key, node in expected.items():  # the UI form also carries the defaults of optional widgets
+            assert all(api[key]["inputs"][k] == v for k, v in node["inputs"].items()), (title, key)
+    assert (server.base / "models" / "loras" / "ls_comfy.safetensors").is_file(), (
+        "needs the LoRA trained above"
+    )
+    prompt = to_api(to_ui(lora_prompt_tags(), info), info)
+    prompt["1"]["inputs"]["ckpt_name"] = "sd15-random.safetensors"
+    prompt["2"]["inputs"]["text"] = "zk, a red circle <lora:ls_comfy:0.7> <lora:ls_comfy:0.2:0.5>"
+    prompt["5"]["inputs"].update(width=64, height=64)
+    prompt["6"]["inputs"]["steps"] = 2
+    entry = server.wait(server.queue(prompt))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-2000:]
+    report = entry["outputs"]["2"]["text"][0]
+    assert report.count("every key applied") == 2, report
 
 
 def test_cancel_keeps_a_checkpoint(comfy, tmp_path_factory) -> None:

@@ -1,0 +1,168 @@
+"""The example workflows shipped in example_workflows/ (ComfyUI's template folder), defined once in API form.
+
+`python tests/example_prompts.py --write` (with a ComfyUI running, see comfy_host) regenerates the UI files; a
+test checks that the committed files still match these definitions and the live node definitions.
+"""
+
+from __future__ import annotations
+
+CKPT = "v1-5-pruned-emaonly.safetensors"
+
+
+def _sampler(model: list, clip: list, vae: list, text: str, prefix: str, first: int) -> dict[str, dict]:
+    n = [str(first + i) for i in range(6)]
+    return {
+        n[0]: {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": clip}},
+        n[1]: {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": clip}},
+        n[2]: {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        n[3]: {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": model,
+                "positive": [n[0], 0],
+                "negative": [n[1], 0],
+                "latent_image": [n[2], 0],
+                "seed": 42,
+                "steps": 25,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
+        n[4]: {"class_type": "VAEDecode", "inputs": {"samples": [n[3], 0], "vae": vae}},
+        n[5]: {"class_type": "SaveImage", "inputs": {"images": [n[4], 0], "filename_prefix": prefix}},
+    }
+
+
+def train_style_and_use() -> dict[str, dict]:
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "2": {"class_type": "LoraScriptsLoadDataset", "inputs": {"folder": "my_style"}},
+        "3": {
+            "class_type": "LoraScriptsAutoCaption",
+            "inputs": {
+                "dataset": ["2", 0],
+                "captioner": "blip",
+                "trigger_word": "my style",
+                "mode": "skip_existing",
+                "model": "",
+                "batch_size": 4,
+            },
+        },
+        "4": {
+            "class_type": "LoraScriptsTrainLoRA",
+            "inputs": {
+                "ckpt_name": CKPT,
+                "dataset": ["3", 0],
+                "lora_name": "my_style",
+                "preset": "style",
+                "rank": 16,
+                "alpha": 8.0,
+                "steps": 1000,
+                "epochs": 10,
+                "learning_rate": 1e-4,
+                "resolution": 512,
+                "batch_size": 1,
+                "trigger_word": "my style",
+                "advanced_yaml": "",
+                "sample_prompt": "my style, a house by a river",
+            },
+        },
+        "5": {
+            "class_type": "LoraScriptsLoadLoRA",
+            "inputs": {
+                "model": ["1", 0],
+                "clip": ["1", 1],
+                "lora_name": "my_style.safetensors",
+                "strength_model": 0.8,
+                "strength_clip": 0.8,
+                "trained_lora": ["4", 0],
+            },
+        },
+    }
+    prompt.update(
+        _sampler(["5", 0], ["5", 1], ["1", 2], "my style, a stone bridge over a canal", "my_style", 6)
+    )
+    return prompt
+
+
+def caption_folder() -> dict[str, dict]:
+    return {
+        "1": {"class_type": "LoraScriptsLoadDataset", "inputs": {"folder": "my_dataset"}},
+        "2": {
+            "class_type": "LoraScriptsAutoCaption",
+            "inputs": {
+                "dataset": ["1", 0],
+                "captioner": "florence2",
+                "trigger_word": "",
+                "mode": "skip_existing",
+                "model": "",
+                "batch_size": 4,
+            },
+        },
+    }
+
+
+def lora_prompt_tags() -> dict[str, dict]:
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "2": {
+            "class_type": "LoraScriptsPromptTags",
+            "inputs": {
+                "model": ["1", 0],
+                "clip": ["1", 1],
+                "text": "a stone bridge over a canal <lora:my_style:0.7>",
+            },
+        },
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": ["2", 2], "clip": ["2", 1]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["2", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+        "6": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["2", 0],
+                "positive": ["3", 0],
+                "negative": ["4", 0],
+                "latent_image": ["5", 0],
+                "seed": 42,
+                "steps": 25,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "lora_tags"}},
+    }
+    return prompt
+
+
+EXAMPLES = {
+    "lora-scripts train a style and use it": train_style_and_use,
+    "lora-scripts caption a folder": caption_folder,
+    "lora-scripts apply LoRAs from prompt tags": lora_prompt_tags,
+}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from comfy_host import REPO, ComfyServer
+    from workflow_format import to_ui
+
+    if "--write" in sys.argv:
+        server = ComfyServer(Path(tempfile.mkdtemp()))
+        try:
+            info = server.get("/object_info")
+            for title, build in EXAMPLES.items():
+                path = REPO / "example_workflows" / f"{title}.json"
+                path.parent.mkdir(exist_ok=True)
+                path.write_text(json.dumps(to_ui(build(), info), indent=1) + "\n", encoding="utf-8")
+                print(f"wrote {path}")  # noqa: T201
+        finally:
+            server.stop()
