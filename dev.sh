@@ -14,6 +14,7 @@ if [ -z "$PY" ]; then
 fi
 
 setup() {
+  local extra="${1:-}"
   if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
@@ -25,9 +26,9 @@ setup() {
   fi
   local stamp=".venv/.lora-scripts-deps"
   local want
-  want="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-16)"
+  want="$(cat requirements.txt requirements-dev.txt pyproject.toml $extra | sha256sum | cut -c1-16)"
   if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-    python -m pip install -q -r requirements.txt -r requirements-dev.txt
+    python -m pip install -q -r requirements.txt -r requirements-dev.txt ${extra:+-r $extra}
     # the engine itself, editable, so `python tools/...` and `python -m lorascripts` work from anywhere
     python -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"
@@ -49,7 +50,8 @@ case "${1:-}" in
     python tools/quickstart_grid.py --config configs/quickstart.yaml
     ;;
   test)
-    setup
+    # the host tests run a real ComfyUI 0.3.75 (tests/comfy_host.py); its packages come from requirements-hosts.txt
+    setup requirements-hosts.txt
     browser
     ruff check .
     ruff format --check .
