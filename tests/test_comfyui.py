@@ -7,6 +7,7 @@ import json
 import shutil
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -184,10 +185,12 @@ def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
                 "caption": "x",
             },
         )
-    # queue again after freeing ComfyUI's cache: the finished LoRA is reused, not retrained
+    # queue again with an input that ComfyUI sees as changed but that does not change what is learned
+    # (log frequency): the node runs, and the finished LoRA is reused instead of retrained
     mtime = lora.stat().st_mtime_ns
-    server.post("/free", {"unload_models": True, "free_memory": True})
-    again = server.wait(server.queue(_workflow(str(tagger), "ls_comfy", steps=2)))
+    rerun = _workflow(str(tagger), "ls_comfy", steps=2)
+    rerun["4"]["inputs"]["advanced_yaml"] += "log_every_n_steps: 2\n"
+    again = server.wait(server.queue(rerun))
     assert again["status"]["status_str"] == "success"
     assert (
         again["outputs"]["4"]["lora_scripts_result"][0]["reused"] is True and lora.stat().st_mtime_ns == mtime
@@ -221,6 +224,42 @@ def test_example_workflows_match_and_prompt_tags_run(comfy) -> None:
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-2000:]
     report = entry["outputs"]["2"]["text"][0]
     assert report.count("every key applied") == 2, report
+
+
+def test_front_end_renders_chart_and_caption_editor(comfy, tmp_path_factory) -> None:
+    from browser import Browser
+    from workflow_format import to_ui
+
+    server, _ = comfy
+    tagger = build_tiny_wd14(tmp_path_factory.mktemp("wd14ui"))[0]
+    info = server.get("/object_info")
+    workflow = to_ui(_workflow(str(tagger), "ls_comfy", steps=2), info)  # the LoRA trained above: reused
+    artifacts = REPO / ".cache" / "test-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for setting in ("Comfy.TutorialCompleted",):  # no first-run template dialog over the graph
+        req = urllib.request.Request(
+            f"{server.url}/settings/{setting}", b"true", {"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(req, timeout=30).close()
+    browser = Browser()
+    try:
+        browser.call("Page.navigate", url=server.url)
+        browser.wait_for("!!(window.app && window.app.graph && window.app.graph._nodes)")
+        browser.evaluate(f"window.app.loadGraphData({json.dumps(workflow)})")
+        assert browser.wait_for("document.querySelectorAll('canvas.lora-scripts-loss-chart').length") == 1
+        browser.evaluate("window.app.queuePrompt(0)")
+        rows = browser.wait_for(
+            "document.querySelectorAll('textarea.lora-scripts-caption').length", timeout=600
+        )
+        assert rows == 3
+        assert browser.wait_for(
+            "[...document.querySelectorAll('textarea.lora-scripts-caption')].every(t => t.value.startsWith('zk'))"
+        )
+        browser.evaluate("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
+        shot = browser.screenshot(artifacts / "comfyui-lora-scripts.png")
+        assert shot.stat().st_size > 10_000
+    finally:
+        browser.close()
 
 
 def test_cancel_keeps_a_checkpoint(comfy, tmp_path_factory) -> None:

@@ -58,9 +58,11 @@ def base_model_identity(source: str) -> str:
 def training_fingerprint(config: dict[str, Any]) -> str:
     """Fingerprint of a training config dict (train_data_dir and base_model by content/identity)."""
     settings = {k: v for k, v in sorted(config.items()) if k not in VOLATILE_KEYS}
+    metadata = Path(str(config.get("metadata_path") or ""))
     parts = {
         "settings": settings,
         "dataset": dataset_digest(Path(config["train_data_dir"])),
+        "captions": _file_digest(metadata) if config.get("metadata_path") and metadata.is_file() else None,
         "base_model": base_model_identity(str(config["base_model"])),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
