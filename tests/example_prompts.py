@@ -9,7 +9,9 @@ from __future__ import annotations
 CKPT = "v1-5-pruned-emaonly.safetensors"
 
 
-def _sampler(model: list, clip: list, vae: list, text: str, prefix: str, first: int) -> dict[str, dict]:
+def _sampler(
+    model: list, clip: list, vae: list, text: str | list, prefix: str, first: int
+) -> dict[str, dict]:
     n = [str(first + i) for i in range(6)]
     return {
         n[0]: {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": clip}},
@@ -115,27 +117,8 @@ def lora_prompt_tags() -> dict[str, dict]:
                 "text": "a stone bridge over a canal <lora:my_style:0.7>",
             },
         },
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": ["2", 2], "clip": ["2", 1]}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["2", 1]}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-        "6": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["2", 0],
-                "positive": ["3", 0],
-                "negative": ["4", 0],
-                "latent_image": ["5", 0],
-                "seed": 42,
-                "steps": 25,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-        },
-        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
-        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "lora_tags"}},
     }
+    prompt.update(_sampler(["2", 0], ["2", 1], ["1", 2], ["2", 2], "lora_tags", 3))
     return prompt
 
 

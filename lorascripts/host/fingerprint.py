@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..fileio import file_sha256
+
 # keys that change where and how a run reports, not what it learns
 VOLATILE_KEYS = {
     "output_dir",
@@ -28,20 +30,12 @@ VOLATILE_KEYS = {
 }
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def dataset_digest(folder: Path) -> str:
     """Hash of every file's name and bytes under the dataset folder (images and captions)."""
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         h.update(path.relative_to(folder).as_posix().encode())
-        h.update(_file_digest(path).encode())
+        h.update(file_sha256(path).encode())
     return h.hexdigest()
 
 
@@ -62,7 +56,7 @@ def training_fingerprint(config: dict[str, Any]) -> str:
     parts = {
         "settings": settings,
         "dataset": dataset_digest(Path(config["train_data_dir"])),
-        "captions": _file_digest(metadata) if config.get("metadata_path") and metadata.is_file() else None,
+        "captions": file_sha256(metadata) if config.get("metadata_path") and metadata.is_file() else None,
         "base_model": base_model_identity(str(config["base_model"])),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

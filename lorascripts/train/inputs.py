@@ -21,6 +21,7 @@ from ..data.buckets import BucketSet
 from ..data.caption_proc import process_caption
 from ..data.images import image_size, load_image
 from ..data.transforms import image_to_tensor
+from ..fileio import file_sha256
 from .batches import Entry, expand_repeats
 
 logger = logging.getLogger(__name__)
@@ -33,14 +34,6 @@ class Prepared:
     latent: torch.Tensor
     original_size: tuple[int, int]  # (height, width)
     crop_top_left: tuple[int, int]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FixedSize:
@@ -94,7 +87,7 @@ class InputPipeline:
 
     def _cache_key(self, index: int) -> str:
         bw, bh = self.item_buckets[index]
-        raw = f"{_file_digest(self.items[index].path)}|{self.vae_identity}|{bw}x{bh}|{self.background}"
+        raw = f"{file_sha256(self.items[index].path)}|{self.vae_identity}|{bw}x{bh}|{self.background}"
         return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
     def _encode(self, vae: torch.nn.Module, index: int, flip: bool = False) -> Prepared:
