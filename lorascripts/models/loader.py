@@ -163,11 +163,15 @@ def _load_diffusers(source: str) -> dict[str, Any]:
 
     local = Path(source).is_dir()
     kw: dict[str, Any] = {} if local else {"local_files_only": True}
+    # fp32 in memory whatever the files hold (half-precision folders are common); training casts as configured
+    kw["torch_dtype"] = torch.float32
     try:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw)
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw)
-        encoders = [CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw)]
-        tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)]
+        text_kw = {**{k: v for k, v in kw.items() if k != "torch_dtype"}, "dtype": torch.float32}
+        tok_kw = {k: v for k, v in kw.items() if k != "torch_dtype"}
+        encoders = [CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **text_kw)]
+        tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **tok_kw)]
         root = Path(source) if local else None
         if (root and (root / "text_encoder_2").is_dir()) or (not local and unet.config.addition_embed_type):
             encoders.append(
@@ -187,7 +191,7 @@ def _load_diffusers(source: str) -> dict[str, Any]:
         "vae": vae,
         "text_encoders": encoders,
         "tokenizers": tokenizers,
-        "scheduler_config": _scheduler_config(source, kw),
+        "scheduler_config": _scheduler_config(source, tok_kw),
         "metadata": {},
     }
 
