@@ -168,6 +168,16 @@ def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
     assert [e["step"] for e in steps][-2:] == [1, 2] and events.of("progress")
     captions = entry["outputs"]["3"]["lora_scripts_captions"][0]
     assert len(captions["rows"]) == 3 and all(r["caption"].startswith("zk") for r in captions["rows"])
+    # queue again with an input that ComfyUI sees as changed but that does not change what is learned
+    # (log frequency): the node runs, and the finished LoRA is reused instead of retrained
+    mtime = lora.stat().st_mtime_ns
+    rerun = _workflow(str(tagger), "ls_comfy", steps=2)
+    rerun["4"]["inputs"]["advanced_yaml"] += "log_every_n_steps: 2\n"
+    again = server.wait(server.queue(rerun))
+    assert again["status"]["status_str"] == "success"
+    assert (
+        again["outputs"]["4"]["lora_scripts_result"][0]["reused"] is True and lora.stat().st_mtime_ns == mtime
+    )
     # the caption editor route saves an edit; paths outside our output folder are refused
     saved = server.post(
         "/lora_scripts/caption",
@@ -185,16 +195,6 @@ def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
                 "caption": "x",
             },
         )
-    # queue again with an input that ComfyUI sees as changed but that does not change what is learned
-    # (log frequency): the node runs, and the finished LoRA is reused instead of retrained
-    mtime = lora.stat().st_mtime_ns
-    rerun = _workflow(str(tagger), "ls_comfy", steps=2)
-    rerun["4"]["inputs"]["advanced_yaml"] += "log_every_n_steps: 2\n"
-    again = server.wait(server.queue(rerun))
-    assert again["status"]["status_str"] == "success"
-    assert (
-        again["outputs"]["4"]["lora_scripts_result"][0]["reused"] is True and lora.stat().st_mtime_ns == mtime
-    )
 
 
 def test_example_workflows_match_and_prompt_tags_run(comfy) -> None:
