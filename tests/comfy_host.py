@@ -217,6 +217,16 @@ class ComfyServer:
             time.sleep(0.5)
         raise TimeoutError(f"prompt {prompt_id} did not finish:\n{self.server_log()[-3000:]}")
 
+    def wait_idle(self, timeout: float = 900) -> None:
+        """Until nothing is running or queued (e.g. a prompt a browser queued)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            queue = self.get("/queue")
+            if not queue["queue_running"] and not queue["queue_pending"]:
+                return
+            time.sleep(0.5)
+        raise TimeoutError("ComfyUI's queue did not empty")
+
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -260,12 +260,14 @@ def test_front_end_renders_chart_and_caption_editor(comfy, tmp_path_factory) -> 
         assert shot.stat().st_size > 10_000
     finally:
         browser.close()
+        server.wait_idle()  # the prompt the page queued must not overlap the next test
 
 
 def test_cancel_keeps_a_checkpoint(comfy, tmp_path_factory) -> None:
     server, events = comfy
     tagger = build_tiny_wd14(tmp_path_factory.mktemp("wd14b"))[0]
     make_dataset(server.base / "input" / "ls_data2", n=2, size=64)
+    server.wait_idle()
     before = len(events.of("lora_scripts.progress"))
     prompt = server.queue(_workflow(str(tagger), "ls_cancel", steps=200, folder="ls_data2"))
     deadline = time.time() + 600
