@@ -50,6 +50,12 @@ def _report(name: str, unapplied: list[str]) -> str:
     return f"WARNING {name}: {len(unapplied)} keys did not apply (e.g. {', '.join(unapplied[:3])})"
 
 
+MODEL_AND_CLIP = {
+    "model": ("MODEL", {"tooltip": "The diffusion model."}),
+    "clip": ("CLIP", {"tooltip": "The text encoder."}),
+}
+
+
 class LoadLoRA:
     """Apply a LoRA to MODEL and CLIP at the given strengths."""
 
@@ -63,8 +69,7 @@ class LoadLoRA:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The diffusion model."}),
-                "clip": ("CLIP", {"tooltip": "The text encoder."}),
+                **MODEL_AND_CLIP,
                 "lora_name": (_lora_names(), {"tooltip": "A LoRA from models/loras."}),
                 "strength_model": (
                     "FLOAT",
@@ -123,8 +128,7 @@ class LoraPromptTags:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The diffusion model."}),
-                "clip": ("CLIP", {"tooltip": "The text encoder."}),
+                **MODEL_AND_CLIP,
                 "text": (
                     "STRING",
                     {
