@@ -110,6 +110,7 @@ def sd15_random_checkpoint() -> Path:
     path = CACHE / "sd15-random.safetensors"
     if path.is_file():
         return path
+    CACHE.mkdir(parents=True, exist_ok=True)
     script = f"""
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel

@@ -184,6 +184,7 @@ def save_single_file(base: Any, path: Path, metadata: dict[str, str] | None = No
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in original_state_dict(base).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
