@@ -52,7 +52,7 @@ def safe_name(name: str) -> str:
 
 def tokenizer_folder() -> str | None:
     """ComfyUI ships the CLIP tokenizer; the training child gets its path (no download)."""
-    import comfy
+    from ..lorascripts.models.tokenizers_find import comfy_tokenizer_folder
 
-    folder = Path(next(iter(comfy.__path__))) / "sd1_tokenizer"  # comfy is a namespace package
-    return str(folder) if (folder / "vocab.json").is_file() else None
+    folder = comfy_tokenizer_folder()
+    return str(folder) if folder else None

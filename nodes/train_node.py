@@ -190,8 +190,9 @@ class TrainLoRA:
         config["train_data_dir"] = dataset["folder"]
         if dataset.get("metadata_path"):
             config["metadata_path"] = dataset["metadata_path"]
-        if tokenizer_folder() and "tokenizer_path" not in config:
-            config["tokenizer_path"] = tokenizer_folder()
+        tokenizer = tokenizer_folder()
+        if tokenizer and "tokenizer_path" not in config:
+            config["tokenizer_path"] = tokenizer
         config_from_dict(
             {**config, "output_dir": str(work_root())}
         )  # validate now: errors show in the dialog

@@ -121,9 +121,9 @@ def test_real_architectures_are_inferred_from_shapes(family, unet_kw, texts) -> 
         assert got["addition_time_embed_dim"] == 256 and got["projection_class_embeddings_input_dim"] == 2816
     vae = vae_config(shapes, ModelFamily(family), {})
     assert vae["block_out_channels"] == [128, 256, 512, 512] and vae["layers_per_block"] == 2
-    from lorascripts.models.ldm_names import _te_prefixes
+    from lorascripts.models.ldm_names import text_encoder_layouts
 
-    for index, ((prefix, layout), te) in enumerate(zip(_te_prefixes(family), base.text_encoders)):
+    for index, ((prefix, layout), te) in enumerate(zip(text_encoder_layouts(family), base.text_encoders)):
         cfg = text_config(shapes, prefix, layout, {}, index)
         expected_layers = 23 if family == "sd2" else te.config.num_hidden_layers  # SD2 drops the last block
         assert cfg["num_hidden_layers"] == expected_layers

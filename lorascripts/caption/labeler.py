@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from tqdm.auto import tqdm
 from ..data.captions import read_metadata, write_metadata
 from ..data.images import is_image, load_image
 from ..errors import DatasetError
+from ..fileio import atomic_write_text
 from .base import Captioner
 from .postprocess import CaptionRules, finish_caption
 
@@ -64,13 +63,6 @@ def _read_partial(path: Path) -> dict[str, str]:
                 continue  # a line cut off by the interruption
             done[row["file"]] = row["caption"]
     return done
-
-
-def _write_txt(path: Path, caption: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".caption-", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(caption)
-    os.replace(tmp, path)
 
 
 def auto_label(
@@ -121,7 +113,7 @@ def auto_label(
         write_metadata(output, final)
     if fmt in ("txt", "both"):
         for name in done:
-            _write_txt((root / name).with_suffix(".txt"), done[name])
+            atomic_write_text((root / name).with_suffix(".txt"), done[name])
     partial.unlink(missing_ok=True)
     result.captions = final
     return result

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..fileio import atomic_write_text
 
 CAPTION_COLUMNS = ("caption", "text", "prompt", "tags")
 
@@ -40,15 +40,9 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 def write_metadata(path: Path, rows: dict[str, str]) -> None:
     """Write metadata.csv atomically (a crash never leaves a half-written caption file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".metadata-", suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["file_name", "caption"])
-            for name, caption in rows.items():
-                writer.writerow([name, caption])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["file_name", "caption"])
+    for name, caption in rows.items():
+        writer.writerow([name, caption])
+    atomic_write_text(path, buffer.getvalue())

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image
 
+from ..fileio import atomic_write_text
 from .checks import DatasetReport
 from .images import load_image
 
@@ -80,9 +79,4 @@ def render_html(report: DatasetReport) -> str:
 
 def write_html_report(report: DatasetReport, path: Path) -> Path:
     """Write the review page atomically and return its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(render_html(report))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, render_html(report))

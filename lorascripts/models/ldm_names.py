@@ -151,7 +151,7 @@ def clip_l_state(te: nn.Module) -> dict[str, torch.Tensor]:
 
 
 # --- whole checkpoints and the WebUI's view of them ----------------------------------------------------------------
-def _te_prefixes(family: str) -> list[tuple[str, str]]:
+def text_encoder_layouts(family: str) -> list[tuple[str, str]]:
     """(state-dict prefix in a single file, layout) of each text encoder."""
     if family == "sdxl":
         return [
@@ -173,7 +173,7 @@ def original_state_dict(base: Any) -> dict[str, torch.Tensor]:
         if ".mid.attn_1." in ldm and ldm.endswith("weight") and v.dim() == 2:
             v = v[:, :, None, None]  # the original VAE attention uses 1x1 convs
         out[f"first_stage_model.{ldm}"] = v
-    for (prefix, layout), te in zip(_te_prefixes(base.family.value), base.text_encoders):
+    for (prefix, layout), te in zip(text_encoder_layouts(base.family.value), base.text_encoders):
         state = openclip_state(te) if layout == "openclip" else clip_l_state(te)
         out.update({prefix + k: v for k, v in state.items()})
     return out
@@ -207,7 +207,7 @@ def original_layout_shapes(base: Any) -> dict[str, tuple[int, ...]]:
     for path, module in _layers(base.unet):
         shapes["diffusion_model_" + names.to_ldm(path).replace(".", "_")] = tuple(module.weight.shape)
     family = base.family.value
-    for index, ((_, layout), te) in enumerate(zip(_te_prefixes(family), base.text_encoders)):
+    for index, ((_, layout), te) in enumerate(zip(text_encoder_layouts(family), base.text_encoders)):
         head = f"{index}_" if family == "sdxl" else ""
         if layout == "clip_l":
             for path, module in _layers(te):

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ModelError
 from .family import ModelFamily, family_from_keys
+from .ldm_names import text_encoder_layouts
 from .single_file import ARCH_KEY, text_config, unet_config, vae_config
 from .tokenizers_find import find_clip_tokenizer, openclip_variant
 
@@ -79,12 +80,6 @@ def _read_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Te
     raise ModelError(f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors.")
 
 
-def _te_layouts(family: ModelFamily) -> list[tuple[str, str]]:
-    from .ldm_names import _te_prefixes
-
-    return _te_prefixes(family.value)
-
-
 def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
@@ -112,7 +107,7 @@ def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None
     _load_into(vae, convert_ldm_vae_checkpoint(state, vae.config), "VAE", path)
     encoders, tokenizers = [], []
     clip_tok = find_clip_tokenizer(tokenizer_path, path)
-    for index, (prefix, layout) in enumerate(_te_layouts(family)):
+    for index, (prefix, layout) in enumerate(text_encoder_layouts(family.value)):
         config = CLIPTextConfig(**text_config(shapes, prefix, layout, arch, index))
         if layout == "clip_l":
             model = CLIPTextModel(config)

@@ -15,13 +15,11 @@ import torch
 def tokenize(base: Any, captions: list[str]) -> list[torch.Tensor]:
     """Token ids (batch, 77) for each tokenizer of the model."""
     out = []
-    for tokenizer, encoder in zip(base.tokenizers, base.text_encoders):
-        # the encoder's window (77), not the tokenizer's setting: some copies (ComfyUI's) leave it unbounded
-        window = min(tokenizer.model_max_length, encoder.config.max_position_embeddings)
+    for tokenizer in base.tokenizers:
         ids = tokenizer(
             captions,
             padding="max_length",
-            max_length=window,
+            max_length=tokenizer.model_max_length,  # the loader clamps it to the encoder's window
             truncation=True,
             return_tensors="pt",
         ).input_ids

@@ -19,16 +19,26 @@ def _from_folder(folder: Path) -> Any:
     return CLIPTokenizer.from_pretrained(str(folder))
 
 
+def comfy_tokenizer_folder() -> Path | None:
+    """The CLIP-L tokenizer ComfyUI ships with its code (`comfy/sd1_tokenizer`), when ComfyUI is importable."""
+    spec = importlib.util.find_spec("comfy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = (
+        Path(next(iter(spec.submodule_search_locations))) / "sd1_tokenizer"
+    )  # comfy is a namespace package
+    return folder if (folder / "vocab.json").is_file() else None
+
+
 def _candidates(tokenizer_path: str | None, source: Path) -> list[Path]:
     found = []
     if tokenizer_path:
         found.append(Path(tokenizer_path))
     for near in (source.parent / "tokenizer", source.with_suffix("") / "tokenizer"):
         found.append(near)
-    spec = importlib.util.find_spec("comfy")
-    if spec is not None and spec.submodule_search_locations:
-        # ComfyUI ships the CLIP-L tokenizer with its code
-        found.append(Path(next(iter(spec.submodule_search_locations))) / "sd1_tokenizer")
+    comfy = comfy_tokenizer_folder()
+    if comfy is not None:
+        found.append(comfy)
     return found
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
 
 from ..errors import ModelError
+from ..fileio import atomic_write_bytes
 
 
 def addnet_hashes(data: bytes) -> tuple[str, str]:
@@ -20,20 +19,6 @@ def addnet_hashes(data: bytes) -> tuple[str, str]:
     model_hash = hashlib.sha256(data[8 + header_len :]).hexdigest()
     legacy = hashlib.sha256(data[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
     return model_hash, legacy
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_lora_file(
@@ -48,7 +33,7 @@ def save_lora_file(
     first = save(ready, metadata={k: v for k, v in metadata.items() if k.startswith("ss_")})
     model_hash, legacy = addnet_hashes(first)
     full = {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy}
-    _atomic_write(path, save(ready, metadata=full))
+    atomic_write_bytes(path, save(ready, metadata=full))
     return path
 
 
@@ -93,5 +78,5 @@ def write_webui_sidecar(
             "notes": notes or data.get("notes", ""),
         }
     )
-    _atomic_write(sidecar, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
+    atomic_write_bytes(sidecar, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
     return sidecar

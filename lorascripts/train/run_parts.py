@@ -119,10 +119,8 @@ class RunParts:
     def _preflight(self) -> None:
         if self.cfg.dataset_checks == "off":
             return
-        try:
-            from ..data.checks import preflight
-        except ImportError:  # checks module not installed in a minimal build
-            return
+        from ..data.checks import preflight
+
         preflight(self.cfg, self.scan)
 
     def _freeze_and_place(self) -> None:
