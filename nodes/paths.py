@@ -43,13 +43,6 @@ def resolve_input_folder(folder: str, allow_absolute: bool) -> Path:
     return resolved
 
 
-def safe_name(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip()).strip("._")
-    if not cleaned:
-        raise ValueError("the LoRA name is empty; use letters, digits, - or _.")
-    return cleaned
-
-
 def tokenizer_folder() -> str | None:
     """ComfyUI ships the CLIP tokenizer; the training child gets its path (no download)."""
     from ..lorascripts.models.tokenizers_find import comfy_tokenizer_folder

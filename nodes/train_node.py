@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .paths import CATEGORY, loras_dir, safe_name, tokenizer_folder, work_root
+from ..lorascripts.host.names import safe_name
+from .paths import CATEGORY, loras_dir, tokenizer_folder, work_root
 
 logger = logging.getLogger(__name__)
 EVENT = "lora_scripts.progress"
@@ -18,30 +19,14 @@ def _checkpoints() -> list[str]:
     return folder_paths.get_filename_list("checkpoints")
 
 
-def _chart(losses: list[tuple[int, float]], size: tuple[int, int] = (512, 256)) -> Any:
-    """A loss chart as an IMAGE (1, H, W, 3)."""
+def _chart(losses: list[tuple[int, float]]) -> Any:
+    """The loss chart as an IMAGE (1, H, W, 3)."""
     import numpy as np
     import torch
-    from PIL import Image, ImageDraw
 
-    w, h = size
-    image = Image.new("RGB", size, (255, 255, 255))
-    draw = ImageDraw.Draw(image)
-    draw.text((8, 6), "training loss", fill=(0, 0, 0))
-    if len(losses) > 1:
-        steps, values = zip(*losses)
-        lo, hi = min(values), max(values)
-        span = (hi - lo) or 1.0
-        points = [
-            (
-                30 + (s - steps[0]) / max(1, steps[-1] - steps[0]) * (w - 45),
-                h - 20 - (v - lo) / span * (h - 50),
-            )
-            for s, v in losses
-        ]
-        draw.line(points, fill=(30, 90, 200), width=2)
-        draw.text((8, h - 16), f"step {steps[0]}..{steps[-1]}  loss {values[-1]:.4f}", fill=(80, 80, 80))
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+    from ..lorascripts.host.charts import loss_chart
+
+    return torch.from_numpy(np.asarray(loss_chart(losses), dtype=np.float32) / 255.0)[None]
 
 
 def _samples(paths: list[str]) -> Any:
