@@ -36,23 +36,17 @@ def _preview(folder: Path, files: list[str], limit: int = 16) -> Any:
 
 
 def _dataset(folder: Path, metadata_path: Path | None) -> dict[str, Any]:
-    from ..lorascripts.caption.labeler import list_images
-    from ..lorascripts.data.captions import read_metadata
+    from ..lorascripts.caption.labeler import existing_captions, list_images
 
     files = list_images(folder)
     if not files:
         raise ValueError(f"no images in {folder}.")
     meta = metadata_path or folder / "metadata.csv"
-    captions = read_metadata(meta) if meta.is_file() else {}
-    for name in files:
-        sidecar = (folder / name).with_suffix(".txt")
-        if name not in captions and sidecar.is_file():
-            captions[name] = sidecar.read_text(encoding="utf-8-sig").strip()
     return {
         "folder": str(folder),
         "metadata_path": str(meta) if meta.is_file() else None,
         "files": files,
-        "captions": captions,
+        "captions": existing_captions(folder, meta, files),
     }
 
 

@@ -160,17 +160,11 @@ class TrainLoRA:
 
     def _config(self, ckpt_name: str, dataset: dict, preset: str, values: dict, advanced_yaml: str) -> dict:
         import folder_paths
-        import yaml
 
         from ..lorascripts.config import config_from_dict
-        from ..lorascripts.host.presets import preset as preset_values
+        from ..lorascripts.host.presets import merged_settings
 
-        config = preset_values(preset)
-        extra = yaml.safe_load(advanced_yaml) if advanced_yaml.strip() else {}
-        if extra and not isinstance(extra, dict):
-            raise ValueError("advanced_yaml must be `key: value` lines.")
-        config.update(values)
-        config.update(extra or {})
+        config = merged_settings(preset, values, advanced_yaml)
         config["base_model"] = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
         config["train_data_dir"] = dataset["folder"]
         if dataset.get("metadata_path"):

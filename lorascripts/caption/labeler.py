@@ -44,7 +44,8 @@ def list_images(root: Path) -> list[str]:
     )
 
 
-def _existing(root: Path, output: Path, names: list[str]) -> dict[str, str]:
+def existing_captions(root: Path, output: Path, names: list[str]) -> dict[str, str]:
+    """Captions already there: `output` (metadata.csv) first, then `.txt` sidecars beside the images."""
     rows = read_metadata(output) if output.is_file() else {}
     for name in names:
         sidecar = (root / name).with_suffix(".txt")
@@ -81,7 +82,7 @@ def auto_label(
     rules = rules or CaptionRules()
     output = output or root / "metadata.csv"
     names = list_images(root)
-    existing = _existing(root, output, names)
+    existing = existing_captions(root, output, names)
     partial = output.with_name(output.name + ".partial")
     done = _read_partial(partial)
     result = LabelResult(resumed=len(done))

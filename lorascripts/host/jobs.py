@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from ..errors import StopRequested, TrainingError
+from ..fileio import atomic_copy
 from ..train.events import STOP_FILE_NAME
 from .fingerprint import training_fingerprint
 
@@ -191,9 +192,7 @@ class TrainingJob:
         for suffix in (".safetensors", ".json"):
             source = produced.with_suffix(suffix)
             if source.is_file():
-                tmp = self.destination / f".{self.name}{suffix}.partial"
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, self.destination / f"{self.name}{suffix}")
+                atomic_copy(source, self.destination / f"{self.name}{suffix}")
         record = {
             "fingerprint": self.fingerprint,
             "lora": str(self.final_path),

@@ -44,3 +44,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(name: str) -> dict[str, Any]:
     """A copy of a preset's settings (`custom` or an unknown name gives none)."""
     return dict(PRESETS.get(name, {}))
+
+
+def merged_settings(preset_name: str, values: dict[str, Any], advanced_yaml: str = "") -> dict[str, Any]:
+    """A host form's settings: preset, then the form's values, then the user's `key: value` YAML on top."""
+    import yaml
+
+    from ..errors import ConfigError
+
+    try:
+        extra = yaml.safe_load(advanced_yaml) if advanced_yaml.strip() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the advanced YAML does not parse: {exc}") from None
+    if extra and not isinstance(extra, dict):
+        raise ConfigError("the advanced YAML must be `key: value` lines (see the README's config reference).")
+    return {**preset(preset_name), **values, **(extra or {})}

@@ -1,0 +1,171 @@
+"""What the tab's buttons do, without gradio: plain values in, plain values out.
+
+Errors are raised as `UserError` with a message the tab shows as is; nothing here touches gradio, so the
+behaviour is tested without a browser and the UI layer stays a thin wiring file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorascripts.errors import LoraScriptsError
+
+from . import hooks
+
+logger = logging.getLogger(__name__)
+CAPTIONERS = ["wd14", "blip", "florence2"]
+CAPTION_MODES = ["skip_existing", "overwrite", "append"]
+
+
+class UserError(Exception):
+    """A problem the user fixes in the form; the message says how."""
+
+
+def dataset_folder(text: str) -> Path:
+    """The dataset folder typed in the form; it must exist and hold images."""
+    from lorascripts.caption.labeler import list_images
+
+    if not text or not text.strip():
+        raise UserError("Enter the folder that holds your training images.")
+    folder = Path(text.strip().strip('"')).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder. Enter the full path of your image folder.")
+    if not list_images(folder):
+        raise UserError(f"{folder} has no images (png, jpg, webp, ...).")
+    return folder
+
+
+def load_table(text: str) -> tuple[list[list[str]], str]:
+    """[file, caption] rows from metadata.csv or .txt sidecars; images without a caption get an empty one."""
+    from lorascripts.caption.labeler import existing_captions, list_images
+
+    folder = dataset_folder(text)
+    names = list_images(folder)
+    try:
+        captions = existing_captions(folder, folder / "metadata.csv", names)
+    except LoraScriptsError as exc:
+        raise UserError(str(exc)) from None
+    rows = [[name, captions.get(name, "")] for name in names]
+    missing = sum(1 for _, caption in rows if not caption)
+    note = f"{len(rows)} images" + (f", {missing} without a caption" if missing else ", all captioned")
+    return rows, note
+
+
+def _rows(table: Any) -> list[list[str]]:
+    """The table's value as rows, whether gradio hands over a list or a pandas DataFrame."""
+    if hasattr(table, "values") and hasattr(table, "columns"):
+        table = table.values.tolist()
+    return [[str(cell if cell is not None else "") for cell in row[:2]] for row in table or [] if row]
+
+
+def save_table(text: str, table: Any) -> str:
+    """Write the edited captions to <dataset>/metadata.csv (atomically). Only images of that folder count."""
+    from lorascripts.caption.labeler import list_images
+    from lorascripts.data.captions import write_metadata
+
+    folder = dataset_folder(text)
+    known = set(list_images(folder))
+    rows: dict[str, str] = {}
+    for name, caption in _rows(table):
+        name = name.strip().replace("\\", "/")
+        if not name:
+            continue
+        if name not in known:
+            raise UserError(f"{name} is not an image in {folder}; reload the table before saving.")
+        rows[name] = " ".join(caption.split())
+    write_metadata(folder / "metadata.csv", rows)
+    return f"saved {len(rows)} captions to {folder / 'metadata.csv'}"
+
+
+def caption_now(
+    text: str, captioner: str, model: str, trigger: str, mode: str
+) -> tuple[list[list[str]], str]:
+    """Caption the folder into its metadata.csv, then return the refreshed table."""
+    from lorascripts.caption.base import create_captioner
+    from lorascripts.caption.labeler import auto_label
+    from lorascripts.caption.postprocess import CaptionRules
+
+    folder = dataset_folder(text)
+    if captioner not in CAPTIONERS or mode not in CAPTION_MODES:
+        raise UserError(f"choose a captioner from {CAPTIONERS} and a mode from {CAPTION_MODES}.")
+    try:
+        engine = create_captioner(captioner, model.strip() or None)
+        result = auto_label(
+            folder,
+            engine,
+            folder / "metadata.csv",
+            mode=mode,
+            rules=CaptionRules(trigger_word=trigger.strip()),
+            show_progress=False,
+        )
+    except (LoraScriptsError, OSError) as exc:
+        raise UserError(f"captioning failed: {exc}") from None
+    rows, note = load_table(text)
+    failed = f"; could not read {', '.join(result.failed)}" if result.failed else ""
+    return rows, f"captioned {result.captioned} images with {captioner} ({note}){failed}"
+
+
+@dataclass
+class TrainForm:
+    """The tab's training fields."""
+
+    dataset: str
+    checkpoint: str
+    lora_name: str
+    preset: str = "style"
+    rank: int = 16
+    alpha: float = 8.0
+    steps: int = 1000
+    learning_rate: float = 1e-4
+    resolution: int = 512
+    batch_size: int = 1
+    trigger_word: str = ""
+    preferred_weight: float = 0.7
+    sample_prompt: str = ""
+    advanced_yaml: str = ""
+
+
+def base_model_file(choice: str) -> str:
+    """A checkpoint title from the WebUI's list, or a path to a checkpoint file or diffusers folder."""
+    listed = hooks.checkpoints()
+    if choice in listed:
+        return listed[choice]
+    if choice and Path(choice).expanduser().exists():
+        return str(Path(choice).expanduser())
+    raise UserError(f"base model {choice!r} is not in the WebUI's checkpoint list; press the refresh button.")
+
+
+def build_config(form: TrainForm) -> dict[str, Any]:
+    """The engine config for a form: preset, fields, advanced YAML; validated so errors show before training."""
+    from lorascripts.config import config_from_dict
+    from lorascripts.host.presets import merged_settings
+
+    steps = int(form.steps)
+    values: dict[str, Any] = {
+        "lora_rank": int(form.rank),
+        "lora_alpha": float(form.alpha),
+        "learning_rate": float(form.learning_rate),
+        "resolution": int(form.resolution),
+        "batch_size": int(form.batch_size),
+        "trigger_word": form.trigger_word.strip(),
+        "preferred_weight": float(form.preferred_weight),
+        "log_every_n_steps": 1,
+        "max_train_steps": steps,
+        "save_steps": max(1, steps // 4),
+    }
+    if form.sample_prompt.strip():
+        values.update(sample_prompts=[form.sample_prompt.strip()], sample_every_n_steps=max(1, steps // 4))
+    try:
+        config = merged_settings(form.preset, values, form.advanced_yaml)
+        config["base_model"] = base_model_file(form.checkpoint)
+        config["train_data_dir"] = str(dataset_folder(form.dataset))
+        tokenizer = hooks.tokenizer_folder()
+        if tokenizer and "tokenizer_path" not in config:
+            config["tokenizer_path"] = tokenizer
+        config_from_dict({**config, "output_dir": str(hooks.work_dir())})
+    except LoraScriptsError as exc:
+        raise UserError(str(exc)) from None
+    return config

@@ -1,0 +1,157 @@
+"""The few WebUI (AUTOMATIC1111 / Forge) hooks the tab uses, each with a fallback outside the WebUI.
+
+Everything WebUI-specific goes through this module: `modules.shared` (options, command-line flags),
+`modules.sd_models` (checkpoint list, unloading the generation model while training), `modules.paths`
+(models and data folders) and the built-in Lora extension's `networks` module (refreshing the Lora list).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SECTION = ("lora_scripts", "LoRA Training")
+PRESET_CHOICES = ["style", "character", "concept", "custom"]
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+# Forge ships the CLIP tokenizer files of the SD families it supports; A1111 caches them in the HF cache.
+FORGE_TOKENIZERS = (
+    "backend/huggingface/runwayml/stable-diffusion-v1-5/tokenizer",
+    "backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0/tokenizer",
+)
+
+
+def _modules(name: str) -> Any | None:
+    """`modules.<name>` of the running WebUI, or None outside it."""
+    try:
+        return __import__(f"modules.{name}", fromlist=[name])
+    except ImportError:
+        return None
+
+
+def option(key: str, default: Any) -> Any:
+    """A value from the WebUI settings page (our own keys start with `lora_scripts_`)."""
+    shared = _modules("shared")
+    value = getattr(getattr(shared, "opts", None), key, None)
+    return default if value in (None, "") else value
+
+
+def webui_root() -> Path:
+    paths = _modules("paths")
+    return Path(getattr(paths, "script_path", None) or Path.cwd())
+
+
+def models_dir() -> Path:
+    paths = _modules("paths")
+    return Path(getattr(paths, "models_path", None) or webui_root() / "models")
+
+
+def lora_dir() -> Path:
+    """Where finished LoRAs go: our setting, else the WebUI's `--lora-dir`, else models/Lora."""
+    chosen = option("lora_scripts_output_dir", "")
+    if chosen:
+        return Path(chosen).expanduser()
+    shared = _modules("shared")
+    flag = getattr(getattr(shared, "cmd_opts", None), "lora_dir", None)
+    return Path(flag) if flag else models_dir() / "Lora"
+
+
+def work_dir() -> Path:
+    """Runs (checkpoints, samples, logs) live under the WebUI's data folder: outputs/lora-scripts/."""
+    paths = _modules("paths")
+    return Path(getattr(paths, "data_path", None) or webui_root()) / "outputs" / "lora-scripts"
+
+
+def checkpoints() -> dict[str, str]:
+    """Checkpoint title -> file, as the WebUI lists them (a folder scan when the list is unavailable)."""
+    sd_models = _modules("sd_models")
+    listed = getattr(sd_models, "checkpoints_list", None)
+    if listed:
+        return {title: info.filename for title, info in listed.items()}
+    folder = models_dir() / "Stable-diffusion"
+    files = sorted(p for p in folder.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES) if folder.is_dir() else []
+    return {str(p.relative_to(folder)): str(p) for p in files}
+
+
+def refresh_checkpoints() -> dict[str, str]:
+    sd_models = _modules("sd_models")
+    if sd_models is not None and hasattr(sd_models, "list_models"):
+        sd_models.list_models()
+    return checkpoints()
+
+
+def current_checkpoint() -> str | None:
+    """The title of the checkpoint the WebUI generates with now."""
+    title = option("sd_model_checkpoint", None)
+    return title if title in checkpoints() else next(iter(checkpoints()), None)
+
+
+def tokenizer_folder() -> str | None:
+    """A CLIP tokenizer the WebUI already has on disk (Forge ships them), so training needs no download."""
+    for relative in FORGE_TOKENIZERS:
+        folder = webui_root() / relative
+        if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            return str(folder)
+    return None
+
+
+def refresh_loras() -> bool:
+    """Re-read the Lora folder so `<lora:name:w>` works at once (the built-in Lora extension's list)."""
+    networks = sys.modules.get("networks")
+    refresh = getattr(networks, "list_available_networks", None)
+    if refresh is None:
+        return False
+    try:
+        refresh()
+        return True
+    except Exception:  # the WebUI's own code; a failure only means the user presses Refresh
+        logger.exception("could not refresh the WebUI's Lora list")
+        return False
+
+
+def unload_generation_model() -> bool:
+    """Free the GPU for training: the WebUI's own unload (A1111 and Forge both have it)."""
+    sd_models = _modules("sd_models")
+    unload = getattr(sd_models, "unload_model_weights", None)
+    if unload is None:
+        return False
+    try:
+        unload()
+        return True
+    except Exception:
+        logger.exception("could not unload the WebUI's model; training shares the GPU with it")
+        return False
+
+
+def reload_generation_model() -> None:
+    sd_models = _modules("sd_models")
+    reload = getattr(sd_models, "reload_model_weights", None)
+    if reload is not None:
+        try:
+            reload()
+        except Exception:
+            logger.exception("could not reload the WebUI's model; select it again in the checkpoint list")
+
+
+def register_settings() -> None:
+    """Our two entries on the WebUI settings page (on_ui_settings callback)."""
+    shared = _modules("shared")
+    if shared is None:
+        return
+    import gradio as gr
+
+    shared.opts.add_option(
+        "lora_scripts_output_dir",
+        shared.OptionInfo(
+            "", "Output folder for trained LoRAs (empty: the WebUI's Lora folder)", section=SECTION
+        ),
+    )
+    shared.opts.add_option(
+        "lora_scripts_default_preset",
+        shared.OptionInfo(
+            "style", "Default training preset", gr.Dropdown, {"choices": PRESET_CHOICES}, section=SECTION
+        ),
+    )
