@@ -37,6 +37,7 @@ class Snapshot:
     losses: list[tuple[int, float]] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
     lora_path: str = ""
+    self_test: str = ""  # the WebUI key-mapping check of the saved file, as the trainer reported it
     started_at: float = 0.0
 
     @property
@@ -110,6 +111,9 @@ class TrainingSession:
             self._update(message=kind.replace("_", " "))
         elif kind == "checkpoint":
             self._update(lora_path=event.get("lora", ""))
+        elif kind == "self_test":
+            verdict = "passed" if event.get("ok") else "FAILED"
+            self._update(self_test=f"WebUI key check {verdict}: {event.get('summary', '')}")
 
     def _run(self, job: TrainingJob, unload_model: bool) -> None:
         unloaded = hooks.unload_generation_model() if unload_model else False
@@ -119,10 +123,11 @@ class TrainingSession:
             tag = f"<lora:{job.name}:{job.config.get('preferred_weight', 0.7)}>"
             note = "" if refreshed else " (press Refresh on the Lora tab to see it)"
             verb = "reused the finished" if result.reused else "saved"
+            check = f"\n{self.snapshot().self_test}" if self.snapshot().self_test else ""
             self._update(
                 state="finished",
                 lora_path=str(result.lora_path),
-                message=f"{verb} {result.lora_path}: use {tag}{note}",
+                message=f"{verb} {result.lora_path}: use {tag}{note}{check}",
             )
         except StopRequested as exc:
             self._update(state="stopped", message=self._stopped_message(job, str(exc)))

@@ -142,7 +142,7 @@ def _dataset_section() -> dict[str, Any]:
         c["dataset"] = gr.Textbox(
             label="Dataset folder", placeholder="/path/to/images", elem_id="lora_scripts_dataset"
         )
-        c["load"] = gr.Button("Load", elem_id="lora_scripts_load")
+        c["load"] = gr.Button("Load", scale=0, min_width=100, elem_id="lora_scripts_load")
     with gr.Row():
         c["captioner"] = gr.Dropdown(
             CAPTIONERS, value="wd14", label="Captioner", elem_id="lora_scripts_captioner"
@@ -182,7 +182,7 @@ def _train_section() -> dict[str, Any]:
             allow_custom_value=True,
             elem_id="lora_scripts_checkpoint",
         )
-        c["refresh"] = gr.Button("Refresh", elem_id="lora_scripts_refresh")
+        c["refresh"] = gr.Button("Refresh", scale=0, min_width=100, elem_id="lora_scripts_refresh")
     preset = hooks.option("lora_scripts_default_preset", "style")
     values = PRESETS.get(preset, PRESETS["style"])
     c["lora_name"] = gr.Textbox(value="my_lora", label="LoRA name", elem_id="lora_scripts_name")

@@ -1,0 +1,318 @@
+"""The WebUI door: the tab's actions and training session, the real gradio tab in headless Chromium (gradio 3.41
+as in AUTOMATIC1111 and 4.40 as in Forge), around the stand-in WebUI hooks (tests/webui_standin)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from comfy_host import REPO
+from helpers_train import make_dataset
+from PIL import Image
+from safetensors import safe_open
+
+from lorascripts.models.ldm_names import original_layout_shapes
+from lorascripts.models.loader import load_base_model
+from lorascripts.network.webui_check import check_webui_compat
+
+STANDIN = Path(__file__).resolve().parent / "webui_standin"
+ARTIFACTS = REPO / ".cache" / "test-artifacts"
+
+
+@pytest.fixture
+def webui(tmp_path, monkeypatch):
+    """The stand-in WebUI modules in this process, rooted at tmp_path (models/, outputs/, models/Lora)."""
+    monkeypatch.setenv("WEBUI_STANDIN_ROOT", str(tmp_path))
+    monkeypatch.syspath_prepend(str(STANDIN))
+    for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "networks"]:
+        monkeypatch.delitem(sys.modules, name)
+    import networks
+    from modules import sd_models, shared
+
+    (tmp_path / "models" / "Stable-diffusion").mkdir(parents=True)
+    yield {"root": tmp_path, "shared": shared, "sd_models": sd_models, "networks": networks}
+    for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.") or m == "networks"]:
+        sys.modules.pop(name, None)
+
+
+def _install_checkpoint(root: Path, model) -> str:
+    folder = root / "models" / "Stable-diffusion"
+    shutil.copyfile(model.single_file, folder / model.single_file.name)
+    shutil.copytree(model.tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
+    return model.single_file.name
+
+
+# --- actions: the caption table and the form, without gradio ---------------------------------------------------
+def test_caption_table_loads_edits_and_refuses_strangers(tmp_path):
+    from lora_scripts_webui.actions import UserError, dataset_folder, load_table, save_table
+
+    data = make_dataset(tmp_path / "data", n=3, metadata=False)
+    rows, note = load_table(str(data))
+    assert [r[0] for r in rows] == ["img_00.png", "img_01.png", "img_02.png"]
+    assert all(r[1].startswith("a ") for r in rows) and "all captioned" in note
+    rows[1][1] = "zkstyle,   an edited   caption"
+    assert "saved 3 captions" in save_table(str(data), rows)
+    from lorascripts.data.captions import read_metadata
+
+    assert read_metadata(data / "metadata.csv")["img_01.png"] == "zkstyle, an edited caption"
+    assert load_table(str(data))[0][1][1] == "zkstyle, an edited caption"  # metadata.csv wins over .txt now
+    with pytest.raises(UserError, match="not an image"):
+        save_table(str(data), [["../../etc/passwd", "x"]])
+    with pytest.raises(UserError, match="is not a folder"):
+        dataset_folder(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="has no images"):
+        dataset_folder(str(tmp_path / "empty"))
+
+
+def test_form_errors_are_clear_before_training(webui, tiny_sd1, tmp_path):
+    from lora_scripts_webui.actions import TrainForm, UserError, build_config
+
+    webui["sd_models"].list_models()
+    title_less = _install_checkpoint(webui["root"], tiny_sd1)
+    webui["sd_models"].list_models()
+    title = next(iter(webui["sd_models"].checkpoints_list))
+    assert title.startswith(title_less)
+    data = make_dataset(tmp_path / "data", n=2)
+    form = TrainForm(dataset=str(data), checkpoint=title, lora_name="x", preset="character", rank=4, steps=8)
+    config = build_config(form)
+    assert config["base_model"].endswith(title_less) and config["lora_rank"] == 4
+    assert config["keep_tokens"] == 1 and config["save_steps"] == 2  # preset value kept, save every quarter
+    with pytest.raises(UserError, match="not in the WebUI's checkpoint list"):
+        build_config(TrainForm(dataset=str(data), checkpoint="sd_xl_base.safetensors", lora_name="x"))
+    with pytest.raises(UserError, match="advanced YAML"):
+        build_config(TrainForm(dataset=str(data), checkpoint=title, lora_name="x", advanced_yaml="- a list"))
+    with pytest.raises(UserError, match="lora_rnak|unknown"):
+        build_config(
+            TrainForm(dataset=str(data), checkpoint=title, lora_name="x", advanced_yaml="lora_rnak: 4")
+        )
+
+
+def test_settings_and_lora_dir_follow_the_webui(webui):
+    from lora_scripts_webui import hooks
+
+    shared = webui["shared"]
+    assert hooks.lora_dir() == webui["root"] / "models" / "Lora"
+    shared.cmd_opts.lora_dir = str(webui["root"] / "elsewhere")
+    assert hooks.lora_dir() == webui["root"] / "elsewhere"  # --lora-dir honoured
+    shared.opts.lora_scripts_output_dir = str(webui["root"] / "mine")
+    assert hooks.lora_dir() == webui["root"] / "mine"  # our own setting wins
+
+
+# --- the training session: child process, stop/resume, failure, every family's key check ------------------------
+def _form_config(webui, model, data: Path, **fields):
+    from lora_scripts_webui.actions import TrainForm, build_config
+
+    name = _install_checkpoint(webui["root"], model)
+    webui["sd_models"].list_models()
+    title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith(name))
+    advanced = "resolution: 32\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\ndataset_checks: warn"
+    form = TrainForm(dataset=str(data), checkpoint=title, advanced_yaml=advanced, **fields)
+    return build_config(form), form
+
+
+@pytest.mark.parametrize("family", ["sd2", "sdxl"])
+def test_session_output_passes_webui_key_check(webui, family, request, tmp_path):
+    from lora_scripts_webui.session import TrainingSession
+
+    model = request.getfixturevalue(f"tiny_{family}")
+    data = make_dataset(tmp_path / "data", n=2)
+    config, form = _form_config(
+        webui, model, data, lora_name=f"{family}_card", rank=4, steps=2, trigger_word="zk"
+    )
+    session = TrainingSession()
+    session.start(config, form.lora_name)
+    snap = session.wait(600)
+    assert snap.state == "finished", snap.message
+    lora = webui["root"] / "models" / "Lora" / f"{family}_card.safetensors"
+    card = json.loads(lora.with_suffix(".json").read_text())
+    assert card["activation text"] == "zk" and card["preferred weight"] == 0.7
+    assert card["sd version"] == {"sd2": "SD2", "sdxl": "SDXL"}[family]
+    assert "WebUI key check passed" in snap.message
+    with safe_open(str(lora), "pt") as fh:
+        shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    base = load_base_model(str(model.single_file), tokenizer_path=str(model.tokenizer_dir))
+    report = check_webui_compat(shapes, original_layout_shapes(base), family)
+    assert report.ok and report.applied == report.total, report.summary()
+    assert "unload_model_weights" in (webui["root"] / "webui_calls.log").read_text()
+    assert f"list_available_networks:{family}_card" in (webui["root"] / "webui_calls.log").read_text()
+
+
+def test_session_stop_saves_then_train_resumes(webui, tiny_sd1, tmp_path):
+    from lora_scripts_webui.session import TrainingSession
+
+    data = make_dataset(tmp_path / "data", n=4)
+    config, form = _form_config(webui, tiny_sd1, data, lora_name="stoppable", rank=4, steps=60)
+    session = TrainingSession()
+    session.start(config, form.lora_name)
+    deadline = time.time() + 300
+    while session.snapshot().step < 2 and time.time() < deadline and session.snapshot().running:
+        time.sleep(0.2)
+    with pytest.raises(RuntimeError, match="already"):
+        session.start(config, form.lora_name)  # one run at a time
+    assert session.request_stop()
+    snap = session.wait(300)
+    assert snap.state == "stopped", snap.message
+    assert "Press Train to resume" in snap.message
+    saved = list((webui["root"] / "models" / "Lora").glob("stoppable-step*.safetensors"))
+    assert len(saved) == 1  # the LoRA so far, usable at once; the final name stays free
+    stopped_at = snap.step
+    assert stopped_at < 60
+    session.start(config, form.lora_name)  # Train again, same settings
+    done = session.wait(300)
+    assert done.state == "finished", done.message
+    assert done.losses[0][0] > stopped_at  # resumed from the checkpoint, not from step 1
+    assert (webui["root"] / "models" / "Lora" / "stoppable.safetensors").is_file()
+
+
+def test_session_failure_shows_its_cause(webui, tiny_sd1, tmp_path):
+    from lora_scripts_webui.session import TrainingSession
+
+    data = make_dataset(tmp_path / "data", n=3)
+    (data / "img_01.png").write_bytes(b"not a png at all")
+    config, form = _form_config(webui, tiny_sd1, data, lora_name="broken", rank=4, steps=2)
+    config["dataset_checks"] = "error"
+    session = TrainingSession()
+    session.start(config, form.lora_name)
+    snap = session.wait(300)
+    assert snap.state == "failed"
+    assert "exit code 3" in snap.message and "img_01.png" in snap.message
+
+
+# --- the real tab in a browser ------------------------------------------------------------------------------------
+JS_SET = """
+(function(id, value) {
+  const el = document.querySelector('#' + id + ' textarea, #' + id + ' input');
+  el.value = value;
+  el.dispatchEvent(new Event('input', {bubbles: true}));
+  el.dispatchEvent(new Event('change', {bubbles: true}));
+  el.dispatchEvent(new Event('blur', {bubbles: true}));
+  return el.value;
+})
+"""
+
+
+def _set(browser, elem_id: str, value) -> None:
+    assert browser.evaluate(f"{JS_SET}({json.dumps(elem_id)}, {json.dumps(str(value))})") == str(value)
+
+
+def _click(browser, elem_id: str) -> None:
+    browser.evaluate(
+        f"(document.querySelector('button#{elem_id}') || document.querySelector('#{elem_id} button')).click()"
+    )
+
+
+def _text(elem_id: str) -> str:
+    return f"((document.querySelector('#{elem_id} textarea') || {{}}).value || '')"
+
+
+# gradio 4 renders a hidden measuring table before the visible (virtual) one
+ROWS = (
+    "(() => { const v = document.querySelectorAll('#lora_scripts_captions svelte-virtual-table-viewport tbody tr');"
+    " return v.length ? [...v] : [...document.querySelectorAll('#lora_scripts_captions tbody tr')]; })()"
+)
+
+
+def _edit_cell(browser, row: int, text: str) -> None:
+    """Double-click a caption cell and type into it with real key events, as a user does."""
+    browser.evaluate(
+        f"{ROWS}[{row}].querySelectorAll('td')[1].dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}}))"
+    )
+    browser.wait_for(
+        "(() => { const el = [...document.querySelectorAll('#lora_scripts_captions input')]"
+        ".find(e => e.type !== 'file'); if (!el) return false; el.focus(); el.select(); return true; })()"
+    )
+    browser.call("Input.insertText", text=text)
+    for kind in ("keyDown", "keyUp"):
+        browser.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+
+
+@pytest.mark.parametrize("gradio", ["3", "4"])
+def test_tab_caption_train_finish_in_browser(gradio, tiny_sd1, tmp_path):
+    from browser import Browser
+    from tiny_captioners import build_tiny_wd14
+    from webui_host import WebUIServer
+
+    root = tmp_path / "webui"
+    (root / "models" / "Stable-diffusion").mkdir(parents=True)
+    _install_checkpoint(root, tiny_sd1)
+    data = tmp_path / "images"
+    data.mkdir()
+    for i, colour in enumerate([(220, 30, 30), (30, 200, 40), (30, 40, 220)]):
+        Image.new("RGB", (40, 40), colour).save(data / f"img_{i:02d}.png")
+    tagger, _ = build_tiny_wd14(tmp_path / "wd14", size=32)
+    server = WebUIServer(root, gradio)
+    browser = Browser()
+    try:
+        browser.call("Page.navigate", url=server.url)
+        browser.wait_for("!!document.querySelector('#lora_scripts_dataset')", timeout=120)
+        _set(browser, "lora_scripts_dataset", data)
+        _click(browser, "lora_scripts_load")
+        assert "3 images, 3 without a caption" in browser.wait_for(
+            f"{_text('lora_scripts_dataset_status')}.includes('images') && {_text('lora_scripts_dataset_status')}"
+        )
+        _set(browser, "lora_scripts_caption_model", tagger)
+        _set(browser, "lora_scripts_trigger", "zkwebui")
+        _click(browser, "lora_scripts_caption")
+        assert "captioned 3 images" in browser.wait_for(
+            f"{_text('lora_scripts_dataset_status')}.includes('captioned') && {_text('lora_scripts_dataset_status')}"
+        )
+        cells = browser.wait_for(
+            f"(() => {{ const t = {ROWS}.map(r => r.innerText);"
+            " return t.length === 3 && t.every(x => x.includes('zkwebui')) && t; })()"
+        )
+        assert any("red" in c and "theme" in c for c in cells), cells
+        _edit_cell(browser, 1, "zkwebui, edited in the browser")
+        _click(browser, "lora_scripts_save")
+        browser.wait_for(f"{_text('lora_scripts_dataset_status')}.includes('saved 3 captions')")
+        from lorascripts.data.captions import read_metadata
+
+        captions = read_metadata(data / "metadata.csv")
+        assert captions["img_01.png"] == "zkwebui, edited in the browser"
+        assert all(c.startswith("zkwebui") for c in captions.values()) and len(captions) == 3
+        for elem_id, value in [("lora_scripts_name", "webui_lora"), ("lora_scripts_rank", 4)]:
+            _set(browser, elem_id, value)
+        _set(browser, "lora_scripts_steps", 6)
+        _set(browser, "lora_scripts_sample", "zkwebui, a red square")
+        _set(
+            browser,
+            "lora_scripts_advanced",
+            "resolution: 32\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\nsample_steps: 2",
+        )
+        _click(browser, "lora_scripts_train")
+        seen = browser.wait_for(
+            "(() => { const p = document.querySelector('#lora_scripts_progress .lora-scripts-progress');"
+            " return p && +p.dataset.step > 0 && p.innerText; })()",
+            timeout=300,
+        )
+        assert "ETA" in seen or "finished" in seen
+        status = browser.wait_for(
+            f"{_text('lora_scripts_status')}.includes('saved') && {_text('lora_scripts_status')}", timeout=400
+        )
+        assert "<lora:webui_lora:0.7>" in status and "WebUI key check passed" in status
+        assert browser.wait_for("!!document.querySelector('#lora_scripts_loss img')")
+        assert browser.wait_for("document.querySelectorAll('#lora_scripts_samples img').length > 0")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.call(
+            "Emulation.setDeviceMetricsOverride", width=1500, height=1900, deviceScaleFactor=1, mobile=False
+        )
+        browser.evaluate("window.scrollTo(0, 0)")
+        browser.screenshot(ARTIFACTS / f"webui-gradio{gradio}.png")
+    finally:
+        browser.close()
+        server.stop()
+    lora = root / "models" / "Lora" / "webui_lora.safetensors"
+    card = json.loads(lora.with_suffix(".json").read_text())
+    assert (
+        card["activation text"] == "zkwebui"
+        and card["sd version"] == "SD1"
+        and card["preferred weight"] == 0.7
+    )
+    calls = server.calls()
+    assert "unload_model_weights" in calls and "reload_model_weights" in calls
+    assert "list_available_networks:webui_lora" in calls  # `<lora:webui_lora:0.7>` resolves without a restart
+    assert "lora_scripts_default_preset" in server.server_log()  # our settings were registered
