@@ -53,6 +53,9 @@ class TrainingSession:
         self._state = Snapshot()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._partials: list[
+            Path
+        ] = []  # LoRAs-so-far put into the Lora folder by Stop; removed once finished
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -119,6 +122,9 @@ class TrainingSession:
         unloaded = hooks.unload_generation_model() if unload_model else False
         try:
             result = job.run(on_event=self._on_event, should_cancel=self._stop.is_set)
+            for partial in self._partials:
+                partial.unlink(missing_ok=True)
+            self._partials.clear()
             refreshed = hooks.refresh_loras()
             tag = f"<lora:{job.name}:{job.config.get('preferred_weight', 0.7)}>"
             note = "" if refreshed else " (press Refresh on the Lora tab to see it)"
@@ -142,9 +148,13 @@ class TrainingSession:
 
     def _stopped_message(self, job: TrainingJob, reason: str) -> str:
         """After Stop: the LoRA saved so far goes to the Lora folder under its step name; Train resumes."""
-        partial = Path(self.snapshot().lora_path or "")
+        snap = self.snapshot()
+        text = f"Stopped at step {snap.step}; checkpoint saved in {job.work_dir / 'checkpoints'}."
+        partial = Path(snap.lora_path or "")
         if partial.is_file():
             target = atomic_copy(partial, hooks.lora_dir() / partial.name)
+            self._partials.append(target)
             hooks.refresh_loras()
-            return f"{reason}\nThe LoRA so far is {target.name} in the Lora folder. Press Train to resume."
-        return reason
+            text += f"\nThe LoRA so far is {target.name} in the Lora folder."
+        logger.info("%s (%s)", text, reason)
+        return text + "\nPress Train with the same settings to resume."

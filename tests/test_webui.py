@@ -157,7 +157,7 @@ def test_session_stop_saves_then_train_resumes(webui, tiny_sd1, tmp_path):
     assert session.request_stop()
     snap = session.wait(300)
     assert snap.state == "stopped", snap.message
-    assert "Press Train to resume" in snap.message
+    assert "to resume" in snap.message
     saved = list((webui["root"] / "models" / "Lora").glob("stoppable-step*.safetensors"))
     assert len(saved) == 1  # the LoRA so far, usable at once; the final name stays free
     stopped_at = snap.step
@@ -167,6 +167,7 @@ def test_session_stop_saves_then_train_resumes(webui, tiny_sd1, tmp_path):
     assert done.state == "finished", done.message
     assert done.losses[0][0] > stopped_at  # resumed from the checkpoint, not from step 1
     assert (webui["root"] / "models" / "Lora" / "stoppable.safetensors").is_file()
+    assert not saved[0].exists()  # the stop-time copy is gone once the real one is there
 
 
 def test_session_failure_shows_its_cause(webui, tiny_sd1, tmp_path):
@@ -276,7 +277,7 @@ def test_tab_caption_train_finish_in_browser(gradio, tiny_sd1, tmp_path):
         assert all(c.startswith("zkwebui") for c in captions.values()) and len(captions) == 3
         for elem_id, value in [("lora_scripts_name", "webui_lora"), ("lora_scripts_rank", 4)]:
             _set(browser, elem_id, value)
-        _set(browser, "lora_scripts_steps", 6)
+        _set(browser, "lora_scripts_steps", 30)
         _set(browser, "lora_scripts_sample", "zkwebui, a red square")
         _set(
             browser,
@@ -286,12 +287,21 @@ def test_tab_caption_train_finish_in_browser(gradio, tiny_sd1, tmp_path):
         _click(browser, "lora_scripts_train")
         seen = browser.wait_for(
             "(() => { const p = document.querySelector('#lora_scripts_progress .lora-scripts-progress');"
-            " return p && +p.dataset.step > 0 && p.innerText; })()",
+            " return p && p.dataset.state === 'training' && +p.dataset.step > 0 && p.innerText; })()",
             timeout=300,
         )
-        assert "ETA" in seen or "finished" in seen
+        assert "ETA" in seen and "loss" in seen, seen
+        _click(browser, "lora_scripts_stop")  # while the Train event is still streaming
+        stopped = browser.wait_for(
+            f"{_text('lora_scripts_status')}.includes('to resume') && {_text('lora_scripts_status')}",
+            timeout=300,
+        )
+        assert "Stopped at step" in stopped and "The LoRA so far is webui_lora-step" in stopped
+        assert list((root / "models" / "Lora").glob("webui_lora-step*.safetensors"))  # usable right away
+        _click(browser, "lora_scripts_train")  # same settings: resumes from the checkpoint
         status = browser.wait_for(
-            f"{_text('lora_scripts_status')}.includes('saved') && {_text('lora_scripts_status')}", timeout=400
+            f"{_text('lora_scripts_status')}.includes('<lora:') && {_text('lora_scripts_status')}",
+            timeout=400,
         )
         assert "<lora:webui_lora:0.7>" in status and "WebUI key check passed" in status
         assert browser.wait_for("!!document.querySelector('#lora_scripts_loss img')")
@@ -312,7 +322,11 @@ def test_tab_caption_train_finish_in_browser(gradio, tiny_sd1, tmp_path):
         and card["sd version"] == "SD1"
         and card["preferred weight"] == 0.7
     )
+    events = (root / "outputs" / "lora-scripts" / "runs" / "webui_lora" / "events.jsonl").read_text()
+    assert '"event": "stopped"' in events and '"event": "resumed"' in events
+    assert not list((root / "models" / "Lora").glob("webui_lora-step*"))  # the final file replaced it
     calls = server.calls()
     assert "unload_model_weights" in calls and "reload_model_weights" in calls
-    assert "list_available_networks:webui_lora" in calls  # `<lora:webui_lora:0.7>` resolves without a restart
+    refreshed = [c.split(":", 1)[1].split(",") for c in calls if c.startswith("list_available_networks:")]
+    assert ["webui_lora"] in refreshed  # `<lora:webui_lora:0.7>` resolves without a restart
     assert "lora_scripts_default_preset" in server.server_log()  # our settings were registered
