@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_config_reference(sub)
+    from .toolbox.cli import add_lora_commands
+
+    add_lora_commands(sub)
     return parser
 
 

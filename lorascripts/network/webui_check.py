@@ -110,7 +110,9 @@ class CompatReport:
         return text
 
 
-def _resolve(base: str, model: dict[str, tuple[int, ...]], is_sd2: bool) -> tuple[str | None, str | None]:
+def resolve_layer(
+    base: str, model: dict[str, tuple[int, ...]], is_sd2: bool
+) -> tuple[str | None, str | None]:
     """(layer name, q/k/v role when it patches a fused attention) — the WebUI's lookup with its fallbacks."""
     name = to_compvis(base, is_sd2)
     if name in model:
@@ -165,7 +167,7 @@ def check_webui_compat(
         if not any(set(t) == kinds for t in LORA_TYPES):
             report.unknown_types.append(f"{base}: {sorted(parts)}")
             continue
-        layer, role = _resolve(base, model_shapes, family == "sd2")
+        layer, role = resolve_layer(base, model_shapes, family == "sd2")
         if layer is None:
             report.unmatched.append(base)
             continue

@@ -1,0 +1,145 @@
+"""diffusers/PEFT-format SD LoRAs (`unet.….lora_A.weight`) to kohya format and back, alpha preserved.
+
+PEFT state dicts do not store `lora_alpha` (LORA_FORMAT.md §9.9): it comes from the file's
+`lora_adapter_metadata`, an `adapter_config.json` beside it, or `--alpha`; kohya files get it as `.alpha`
+tensors. Going to diffusers format the scale alpha/rank is folded into `lora_B`, so no alpha is needed there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from ..fileio import atomic_write_bytes
+from ..network.save import save_lora_file
+from .lorafile import detect_family, group_modules, load, module_tensors
+from .reference import meta_base
+
+logger = logging.getLogger(__name__)
+COMPONENTS = {"unet": "unet", "text_encoder": "te", "text_encoder_2": "te2"}
+
+
+def _kohya_names(family: str) -> dict[tuple[str, str], str]:
+    """(component, module path) -> kohya name for every layer a LoRA/LoCon can target in this family."""
+    from ..network.lora import NetworkSpec, collect_targets
+    from ..network.naming import KohyaNamer
+
+    base = meta_base(family)
+    namer = KohyaNamer(family, base.unet.config)
+    spec = NetworkSpec(network_type="locon", rank=4, alpha=4, train_text_encoder=True)
+    return {
+        (t.component, _text_path(t.path, t.component)): namer.name(t.component, t.path)
+        for t in collect_targets(base, spec)
+    }
+
+
+def _text_path(path: str, component: str) -> str:
+    """diffusers keeps the `text_model.` wrapper in text-encoder paths whatever the transformers version."""
+    return path if component == "unet" or path.startswith("text_model.") else "text_model." + path
+
+
+def _alphas(path: Path, metadata: dict[str, str], alpha: float | None) -> dict[str, float]:
+    """lora_alpha per component (`unet`, `text_encoder`, ...), from the sources PEFT files keep it in."""
+    if alpha is not None:
+        return {c: alpha for c in COMPONENTS}
+    found: dict[str, float] = {}
+    try:
+        adapter = json.loads(metadata.get("lora_adapter_metadata", "{}"))
+        for key, value in adapter.items():  # diffusers >= 0.33: {"unet.lora_alpha": 8, ...}
+            if key.endswith("lora_alpha"):
+                found[key.split(".")[0] if "." in key else "unet"] = float(value)
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    config = path.with_name("adapter_config.json")
+    if not found and config.is_file():
+        value = json.loads(config.read_text(encoding="utf-8")).get("lora_alpha")
+        if value is not None:
+            found = {c: float(value) for c in COMPONENTS}
+    return found
+
+
+def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[str, int]:
+    """A diffusers/PEFT SD LoRA as a kohya file every loader maps."""
+    tensors, metadata = load(source)
+    downs = {k[: -len(".lora_A.weight")]: v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
+    if not downs:
+        raise ModelError(f"{source.name} has no `.lora_A.weight` keys: it is not a diffusers/PEFT LoRA.")
+    components = {k.split(".", 1)[0] for k in downs}
+    family = "sdxl" if "text_encoder_2" in components else "sd1"
+    for key, down in downs.items():
+        if key.endswith("attn2.to_k") and key.startswith("unet."):
+            family = {1024: "sd2", 2048: "sdxl"}.get(int(down.shape[1]), family)
+            break
+    names, alphas = _kohya_names(family), _alphas(source, metadata, alpha)
+    if not alphas:
+        logger.warning(
+            "%s stores no lora_alpha; assuming alpha = rank (scale 1). Pass --alpha if it was trained otherwise.",
+            source.name,
+        )
+    out: dict[str, torch.Tensor] = {}
+    skipped = []
+    for key, down in downs.items():
+        component, _, path = key.removeprefix("base_model.model.").partition(".")
+        if component not in COMPONENTS:
+            component, path = "unet", key.removeprefix("base_model.model.")
+        role = COMPONENTS[component]
+        role = "te1" if family == "sdxl" and role == "te" else role
+        name = names.get((role, path))
+        if name is None:
+            skipped.append(key)
+            continue
+        rank = down.shape[0]
+        out.update(module_tensors(name, down, tensors[key + ".lora_B.weight"], alphas.get(component, rank)))
+    if skipped:
+        logger.warning(
+            "%d modules have no kohya equivalent and were left out, e.g. %s", len(skipped), skipped[0]
+        )
+    version = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}[family]
+    rank = max(int(v.shape[0]) for k, v in out.items() if k.endswith("lora_down.weight"))
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(next(iter(alphas.values()), rank)),
+        "ss_base_model_version": version,
+        "ss_v2": str(family == "sd2"),
+        "ss_output_name": target.stem,
+        "ss_converted_from": source.name,
+    }
+    save_lora_file(target, out, meta, next(iter(downs.values())).dtype)
+    return {"converted": len(out) // 3, "skipped": len(skipped)}
+
+
+def to_diffusers(source: Path, target: Path) -> dict[str, int]:
+    """A kohya LoRA in diffusers' PEFT key format (`unet.…lora_A.weight`), scale folded into lora_B."""
+    from safetensors.torch import save
+
+    tensors, metadata = load(source)
+    family = detect_family(tensors, metadata)
+    reverse = {name: key for key, name in _kohya_names(family).items()}
+    prefix = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}
+    out: dict[str, torch.Tensor] = {}
+    skipped = []
+    for name, module in group_modules(tensors).items():
+        where = reverse.get(name) or reverse.get(name.replace("lora_te1_", "lora_te_"))
+        if where is None or module.kind != "lora":
+            skipped.append(name)
+            continue
+        component, path = where
+        scale = module.alpha / module.rank
+        head = f"{prefix[component]}.{path}"
+        out[f"{head}.lora_A.weight"] = module.parts["lora_down.weight"].contiguous()
+        up = module.parts["lora_up.weight"]
+        out[f"{head}.lora_B.weight"] = (up.float() * scale).to(up.dtype).contiguous()
+    if skipped:
+        logger.warning(
+            "%d modules were left out (no diffusers name or not plain LoRA), e.g. %s",
+            len(skipped),
+            skipped[0],
+        )
+    meta = {"format": "pt", "lorascripts.converted_from": source.name}
+    atomic_write_bytes(target, save(out, metadata=meta))
+    return {"converted": len(out) // 2, "skipped": len(skipped)}

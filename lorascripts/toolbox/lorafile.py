@@ -1,0 +1,147 @@
+"""A LoRA file as modules: grouping kohya keys, the weight update each module stands for, and back (SVD).
+
+The maths follows LORA_FORMAT.md §2.2: ΔW = up @ down * alpha / rank for LoRA/LoCon (conv `down` is r×in×k×k,
+`up` is out×r×1×1); LoHa ΔW = (w1a@w1b) ⊙ (w2a@w2b) * alpha / rank; LoKr ΔW = w1 ⊗ w2 (factors optional) * scale.
+No library exposes these conversions for kohya-format files (kohya's own scripts are not a library), so they are
+written here, small and tested against the runtime loader.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+
+
+@dataclass
+class LoraModule:
+    """One adapted layer: its kohya base name and its tensors by part (`lora_down.weight`, `alpha`, ...)."""
+
+    name: str
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        if "lora_down.weight" in self.parts:
+            return "lora"
+        if "hada_w1_a" in self.parts:
+            return "loha"
+        if any(p.startswith("lokr_") for p in self.parts):
+            return "lokr"
+        return "unknown"
+
+    @property
+    def rank(self) -> int:
+        if self.kind == "lora":
+            return int(self.parts["lora_down.weight"].shape[0])
+        if self.kind == "loha":
+            return int(self.parts["hada_w1_b"].shape[0])
+        if "lokr_w2_a" in self.parts:
+            return int(self.parts["lokr_w2_a"].shape[1])
+        return 0
+
+    @property
+    def alpha(self) -> float:
+        value = self.parts.get("alpha")
+        return float(value) if value is not None else float(self.rank or 1)
+
+    @property
+    def is_conv(self) -> bool:
+        down = self.parts.get("lora_down.weight")
+        return down is not None and down.dim() == 4
+
+    def delta(self) -> torch.Tensor:
+        """ΔW in float32, shaped like the layer's weight (conv: out×in×k×k)."""
+        p = {k: v.float() for k, v in self.parts.items()}
+        scale = self.alpha / max(1, self.rank)
+        if self.kind == "lora":
+            down, up = p["lora_down.weight"], p["lora_up.weight"]
+            if down.dim() == 4:
+                flat = up.flatten(1) @ down.flatten(1)
+                return (flat * scale).reshape(up.shape[0], *down.shape[1:])
+            return up @ down * scale
+        if self.kind == "loha":
+            w = (p["hada_w1_a"] @ p["hada_w1_b"]) * (p["hada_w2_a"] @ p["hada_w2_b"])
+            return w * scale
+        if self.kind == "lokr":
+            w1 = p["lokr_w1"] if "lokr_w1" in p else p["lokr_w1_a"] @ p["lokr_w1_b"]
+            w2 = p["lokr_w2"] if "lokr_w2" in p else p["lokr_w2_a"] @ p["lokr_w2_b"].flatten(1)
+            has_factor = "lokr_w2_a" in p or "lokr_w1_a" in p
+            return torch.kron(w1, w2.flatten(1)) * (scale if has_factor else 1.0)
+        raise ModelError(f"{self.name}: unknown LoRA tensor layout {sorted(self.parts)}.")
+
+
+def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
+    """kohya keys (`<base>.<part>`, base without dots) -> modules."""
+    modules: dict[str, LoraModule] = {}
+    for key, tensor in tensors.items():
+        base, _, part = key.partition(".")
+        modules.setdefault(base, LoraModule(base)).parts[part] = tensor
+    return modules
+
+
+def module_tensors(name: str, down: torch.Tensor, up: torch.Tensor, alpha: float) -> dict[str, torch.Tensor]:
+    return {
+        f"{name}.lora_down.weight": down.contiguous(),
+        f"{name}.lora_up.weight": up.contiguous(),
+        f"{name}.alpha": torch.tensor(float(alpha)),
+    }
+
+
+def low_rank(
+    delta: torch.Tensor, rank: int | None = None, energy: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """(down, up, rank, kept energy) with up @ down ≈ ΔW and alpha = rank (scale 1).
+
+    `rank`: a fixed rank (capped at the matrix's); `energy`: the smallest rank whose singular values keep at
+    least this fraction of the squared Frobenius norm (dynamic resize). Conv deltas come back as conv factors.
+    """
+    shape = delta.shape
+    matrix = delta.float().flatten(1)
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+    total = float((s**2).sum()) or 1.0
+    cumulative = torch.cumsum(s**2, 0) / total
+    if energy is not None:
+        chosen = int(torch.searchsorted(cumulative, torch.tensor(min(energy, 1.0) - 1e-7)).item()) + 1
+    else:
+        chosen = rank or len(s)
+    chosen = max(1, min(chosen, len(s)))
+    root = s[:chosen].sqrt()
+    up = u[:, :chosen] * root
+    down = root[:, None] * vh[:chosen]
+    kept = float(cumulative[chosen - 1])
+    if len(shape) == 4:
+        return down.reshape(chosen, *shape[1:]), up.reshape(shape[0], chosen, 1, 1), chosen, kept
+    return down, up, chosen, kept
+
+
+def detect_family(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """sd1, sd2 or sdxl, from the metadata when present, else from the key names and cross-attention width."""
+    version = metadata.get("ss_base_model_version", "")
+    if version.startswith("sdxl") or any(k.startswith(("lora_te1_", "lora_te2_")) for k in tensors):
+        return "sdxl"
+    if version.startswith("sd_v2") or metadata.get("ss_v2") == "True":
+        return "sd2"
+    for key, tensor in tensors.items():
+        if "attn2_to_k.lora_down" in key:
+            return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(int(tensor.shape[1]), "sd1")
+    return "sd1"
+
+
+def json_field(metadata: dict[str, str], key: str) -> object | None:
+    """A JSON-valued metadata entry, or None when absent or not valid JSON."""
+    try:
+        return json.loads(metadata[key]) if key in metadata else None
+    except (json.JSONDecodeError, TypeError):
+        return None
+
+
+def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a LoRA (safetensors only)."""
+    from ..network.save import read_lora_file
+
+    return read_lora_file(Path(path))

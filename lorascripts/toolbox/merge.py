@@ -1,0 +1,140 @@
+"""Merging: several LoRAs into one LoRA (exact concatenation or SVD to a rank), or LoRAs into a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, ModelError
+from ..network.save import save_lora_file
+from ..network.webui_check import resolve_layer
+from .lorafile import LoraModule, detect_family, group_modules, json_field, load, low_rank, module_tensors
+from .reference import checkpoint_family, layer_keys
+
+logger = logging.getLogger(__name__)
+
+
+def _merged_metadata(
+    sources: list[tuple[Path, float, dict[str, str]]], rank: int, family: str, name: str
+) -> dict[str, str]:
+    """The first file's metadata with dims updated, tag counts summed and the sources recorded."""
+    base = dict(sources[0][2])
+    tags: dict[str, Counter] = {}
+    for _, _, meta in sources:
+        for folder, counts in (json_field(meta, "ss_tag_frequency") or {}).items():
+            tags.setdefault(folder, Counter()).update(counts)
+    base.update(
+        ss_network_module="networks.lora",
+        ss_network_dim=str(rank),
+        ss_network_alpha=str(rank),
+        ss_output_name=name,
+        ss_merged_from=json.dumps([{"file": p.name, "weight": w} for p, w, _ in sources]),
+        ss_tag_frequency=json.dumps({k: dict(v) for k, v in tags.items()}),
+    )
+    triggers = [m.get("modelspec.trigger_phrase", "") for _, _, m in sources]
+    if any(triggers):
+        base["modelspec.trigger_phrase"] = ", ".join(t for t in dict.fromkeys(triggers) if t)
+    if family == "sdxl":
+        base.setdefault("ss_base_model_version", "sdxl_base_v1-0")
+    return base
+
+
+def merge_loras(
+    inputs: list[tuple[Path, float]],
+    target: Path,
+    *,
+    rank: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """One LoRA whose update is Σ weightᵢ·ΔWᵢ: stacked factors (exact; rank = sum) or, with `rank`, its SVD."""
+    if not inputs:
+        raise ConfigError("merge needs at least one LoRA (path and weight).")
+    loaded = [(Path(p), float(w), *load(Path(p))) for p, w in inputs]
+    families = {detect_family(t, m) for _, _, t, m in loaded}
+    if len(families) > 1:
+        raise ModelError(
+            f"these LoRAs are for different base models ({sorted(families)}); merge only one family."
+        )
+    by_name: dict[str, list[tuple[float, LoraModule]]] = {}
+    for _, weight, tensors, _ in loaded:
+        for name, module in group_modules(tensors).items():
+            by_name.setdefault(name, []).append((weight, module))
+    out: dict[str, torch.Tensor] = {}
+    ranks = []
+    for name, parts in sorted(by_name.items()):
+        if rank is None and all(m.kind == "lora" for _, m in parts):
+            ups, downs = [], []
+            for weight, module in parts:
+                scale = weight * module.alpha / module.rank
+                ups.append(module.parts["lora_up.weight"].float() * scale)
+                downs.append(module.parts["lora_down.weight"].float())
+            down, up = torch.cat(downs, 0), torch.cat(ups, 1)
+            new_rank = down.shape[0]
+        else:
+            delta = sum(weight * module.delta() for weight, module in parts)
+            down, up, new_rank, _ = low_rank(delta, rank=rank)
+        out.update(module_tensors(name, down, up, new_rank))
+        ranks.append(new_rank)
+    family = families.pop()
+    meta = _merged_metadata([(p, w, m) for p, w, _, m in loaded], max(ranks), family, target.stem)
+    save_lora_file(target, out, meta, dtype or next(iter(loaded[0][2].values())).dtype)
+    logger.info("merged %d LoRAs into %s (ranks %d..%d)", len(inputs), target, min(ranks), max(ranks))
+    return target
+
+
+def merge_into_checkpoint(checkpoint: Path, inputs: list[tuple[Path, float]], target: Path) -> dict[str, int]:
+    """Add weightᵢ·ΔWᵢ of each LoRA to the layers of a single-file checkpoint; same keys, dtype and metadata.
+
+    Returns counts: modules merged, and modules skipped because the checkpoint has no such layer.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from ..fileio import atomic_write_bytes
+
+    if Path(checkpoint).suffix.lower() != ".safetensors":
+        raise ModelError(
+            f"{checkpoint}: only .safetensors checkpoints are merged (pickle files can run code)."
+        )
+    with safe_open(str(checkpoint), "pt") as fh:
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+        metadata = dict(fh.metadata() or {})
+    family = checkpoint_family({k: tuple(v.shape) for k, v in state.items()})
+    layers = layer_keys({k: tuple(v.shape) for k, v in state.items()})
+    shapes = {name: shape for name, (_, shape) in layers.items()}
+    counts = {"merged": 0, "skipped": 0}
+    for path, weight in inputs:
+        tensors, meta = load(Path(path))
+        lora_family = detect_family(tensors, meta)
+        if lora_family != family:
+            raise ModelError(
+                f"{Path(path).name} is a {lora_family.upper()} LoRA; {checkpoint.name} is {family.upper()}."
+            )
+        for name, module in group_modules(tensors).items():
+            layer, role = resolve_layer(name, shapes, family == "sd2")
+            if layer is None:
+                counts["skipped"] += 1
+                logger.warning("%s: no layer for %s in the checkpoint; skipped", Path(path).name, name)
+                continue
+            key = layers[layer][0]
+            weight_tensor = state[key]
+            delta = module.delta() * weight
+            if role is not None:  # a q/k/v slice of a fused OpenCLIP in_proj weight
+                index = ("q_proj", "k_proj", "v_proj").index(role)
+                size = weight_tensor.shape[0] // 3
+                merged = weight_tensor.float().clone()
+                merged[index * size : (index + 1) * size] += delta.reshape(size, -1)
+            else:
+                merged = weight_tensor.float() + delta.reshape(weight_tensor.shape)
+            state[key] = merged.to(weight_tensor.dtype)
+            counts["merged"] += 1
+    metadata["lorascripts.merged_loras"] = json.dumps(
+        [{"file": Path(p).name, "weight": w} for p, w in inputs]
+    )
+    atomic_write_bytes(target, save(state, metadata=metadata))
+    logger.info("merged %d modules into %s (%d skipped)", counts["merged"], target, counts["skipped"])
+    return counts

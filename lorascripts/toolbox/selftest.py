@@ -1,0 +1,171 @@
+"""Will this LoRA work? Every key checked against a base model under each loader's rules, plus the file-level
+problems of LORA_FORMAT.md §8–§9 (header, metadata, stray tensors, PEFT names, NaN, wrong family)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..network.webui_check import CompatReport, check_webui_compat
+from .lorafile import detect_family, json_field, load
+from .reference import FAMILIES, checkpoint_family, checkpoint_shapes, layer_keys, reference_shapes
+
+JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_network_args", "ss_bucket_info")
+
+
+@dataclass
+class SelfTestReport:
+    lora: str
+    lora_family: str
+    against: str
+    base_family: str
+    webui: CompatReport
+    comfyui: dict[str, Any] | None = None  # {"applied": n, "not_loaded": [...]} when ComfyUI is importable
+    problems: list[str] = field(default_factory=list)  # fatal or silently-dropping issues
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        comfy_ok = self.comfyui is None or not self.comfyui.get("not_loaded")
+        return self.webui.ok and not self.problems and comfy_ok
+
+    def summary(self) -> str:
+        lines = [f"{self.lora} ({self.lora_family}) against {self.against} ({self.base_family}):"]
+        lines.append(f"  AUTOMATIC1111/Forge: {self.webui.summary()}")
+        if self.comfyui is not None:
+            missing = self.comfyui["not_loaded"]
+            lines.append(
+                f"  ComfyUI: {self.comfyui['applied']} modules patched, {len(missing)} keys not loaded"
+                + (f", e.g. {missing[0]}" if missing else "")
+            )
+        lines += [f"  problem: {p}" for p in self.problems] + [f"  warning: {w}" for w in self.warnings]
+        lines.append("  verdict: " + ("every key applies" if self.ok else "NOT fully compatible"))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"], data["webui"]["ok"] = self.ok, self.webui.ok
+        return data
+
+
+def _header_problems(path: Path) -> list[str]:
+    raw = path.read_bytes()[:10]
+    if len(raw) < 10:
+        return ["the file is too short to be a .safetensors file"]
+    size = struct.unpack("<Q", raw[:8])[0]
+    if raw[8:10] != b'{"':
+        return ['the header does not start with {" : AUTOMATIC1111 refuses such files (LORA_FORMAT.md §9.10)']
+    if size > 100 * 1024 * 1024:
+        return [f"the header is {size} bytes: readers refuse headers over 100 MB"]
+    return []
+
+
+def _file_problems(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], family: str
+) -> tuple[list[str], list[str]]:
+    problems, warnings = _header_problems(path), []
+    stray = [k for k in tensors if not k.startswith("lora_")]
+    peft = [k for k in stray if ".lora_A." in k or ".lora_B." in k]
+    if peft:
+        problems.append(
+            f"{len(peft)} keys are in diffusers/PEFT format (e.g. {peft[0]}): AUTOMATIC1111 drops them all; "
+            "convert with `python -m lorascripts lora convert --to kohya`"
+        )
+    elif stray:
+        problems.append(
+            f"{len(stray)} tensors are not LoRA weights (e.g. {stray[0]}); diffusers refuses the file"
+        )
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t.float()).all()]
+    if bad:
+        problems.append(f"{len(bad)} tensors contain NaN/inf (e.g. {bad[0]}): images would turn black")
+    for key in JSON_KEYS:
+        if key in metadata and json_field(metadata, key) is None:
+            warnings.append(f"metadata {key} is not valid JSON; the WebUI's tag list breaks on it")
+    if "ss_tag_frequency" in metadata and not isinstance(
+        json_field(metadata, "ss_tag_frequency"), (dict, type(None))
+    ):
+        warnings.append("metadata ss_tag_frequency is not a JSON object")
+    if family == "sdxl" and not metadata.get("ss_base_model_version", "").startswith("sdxl"):
+        warnings.append(
+            "no ss_base_model_version=sdxl_base_v1-0: the WebUI lists it as SD1 and hides its card"
+        )
+    name = metadata.get("ss_output_name")
+    if name and name != path.stem:
+        warnings.append(f"ss_output_name is {name!r} but the file is {path.stem!r}: the WebUI alias differs")
+    return problems, warnings
+
+
+def comfyui_check(lora: Path, checkpoint: Path) -> dict[str, Any] | None:
+    """ComfyUI's own key mapping and loader (comfy.lora), when ComfyUI is importable in this Python: the keys it
+    reports as `lora key not loaded` are collected from its log."""
+    import logging
+
+    try:
+        import comfy.lora
+        import comfy.sd
+        import comfy.utils
+    except ImportError:
+        return None
+
+    class Missing(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.keys: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if text.startswith("lora key not loaded:"):
+                self.keys.append(text.split(":", 1)[1].strip())
+
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=False)
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+    missing = Missing()
+    logging.getLogger().addHandler(missing)
+    try:
+        patches = comfy.lora.load_lora(comfy.utils.load_torch_file(str(lora), safe_load=True), key_map)
+    finally:
+        logging.getLogger().removeHandler(missing)
+    return {"applied": len(patches), "not_loaded": sorted(missing.keys)}
+
+
+def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
+    """Check `lora` against a family name (sd1/sd2/sdxl) or a single-file checkpoint (default: its own family)."""
+    lora = Path(lora)
+    tensors, metadata = load(lora)
+    family = detect_family(tensors, metadata)
+    shapes = {k: tuple(t.shape) for k, t in tensors.items() if k.startswith("lora_")}
+    target = str(against) if against else family
+    if target in FAMILIES:
+        base_family, model = target, reference_shapes(target)
+        comfy = None
+    else:
+        ckpt = checkpoint_shapes(Path(target))
+        base_family = checkpoint_family(ckpt)
+        model = {name: shape for name, (_, shape) in layer_keys(ckpt).items()}
+        comfy = comfyui_check(lora, Path(target))
+    problems, warnings = _file_problems(lora, tensors, metadata, family)
+    if family != base_family:
+        problems.insert(
+            0, f"this LoRA was trained for {family.upper()} but the base model is {base_family.upper()}"
+        )
+    report = SelfTestReport(
+        lora.name,
+        family,
+        Path(target).name,
+        base_family,
+        check_webui_compat(shapes, model, base_family),
+        comfy,
+        problems,
+        warnings,
+    )
+    return report
+
+
+def report_json(report: SelfTestReport) -> str:
+    return json.dumps(report.to_dict(), indent=2, default=str)
