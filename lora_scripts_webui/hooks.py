@@ -112,28 +112,28 @@ def refresh_loras() -> bool:
         return False
 
 
-def unload_generation_model() -> bool:
-    """Free the GPU for training: the WebUI's own unload (A1111 and Forge both have it)."""
-    sd_models = _modules("sd_models")
-    unload = getattr(sd_models, "unload_model_weights", None)
-    if unload is None:
+def _call_sd_models(name: str, failure: str) -> bool:
+    """Call `modules.sd_models.<name>()` when the WebUI has it; a failure is logged, never raised."""
+    fn = getattr(_modules("sd_models"), name, None)
+    if fn is None:
         return False
     try:
-        unload()
+        fn()
         return True
-    except Exception:
-        logger.exception("could not unload the WebUI's model; training shares the GPU with it")
+    except Exception:  # the WebUI's own code; training goes on either way
+        logger.exception(failure)
         return False
+
+
+def unload_generation_model() -> bool:
+    """Free the GPU for training: the WebUI's own unload (A1111 and Forge both have it)."""
+    return _call_sd_models(
+        "unload_model_weights", "could not unload the WebUI's model; training shares the GPU"
+    )
 
 
 def reload_generation_model() -> None:
-    sd_models = _modules("sd_models")
-    reload = getattr(sd_models, "reload_model_weights", None)
-    if reload is not None:
-        try:
-            reload()
-        except Exception:
-            logger.exception("could not reload the WebUI's model; select it again in the checkpoint list")
+    _call_sd_models("reload_model_weights", "could not reload the WebUI's model; select it again in the list")
 
 
 def register_settings() -> None:

@@ -2,6 +2,7 @@
 
 from .dataset_nodes import AutoCaption, LoadDataset
 from .lora_nodes import LoadLoRA, LoraPromptTags
+from .toolbox_nodes import InspectLoRA, MergeLoRAIntoCheckpoint, MergeLoRAs, ResizeLoRA
 from .train_node import TrainLoRA
 
 NODE_CLASS_MAPPINGS = {
@@ -10,6 +11,10 @@ NODE_CLASS_MAPPINGS = {
     "LoraScriptsTrainLoRA": TrainLoRA,
     "LoraScriptsLoadLoRA": LoadLoRA,
     "LoraScriptsPromptTags": LoraPromptTags,
+    "LoraScriptsInspectLoRA": InspectLoRA,
+    "LoraScriptsMergeLoRAs": MergeLoRAs,
+    "LoraScriptsResizeLoRA": ResizeLoRA,
+    "LoraScriptsMergeIntoCheckpoint": MergeLoRAIntoCheckpoint,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoraScriptsLoadDataset": "Load Dataset (lora-scripts)",
@@ -17,6 +22,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LoraScriptsTrainLoRA": "Train LoRA (lora-scripts)",
     "LoraScriptsLoadLoRA": "Load LoRA (lora-scripts)",
     "LoraScriptsPromptTags": "LoRA Prompt Tags (lora-scripts)",
+    "LoraScriptsInspectLoRA": "Inspect / Self-test LoRA (lora-scripts)",
+    "LoraScriptsMergeLoRAs": "Merge LoRAs (lora-scripts)",
+    "LoraScriptsResizeLoRA": "Resize LoRA (lora-scripts)",
+    "LoraScriptsMergeIntoCheckpoint": "Merge LoRA into Checkpoint (lora-scripts)",
 }
 
 from . import routes  # noqa: E402,F401 - registers the caption-editor HTTP route

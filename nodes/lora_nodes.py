@@ -27,19 +27,13 @@ def apply_lora(
     model: Any, clip: Any, path: str, strength_model: float, strength_clip: float
 ) -> tuple[Any, Any, list[str]]:
     """Apply with ComfyUI's own loader; return the keys it could not place (ComfyUI only logs them)."""
-    import comfy.lora
-    import comfy.lora_convert
     import comfy.sd
     import comfy.utils
 
+    from ..lorascripts.toolbox.selftest import comfyui_unapplied
+
     lora = comfy.utils.load_torch_file(path, safe_load=True)
-    key_map: dict = {}
-    if model is not None:
-        key_map = comfy.lora.model_lora_keys_unet(model.model, key_map)
-    if clip is not None:
-        key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
-    converted = comfy.lora_convert.convert_lora(lora)
-    unapplied = sorted(k for k in converted if k.split(".", 1)[0] not in key_map)
+    unapplied = comfyui_unapplied(lora, model, clip)
     new_model, new_clip = comfy.sd.load_lora_for_models(model, clip, lora, strength_model, strength_clip)
     return new_model, new_clip, unapplied
 

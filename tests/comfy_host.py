@@ -140,8 +140,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ComfyServer:
+class ServerProcess:
+    """A host server we started: its log file, readiness polling and shutdown."""
+
+    name = "server"
+
+    def _launch(self, args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log
+        self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            args, cwd=str(cwd), env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.server_log()[-4000:]}")
+            try:
+                if self._ready():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.name} did not start:\n{self.server_log()[-4000:]}")
+
+    def server_log(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+class ComfyServer(ServerProcess):
     """A running ComfyUI with this repository linked into its custom_nodes."""
+
+    name = "ComfyUI"
 
     def __init__(self, base: Path) -> None:
         self.base, self.port = base, free_port()
@@ -150,25 +194,9 @@ class ComfyServer:
         link = base / "custom_nodes" / "lora-scripts"
         if not link.exists():
             link.symlink_to(REPO, target_is_directory=True)
-        self.log = open(base / "server.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                str(comfy_python()),
-                "main.py",
-                "--cpu",
-                "--listen",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--disable-auto-launch",
-                "--disable-api-nodes",
-                "--base-directory",
-                str(base),
-            ],
-            cwd=str(comfy_root()),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        args = [str(comfy_python()), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
+        args += ["--disable-auto-launch", "--disable-api-nodes", "--base-directory", str(base)]
+        self._launch(args, comfy_root(), base / "server.log")
         self.client_id = uuid.uuid4().hex
         self._wait_ready()
 
@@ -176,17 +204,9 @@ class ComfyServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited:\n{self.server_log()[-3000:]}")
-            try:
-                self.get("/system_stats")
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise TimeoutError(f"ComfyUI did not start:\n{self.server_log()[-3000:]}")
+    def _ready(self) -> bool:
+        self.get("/system_stats")
+        return True
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
@@ -199,10 +219,6 @@ class ComfyServer:
         with urllib.request.urlopen(req, timeout=30) as r:
             data = r.read()
             return json.loads(data) if data else None
-
-    def server_log(self) -> str:
-        self.log.flush()
-        return (self.base / "server.log").read_text(encoding="utf-8", errors="replace")
 
     def queue(self, workflow: dict) -> str:
         return self.post("/prompt", {"prompt": workflow, "client_id": self.client_id})["prompt_id"]
@@ -227,11 +243,3 @@ class ComfyServer:
                 return
             time.sleep(0.5)
         raise TimeoutError("ComfyUI's queue did not empty")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()

@@ -24,6 +24,10 @@ OUR_NODES = {
     "LoraScriptsTrainLoRA",
     "LoraScriptsLoadLoRA",
     "LoraScriptsPromptTags",
+    "LoraScriptsInspectLoRA",
+    "LoraScriptsMergeLoRAs",
+    "LoraScriptsResizeLoRA",
+    "LoraScriptsMergeIntoCheckpoint",
 }
 
 
@@ -143,7 +147,9 @@ def test_nodes_are_listed(comfy) -> None:
     info = server.get("/object_info")
     assert OUR_NODES <= set(info), server.server_log()[-3000:]
     train = info["LoraScriptsTrainLoRA"]["input"]["required"]
-    assert all("tooltip" in spec[1] for spec in train.values())
+    for node in OUR_NODES:
+        inputs = {**info[node]["input"]["required"], **info[node]["input"].get("optional", {})}
+        assert all("tooltip" in spec[1] for spec in inputs.values()), node
     assert "sd15-random.safetensors" in train["ckpt_name"][0]
 
 
@@ -298,3 +304,99 @@ def test_failed_training_shows_the_cause(comfy) -> None:
     assert "exit code 3" in error["exception_message"] and "img_01.png" in error["exception_message"]
     assert set(server.get("/object_info")) >= OUR_NODES  # the server keeps serving
     shutil.rmtree(data)
+
+
+def standard_sd15_lora(path: Path, seed: int = 0) -> Path:
+    """A rank-4 LoRA with random weights for the standard SD1.5 layout (every kohya default target)."""
+    import json
+
+    import torch
+
+    from lorascripts.network.lora import NetworkSpec, collect_targets
+    from lorascripts.network.naming import KohyaNamer
+    from lorascripts.network.save import save_lora_file
+    from lorascripts.toolbox.reference import meta_base
+
+    base = meta_base("sd1")
+    namer = KohyaNamer("sd1", base.unet.config)
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for t in collect_targets(base, NetworkSpec(rank=4, alpha=4)):
+        shape = t.module.weight.shape  # Linear, or the 1x1 proj_in/proj_out convs of SD1.5
+        conv = (1, 1) if len(shape) == 4 else ()
+        name = namer.name(t.component, t.path)
+        tensors[f"{name}.lora_down.weight"] = torch.randn(4, *shape[1:], generator=g) * 0.01
+        tensors[f"{name}.lora_up.weight"] = torch.randn(shape[0], 4, *conv, generator=g) * 0.01
+        tensors[f"{name}.alpha"] = torch.tensor(4.0)
+    meta = {
+        "ss_network_dim": "4",
+        "ss_network_alpha": "4",
+        "ss_base_model_version": "sd_v1",
+        "ss_output_name": path.stem,
+    }
+    meta["ss_tag_frequency"] = json.dumps({"1_x": {"zkstyle": 3}})
+    return save_lora_file(path, tensors, meta, torch.float16)
+
+
+def test_toolbox_nodes_inspect_merge_resize_bake(comfy) -> None:
+    """The toolbox nodes in a real graph; the self-test runs ComfyUI's own key mapping inside the server."""
+    server, _ = comfy
+    loras = server.base / "models" / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    standard_sd15_lora(loras / "tb_a.safetensors", 1)
+    broken = standard_sd15_lora(loras / "tb_b.safetensors", 2)
+    from safetensors.torch import load_file, save_file
+
+    renamed = {k.replace("lora_te_text_model_", "lora_te_"): v for k, v in load_file(str(broken)).items()}
+    save_file(renamed, str(loras / "tb_broken.safetensors"), metadata={"ss_output_name": "tb_broken"})
+    workflow = {
+        "1": {
+            "class_type": "LoraScriptsInspectLoRA",
+            "inputs": {"lora_name": "tb_a.safetensors", "against": "sd15-random.safetensors"},
+        },
+        "2": {
+            "class_type": "LoraScriptsInspectLoRA",
+            "inputs": {"lora_name": "tb_broken.safetensors", "against": "sd15-random.safetensors"},
+        },
+        "3": {
+            "class_type": "LoraScriptsMergeLoRAs",
+            "inputs": {
+                "lora_1": "tb_a.safetensors",
+                "weight_1": 0.5,
+                "lora_2": "tb_b.safetensors",
+                "weight_2": 0.5,
+                "rank": 0,
+                "output_name": "tb_merged",
+            },
+        },
+        "4": {
+            "class_type": "LoraScriptsResizeLoRA",
+            "inputs": {
+                "lora_name": "tb_a.safetensors",
+                "mode": "rank",
+                "rank": 2,
+                "energy": 0.9,
+                "output_name": "tb_r2",
+            },
+        },
+        "5": {
+            "class_type": "LoraScriptsMergeIntoCheckpoint",
+            "inputs": {
+                "ckpt_name": "sd15-random.safetensors",
+                "lora_name": "tb_a.safetensors",
+                "weight": 0.8,
+                "output_name": "tb_baked",
+            },
+        },
+    }
+    entry = server.wait(server.queue(workflow), timeout=600)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    good, bad = entry["outputs"]["1"]["text"][0], entry["outputs"]["2"]["text"][0]
+    assert "ComfyUI: 264 modules patched, 0 keys not loaded" in good and "every key applies" in good, good
+    assert (
+        "192/264 LoRA modules applied" in bad and "ComfyUI: 192 modules patched, 216 keys not loaded" in bad
+    ), bad
+    assert (loras / "tb_merged.safetensors").is_file() and (loras / "tb_r2.safetensors").is_file()
+    baked = server.base / "models" / "checkpoints" / "tb_baked.safetensors"
+    assert baked.is_file() and "264 layers changed" in entry["outputs"]["5"]["text"][0]
+    baked.unlink()  # 2 GB

@@ -14,11 +14,10 @@ import os
 import site
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from comfy_host import CACHE, REPO, free_port
+from comfy_host import CACHE, REPO, ServerProcess, free_port
 
 GRADIO_ENVS = {
     "3": ["gradio==3.41.2", "fastapi==0.94.0", "pydantic<2"],
@@ -50,8 +49,10 @@ def webui_python(gradio: str) -> Path:
     return python
 
 
-class WebUIServer:
+class WebUIServer(ServerProcess):
     """The stand-in WebUI with our extension, on 127.0.0.1."""
+
+    name = "the WebUI stand-in"
 
     def __init__(self, root: Path, gradio: str, lora_dir: Path | None = None) -> None:
         self.root, self.port = root, free_port()
@@ -66,42 +67,17 @@ class WebUIServer:
         args = [str(webui_python(gradio)), str(LAUNCHER), "--extension", str(REPO), "--port", str(self.port)]
         if lora_dir is not None:
             args += ["--lora-dir", str(lora_dir)]
-        self.log = open(root / "webui.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            args, cwd=str(root), env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        self._launch(args, root, root / "webui.log", env)
         self._wait_ready()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def _wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the WebUI stand-in exited:\n{self.server_log()[-4000:]}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise TimeoutError(f"the WebUI stand-in did not start:\n{self.server_log()[-4000:]}")
-
-    def server_log(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return (self.root / "webui.log").read_text(encoding="utf-8", errors="replace")
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(self.url, timeout=5) as r:
+            return r.status == 200
 
     def calls(self) -> list[str]:
         path = self.root / "webui_calls.log"
         return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()

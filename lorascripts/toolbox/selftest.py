@@ -100,70 +100,61 @@ def _file_problems(
     return problems, warnings
 
 
-def comfyui_check(lora: Path, checkpoint: Path) -> dict[str, Any] | None:
-    """ComfyUI's own key mapping and loader (comfy.lora), when ComfyUI is importable in this Python: the keys it
-    reports as `lora key not loaded` are collected from its log."""
-    import logging
+def comfyui_unapplied(lora_sd: dict[str, Any], model: Any, clip: Any) -> list[str]:
+    """Keys ComfyUI's own key map cannot place (it logs them as `lora key not loaded`); needs ComfyUI."""
+    import comfy.lora
+    import comfy.lora_convert
 
+    key_map: dict = {}
+    if model is not None:
+        key_map = comfy.lora.model_lora_keys_unet(model.model, key_map)
+    if clip is not None:
+        key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+    converted = comfy.lora_convert.convert_lora(lora_sd)
+    return sorted(k for k in converted if k.split(".", 1)[0] not in key_map)
+
+
+def comfyui_check(lora: Path, checkpoint: Path) -> dict[str, Any] | None:
+    """ComfyUI's mapping for this file and checkpoint, when ComfyUI is importable in this Python."""
     try:
-        import comfy.lora
         import comfy.sd
         import comfy.utils
     except ImportError:
         return None
-
-    class Missing(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.WARNING)
-            self.keys: list[str] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            text = record.getMessage()
-            if text.startswith("lora key not loaded:"):
-                self.keys.append(text.split(":", 1)[1].strip())
-
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=False)
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
-    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
-    missing = Missing()
-    logging.getLogger().addHandler(missing)
-    try:
-        patches = comfy.lora.load_lora(comfy.utils.load_torch_file(str(lora), safe_load=True), key_map)
-    finally:
-        logging.getLogger().removeHandler(missing)
-    return {"applied": len(patches), "not_loaded": sorted(missing.keys)}
+    lora_sd = comfy.utils.load_torch_file(str(lora), safe_load=True)
+    missing = comfyui_unapplied(lora_sd, model, clip)
+    modules = {k.split(".", 1)[0] for k in lora_sd}
+    return {"applied": len(modules - {k.split(".", 1)[0] for k in missing}), "not_loaded": missing}
+
+
+def self_test_shapes(
+    lora: Path, model: dict[str, tuple[int, ...]], base_family: str, against: str
+) -> SelfTestReport:
+    """The self-test against known layer shapes (e.g. the base model a run just trained on)."""
+    tensors, metadata = load(lora)
+    family = detect_family(tensors, metadata)
+    shapes = {k: tuple(t.shape) for k, t in tensors.items() if k.startswith("lora_")}
+    problems, warnings = _file_problems(lora, tensors, metadata, family)
+    if family != base_family:
+        problems.insert(
+            0, f"this LoRA was trained for {family.upper()} but the base model is {base_family.upper()}"
+        )
+    webui = check_webui_compat(shapes, model, base_family)
+    return SelfTestReport(lora.name, family, against, base_family, webui, None, problems, warnings)
 
 
 def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
     """Check `lora` against a family name (sd1/sd2/sdxl) or a single-file checkpoint (default: its own family)."""
     lora = Path(lora)
     tensors, metadata = load(lora)
-    family = detect_family(tensors, metadata)
-    shapes = {k: tuple(t.shape) for k, t in tensors.items() if k.startswith("lora_")}
-    target = str(against) if against else family
+    target = str(against) if against else detect_family(tensors, metadata)
     if target in FAMILIES:
-        base_family, model = target, reference_shapes(target)
-        comfy = None
-    else:
-        ckpt = checkpoint_shapes(Path(target))
-        base_family = checkpoint_family(ckpt)
-        model = {name: shape for name, (_, shape) in layer_keys(ckpt).items()}
-        comfy = comfyui_check(lora, Path(target))
-    problems, warnings = _file_problems(lora, tensors, metadata, family)
-    if family != base_family:
-        problems.insert(
-            0, f"this LoRA was trained for {family.upper()} but the base model is {base_family.upper()}"
-        )
-    report = SelfTestReport(
-        lora.name,
-        family,
-        Path(target).name,
-        base_family,
-        check_webui_compat(shapes, model, base_family),
-        comfy,
-        problems,
-        warnings,
-    )
+        return self_test_shapes(lora, reference_shapes(target), target, target)
+    ckpt = checkpoint_shapes(Path(target))
+    model = {name: shape for name, (_, shape) in layer_keys(ckpt).items()}
+    report = self_test_shapes(lora, model, checkpoint_family(ckpt), Path(target).name)
+    report.comfyui = comfyui_check(lora, Path(target))
     return report
 
 

@@ -199,16 +199,20 @@ def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: 
 
 
 def self_test(parts: RunParts, path: Path, events: EventSink) -> bool | None:
-    """Check every key of the saved file against the WebUI's loader rules for this base model."""
-    from safetensors import safe_open
-
+    """Check the saved file against the base model it was trained on (every key under the WebUI's rules, plus
+    the file-level problems the toolbox self-test knows); logged and recorded in events.jsonl."""
     from ..models.ldm_names import original_layout_shapes
-    from ..network.webui_check import check_webui_compat
+    from ..toolbox.selftest import self_test_shapes
 
-    with safe_open(str(path), "pt") as fh:
-        lora_shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-    report = check_webui_compat(lora_shapes, original_layout_shapes(parts.base), parts.base.family.value)
+    family = parts.base.family.value
+    report = self_test_shapes(path, original_layout_shapes(parts.base), family, parts.base.name)
     level = logging.INFO if report.ok else logging.WARNING
-    logger.log(level, "WebUI self-test: %s", report.summary())
-    events.emit("self_test", ok=report.ok, summary=report.summary())
+    logger.log(level, "self-test: %s", report.summary())
+    events.emit(
+        "self_test",
+        ok=report.ok,
+        summary=report.webui.summary(),
+        problems=report.problems,
+        warnings=report.warnings,
+    )
     return report.ok
