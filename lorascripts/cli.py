@@ -62,6 +62,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     stop.stop_file = Path(cfg.output_dir) / "STOP"
     stop.clear_stale_file()
+    if getattr(cfg, "task", "image") == "llm":
+        from .llm.train import train_llm
+
+        outcome = train_llm(cfg, stop=stop)
+        print(f"adapter written to {outcome.adapter_dir} (eval loss {outcome.eval_loss})")
+        return 0
     result = train(cfg, stop=stop)
     print(f"LoRA written to {result.lora_path}")
     if result.compat_ok is False:
@@ -93,6 +99,42 @@ def _cmd_config_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="text from a causal LM + a trained text LoRA adapter")
+    p.add_argument("prompt")
+    p.add_argument("--base", required=True, help="the base model (folder or Hugging Face id)")
+    p.add_argument("--lora", help="adapter folder written by `task: llm` training")
+    p.add_argument("--system", default="")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat-template", choices=["chatml", "plain"])
+    p.add_argument("--allow-remote-code", action="store_true")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .llm.generate import generate_text
+    from .llm.model import load_for_generation
+
+    model, tokenizer = load_for_generation(args.base, args.lora, args.allow_remote_code)
+    print(
+        generate_text(
+            model,
+            tokenizer,
+            args.prompt,
+            system=args.system,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            template=args.chat_template,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `lorascripts` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="lorascripts", description="Train and manage LoRAs.")
@@ -103,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .toolbox.cli import add_lora_commands
 
     add_lora_commands(sub)
+    _add_generate(sub)
     return parser
 
 

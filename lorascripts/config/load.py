@@ -48,9 +48,9 @@ TARGET_ALIASES: dict[str, str] = {
 }
 
 
-def _alias_table() -> dict[str, str]:
+def _alias_table(cls: type = TrainConfig) -> dict[str, str]:
     table = {}
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(cls):
         table[f.name] = f.name
         for alias in field_meta(f)["aliases"]:
             table[alias] = f.name
@@ -104,18 +104,17 @@ def _special_values(key: str, value: Any) -> Any:
     return value
 
 
-def config_from_dict(
-    raw: Mapping[str, Any], *, source: str = "config", base_dir: Path | None = None
-) -> TrainConfig:
-    """Build and validate a TrainConfig from a plain mapping (parsed YAML, node widgets, a WebUI form)."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(
-            f"{source}: the config must be a mapping of `key: value` lines, got {type(raw).__name__}."
-        )
-    raw = _migrate(dict(raw), source)
-    aliases = _alias_table()
-    types_ = field_types(TrainConfig)
-    metas = {f.name: field_meta(f) for f in dataclasses.fields(TrainConfig)}
+def fill_fields(
+    cls: type,
+    raw: Mapping[str, Any],
+    source: str,
+    base_dir: Path | None,
+    special: Any = lambda key, value: value,
+) -> dict[str, Any]:
+    """Validated field values of dataclass `cls` from a mapping: aliases, types, ranges, paths, "did you mean"."""
+    aliases = _alias_table(cls)
+    types_ = field_types(cls)
+    metas = {f.name: field_meta(f) for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for key, value in raw.items():
@@ -129,17 +128,34 @@ def config_from_dict(
             raise ConfigError(f"{source}: `{spelled[name]}` and `{key}` mean the same thing; keep only one.")
         spelled[name] = str(key)
         try:
-            value = coerce(name, _special_values(name, value), types_[name])
+            value = coerce(name, special(name, value), types_[name])
             check_range(name, value, metas[name])
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
         values[name] = value
-    for required in ("base_model", "train_data_dir"):
-        if not values.get(required):
-            raise ConfigError(f"{source}: `{required}` is required. {metas[required]['help']}")
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and not values.get(f.name):
+            raise ConfigError(f"{source}: `{f.name}` is required. {metas[f.name]['help']}")
     for name, meta in metas.items():
         if meta["path"] and values.get(name):
             values[name] = _resolve_path(str(values[name]), base_dir)
+    return values
+
+
+def config_from_dict(raw: Mapping[str, Any], *, source: str = "config", base_dir: Path | None = None) -> Any:
+    """Build and validate a TrainConfig (or, with `task: llm`, an LLMConfig) from a plain mapping (parsed YAML,
+    node widgets, a WebUI form)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{source}: the config must be a mapping of `key: value` lines, got {type(raw).__name__}."
+        )
+    raw = _migrate(dict(raw), source)
+    if raw.get("task") == "llm":
+        from ..llm.config import LLMConfig
+
+        return LLMConfig(**fill_fields(LLMConfig, raw, source, base_dir))
+    values = fill_fields(TrainConfig, raw, source, base_dir, _special_values)
     if base_dir is not None and values.get("base_model"):
         # base_model may also be a repo id or `toy`: only treat it as relative to the config when a file is there
         candidate = base_dir / str(values["base_model"])
@@ -233,7 +249,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> TrainConfig:
+def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Any:
     """Load a YAML config file (or none) and apply `--set` overrides; validate everything."""
     raw: dict[str, Any] = {}
     base_dir = None
@@ -244,7 +260,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str,
         base_dir = path.resolve().parent
         source = str(path)
     extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
-    aliases = _alias_table()
+    aliases = _alias_table() if raw.get("task", extra.get("task")) != "llm" else {}
     for key, value in extra.items():
         # an override replaces the key and any alias spelling of it already in the file
         name = aliases.get(key, key)

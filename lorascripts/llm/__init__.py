@@ -1,0 +1,1 @@
+"""Text LoRA for causal language models (`task: llm`): data, training with peft, generation."""

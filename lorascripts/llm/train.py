@@ -1,0 +1,329 @@
+"""Text-LoRA training: JSONL -> peft adapter, with eval loss, early stopping, events, checkpoints and resume.
+
+The loop is hand-written (not transformers.Trainer) for two reasons: packed rows need the block-diagonal mask
+and per-token loss of batches.py, and the run must speak the same event/STOP/checkpoint protocol as the image
+trainer so every host follows it the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import LoraScriptsError, StopRequested, TrainingError
+from ..train.events import EventCallback, EventSink, StopControl
+from ..train.setup import resolve_precision
+from ..train.state import (
+    Progress,
+    clean_partial,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .batches import as_rows, collate, epoch_order, token_loss
+from .config import LLMConfig
+from .data import chat_template, encode, read_jsonl, truncation_report
+from .model import attach_lora, load_causal_lm, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LLMResult:
+    adapter_dir: Path
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    merged_dir: Path | None = None
+
+
+def _datasets(cfg: LLMConfig, tokenizer: Any) -> tuple[list, list]:
+    """Encoded training and eval rows (held-out split by seed unless eval_data is given)."""
+    examples = read_jsonl(Path(cfg.train_data), cfg.on_bad_line)
+    held = read_jsonl(Path(cfg.eval_data), cfg.on_bad_line) if cfg.eval_data else []
+    if not held and cfg.eval_split > 0 and len(examples) >= 10:
+        shuffled = examples[:]
+        random.Random(cfg.seed).shuffle(shuffled)
+        cut = max(1, int(len(shuffled) * cfg.eval_split))
+        held, examples = shuffled[:cut], shuffled[cut:]
+    template = chat_template(tokenizer, cfg.chat_template)
+    encoded = [encode(e, tokenizer, cfg.max_seq_length, template, cfg.train_on_prompt) for e in examples]
+    held_encoded = [encode(e, tokenizer, cfg.max_seq_length, template, cfg.train_on_prompt) for e in held]
+    warning = truncation_report(encoded + held_encoded, cfg.max_seq_length)
+    if warning:
+        logger.warning(warning)
+    return (
+        as_rows(encoded, cfg.max_seq_length, cfg.packing),
+        as_rows(held_encoded, cfg.max_seq_length, cfg.packing),
+    )
+
+
+def _scheduler(cfg: LLMConfig, optimizer: torch.optim.Optimizer, total: int) -> Any:
+    from transformers import get_scheduler
+
+    return get_scheduler(
+        cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total
+    )
+
+
+class LLMRun:
+    """One run: model, data, optimizer and the loop state."""
+
+    def __init__(self, cfg: LLMConfig, events: EventSink, stop: StopControl) -> None:
+        self.cfg, self.events, self.stop = cfg, events, stop
+        self.out = Path(cfg.output_dir)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        precision = resolve_precision(cfg, self.device)
+        self.autocast = precision.autocast_dtype
+        torch.manual_seed(cfg.seed)
+        self.tokenizer = load_tokenizer(cfg.base_model, cfg.allow_remote_code)
+        self.train_rows, self.eval_rows = _datasets(cfg, self.tokenizer)
+        base = load_causal_lm(cfg.base_model, precision.weight_dtype, cfg.allow_remote_code, cfg.load_in_4bit)
+        if cfg.gradient_checkpointing:
+            base.gradient_checkpointing_enable()
+        self.model = attach_lora(base, cfg).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        for p in self.params:
+            p.data = p.data.float()  # trainable LoRA weights stay fp32 whatever the base dtype
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        per_epoch = math.ceil(len(self.train_rows) / (cfg.batch_size * cfg.gradient_accumulation_steps))
+        self.total = cfg.max_train_steps or per_epoch * cfg.epochs
+        self.scheduler = _scheduler(cfg, self.optimizer, self.total)
+        self.progress = Progress()
+        self.best: tuple[float, int] | None = None
+        self.bad_evals = 0
+        self.first_step = 0
+        self.writer: Any = None
+
+    # --- state ------------------------------------------------------------------------------------------
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def maybe_resume(self) -> None:
+        from peft import set_peft_model_state_dict
+
+        clean_partial(self.out)
+        if self.cfg.resume == "none":
+            return
+        found = [Path(self.cfg.resume)] if self.cfg.resume != "auto" else list_checkpoints(self.out)[-1:]
+        if not found:
+            return
+        progress, weights, optimizer, scheduler, extra = load_checkpoint(found[-1])
+        set_peft_model_state_dict(self.model, weights)
+        self.optimizer.load_state_dict(optimizer)
+        self.scheduler.load_state_dict(scheduler)
+        self.progress = progress
+        self.best = tuple(extra["best"]) if extra.get("best") else None
+        self.bad_evals = int(extra.get("bad_evals", 0))
+        self.events.emit("resumed", step=progress.step, checkpoint=str(found[-1]))
+
+    def save(self) -> Path:
+        extra = {"best": list(self.best) if self.best else None, "bad_evals": self.bad_evals}
+        path = save_checkpoint(
+            self.out, self.progress, self.adapter_state(), self.optimizer, self.scheduler, extra
+        )
+        prune_checkpoints(self.out, self.cfg.keep_last_n)
+        self.events.emit("checkpoint", step=self.progress.step, path=str(path))
+        return path
+
+    # --- steps ------------------------------------------------------------------------------------------
+    def _loss(self, rows: list) -> tuple[torch.Tensor, int]:
+        batch = {k: v.to(self.device) for k, v in collate(rows, self.tokenizer.pad_token_id).items()}
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            return token_loss(self.model, batch)
+
+    def step(self, window: list[list]) -> float:
+        """One optimizer step over `window` micro-batches; returns the mean token loss."""
+        tokens = sum(sum(1 for r in rows for lab in r.labels[1:] if lab != -100) for rows in window)
+        total = 0.0
+        for rows in window:
+            loss, _ = self._loss(rows)
+            (loss / max(1, tokens)).backward()
+            total += float(loss.detach())
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / max(1, tokens)
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        if not self.eval_rows:
+            return None
+        self.model.eval()
+        total, count = 0.0, 0
+        for start in range(0, len(self.eval_rows), self.cfg.batch_size):
+            loss, n = self._loss(self.eval_rows[start : start + self.cfg.batch_size])
+            total, count = total + float(loss), count + n
+        self.model.train()
+        return total / max(1, count)
+
+
+def _windows(run: LLMRun) -> list[list[list]]:
+    """This epoch's optimizer steps: lists of micro-batches of rows, in the epoch's fixed order."""
+    cfg = run.cfg
+    order = epoch_order(len(run.train_rows), cfg.seed, run.progress.epoch)
+    batches = [
+        [run.train_rows[i] for i in order[s : s + cfg.batch_size]]
+        for s in range(0, len(order), cfg.batch_size)
+    ]
+    accum = cfg.gradient_accumulation_steps
+    return [batches[s : s + accum] for s in range(0, len(batches), accum)]
+
+
+def _after_step(run: LLMRun, loss: float, started: float, end_of_epoch: bool) -> bool:
+    """Report, evaluate, save; True when early stopping ends the run."""
+    cfg, step = run.cfg, run.progress.step
+    if step % cfg.log_every_n_steps == 0 or step == run.total:
+        rate = (step - run.first_step) / max(1e-9, time.time() - started)
+        eta = (run.total - step) / rate if rate else None
+        run.events.emit(
+            "step",
+            step=step,
+            total=run.total,
+            epoch=run.progress.epoch,
+            loss=loss,
+            lr=run.scheduler.get_last_lr()[0],
+            it_per_s=round(rate, 4),
+            eta_s=round(eta, 1) if eta else None,
+        )
+        if run.writer:
+            run.writer.add_scalar("loss/train", loss, step)
+    due_eval = (cfg.eval_every_n_steps and step % cfg.eval_every_n_steps == 0) or (
+        not cfg.eval_every_n_steps and end_of_epoch
+    )
+    if due_eval and run.eval_rows:
+        stop_early = _eval_and_track(run)
+        if stop_early:
+            return True
+    if cfg.save_steps and step % cfg.save_steps == 0 and step < run.total:
+        run.save()
+    if run.stop.requested:
+        run.save()
+        raise StopRequested(
+            f"training stopped at step {step} ({run.stop.reason}); run again with resume: auto."
+        )
+    return False
+
+
+def _eval_and_track(run: LLMRun) -> bool:
+    value = run.evaluate()
+    step = run.progress.step
+    run.events.emit("eval", step=step, eval_loss=value)
+    if run.writer:
+        run.writer.add_scalar("loss/eval", value, step)
+    if run.best is None or value < run.best[0] - 1e-6:
+        run.best, run.bad_evals = (value, step), 0
+        if run.cfg.early_stopping_patience:
+            run.model.save_pretrained(str(run.out / "best"))
+        return False
+    run.bad_evals += 1
+    if run.cfg.early_stopping_patience and run.bad_evals >= run.cfg.early_stopping_patience:
+        run.events.emit("early_stop", step=step, best_step=run.best[1], best_eval_loss=run.best[0])
+        return True
+    return False
+
+
+def _loop(run: LLMRun) -> float | None:
+    run.model.train()
+    run.first_step, started, loss = run.progress.step, time.time(), None
+    while run.progress.step < run.total:
+        windows = _windows(run)
+        while run.progress.position < len(windows) and run.progress.step < run.total:
+            loss = run.step(windows[run.progress.position])
+            run.progress.step += 1
+            run.progress.position += 1
+            end = run.progress.position >= len(windows)
+            if end:
+                run.progress.epoch, run.progress.position = run.progress.epoch + 1, 0
+            if _after_step(run, loss, started, end):
+                return loss
+            if end:
+                break
+    return loss
+
+
+def _write_outputs(run: LLMRun, loss: float | None) -> LLMResult:
+    """Adapter folder (best one when early stopping kept one), resolved config, optional merged model."""
+    from ..config.load import dump_config
+
+    cfg = run.cfg
+    final = run.out / cfg.output_name
+    tmp = run.out / f".{cfg.output_name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    best = run.out / "best"
+    if cfg.early_stopping_patience and best.is_dir():
+        shutil.copytree(best, tmp)
+    else:
+        run.model.save_pretrained(str(tmp))
+    run.tokenizer.save_pretrained(str(tmp))
+    (tmp / "lorascripts_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    merged = None
+    if cfg.merge_full_model:
+        from .model import load_for_generation
+
+        model, tokenizer = load_for_generation(cfg.base_model, str(final), cfg.allow_remote_code)
+        merged = run.out / f"{cfg.output_name}-merged"
+        model.merge_and_unload().save_pretrained(str(merged), safe_serialization=True)
+        tokenizer.save_pretrained(str(merged))
+    eval_loss = run.best[0] if run.best else run.evaluate()
+    return LLMResult(final, run.progress.step, loss, eval_loss, merged)
+
+
+def train_llm(
+    cfg: LLMConfig, callbacks: list[EventCallback] | None = None, stop: StopControl | None = None
+) -> LLMResult:
+    """Train a text LoRA; events go to <output_dir>/events.jsonl and the callbacks."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    events = EventSink(out / "events.jsonl", callbacks)
+    if stop is None:
+        stop = StopControl(out)
+        stop.clear_stale_file()
+    try:
+        run = LLMRun(cfg, events, stop)
+        run.maybe_resume()
+        if cfg.logging:
+            from torch.utils.tensorboard import SummaryWriter
+
+            run.writer = SummaryWriter(str(out / "logs"))
+        events.emit(
+            "started",
+            total_steps=run.total,
+            start_step=run.progress.step,
+            rows=len(run.train_rows),
+            eval_rows=len(run.eval_rows),
+        )
+        loss = _loop(run)
+        result = _write_outputs(run, loss)
+        events.emit(
+            "finished",
+            adapter=str(result.adapter_dir),
+            steps=result.steps,
+            loss=loss,
+            eval_loss=result.eval_loss,
+        )
+        return result
+    except StopRequested as exc:
+        events.emit("stopped", message=str(exc))
+        raise
+    except LoraScriptsError as exc:
+        events.emit("error", kind=type(exc).__name__, message=str(exc))
+        raise
+    except Exception as exc:
+        events.emit("error", kind=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
+        raise TrainingError(f"{type(exc).__name__}: {exc}") from exc
