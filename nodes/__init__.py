@@ -1,6 +1,7 @@
 """lora-scripts nodes for ComfyUI (ids prefixed `LoraScripts`, category `lora-scripts`)."""
 
 from .dataset_nodes import AutoCaption, LoadDataset
+from .llm_nodes import GenerateText
 from .lora_nodes import LoadLoRA, LoraPromptTags
 from .toolbox_nodes import InspectLoRA, MergeLoRAIntoCheckpoint, MergeLoRAs, ResizeLoRA
 from .train_node import TrainLoRA
@@ -15,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "LoraScriptsMergeLoRAs": MergeLoRAs,
     "LoraScriptsResizeLoRA": ResizeLoRA,
     "LoraScriptsMergeIntoCheckpoint": MergeLoRAIntoCheckpoint,
+    "LoraScriptsGenerateText": GenerateText,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoraScriptsLoadDataset": "Load Dataset (lora-scripts)",
@@ -26,6 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LoraScriptsMergeLoRAs": "Merge LoRAs (lora-scripts)",
     "LoraScriptsResizeLoRA": "Resize LoRA (lora-scripts)",
     "LoraScriptsMergeIntoCheckpoint": "Merge LoRA into Checkpoint (lora-scripts)",
+    "LoraScriptsGenerateText": "Generate Text with LoRA (lora-scripts)",
 }
 
 from . import routes  # noqa: E402,F401 - registers the caption-editor HTTP route

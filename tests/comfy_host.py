@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 import zipfile
@@ -219,6 +220,17 @@ class ComfyServer(ServerProcess):
         with urllib.request.urlopen(req, timeout=30) as r:
             data = r.read()
             return json.loads(data) if data else None
+
+    def post_raw(self, path: str, body: dict) -> int:
+        """The HTTP status of a POST (errors included)."""
+        req = urllib.request.Request(
+            self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
 
     def queue(self, workflow: dict) -> str:
         return self.post("/prompt", {"prompt": workflow, "client_id": self.client_id})["prompt_id"]

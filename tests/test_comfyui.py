@@ -28,6 +28,7 @@ OUR_NODES = {
     "LoraScriptsMergeLoRAs",
     "LoraScriptsResizeLoRA",
     "LoraScriptsMergeIntoCheckpoint",
+    "LoraScriptsGenerateText",
 }
 
 
@@ -400,3 +401,43 @@ def test_toolbox_nodes_inspect_merge_resize_bake(comfy) -> None:
     baked = server.base / "models" / "checkpoints" / "tb_baked.safetensors"
     assert baked.is_file() and "264 layers changed" in entry["outputs"]["5"]["text"][0]
     baked.unlink()  # 2 GB
+
+
+def test_generate_text_node_speaks_in_the_trained_voice(comfy, tmp_path) -> None:
+    """A tiny Llama and a text LoRA trained on 20 pairs, in models/LLM: the node returns the learned answer."""
+    from test_llm import PAIRS, _config
+    from tiny_llm import build_tiny_lm, build_tokenizer
+
+    from lorascripts.llm.train import train_llm
+
+    server, _ = comfy
+    llm = server.base / "models" / "LLM"
+    tokenizer = build_tokenizer(
+        tmp_path / "tok", [f"{p} {r}" for p, r in PAIRS] * 3 + ["user assistant system"] * 5
+    )
+    base = build_tiny_lm("llama", llm / "tiny-llama", tokenizer)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in PAIRS), encoding="utf-8"
+    )
+    adapter = train_llm(_config(base, data, tmp_path / "out")).adapter_dir
+    shutil.copytree(adapter, llm / "my-voice")
+    workflow = {
+        "1": {
+            "class_type": "LoraScriptsGenerateText",
+            "inputs": {
+                "base_model": "tiny-llama",
+                "adapter": "my-voice",
+                "prompt": PAIRS[5][0],
+                "max_new_tokens": 32,
+                "temperature": 0.0,
+                "seed": 0,
+            },
+        }
+    }
+    entry = server.wait(server.queue(workflow), timeout=300)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+    assert entry["outputs"]["1"]["text"][0] == PAIRS[5][1]
+    bad = {"1": {**workflow["1"], "inputs": {**workflow["1"]["inputs"], "base_model": "../../../etc"}}}
+    refused = server.post_raw("/prompt", {"prompt": bad, "client_id": server.client_id})
+    assert refused >= 400  # not in the list of models/LLM folders: ComfyUI's validation refuses it

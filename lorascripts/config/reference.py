@@ -21,10 +21,17 @@ def _default_text(f: dataclasses.Field) -> str:
 
 
 def config_reference_markdown() -> str:
-    """One table per section: key, type, default, allowed values, aliases, meaning."""
-    types_ = field_types(TrainConfig)
+    """One table per section: key, type, default, allowed values, aliases, meaning (image keys, then `task: llm`)."""
+    from ..llm.config import LLMConfig
+
     sections: dict[str, list[str]] = {}
-    for f in dataclasses.fields(TrainConfig):
+    fields = [(f, field_types(TrainConfig)) for f in dataclasses.fields(TrainConfig)]
+    fields += [
+        (f, field_types(LLMConfig))
+        for f in dataclasses.fields(LLMConfig)
+        if f.name not in ("task", "config_version")
+    ]
+    for f, types_ in fields:
         meta = field_meta(f)
         tp = (
             str(types_[f.name])

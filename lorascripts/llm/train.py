@@ -102,6 +102,7 @@ class LLMRun:
         self.best: tuple[float, int] | None = None
         self.bad_evals = 0
         self.first_step = 0
+        self.tokens_seen = 0  # real (non-padding) tokens trained on, for throughput figures
         self.writer: Any = None
 
     # --- state ------------------------------------------------------------------------------------------
@@ -146,6 +147,7 @@ class LLMRun:
     def step(self, window: list[list]) -> float:
         """One optimizer step over `window` micro-batches; returns the mean token loss."""
         tokens = sum(sum(1 for r in rows for lab in r.labels[1:] if lab != -100) for rows in window)
+        self.tokens_seen += sum(len(r.input_ids) for rows in window for r in rows)
         total = 0.0
         for rows in window:
             loss, _ = self._loss(rows)
@@ -197,6 +199,7 @@ def _after_step(run: LLMRun, loss: float, started: float, end_of_epoch: bool) ->
             loss=loss,
             lr=run.scheduler.get_last_lr()[0],
             it_per_s=round(rate, 4),
+            tokens_seen=run.tokens_seen,
             eta_s=round(eta, 1) if eta else None,
         )
         if run.writer:

@@ -1,0 +1,216 @@
+"""Text-LoRA throughput: lora-scripts' trainer vs a plain transformers Trainer + peft run.
+
+Same model (a Llama-architecture model built from a config, random weights), same data (JSONL prompt/response
+pairs of varied length), same LoRA (r=16, all-linear), same sequence length, batch size and steps. The baseline
+pads each batch to its longest sample (DataCollatorForSeq2Seq, what the Trainer examples use); lora-scripts packs
+short samples. Each side runs in its own process; reported: trained (non-padding) tokens per second, and peak
+resident memory (CPU) or peak CUDA memory.
+
+    python bench/llm_vs_trainer.py [--steps 30] [--hidden 512] [--layers 4] [--samples 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_assets(folder: Path, hidden: int, layers: int, samples: int) -> tuple[Path, Path]:
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_llm import build_tokenizer  # noqa: E402 - test helper: tokenizer trained locally, chat template
+
+    rng = random.Random(0)
+    words = "the a water town canal bridge lantern mist stone boat willow rain tea market lane roof".split()
+    pairs = []
+    for _ in range(samples):
+        prompt = " ".join(rng.choices(words, k=rng.randint(4, 20)))
+        response = " ".join(rng.choices(words, k=rng.randint(8, 180)))
+        pairs.append({"prompt": prompt, "response": response})
+    data = folder / "data.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    tok = build_tokenizer(
+        folder / "tok", [p["prompt"] + " " + p["response"] for p in pairs[:200]], vocab_size=2000
+    )
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tok))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64,
+        max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(str(folder / "model"))
+    tokenizer.save_pretrained(str(folder / "model"))
+    return folder / "model", data
+
+
+def run_ours(model: Path, data: Path, out: Path, steps: int, batch: int, seq: int) -> dict:
+    from lorascripts.config import config_from_dict
+    from lorascripts.llm.train import train_llm
+
+    cfg = config_from_dict(
+        {
+            "task": "llm",
+            "base_model": str(model),
+            "train_data": str(data),
+            "output_dir": str(out),
+            "lora_rank": 16,
+            "lora_alpha": 32,
+            "batch_size": batch,
+            "max_seq_length": seq,
+            "max_train_steps": steps,
+            "eval_split": 0,
+            "logging": False,
+            "mixed_precision": "no",
+            "lr_scheduler": "constant",
+        }
+    )
+    events: list[dict] = []
+    train_llm(cfg, callbacks=[events.append])
+    started = next(e for e in events if e["event"] == "started")["time"]
+    last = [e for e in events if e["event"] == "step"][-1]
+    return {"seconds": last["time"] - started, "tokens": last["tokens_seen"]}
+
+
+def run_baseline(model: Path, data: Path, out: Path, steps: int, batch: int, seq: int) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    rows = []
+    for line in data.read_text(encoding="utf-8").splitlines():
+        pair = json.loads(line)
+        messages = [{"role": "user", "content": pair["prompt"]}]
+        prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(
+            messages + [{"role": "assistant", "content": pair["response"]}], tokenize=False
+        )
+        p_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"][:seq]
+        rows.append({"input_ids": ids, "labels": ([-100] * len(p_ids) + ids[len(p_ids) :])[:seq]})
+    lm = AutoModelForCausalLM.from_pretrained(str(model))
+    lm = get_peft_model(
+        lm,
+        LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
+    )
+    counted = {"tokens": 0}
+
+    class Counting(DataCollatorForSeq2Seq):
+        def __call__(self, features, return_tensors=None):  # noqa: ANN001, ANN204
+            batch_ = super().__call__(features, return_tensors)
+            counted["tokens"] += int((batch_["attention_mask"]).sum())
+            return batch_
+
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        learning_rate=2e-4,
+        lr_scheduler_type="constant",
+        logging_steps=10,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        seed=42,
+    )
+    trainer = Trainer(
+        model=lm, args=args, train_dataset=rows, data_collator=Counting(tokenizer, padding=True)
+    )
+    started = time.perf_counter()
+    trainer.train()
+    return {"seconds": time.perf_counter() - started, "tokens": counted["tokens"]}
+
+
+def _peak() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(args: argparse.Namespace) -> None:
+    fn = run_ours if args.side == "ours" else run_baseline
+    result = fn(Path(args.model), Path(args.data), Path(args.out), args.steps, args.batch, args.seq)
+    result["peak_mb"] = _peak()
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--side", choices=["ours", "baseline"])
+    parser.add_argument("--model")
+    parser.add_argument("--data")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.side:
+        return child(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data = make_assets(Path(tmp), args.hidden, args.layers, args.samples)
+        results = {}
+        for side in ("baseline", "ours"):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--out",
+                str(Path(tmp) / side),
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--seq",
+                str(args.seq),
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), check=True).stdout
+            results[side] = json.loads(
+                next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]
+            )
+    for side, r in results.items():
+        print(
+            f"{side:9} {r['tokens'] / r['seconds']:9.0f} tokens/s  ({r['tokens']} tokens in {r['seconds']:.1f} s)  peak {r['peak_mb']:.0f} MB"
+        )
+    ratio = (results["ours"]["tokens"] / results["ours"]["seconds"]) / (
+        results["baseline"]["tokens"] / results["baseline"]["seconds"]
+    )
+    print(f"ratio (ours / Trainer+peft): {ratio:.2f}x trained tokens per second (goal >= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()

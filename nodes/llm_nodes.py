@@ -1,0 +1,119 @@
+"""GenerateText: a causal LM from models/LLM plus a text LoRA adapter (trained with `task: llm`) -> STRING.
+
+Base models and adapters are folders under ComfyUI's models/LLM (an adapter is a folder with
+adapter_config.json, as training writes it); nothing outside that folder is read.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from .paths import CATEGORY
+
+NO_ADAPTER = "none"
+_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
+_LOCK = threading.Lock()
+
+
+def llm_root() -> Path:
+    import folder_paths
+
+    return Path(folder_paths.models_dir) / "LLM"
+
+
+def _folders(marker: str) -> list[str]:
+    root = llm_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.relative_to(root).as_posix() for p in root.glob(f"*/{marker}")) + sorted(
+        p.parent.relative_to(root).as_posix() for p in root.glob(f"*/*/{marker}")
+    )
+
+
+def _inside_root(name: str) -> Path:
+    root = llm_root().resolve()
+    path = (root / name).resolve()
+    if root not in path.parents:
+        raise ValueError(f"{name} is not a folder inside models/LLM.")
+    return path
+
+
+class GenerateText:
+    """Write text in your trained voice: base LM + adapter + prompt."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "generate"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("text",)
+    OUTPUT_NODE = True
+    DESCRIPTION = "Text from a causal LM in models/LLM and a text LoRA adapter trained with lora-scripts."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "base_model": (_folders("config.json"), {"tooltip": "A model folder in models/LLM."}),
+                "adapter": (
+                    [NO_ADAPTER, *_folders("adapter_config.json")],
+                    {"tooltip": "A text LoRA folder in models/LLM (output of `task: llm` training)."},
+                ),
+                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What to write about."}),
+                "max_new_tokens": (
+                    "INT",
+                    {"default": 128, "min": 1, "max": 4096, "tooltip": "Length limit."},
+                ),
+                "temperature": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 2.0,
+                        "step": 0.05,
+                        "tooltip": "0: always the most likely.",
+                    },
+                ),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Sampling seed."}),
+            },
+            "optional": {
+                "system": (
+                    "STRING",
+                    {"multiline": True, "default": "", "tooltip": "Optional system message."},
+                ),
+            },
+        }
+
+    def generate(
+        self,
+        base_model: str,
+        adapter: str,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int,
+        system: str = "",
+    ) -> dict:
+        import torch
+
+        from ..lorascripts.llm.generate import generate_text
+        from ..lorascripts.llm.model import load_for_generation
+
+        key = (base_model, adapter)
+        with _LOCK:
+            if key not in _CACHE:
+                _CACHE.clear()  # one model in memory at a time
+                lora = None if adapter == NO_ADAPTER else str(_inside_root(adapter))
+                _CACHE[key] = load_for_generation(str(_inside_root(base_model)), lora)
+            model, tokenizer = _CACHE[key]
+        with torch.inference_mode(False):
+            text = generate_text(
+                model,
+                tokenizer,
+                prompt,
+                system=system,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+        return {"ui": {"text": [text]}, "result": (text,)}
