@@ -246,3 +246,26 @@ def test_config_and_cli(tokenizer_dir, data_file, tmp_path):
         check=True,
     )
     assert out.stdout.strip() == PAIRS[3][1]
+
+
+def test_dora_rslora_and_incremental_training(tokenizer_dir, data_file, tmp_path):
+    model_dir = build_tiny_lm("qwen2", tmp_path / "qwen2", tokenizer_dir)
+    first = train_llm(
+        _config(model_dir, data_file, tmp_path / "a", max_train_steps=40, use_dora=True, use_rslora=True)
+    )
+    adapter = json.loads((first.adapter_dir / "adapter_config.json").read_text())
+    assert adapter["use_dora"] is True and adapter["use_rslora"] is True and adapter["r"] == 16
+    events = []
+    more = train_llm(
+        _config(
+            model_dir, data_file, tmp_path / "b", max_train_steps=40, init_adapter=str(first.adapter_dir)
+        ),
+        callbacks=[events.append],
+    )
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    fresh = []
+    train_llm(_config(model_dir, data_file, tmp_path / "c", max_train_steps=1), callbacks=[fresh.append])
+    assert (
+        losses[0] < [e["loss"] for e in fresh if e["event"] == "step"][0]
+    )  # it started from the trained adapter
+    assert json.loads((more.adapter_dir / "adapter_config.json").read_text())["use_dora"] is True
