@@ -123,21 +123,24 @@ def test_prompt_tokens_are_masked(tokenizer_dir):
 def test_packing_gives_the_same_per_sample_loss(tokenizer_dir, tmp_path):
     model_dir = build_tiny_lm("llama", tmp_path / "llama", tokenizer_dir)
     model, tokenizer = load_for_generation(str(model_dir), None)
+    convos = [(p, r) for p, r in PAIRS[:6]] + [
+        (PAIRS[6][0], " ".join(r for _, r in PAIRS[:4]))
+    ]  # one long one
     samples = [
         encode(
             Example([{"role": "user", "content": p}, {"role": "assistant", "content": r}], i),
             tokenizer,
-            64,
+            256,
             tokenizer.chat_template,
         )
-        for i, (p, r) in enumerate(PAIRS[:6])
+        for i, (p, r) in enumerate(convos)
     ]
     with torch.no_grad():
         single = sum(
             float(token_loss(model, collate([row], tokenizer.pad_token_id))[0])
             for row in as_rows(samples, 64, False)
         )
-        rows = as_rows(samples, 128, True)
+        rows = as_rows(samples, 256, True)  # rows as long as the longest sample; the short ones share rows
         assert len(rows) < len(samples)  # something was actually packed
         packed = sum(float(token_loss(model, collate(rows, tokenizer.pad_token_id))[0]) for _ in [0])
     assert abs(single - packed) < 1e-3 * abs(single)

@@ -13,8 +13,10 @@ from .data import IGNORE, Encoded, Pack, pack
 
 def as_rows(samples: list[Encoded], max_length: int, packing: bool) -> list[Pack]:
     """Training rows: packed, or one sample per row."""
-    if packing:
-        return pack(samples, max_length)
+    if packing and samples:
+        # rows as long as the longest sample: attention cost grows with row length, and a longer row would
+        # only add more samples that cannot see each other anyway
+        return pack(samples, min(max_length, max(len(s.input_ids) for s in samples)))
     return [
         Pack(s.input_ids, [IGNORE] + s.labels[1:], list(range(len(s.input_ids))), [len(s.input_ids)])
         for s in samples
@@ -43,22 +45,46 @@ def collate(rows: list[Pack], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask[:, None]}
 
 
+def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder stack, lm_head) of a *ForCausalLM (through a peft wrapper), when the head is a plain projection."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = getattr(base, "model", None), getattr(base, "lm_head", None)
+    if decoder is None or head is None or getattr(base.config, "final_logit_softcapping", None):
+        return None
+    return decoder, head
+
+
 def token_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(sum of next-token cross-entropy over labelled tokens, their count)."""
-    logits = model(
-        input_ids=batch["input_ids"],
-        position_ids=batch["position_ids"],
-        attention_mask=batch["attention_mask"],
-    ).logits
+    """(sum of next-token cross-entropy over labelled tokens, their count).
+
+    The vocabulary projection runs only where a label is learned (response tokens): with 32k-150k vocabularies
+    it is a large share of the compute, and prompt and padding positions never need it.
+    """
     targets = batch["labels"][:, 1:]
-    loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum"
-    )
-    return loss, int((targets != IGNORE).sum())
+    keep = targets != IGNORE
+    inputs = {k: batch[k] for k in ("input_ids", "position_ids", "attention_mask")}
+    parts = _decoder_and_head(model)
+    if parts is None:
+        logits = model(**inputs).logits[:, :-1][keep]
+    else:
+        decoder, head = parts
+        hidden = decoder(**inputs).last_hidden_state[:, :-1]
+        logits = head(hidden[keep])
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss, int(keep.sum())
 
 
-def epoch_order(n_rows: int, seed: int, epoch: int) -> list[int]:
-    """A fixed shuffle per epoch (the same after a resume)."""
-    order = list(range(n_rows))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
+def epoch_batches(rows: list[Pack], batch_size: int, seed: int, epoch: int) -> list[list[Pack]]:
+    """This epoch's batches, fixed by (seed, epoch) so a resume sees the same ones. Rows are shuffled, then
+    sorted by length inside windows of 32 batches, so a batch holds rows of similar length and little padding;
+    the batch order is shuffled again."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    window = batch_size * 32
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: len(rows[i].input_ids), reverse=True)
+        batches += [[rows[i] for i in chunk[s : s + batch_size]] for s in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

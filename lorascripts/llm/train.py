@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from ..errors import LoraScriptsError, StopRequested, TrainingError
-from ..train.events import EventCallback, EventSink, StopControl
+from ..errors import StopRequested
+from ..train.events import EventCallback, EventSink, StopControl, report_outcome
 from ..train.setup import resolve_precision
 from ..train.state import (
     Progress,
@@ -29,7 +29,7 @@ from ..train.state import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .batches import as_rows, collate, epoch_order, token_loss
+from .batches import as_rows, collate, epoch_batches, token_loss
 from .config import LLMConfig
 from .data import chat_template, encode, read_jsonl, truncation_report
 from .model import attach_lora, load_causal_lm, load_tokenizer
@@ -174,13 +174,9 @@ class LLMRun:
 
 
 def _windows(run: LLMRun) -> list[list[list]]:
-    """This epoch's optimizer steps: lists of micro-batches of rows, in the epoch's fixed order."""
+    """This epoch's optimizer steps: lists of micro-batches of rows."""
     cfg = run.cfg
-    order = epoch_order(len(run.train_rows), cfg.seed, run.progress.epoch)
-    batches = [
-        [run.train_rows[i] for i in order[s : s + cfg.batch_size]]
-        for s in range(0, len(order), cfg.batch_size)
-    ]
+    batches = epoch_batches(run.train_rows, cfg.batch_size, cfg.seed, run.progress.epoch)
     accum = cfg.gradient_accumulation_steps
     return [batches[s : s + accum] for s in range(0, len(batches), accum)]
 
@@ -297,7 +293,7 @@ def train_llm(
     if stop is None:
         stop = StopControl(out)
         stop.clear_stale_file()
-    try:
+    with report_outcome(events):
         run = LLMRun(cfg, events, stop)
         run.maybe_resume()
         if cfg.logging:
@@ -321,12 +317,3 @@ def train_llm(
             eval_loss=result.eval_loss,
         )
         return result
-    except StopRequested as exc:
-        events.emit("stopped", message=str(exc))
-        raise
-    except LoraScriptsError as exc:
-        events.emit("error", kind=type(exc).__name__, message=str(exc))
-        raise
-    except Exception as exc:
-        events.emit("error", kind=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
-        raise TrainingError(f"{type(exc).__name__}: {exc}") from exc

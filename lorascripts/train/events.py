@@ -14,7 +14,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,24 @@ class StopControl:
         if not self._event.is_set() and self.stop_file is not None and self.stop_file.exists():
             self.request(f"stop file {self.stop_file} found")
         return self._event.is_set()
+
+
+@contextmanager
+def report_outcome(events: EventSink) -> Iterator[None]:
+    """Record how a run ended (`stopped`, or `error` with its kind and message) and let the exception go on."""
+    from ..errors import LoraScriptsError, StopRequested
+
+    try:
+        yield
+    except StopRequested as exc:
+        events.emit("stopped", message=str(exc))
+        raise
+    except LoraScriptsError as exc:
+        events.emit("error", kind=type(exc).__name__, message=str(exc))
+        raise
+    except Exception as exc:
+        events.emit("error", kind=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
-from ..errors import LoraScriptsError, StopRequested, TrainingError
+from ..errors import StopRequested, TrainingError
 from .batches import epoch_batches, shard, steps_per_epoch
-from .events import EventCallback, EventSink, StopControl
+from .events import EventCallback, EventSink, StopControl, report_outcome
 from .run_parts import RunParts, build_parts
 from .state import (
     Progress,
@@ -268,21 +268,12 @@ def train(
         stop = StopControl(parts.output_dir)
         stop.clear_stale_file()  # a STOP file from an earlier run must not end this one at once
     try:
-        parts.setup_rest(events)
-        run = TrainingRun(parts, events, stop)
-        run.maybe_resume()
-        events.emit("started", **parts.describe(), start_step=run.progress.step)
-        run.run()
-        result = parts.finish(run.progress, run.last_loss, events)
-        return result
-    except StopRequested as exc:
-        events.emit("stopped", message=str(exc))
-        raise
-    except LoraScriptsError as exc:
-        events.emit("error", kind=type(exc).__name__, message=str(exc))
-        raise
-    except Exception as exc:
-        events.emit("error", kind=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
-        raise
+        with report_outcome(events):
+            parts.setup_rest(events)
+            run = TrainingRun(parts, events, stop)
+            run.maybe_resume()
+            events.emit("started", **parts.describe(), start_step=run.progress.step)
+            run.run()
+            return parts.finish(run.progress, run.last_loss, events)
     finally:
         parts.close()
