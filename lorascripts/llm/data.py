@@ -89,8 +89,13 @@ def read_jsonl(path: Path, on_error: str = "error") -> list[Example]:
     if not path.is_file():
         raise DatasetError(f"{path} does not exist; point `train_data` at a .jsonl file.")
     examples, bad = [], []
-    with open(path, encoding="utf-8-sig") as fh:
-        for number, text in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append(f"line {number}: not UTF-8 text ({exc.reason}); save the file as UTF-8")
+                continue
             if not text.strip():
                 continue
             try:
