@@ -62,10 +62,10 @@ def installed_versions() -> dict[str, str]:
     return found
 
 
-def needed(lines: list[str], installed: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(requirements to install, host-owned ones skipped): only missing or too-old packages."""
+def needed(lines: list[str], installed: dict[str, str]) -> list[str]:
+    """Requirements to install: only missing or too-old packages, never host-owned ones."""
     requirement, version = _requirement_tools()
-    todo, skipped = [], []
+    todo = []
     for line in lines:
         try:
             req = requirement(line)
@@ -75,7 +75,6 @@ def needed(lines: list[str], installed: dict[str, str]) -> tuple[list[str], list
         if req.marker is not None and not req.marker.evaluate():
             continue
         if _normal(req.name) in HOST_OWNED:
-            skipped.append(req.name)
             continue
         have = installed.get(_normal(req.name))
         if have is None:
@@ -87,7 +86,7 @@ def needed(lines: list[str], installed: dict[str, str]) -> tuple[list[str], list
             ok = True
         if not ok:
             todo.append(line)
-    return todo, skipped
+    return todo
 
 
 def _constraints(installed: dict[str, str]) -> Path:
@@ -141,7 +140,7 @@ def main() -> int:
     try:
         lines = read_requirements(HERE / "requirements.txt")
         installed = installed_versions()
-        todo, _ = needed(lines, installed)
+        todo = needed(lines, installed)
         where = mode()
         if todo and "torch" not in installed:
             # peft, accelerate and lycoris depend on torch: pip would fetch a multi-GB build that may not

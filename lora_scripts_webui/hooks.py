@@ -85,8 +85,8 @@ def refresh_checkpoints() -> dict[str, str]:
 
 def current_checkpoint() -> str | None:
     """The title of the checkpoint the WebUI generates with now."""
-    title = option("sd_model_checkpoint", None)
-    return title if title in checkpoints() else next(iter(checkpoints()), None)
+    title, listed = option("sd_model_checkpoint", None), checkpoints()
+    return title if title in listed else next(iter(listed), None)
 
 
 def tokenizer_folder() -> str | None:

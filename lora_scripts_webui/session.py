@@ -129,7 +129,8 @@ class TrainingSession:
             tag = f"<lora:{job.name}:{job.config.get('preferred_weight', 0.7)}>"
             note = "" if refreshed else " (press Refresh on the Lora tab to see it)"
             verb = "reused the finished" if result.reused else "saved"
-            check = f"\n{self.snapshot().self_test}" if self.snapshot().self_test else ""
+            self_test = self.snapshot().self_test
+            check = f"\n{self_test}" if self_test else ""
             self._update(
                 state="finished",
                 lora_path=str(result.lora_path),

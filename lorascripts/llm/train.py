@@ -31,7 +31,7 @@ from ..train.state import (
 )
 from .batches import as_rows, collate, epoch_batches, token_loss
 from .config import LLMConfig
-from .data import chat_template, encode, read_jsonl, truncation_report
+from .data import IGNORE, chat_template, encode, read_jsonl, truncation_report
 from .model import attach_lora, load_causal_lm, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class LLMRun:
 
     def step(self, window: list[list]) -> float:
         """One optimizer step over `window` micro-batches; returns the mean token loss."""
-        tokens = sum(sum(1 for r in rows for lab in r.labels[1:] if lab != -100) for rows in window)
+        tokens = sum(sum(1 for r in rows for lab in r.labels[1:] if lab != IGNORE) for rows in window)
         self.tokens_seen += sum(len(r.input_ids) for rows in window for r in rows)
         total = 0.0
         for rows in window:

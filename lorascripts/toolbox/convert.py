@@ -15,9 +15,9 @@ import torch
 
 from ..errors import ModelError
 from ..fileio import atomic_write_bytes
-from ..network.save import save_lora_file
-from .lorafile import detect_family, group_modules, load, module_tensors
-from .reference import meta_base
+from ..network.save import read_lora_file, save_lora_file
+from .lorafile import detect_family, group_modules, lora_metadata, module_tensors
+from .reference import kohya_targets, meta_base
 
 logger = logging.getLogger(__name__)
 COMPONENTS = {"unet": "unet", "text_encoder": "te", "text_encoder_2": "te2"}
@@ -25,15 +25,8 @@ COMPONENTS = {"unet": "unet", "text_encoder": "te", "text_encoder_2": "te2"}
 
 def _kohya_names(family: str) -> dict[tuple[str, str], str]:
     """(component, module path) -> kohya name for every layer a LoRA/LoCon can target in this family."""
-    from ..network.lora import NetworkSpec, collect_targets
-    from ..network.naming import KohyaNamer
-
-    base = meta_base(family)
-    namer = KohyaNamer(family, base.unet.config)
-    spec = NetworkSpec(network_type="locon", rank=4, alpha=4, train_text_encoder=True)
     return {
-        (t.component, _text_path(t.path, t.component)): namer.name(t.component, t.path)
-        for t in collect_targets(base, spec)
+        (t.component, _text_path(t.path, t.component)): name for name, t in kohya_targets(meta_base(family))
     }
 
 
@@ -64,7 +57,7 @@ def _alphas(path: Path, metadata: dict[str, str], alpha: float | None) -> dict[s
 
 def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[str, int]:
     """A diffusers/PEFT SD LoRA as a kohya file every loader maps."""
-    tensors, metadata = load(source)
+    tensors, metadata = read_lora_file(source)
     downs = {k[: -len(".lora_A.weight")]: v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
     if not downs:
         raise ModelError(f"{source.name} has no `.lora_A.weight` keys: it is not a diffusers/PEFT LoRA.")
@@ -98,17 +91,9 @@ def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[
         logger.warning(
             "%d modules have no kohya equivalent and were left out, e.g. %s", len(skipped), skipped[0]
         )
-    version = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}[family]
     rank = max(int(v.shape[0]) for k, v in out.items() if k.endswith("lora_down.weight"))
-    meta = {
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(rank),
-        "ss_network_alpha": str(next(iter(alphas.values()), rank)),
-        "ss_base_model_version": version,
-        "ss_v2": str(family == "sd2"),
-        "ss_output_name": target.stem,
-        "ss_converted_from": source.name,
-    }
+    alpha = next(iter(alphas.values()), rank)
+    meta = lora_metadata(family, rank, alpha, target.stem, ss_converted_from=source.name)
     save_lora_file(target, out, meta, next(iter(downs.values())).dtype)
     return {"converted": len(out) // 3, "skipped": len(skipped)}
 
@@ -117,7 +102,7 @@ def to_diffusers(source: Path, target: Path) -> dict[str, int]:
     """A kohya LoRA in diffusers' PEFT key format (`unet.…lora_A.weight`), scale folded into lora_B."""
     from safetensors.torch import save
 
-    tensors, metadata = load(source)
+    tensors, metadata = read_lora_file(source)
     family = detect_family(tensors, metadata)
     reverse = {name: key for key, name in _kohya_names(family).items()}
     prefix = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}

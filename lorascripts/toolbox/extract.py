@@ -14,18 +14,10 @@ import torch
 
 from ..errors import ModelError
 from ..network.save import save_lora_file
-from .lorafile import low_rank, module_tensors
+from .lorafile import lora_metadata, low_rank, module_tensors
+from .reference import kohya_targets
 
 logger = logging.getLogger(__name__)
-
-
-def _targets(base: object, with_conv: bool) -> list:
-    from ..network.lora import NetworkSpec, collect_targets
-
-    spec = NetworkSpec(
-        network_type="locon" if with_conv else "lora", rank=4, alpha=4, train_text_encoder=True
-    )
-    return collect_targets(base, spec)
 
 
 def extract_lora(
@@ -41,7 +33,6 @@ def extract_lora(
 ) -> dict[str, int]:
     """Write a LoRA with up @ down ≈ tuned − base for every targeted layer that changed (relative ‖ΔW‖ > min_change)."""
     from ..models.loader import load_base_model
-    from ..network.naming import KohyaNamer
 
     base = load_base_model(str(base_path), tokenizer_path=tokenizer_path)
     tuned = load_base_model(str(tuned_path), tokenizer_path=tokenizer_path)
@@ -49,11 +40,11 @@ def extract_lora(
         raise ModelError(
             f"{tuned_path.name} is {tuned.family.value}, {base_path.name} is {base.family.value}."
         )
-    namer = KohyaNamer(base.family.value, base.unet.config)
-    tuned_targets = {(t.component, t.path): t.module for t in _targets(tuned, conv_rank is not None)}
+    with_conv = conv_rank is not None
+    tuned_targets = {(t.component, t.path): t.module for _, t in kohya_targets(tuned, with_conv)}
     out: dict[str, torch.Tensor] = {}
     counts = {"extracted": 0, "unchanged": 0}
-    for t in _targets(base, conv_rank is not None):
+    for name, t in kohya_targets(base, with_conv):
         before, after = (
             t.module.weight.detach().float(),
             tuned_targets[(t.component, t.path)].weight.detach().float(),
@@ -64,22 +55,14 @@ def extract_lora(
             continue
         wanted = conv_rank if t.role == "conv" and conv_rank else rank
         down, up, new_rank, _ = low_rank(delta, rank=wanted)
-        out.update(module_tensors(namer.name(t.component, t.path), down, up, new_rank))
+        out.update(module_tensors(name, down, up, new_rank))
         counts["extracted"] += 1
     if not out:
         raise ModelError(
             f"{tuned_path.name} does not differ from {base_path.name} in any layer a LoRA can hold."
         )
-    version = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}[base.family.value]
-    meta = {
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": str(rank),
-        "ss_network_alpha": str(rank),
-        "ss_base_model_version": version,
-        "ss_v2": str(base.family.value == "sd2"),
-        "ss_output_name": target.stem,
-        "ss_extracted_from": json.dumps({"base": base_path.name, "tuned": tuned_path.name}),
-    }
+    sources = json.dumps({"base": base_path.name, "tuned": tuned_path.name})
+    meta = lora_metadata(base.family.value, rank, rank, target.stem, ss_extracted_from=sources)
     if conv_rank:
         meta["ss_network_args"] = json.dumps({"conv_dim": str(conv_rank), "conv_alpha": str(conv_rank)})
     save_lora_file(target, out, meta, dtype)

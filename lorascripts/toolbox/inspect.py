@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..network.save import addnet_hashes
-from .lorafile import detect_family, group_modules, json_field, load
+from ..network.save import addnet_hashes, read_lora_file
+from .lorafile import detect_family, group_modules, json_field
 
 TRAINING_KEYS = (
     "ss_sd_model_name",
@@ -47,7 +47,7 @@ def _block(name: str) -> str:
 def inspect_lora(path: Path, top_tags: int = 20) -> dict[str, Any]:
     """Everything a user asks about a LoRA file, JSON-serialisable."""
     path = Path(path)
-    tensors, metadata = load(path)
+    tensors, metadata = read_lora_file(path)
     modules = group_modules(tensors)
     kinds = Counter(m.kind for m in modules.values())
     blocks: dict[str, set[tuple[int, float]]] = {}

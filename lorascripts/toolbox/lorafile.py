@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -140,8 +139,17 @@ def json_field(metadata: dict[str, str], key: str) -> object | None:
         return None
 
 
-def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a LoRA (safetensors only)."""
-    from ..network.save import read_lora_file
+def lora_metadata(family: str, rank: int, alpha: float, name: str, **extra: str) -> dict[str, str]:
+    """The kohya metadata every loader needs (LORA_FORMAT.md §11.5) for a file a tool wrote."""
+    from ..models.family import ModelFamily
 
-    return read_lora_file(Path(path))
+    fam = ModelFamily(family)
+    return {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(alpha),
+        "ss_base_model_version": fam.base_model_version(False),
+        "ss_v2": str(fam.v2),
+        "ss_output_name": name,
+        **extra,
+    }

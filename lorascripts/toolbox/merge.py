@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ModelError
-from ..network.save import save_lora_file
+from ..network.save import read_lora_file, save_lora_file
 from ..network.webui_check import resolve_layer
-from .lorafile import LoraModule, detect_family, group_modules, json_field, load, low_rank, module_tensors
+from .lorafile import LoraModule, detect_family, group_modules, json_field, low_rank, module_tensors
 from .reference import checkpoint_family, layer_keys
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def merge_loras(
     """One LoRA whose update is Σ weightᵢ·ΔWᵢ: stacked factors (exact; rank = sum) or, with `rank`, its SVD."""
     if not inputs:
         raise ConfigError("merge needs at least one LoRA (path and weight).")
-    loaded = [(Path(p), float(w), *load(Path(p))) for p, w in inputs]
+    loaded = [(Path(p), float(w), *read_lora_file(Path(p))) for p, w in inputs]
     families = {detect_family(t, m) for _, _, t, m in loaded}
     if len(families) > 1:
         raise ModelError(
@@ -103,12 +103,12 @@ def merge_into_checkpoint(checkpoint: Path, inputs: list[tuple[Path, float]], ta
     with safe_open(str(checkpoint), "pt") as fh:
         state = {k: fh.get_tensor(k) for k in fh.keys()}
         metadata = dict(fh.metadata() or {})
-    family = checkpoint_family({k: tuple(v.shape) for k, v in state.items()})
-    layers = layer_keys({k: tuple(v.shape) for k, v in state.items()})
+    state_shapes = {k: tuple(v.shape) for k, v in state.items()}
+    family, layers = checkpoint_family(state_shapes), layer_keys(state_shapes)
     shapes = {name: shape for name, (_, shape) in layers.items()}
     counts = {"merged": 0, "skipped": 0}
     for path, weight in inputs:
-        tensors, meta = load(Path(path))
+        tensors, meta = read_lora_file(Path(path))
         lora_family = detect_family(tensors, meta)
         if lora_family != family:
             raise ModelError(

@@ -56,15 +56,27 @@ def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 def checkpoint_family(shapes: dict[str, tuple[int, ...]]) -> str:
     """sd1, sd2 or sdxl from a single file's key layout."""
-    if any(k.startswith("conditioner.embedders.1.") for k in shapes):
-        return "sdxl"
-    if any(k.startswith("cond_stage_model.model.") for k in shapes):
-        return "sd2"
-    if any(k.startswith("cond_stage_model.transformer.") for k in shapes):
-        return "sd1"
-    raise ModelError(
-        "this file has no SD1/SD2/SDXL text-encoder keys; is it a LoRA or a VAE, not a checkpoint?"
+    from ..models.family import family_from_keys
+
+    family = family_from_keys(list(shapes))
+    if family is None:
+        raise ModelError(
+            "this file has no SD1/SD2/SDXL text-encoder keys; is it a LoRA or a VAE, not a checkpoint?"
+        )
+    return family.value
+
+
+def kohya_targets(base: object, with_conv: bool = True) -> list[tuple[str, object]]:
+    """(kohya name, Target) for every layer a LoRA (or, with_conv, LoCon) can hold in `base`: the training
+    engine's own selection and namer, so tools name layers exactly as training does."""
+    from ..network.lora import NetworkSpec, collect_targets
+    from ..network.naming import KohyaNamer
+
+    namer = KohyaNamer(base.family.value, base.unet.config)
+    spec = NetworkSpec(
+        network_type="locon" if with_conv else "lora", rank=4, alpha=4, train_text_encoder=True
     )
+    return [(namer.name(t.component, t.path), t) for t in collect_targets(base, spec)]
 
 
 def _unet_config(family: str) -> dict:

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
+from ..network.save import read_lora_file
 from ..network.webui_check import CompatReport, check_webui_compat
-from .lorafile import detect_family, json_field, load
+from .lorafile import detect_family, json_field
 from .reference import FAMILIES, checkpoint_family, checkpoint_shapes, layer_keys, reference_shapes
 
 JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_network_args", "ss_bucket_info")
@@ -54,7 +55,8 @@ class SelfTestReport:
 
 
 def _header_problems(path: Path) -> list[str]:
-    raw = path.read_bytes()[:10]
+    with open(path, "rb") as fh:
+        raw = fh.read(10)
     if len(raw) < 10:
         return ["the file is too short to be a .safetensors file"]
     size = struct.unpack("<Q", raw[:8])[0]
@@ -83,13 +85,12 @@ def _file_problems(
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t.float()).all()]
     if bad:
         problems.append(f"{len(bad)} tensors contain NaN/inf (e.g. {bad[0]}): images would turn black")
-    for key in JSON_KEYS:
-        if key in metadata and json_field(metadata, key) is None:
+    for key in (k for k in JSON_KEYS if k in metadata):
+        value = json_field(metadata, key)
+        if value is None:
             warnings.append(f"metadata {key} is not valid JSON; the WebUI's tag list breaks on it")
-    if "ss_tag_frequency" in metadata and not isinstance(
-        json_field(metadata, "ss_tag_frequency"), (dict, type(None))
-    ):
-        warnings.append("metadata ss_tag_frequency is not a JSON object")
+        elif key == "ss_tag_frequency" and not isinstance(value, dict):
+            warnings.append("metadata ss_tag_frequency is not a JSON object")
     if family == "sdxl" and not metadata.get("ss_base_model_version", "").startswith("sdxl"):
         warnings.append(
             "no ss_base_model_version=sdxl_base_v1-0: the WebUI lists it as SD1 and hides its card"
@@ -128,11 +129,14 @@ def comfyui_check(lora: Path, checkpoint: Path) -> dict[str, Any] | None:
     return {"applied": len(modules - {k.split(".", 1)[0] for k in missing}), "not_loaded": missing}
 
 
-def self_test_shapes(
-    lora: Path, model: dict[str, tuple[int, ...]], base_family: str, against: str
+def _report(
+    lora: Path,
+    loaded: tuple[dict[str, torch.Tensor], dict[str, str]],
+    model: dict[str, tuple[int, ...]],
+    base_family: str,
+    against: str,
 ) -> SelfTestReport:
-    """The self-test against known layer shapes (e.g. the base model a run just trained on)."""
-    tensors, metadata = load(lora)
+    tensors, metadata = loaded
     family = detect_family(tensors, metadata)
     shapes = {k: tuple(t.shape) for k, t in tensors.items() if k.startswith("lora_")}
     problems, warnings = _file_problems(lora, tensors, metadata, family)
@@ -144,16 +148,23 @@ def self_test_shapes(
     return SelfTestReport(lora.name, family, against, base_family, webui, None, problems, warnings)
 
 
+def self_test_shapes(
+    lora: Path, model: dict[str, tuple[int, ...]], base_family: str, against: str
+) -> SelfTestReport:
+    """The self-test against known layer shapes (e.g. the base model a run just trained on)."""
+    return _report(lora, read_lora_file(lora), model, base_family, against)
+
+
 def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
     """Check `lora` against a family name (sd1/sd2/sdxl) or a single-file checkpoint (default: its own family)."""
     lora = Path(lora)
-    tensors, metadata = load(lora)
-    target = str(against) if against else detect_family(tensors, metadata)
+    loaded = read_lora_file(lora)
+    target = str(against) if against else detect_family(*loaded)
     if target in FAMILIES:
-        return self_test_shapes(lora, reference_shapes(target), target, target)
+        return _report(lora, loaded, reference_shapes(target), target, target)
     ckpt = checkpoint_shapes(Path(target))
     model = {name: shape for name, (_, shape) in layer_keys(ckpt).items()}
-    report = self_test_shapes(lora, model, checkpoint_family(ckpt), Path(target).name)
+    report = _report(lora, loaded, model, checkpoint_family(ckpt), Path(target).name)
     report.comfyui = comfyui_check(lora, Path(target))
     return report
 
