@@ -37,6 +37,13 @@ class TrainingError(LoraScriptsError):
     exit_code = 5
 
 
+class StorageError(LoraScriptsError):
+    """A file could not be written because the disk (or a quota / file-size limit) is full; what was saved
+    before is intact."""
+
+    exit_code = 6
+
+
 class StopRequested(LoraScriptsError):
     """Training was asked to stop (Cancel in a host, Ctrl+C); the last checkpoint is kept."""
 

@@ -1,9 +1,26 @@
-"""Small file helpers shared across the engine."""
+"""Small file helpers shared across the engine: hashes, and writes that a crash or a full disk cannot turn into
+a half file.
+
+Every write goes to a temporary file in the target folder (`.<name>-XXXX.partial`), is flushed to disk, and
+is renamed over the target, so the target is always absent, the old file or the whole new one. A kill -9
+leaves at most a `.partial` file, which `clean_partial_files` (called at the next start) removes. A full disk
+or file-size limit becomes a StorageError that names the file.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import secrets
+import shutil
 from pathlib import Path
+
+from .errors import StorageError
+
+PARTIAL_SUFFIX = ".partial"
+# "no space left", "file too large" (RLIMIT_FSIZE, FAT32's 4 GiB) and "disk quota exceeded"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def file_sha256(path: Path) -> str:
@@ -15,22 +32,72 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder and a rename: never a half file."""
-    import os
-    import tempfile
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the OSErrors a full disk, a quota or a file-size limit produce."""
+    return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".partial", dir=path.parent)
+
+def disk_full_error(exc: OSError, path: Path | str) -> StorageError:
+    """Our error for a write that failed on space: what, where, and what to do."""
+    reason = exc.strerror or str(exc)
+    return StorageError(
+        f"no space left / file too large while writing {path} ({reason}). Free space on that drive (or point "
+        "output_dir elsewhere, save less often, lower keep_last_n) and run again with resume: auto; files "
+        "saved before are intact."
+    )
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
     try:
-        with os.fdopen(fd, "wb") as fh:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_synced(path: Path, data: bytes, target: Path | None = None) -> None:
+    """Write a new file and flush it to disk (the caller renames it into place as `target`, the name an error
+    shows)."""
+    try:
+        with open(path, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(exc, target or path) from exc
+        raise
+
+
+def _temporary(target: Path) -> Path:
+    # not tempfile.mkstemp: its files are private (0600), and a LoRA must stay readable by a WebUI or ComfyUI
+    # running as another user, as a plain write would leave it (0666 minus the umask)
+    while True:
+        tmp = target.parent / f".{target.name}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and a rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path)
+    try:
+        write_synced(tmp, data, path)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
 
 
@@ -42,17 +109,30 @@ def atomic_write_text(path: Path, text: str) -> Path:
 def atomic_copy(source: Path, target: Path) -> Path:
     """Copy a file so that `target` is either absent, the old file, or the whole new copy (a host may be
     listing the folder at that moment)."""
-    import os
-    import shutil
-    import tempfile
-
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".partial", dir=target.parent)
-    os.close(fd)
+    tmp = _temporary(target)
     try:
-        shutil.copyfile(source, tmp)
+        try:
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, target) from exc
+            raise
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(target.parent)
     return target
+
+
+def clean_partial_files(folder: Path, stem: str = "") -> list[Path]:
+    """Remove the temporary files of writes that were killed (`.<stem>*.partial` in `folder`); returns them."""
+    removed = []
+    if folder.is_dir():
+        for p in folder.glob(f".{stem}*{PARTIAL_SUFFIX}"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

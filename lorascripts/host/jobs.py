@@ -2,7 +2,8 @@
 cannot take it down, progress arrives as events, Cancel saves a checkpoint, and failures carry their cause.
 
 The child is `python -m lorascripts train --config <work_dir>/config.yaml` (an argument list, never a shell);
-it writes `<work_dir>/events.jsonl`, which the parent follows.
+it writes `<work_dir>/events.jsonl`, which the parent follows. It gets only the environment variables training
+needs (`child_environment`), not the host's secrets.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,12 +24,54 @@ from typing import Any
 import yaml
 
 from ..errors import StopRequested, TrainingError
-from ..fileio import atomic_copy
+from ..fileio import atomic_copy, atomic_write_text, clean_partial_files
 from ..train.events import STOP_FILE_NAME
 from .fingerprint import training_fingerprint
 
 logger = logging.getLogger(__name__)
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that contains `lorascripts`
+
+# What the training child inherits: how to find programs, libraries, locale, temp and home folders, and the
+# settings of Python, the GPU stacks, torch/accelerate and the Hugging Face cache (HF_TOKEN included: gated
+# model downloads need it). Everything else - API keys, cloud credentials, the host's own settings - stays out.
+CHILD_ENV_NAMES = frozenset(
+    "PATH HOME USER USERNAME LOGNAME LANG LANGUAGE TERM TZ TMPDIR TEMP TMP VIRTUAL_ENV CONDA_PREFIX "
+    "LD_LIBRARY_PATH DYLD_LIBRARY_PATH SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE CURL_CA_BUNDLE "
+    "HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy "
+    "SYSTEMROOT SYSTEMDRIVE WINDIR COMSPEC PATHEXT USERPROFILE APPDATA LOCALAPPDATA PROGRAMDATA".split()
+)
+CHILD_ENV_PREFIXES = (
+    "LC_", "XDG_", "PYTHON", "CUDA", "CUDNN", "NCCL_", "NVIDIA_", "HIP_", "ROCM_", "HSA_", "ROCR_", "ZE_",
+    "ONEAPI_", "SYCL_", "IPEX_", "MPS_", "TORCH", "PYTORCH_", "OMP_", "MKL_", "KMP_", "OPENBLAS_",
+    "ACCELERATE_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "TOKENIZERS_", "SAFETENSORS_",
+    "LORA_SCRIPTS_",
+)  # fmt: skip
+
+
+def child_environment(parent: dict[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed environment of a training child, with our package first on PYTHONPATH."""
+    parent = dict(os.environ if parent is None else parent)
+    env = {k: v for k, v in parent.items() if k in CHILD_ENV_NAMES or k.startswith(CHILD_ENV_PREFIXES)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), parent.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def exit_cause(code: int | None) -> str:
+    """How a child ended, in words: a signal by name (SIGKILL is usually the system's out-of-memory killer)."""
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    hint = (
+        " - usually the system ran out of memory (its OOM killer ends the biggest process) or someone "
+        "killed it; lower batch_size or resolution if memory was the cause"
+        if -code == signal.SIGKILL
+        else ""
+    )
+    return f"the training process was killed by {name}{hint}"
 
 
 @dataclass
@@ -95,13 +139,9 @@ class TrainingJob:
     def start(self, resume: bool = True) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / STOP_FILE_NAME).unlink(missing_ok=True)
+        clean_partial_files(self.destination, f"{self.name}.")  # copies a killed host left half-done
         config = {**self.config, "resume": "auto" if resume else "none"}
-        (self.work_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
-        }
-        env["PYTHONUNBUFFERED"] = "1"
+        atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         log = open(self.work_dir / "train_output.log", "wb")  # noqa: SIM115 - closed in wait()
         self._log = log
         self._tail = _EventTail(self.work_dir / "events.jsonl")
@@ -113,7 +153,7 @@ class TrainingJob:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lorascripts", "train", "--config", str(self.work_dir / "config.yaml")],
             cwd=str(PACKAGE_ROOT),
-            env=env,
+            env=child_environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -182,8 +222,10 @@ class TrainingJob:
         if code != 0:
             error = next((e for e in reversed(self.events) if e.get("event") == "error"), None)
             cause = error["message"] if error else "the trainer stopped without a message"
+            if error is None and code is not None and code < 0:
+                cause = f"the last checkpoint is kept in {self.work_dir / 'checkpoints'}; run again to resume"
             raise TrainingError(
-                f"training failed (exit code {code}): {cause}\n--- end of the training log ---\n{self.log_tail()}"
+                f"training failed ({exit_cause(code)}): {cause}\n--- end of the training log ---\n{self.log_tail()}"
             )
         produced = self.work_dir / f"{self.name}.safetensors"
         if not produced.is_file():
@@ -198,7 +240,7 @@ class TrainingJob:
             "lora": str(self.final_path),
             "size": self.final_path.stat().st_size,
         }
-        self._record().write_text(json.dumps(record), encoding="utf-8")
+        atomic_write_text(self._record(), json.dumps(record))
         return JobResult(self.final_path, False, self.fingerprint, self.events)
 
     def run(self, on_event=None, should_cancel=None, on_change: str = "retrain") -> JobResult:  # noqa: ANN001
@@ -220,6 +262,6 @@ class TrainingJob:
         if previous and previous != self.fingerprint and on_change == "retrain":
             shutil.rmtree(self.work_dir / "checkpoints", ignore_errors=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        started.write_text(json.dumps({"fingerprint": self.fingerprint}), encoding="utf-8")
+        atomic_write_text(started, json.dumps({"fingerprint": self.fingerprint}))
         self.start(resume=True)
         return self.wait(on_event, should_cancel)

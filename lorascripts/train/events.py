@@ -44,22 +44,42 @@ class EventSink:
         self.path = path
         self.callbacks = list(callbacks or [])
         self._lock = threading.Lock()
+        self._write_failed = False
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _end_torn_line(path)
 
     def emit(self, event: str, **data: Any) -> dict[str, Any]:
         """Record one event and hand it to every callback."""
         record = {"event": event, "time": round(time.time(), 3), **_jsonable(data)}
         if self.path is not None:
             line = json.dumps(record, ensure_ascii=False)
-            with self._lock, open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+            try:
+                with self._lock, open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+            except OSError as exc:  # a full disk must not hide the error being reported
+                if not self._write_failed:
+                    logger.warning("cannot append to %s (%s); events go to callbacks only", self.path, exc)
+                self._write_failed = True
         for callback in self.callbacks:
             try:
                 callback(record)
             except Exception:  # a UI callback must never kill a training run
                 logger.exception("event callback failed for %s (ignored)", event)
         return record
+
+
+def _end_torn_line(path: Path) -> None:
+    """A run killed mid-write leaves a last line without its newline: end it, so the next event is whole."""
+    try:
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, 2)
+            if size:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+    except OSError:
+        pass  # no file yet
 
 
 class StopControl:
@@ -87,9 +107,40 @@ class StopControl:
         return self._event.is_set()
 
 
+OUT_OF_MEMORY_ADVICE = (
+    "Lower batch_size or resolution, switch on gradient_checkpointing, use cache_latents: disk and "
+    "cache_text_encoder_outputs: disk (with train_text_encoder: false), mixed_precision: bf16, or close other "
+    "programs that use the GPU/RAM."
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's CUDA/MPS OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
+
+
+def as_engine_error(exc: BaseException) -> BaseException:
+    """Out of memory and a full disk, wherever they happen, become our errors with what to change."""
+    from ..errors import StorageError, TrainingError
+    from ..fileio import disk_full_error, is_disk_full
+
+    if is_out_of_memory(exc):
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        return TrainingError(f"out of memory ({type(exc).__name__}: {first_line}). {OUT_OF_MEMORY_ADVICE}")
+    if is_disk_full(exc) and not isinstance(exc, StorageError):
+        return disk_full_error(exc, getattr(exc, "filename", None) or "a file")
+    return exc
+
+
 @contextmanager
 def report_outcome(events: EventSink) -> Iterator[None]:
-    """Record how a run ended (`stopped`, or `error` with its kind and message) and let the exception go on."""
+    """Record how a run ended (`stopped`, or `error` with its kind and message) and let the exception go on;
+    out of memory and a full disk go on as TrainingError / StorageError with the fix in the message."""
     from ..errors import LoraScriptsError, StopRequested
 
     try:
@@ -101,6 +152,10 @@ def report_outcome(events: EventSink) -> Iterator[None]:
         events.emit("error", kind=type(exc).__name__, message=str(exc))
         raise
     except Exception as exc:
+        ours = as_engine_error(exc)
+        if ours is not exc:
+            events.emit("error", kind=type(ours).__name__, message=str(ours))
+            raise ours from exc
         events.emit("error", kind=type(exc).__name__, message=f"{type(exc).__name__}: {exc}")
         raise
 

@@ -4,7 +4,8 @@ A checkpoint is a folder `<output_dir>/checkpoints/step-00000120/` with
 - `network.safetensors`: the LoRA weights in full precision (kohya names),
 - `optimizer.safetensors`: every tensor of the optimizer state, keyed `state.<param index>.<name>`,
 - `state.json`: step, epoch, position in the epoch, scheduler state, optimizer scalars and param groups.
-It is written to a temporary folder and renamed into place, so a crash never leaves a half checkpoint.
+It is written to a temporary folder, flushed to disk and renamed into place, so a crash never leaves a half
+checkpoint (tests/test_crashes.py kills runs at random points and in the middle of saves).
 torch.save / accelerate.save_state are not used because they pickle; hand-writing this small format is the
 price of loading nothing but tensors and JSON.
 """
@@ -22,14 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..errors import TrainingError
+from ..fileio import clean_partial_files, fsync_dir, write_synced
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+TMP_PREFIX = ".tmp-"
+NETWORK_FILE, OPTIMIZER_FILE, STATE_FILE = "network.safetensors", "optimizer.safetensors", "state.json"
 STATE_VERSION = 1
 
 
@@ -74,15 +78,19 @@ def save_checkpoint(
     scheduler: Any,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete resumable checkpoint atomically and return its folder."""
+    """Write a complete resumable checkpoint atomically and return its folder.
+
+    Every file is written into `.tmp-XXXX/` and flushed to disk, then the folder is renamed to `step-N`: a
+    checkpoint exists only once it is whole. A full disk raises StorageError and leaves older checkpoints."""
     root = output_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{progress.step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=TMP_PREFIX))
     try:
-        save_file({k: v.contiguous() for k, v in network_state.items()}, str(tmp / "network.safetensors"))
+        network = {k: v.detach().to("cpu").contiguous() for k, v in network_state.items()}
+        write_synced(tmp / NETWORK_FILE, save(network), final / NETWORK_FILE)
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        write_synced(tmp / OPTIMIZER_FILE, save(opt_tensors), final / OPTIMIZER_FILE)
         state = {
             "version": STATE_VERSION,
             "progress": asdict(progress),
@@ -90,14 +98,26 @@ def save_checkpoint(
             "scheduler": scheduler.state_dict(),
             "extra": extra or {},
         }
-        (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
+        write_synced(
+            tmp / STATE_FILE, json.dumps(state, indent=1).encode("utf-8"), final / STATE_FILE
+        )  # last: marks it whole
+        fsync_dir(tmp)
+        if final.exists():  # a re-save of the same step: move the old one aside first, never half-delete it
+            _discard(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_dir(root)
     return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder so that no half of it ever looks like a checkpoint: rename, then remove."""
+    aside = folder.with_name(f"{TMP_PREFIX}old-{folder.name}")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(folder, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -105,30 +125,47 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     root = output_dir / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / "state.json").is_file()]
+    found = [
+        p
+        for p in root.iterdir()
+        if _STEP_DIR.match(p.name)
+        and all((p / f).is_file() for f in (STATE_FILE, NETWORK_FILE, OPTIMIZER_FILE))
+    ]
     return sorted(found, key=lambda p: p.name)
 
 
-def clean_partial(output_dir: Path) -> None:
-    """Remove temporary folders/files left by a save that was killed."""
+def clean_partial(output_dir: Path) -> list[Path]:
+    """Remove what saves that were killed left behind: `.tmp-*` checkpoint folders and `.partial` files of
+    atomic writes in the output folder. Called at every start; returns what it removed."""
+    removed: list[Path] = []
     root = output_dir / CHECKPOINT_DIR
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(".tmp-"):
+            if p.name.startswith(TMP_PREFIX):
                 shutil.rmtree(p, ignore_errors=True)
-    for p in output_dir.glob(".*.tmp"):
+                removed.append(p)
+    removed += clean_partial_files(output_dir)
+    for p in output_dir.glob(".*.tmp"):  # older versions' temporary names
         p.unlink(missing_ok=True)
+        removed.append(p)
+    if removed:
+        logger.info(
+            "removed %d leftover(s) of an interrupted save: %s", len(removed), [p.name for p in removed]
+        )
+    return removed
 
 
 def load_checkpoint(
     path: Path,
 ) -> tuple[Progress, dict[str, torch.Tensor], dict[str, Any], dict[str, Any], dict]:
     """Read a checkpoint folder: progress, network weights, optimizer state dict, scheduler state, extra."""
+    from safetensors import SafetensorError
+
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        network = load_file(str(path / "network.safetensors"))
-        opt_tensors = load_file(str(path / "optimizer.safetensors"))
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        network = load_file(str(path / NETWORK_FILE))
+        opt_tensors = load_file(str(path / OPTIMIZER_FILE))
+    except (OSError, ValueError, SafetensorError) as exc:
         raise TrainingError(
             f"checkpoint {path} is unreadable ({exc}). Delete it to resume from an older one."
         ) from None
@@ -146,5 +183,5 @@ def prune_checkpoints(output_dir: Path, keep_last_n: int) -> None:
     if keep_last_n <= 0:
         return
     for old in list_checkpoints(output_dir)[:-keep_last_n]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
         logger.info("removed old checkpoint %s", old.name)
