@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .paths import CATEGORY, resolve_input_folder, work_root
+from .paths import CATEGORY, checked_dataset, local_model_path, resolve_input_folder, work_root
 
 logger = logging.getLogger(__name__)
 DATASET = "LORA_SCRIPTS_DATASET"
@@ -191,6 +191,8 @@ class AutoCaption:
         from ..lorascripts.caption.labeler import auto_label
         from ..lorascripts.caption.postprocess import CaptionRules
 
+        dataset = checked_dataset(dataset)
+        model = local_model_path(model) if model.strip() else ""
         folder = Path(dataset["folder"])
         digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
         out = work_root() / "captions" / f"{folder.name}-{digest}" / "metadata.csv"

@@ -1,12 +1,27 @@
-"""Where the nodes read and write: ComfyUI's own folders only."""
+"""Where the nodes read and write: ComfyUI's own folders only (the rules are in lorascripts.host.safety).
+
+A ComfyUI server may be reachable from a network, and ComfyUI passes a literal value for any custom input
+type (our DATASET included) straight to the node, so every node re-checks the paths it is given here.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import folder_paths
 
+from ..lorascripts.host.safety import (
+    ALLOW_ABSOLUTE_ENV,
+    absolute_paths_allowed,
+    confine,
+    inside,
+    plain_text,
+    refuse_links_leaving,
+)
+
 CATEGORY = "lora-scripts"
+_APPROVED: set[Path] = set()  # absolute dataset folders Load Dataset accepted in this server process
 
 
 def work_root() -> Path:
@@ -18,29 +33,76 @@ def loras_dir() -> Path:
     return Path(folder_paths.get_folder_paths("loras")[0])
 
 
-def inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+def input_dir() -> Path:
+    return Path(folder_paths.get_input_directory())
+
+
+def read_roots() -> list[Path]:
+    """Folders a request may make us read: ComfyUI's models (every configured folder), input and output."""
+    roots = [Path(folder_paths.models_dir), input_dir(), Path(folder_paths.get_output_directory())]
+    for kind in ("checkpoints", "loras"):
+        roots += [Path(p) for p in folder_paths.get_folder_paths(kind)]
+    return roots
+
+
+def server_allows_absolute() -> bool:
+    """Absolute paths need the node's switch and a server only this machine reaches (or the owner's opt-in)."""
+    from comfy.cli_args import args
+
+    return absolute_paths_allowed(str(args.listen or "127.0.0.1"))
+
+
+def _absolute_refused(folder: str) -> str:
+    return (
+        f"{folder} is outside ComfyUI's input folder, and this server listens on a network address; its owner "
+        f"can allow absolute paths by starting ComfyUI with {ALLOW_ABSOLUTE_ENV}=1."
+    )
 
 
 def resolve_input_folder(folder: str, allow_absolute: bool) -> Path:
     """A dataset folder relative to ComfyUI's input directory (absolute paths only when allowed)."""
-    path = Path(folder).expanduser()
+    path = Path(plain_text(folder, "the dataset folder")).expanduser()
     if path.is_absolute():
         if not allow_absolute:
             raise ValueError(
                 f"{folder} is an absolute path; put the dataset under ComfyUI's input folder, or switch on "
                 "allow_absolute_path on this node."
             )
-        return path
-    base = Path(folder_paths.get_input_directory())
-    resolved = (base / path).resolve()
-    if not inside(resolved, base):
-        raise ValueError(f"{folder} points outside ComfyUI's input folder.")
+        if not server_allows_absolute():
+            raise ValueError(_absolute_refused(folder))
+        resolved = path.resolve()
+        _APPROVED.add(resolved)
+    else:
+        resolved = (input_dir() / path).resolve()
+        if not inside(resolved, input_dir()):
+            raise ValueError(f"{folder} points outside ComfyUI's input folder.")
+    if resolved.is_dir():
+        refuse_links_leaving(resolved, [input_dir(), resolved])
     return resolved
+
+
+def checked_dataset(dataset: Any) -> dict[str, Any]:
+    """A DATASET value as Load Dataset makes it; a request that hand-writes one pointing elsewhere is refused."""
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("folder"), str):
+        raise ValueError("dataset must come from a Load Dataset node.")
+    folder = Path(dataset["folder"]).resolve()
+    if folder not in _APPROVED:
+        folder = confine(folder, [input_dir(), work_root() / "datasets"], "the dataset folder")
+    refuse_links_leaving(folder, [input_dir(), work_root(), folder])
+    meta = dataset.get("metadata_path")
+    if meta is not None:
+        confine(str(meta), [folder, work_root() / "captions"], "the dataset's metadata_path")
+    return dataset
+
+
+def local_model_path(model: str) -> str:
+    """A captioner `model` input: a Hugging Face id, or a folder inside ComfyUI's folders (anywhere only where
+    absolute paths are allowed)."""
+    path = Path(model).expanduser()
+    looks_local = path.is_absolute() or model.startswith(".") or ".." in path.parts or path.exists()
+    if looks_local and not server_allows_absolute():
+        confine(model, read_roots(), "the captioning model folder")
+    return model
 
 
 def tokenizer_folder() -> str | None:

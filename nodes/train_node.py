@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..lorascripts.host.names import safe_name
-from .paths import CATEGORY, loras_dir, tokenizer_folder, work_root
+from .paths import CATEGORY, checked_dataset, loras_dir, read_roots, tokenizer_folder, work_root
 
 logger = logging.getLogger(__name__)
 EVENT = "lora_scripts.progress"
@@ -163,7 +163,9 @@ class TrainLoRA:
 
         from ..lorascripts.config import config_from_dict
         from ..lorascripts.host.presets import merged_settings
+        from ..lorascripts.host.safety import check_request_config
 
+        dataset = checked_dataset(dataset)
         config = merged_settings(preset, values, advanced_yaml)
         config["base_model"] = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
         config["train_data_dir"] = dataset["folder"]
@@ -172,9 +174,14 @@ class TrainLoRA:
         tokenizer = tokenizer_folder()
         if tokenizer and "tokenizer_path" not in config:
             config["tokenizer_path"] = tokenizer
-        config_from_dict(
-            {**config, "output_dir": str(work_root())}
-        )  # validate now: errors show in the dialog
+        # validate now (errors show in the dialog), and keep a request's paths inside ComfyUI's folders
+        check_request_config(
+            config_from_dict({**config, "output_dir": str(work_root())}),
+            fixed={"base_model": config["base_model"], "train_data_dir": dataset["folder"]},
+            read_roots=read_roots(),
+            write_roots=[work_root()],
+            extra_read=[Path(dataset["folder"]), *([Path(tokenizer)] if tokenizer else [])],
+        )
         return config
 
     def train(
