@@ -124,7 +124,9 @@ def comfy(tmp_path_factory, tiny_sd1):
     (base / "models" / "checkpoints").mkdir(parents=True)
     (base / "models" / "checkpoints" / "tiny-sd1.safetensors").symlink_to(tiny_sd1.single_file)
     shutil.copytree(tiny_sd1.tokenizer_dir, base / "models" / "tokenizers" / "tiny")
-    server = ComfyServer(base)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")  # the server and its training children: no oversubscribed cores
+        server = ComfyServer(base)
     yield server
     server.stop()
 
