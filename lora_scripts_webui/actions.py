@@ -24,13 +24,34 @@ class UserError(Exception):
     """A problem the user fixes in the form; the message says how."""
 
 
+NETWORK_NOTE = (
+    " This WebUI is reachable from the network (--listen / --share), so lora-scripts reads and writes only "
+    "inside the WebUI's folder; start it with --enable-insecure-extension-access to trust its users."
+)
+
+
+def _network_confined(path: Path, what: str) -> Path:
+    """On a WebUI others can reach, `path` must lie inside the WebUI's folder, without symlinks leading out."""
+    if not hooks.reachable_from_network():
+        return path
+    from lorascripts.host.safety import confine, refuse_links_leaving
+
+    try:
+        resolved = confine(path, [hooks.webui_root()], what)
+        if resolved.is_dir():
+            refuse_links_leaving(resolved, [hooks.webui_root()])
+    except LoraScriptsError as exc:
+        raise UserError(f"{exc}{NETWORK_NOTE}") from None
+    return path
+
+
 def dataset_folder(text: str) -> Path:
     """The dataset folder typed in the form; it must exist and hold images."""
     from lorascripts.caption.labeler import list_images
 
     if not text or not text.strip():
         raise UserError("Enter the folder that holds your training images.")
-    folder = Path(text.strip().strip('"')).expanduser()
+    folder = _network_confined(Path(text.strip().strip('"')).expanduser(), "the dataset folder")
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder. Enter the full path of your image folder.")
     if not list_images(folder):
@@ -134,7 +155,7 @@ def base_model_file(choice: str) -> str:
     if choice in listed:
         return listed[choice]
     if choice and Path(choice).expanduser().exists():
-        return str(Path(choice).expanduser())
+        return str(_network_confined(Path(choice).expanduser(), "the base model"))
     raise UserError(f"base model {choice!r} is not in the WebUI's checkpoint list; press the refresh button.")
 
 
@@ -165,7 +186,13 @@ def build_config(form: TrainForm) -> dict[str, Any]:
         tokenizer = hooks.tokenizer_folder()
         if tokenizer and "tokenizer_path" not in config:
             config["tokenizer_path"] = tokenizer
-        config_from_dict({**config, "output_dir": str(hooks.work_dir())})
+        cfg = config_from_dict({**config, "output_dir": str(hooks.work_dir())})
+        if hooks.reachable_from_network():
+            from lorascripts.host.safety import check_request_config
+
+            fixed = {k: config[k] for k in ("base_model", "train_data_dir")}
+            ours = [Path(tokenizer)] if tokenizer and config.get("tokenizer_path") == tokenizer else []
+            check_request_config(cfg, fixed, [hooks.webui_root()], [hooks.work_dir()], ours)
     except LoraScriptsError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc) + (NETWORK_NOTE if hooks.reachable_from_network() else "")) from None
     return config

@@ -44,6 +44,20 @@ def webui_root() -> Path:
     return Path(getattr(paths, "script_path", None) or Path.cwd())
 
 
+def reachable_from_network() -> bool:
+    """True when others can reach this WebUI (`--listen`, `--share`, a non-loopback `--server-name`) and its
+    owner has not said to trust them (`--enable-insecure-extension-access`, the WebUI's own switch for that)."""
+    from lorascripts.host.safety import is_loopback
+
+    flags = getattr(_modules("shared"), "cmd_opts", None)
+    if flags is None or getattr(flags, "enable_insecure_extension_access", False):
+        return False
+    name = getattr(flags, "server_name", None)
+    return bool(
+        getattr(flags, "listen", False) or getattr(flags, "share", False) or (name and not is_loopback(name))
+    )
+
+
 def models_dir() -> Path:
     paths = _modules("paths")
     return Path(getattr(paths, "models_path", None) or webui_root() / "models")

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import test_webui
 from comfy_host import ComfyServer
 from helpers_train import make_dataset
 
@@ -28,6 +29,7 @@ from lorascripts.host.safety import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+standin_webui = test_webui.webui  # the stand-in WebUI modules, as a fixture of this module
 SHIPPED = [
     "lorascripts",
     "nodes",
@@ -296,3 +298,29 @@ def test_failed_training_shows_its_cause_and_the_next_prompt_works(comfy) -> Non
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert entry["outputs"]["1"]["lora_scripts_result"][0]["lora"] == "works.safetensors"
     assert (server.base / "models" / "loras" / "works.safetensors").is_file()
+
+
+def test_webui_reachable_from_the_network_stays_in_its_folder(
+    standin_webui, tiny_sd1, tmp_path_factory
+) -> None:
+    from lora_scripts_webui.actions import TrainForm, UserError, build_config, dataset_folder
+
+    root, flags = standin_webui["root"], standin_webui["shared"].cmd_opts
+    elsewhere = make_dataset(tmp_path_factory.mktemp("elsewhere"), n=2)
+    inside_root = make_dataset(root / "datasets" / "mine", n=2)
+    checkpoint = test_webui._install_checkpoint(root, tiny_sd1)
+    assert dataset_folder(str(elsewhere)) == elsewhere  # a WebUI only this machine reaches: any folder
+    flags.listen = True
+    with pytest.raises(UserError, match="reachable from the network"):
+        dataset_folder(str(elsewhere))
+    assert dataset_folder(str(inside_root)) == inside_root
+    form = TrainForm(dataset=str(inside_root), checkpoint=checkpoint, lora_name="x", steps=4)
+    assert build_config(form)["train_data_dir"] == str(inside_root)
+    for advanced in (f"cache_dir: {elsewhere}", f"initial_lora: {elsewhere / 'x.safetensors'}"):
+        with pytest.raises(UserError, match="reachable from the network"):
+            build_config(TrainForm(**{**form.__dict__, "advanced_yaml": advanced}))
+    (inside_root / "link.png").symlink_to(elsewhere / "img_00.png")
+    with pytest.raises(UserError, match="symlinks"):
+        dataset_folder(str(inside_root))
+    flags.enable_insecure_extension_access = True  # the WebUI's own switch for trusting its users
+    assert dataset_folder(str(elsewhere)) == elsewhere
