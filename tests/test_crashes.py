@@ -214,16 +214,18 @@ def test_a_killed_training_child_is_named_and_gets_no_secrets(tiny_sd1, tmp_path
         "k",
     )
     job.start()
-    environ = Path(f"/proc/{job.process.pid}/environ").read_bytes().split(b"\0")
-    names = {item.split(b"=", 1)[0].decode() for item in environ if item}
-    assert "LS_TEST_API_TOKEN" not in names and "AWS_SECRET_ACCESS_KEY" not in names
-    assert {"PATH", "HF_HUB_OFFLINE", "OMP_NUM_THREADS", "PYTHONPATH"} <= names
+    names: set[str] = set()
 
-    def kill_at_first_step(event: dict) -> None:
+    def on_event(event: dict) -> None:  # the child is running Python by its first event: read its environment
+        if not names:
+            environ = Path(f"/proc/{job.process.pid}/environ").read_bytes().split(b"\0")
+            names.update(item.split(b"=", 1)[0].decode() for item in environ if item)
         if event["event"] == "step":
             job.process.send_signal(signal.SIGKILL)
 
     with pytest.raises(TrainingError) as err:
-        job.wait(on_event=kill_at_first_step, poll_seconds=0.05)
+        job.wait(on_event=on_event, poll_seconds=0.05)
     assert "killed by SIGKILL" in str(err.value) and "out of memory" in str(err.value)
+    assert "LS_TEST_API_TOKEN" not in names and "AWS_SECRET_ACCESS_KEY" not in names
+    assert {"PATH", "HF_HUB_OFFLINE", "OMP_NUM_THREADS", "PYTHONPATH"} <= names, names
     assert not (tmp_path / "loras" / "k.safetensors").exists()
