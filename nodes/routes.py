@@ -55,7 +55,12 @@ async def save_caption(request: web.Request) -> web.Response:
         return body
     path = Path(body["metadata_path"])
     allowed = work_root() / "captions"
-    if not path.is_absolute() or path.name != "metadata.csv" or not inside(path, allowed) or not path.is_file():
+    if (
+        not path.is_absolute()
+        or path.name != "metadata.csv"
+        or not inside(path, allowed)
+        or not path.is_file()
+    ):
         return _refuse(403, "only captions written by Auto Caption can be edited")
     try:
         rows = read_metadata(path)
