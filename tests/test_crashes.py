@@ -26,7 +26,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lorascripts.config import config_from_dict
-from lorascripts.errors import TrainingError
+from lorascripts.errors import StorageError, TrainingError
+from lorascripts.fileio import write_synced
 from lorascripts.host.jobs import TrainingJob
 from lorascripts.train.events import read_events
 from lorascripts.train.state import list_checkpoints, load_checkpoint
@@ -229,3 +230,9 @@ def test_a_killed_training_child_is_named_and_gets_no_secrets(tiny_sd1, tmp_path
     assert "LS_TEST_API_TOKEN" not in names and "AWS_SECRET_ACCESS_KEY" not in names
     assert {"PATH", "HF_HUB_OFFLINE", "OMP_NUM_THREADS", "PYTHONPATH"} <= names, names
     assert not (tmp_path / "loras" / "k.safetensors").exists()
+
+
+def test_no_space_left_is_our_storage_error() -> None:
+    """/dev/full answers every write with ENOSPC, the error a full disk gives (the runs above use EFBIG)."""
+    with pytest.raises(StorageError, match="no space left / file too large while writing /dev/full"):
+        write_synced(Path("/dev/full"), b"x" * 4096)
