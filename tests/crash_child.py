@@ -1,8 +1,8 @@
 """`python tests/crash_child.py train --config x.yaml`: the real `python -m lorascripts` with a crash planted.
 
 Environment variables (all optional) choose what happens to this process:
-- LS_CRASH_AT=`<audit event>|<substring>|<n>`: SIGKILL itself at the n-th audit event `open` or `os.rename`
-  whose path contains the substring, e.g. `os.rename|.partial|1` (a LoRA fully written to its temporary file,
+- LS_CRASH_AT=`<audit event>|<substring>|<n>`: SIGKILL itself at the n-th audit event `open` (for writing)
+  or `os.rename` whose path contains the substring, e.g. `os.rename|.partial|1` (a LoRA fully written to its temporary file,
   not yet renamed) or `open|/.tmp-|2` (a checkpoint folder half written). Python's audit hooks (PEP 578) see
   every file open and rename, so the kill lands exactly inside a save, with nothing in the engine changed.
 - LS_FSIZE_LIMIT=<bytes>: RLIMIT_FSIZE with SIGXFSZ ignored, so a bigger file write fails with EFBIG, as on a
@@ -19,12 +19,18 @@ import signal
 import sys
 
 
+def _writes(args: tuple) -> bool:
+    """An `open` audit event (path, mode, flags) that writes: open(..., "wb") or os.open(..., O_WRONLY ...)."""
+    mode, flags = (args + (None, None))[1:3]
+    return bool(set(str(mode or "")) & set("wax+")) or bool((flags or 0) & (os.O_WRONLY | os.O_RDWR))
+
+
 def _plant_kill(plan: str) -> None:
     event, needle, nth = plan.split("|")
     seen = [0]
 
     def hook(name: str, args: tuple) -> None:
-        if name == event and args and needle in str(args[0]):
+        if name == event and args and needle in str(args[0]) and (name != "open" or _writes(args)):
             seen[0] += 1
             if seen[0] == int(nth):
                 os.kill(os.getpid(), signal.SIGKILL)
