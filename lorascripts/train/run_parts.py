@@ -78,6 +78,7 @@ class RunParts:
         cfg, acc = self.cfg, self.accelerator
         self.scan = scan(cfg)
         self._preflight()
+        self._estimate(events)
         events.emit("loading_model", base_model=cfg.base_model)
         self.base = load_base_model(
             resolve_base_model(cfg.base_model),
@@ -122,6 +123,19 @@ class RunParts:
         from ..data.checks import preflight
 
         preflight(self.cfg, self.scan)
+
+    def _estimate(self, events: EventSink) -> None:
+        """Expected peak memory and s/step, before loading (a failure here never stops the run)."""
+        from ..perf.estimate import estimate_run
+
+        try:
+            estimate = estimate_run(self.cfg, device=self.accelerator.device.type)
+        except Exception as exc:  # noqa: BLE001 - the estimate is advice; the load reports real errors
+            logger.info("no pre-flight estimate for %s (%s)", self.cfg.base_model, exc)
+            return
+        logger.info("%s", estimate.describe())
+        events.emit("estimate", **estimate.event())
+        self.estimate = estimate
 
     def _freeze_and_place(self) -> None:
         base, acc, dtype = self.base, self.accelerator, self.precision.weight_dtype
