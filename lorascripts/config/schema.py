@@ -283,6 +283,13 @@ class TrainConfig:
         None, help="Folder of disk caches (default: <output_dir>/cache).", section=TRAIN, path=True
     )
     torch_compile: bool = option(False, help="Compile the U-Net with torch.compile.", section=TRAIN)
+    cpu_threads: int = option(
+        0,
+        help="torch CPU threads (0: auto: one for tiny models, whose steps are per-operator overhead, else all).",
+        section=TRAIN,
+        min=0,
+        max=1024,
+    )
     num_workers: int = option(0, help="Data-loading worker processes.", section=TRAIN, min=0, max=64)
 
     # --- saving ---------------------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ class RunEstimate:
     loading_memory_bytes: int = 0
     matmul_peak_flops: float = 0.0
     resolution: tuple[int, int] = (0, 0)
+    precision: str = "no"  # mixed_precision the estimate assumed (auto resolved)
+    overhead_bound: bool = False  # CPU step dominated by per-operator cost: fp32 and one thread are faster
 
     def describe(self) -> str:
         limit = f" of {self.memory_limit_bytes / GIB:.1f} GiB" if self.memory_limit_bytes else ""
@@ -95,15 +97,14 @@ def _cost_cached(shapes: ModelShapes, **kwargs: Any) -> StepCost:
     return cost
 
 
-def _weight_dtype(cfg: TrainConfig, device: str) -> torch.dtype:
-    from ..train.setup import cpu_has_fast_bf16
+def resolve_mode(cfg: TrainConfig, device: str, overhead_bound: bool) -> str:
+    """mixed_precision with `auto` resolved as the trainer resolves it."""
+    from ..train.setup import auto_precision
 
-    mode = cfg.mixed_precision
-    if mode == "auto":
-        if device == "cuda":
-            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            mode = "bf16" if cpu_has_fast_bf16() else "no"
+    return auto_precision(device, overhead_bound) if cfg.mixed_precision == "auto" else cfg.mixed_precision
+
+
+def _dtype(mode: str) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
 
 
@@ -143,11 +144,10 @@ def _resolution(cfg: TrainConfig, shapes: ModelShapes) -> tuple[int, int]:
     return resolution_for(cfg, shapes.resolution)
 
 
-def _memory(cfg: TrainConfig, shapes: ModelShapes, plan: _Plan, device: str) -> tuple[int, int, StepCost]:
-    """(training bytes, loading bytes, step cost) of one plan."""
+def _cost(cfg: TrainConfig, shapes: ModelShapes, plan: _Plan) -> StepCost:
+    """The step's cost, counted in fp32 (activation bytes scale with the element size; one cached pass)."""
     width, height = _resolution(cfg, shapes)
-    dtype = _weight_dtype(cfg, device)
-    cost = _cost_cached(
+    return _cost_cached(
         shapes,
         batch=plan.batch,
         height=height,
@@ -158,13 +158,20 @@ def _memory(cfg: TrainConfig, shapes: ModelShapes, plan: _Plan, device: str) -> 
         rank=plan.rank,
         roles=tuple(sorted(cfg.target_modules or DEFAULT_ROLES)),
         conv_lora=cfg.network_type != "lora",
-        dtype=dtype,
+        dtype=torch.float32,
     )
-    item = torch.tensor([], dtype=dtype).element_size()
+
+
+def _memory(
+    cfg: TrainConfig, shapes: ModelShapes, plan: _Plan, device: str, mode: str
+) -> tuple[int, int, StepCost]:
+    """(training bytes, loading bytes, step cost) of one plan."""
+    cost = _cost(cfg, shapes, plan)
+    item = torch.tensor([], dtype=_dtype(mode)).element_size()
     frozen = sum(shapes.params.values()) * item
     states = 2 + OPTIMIZER_STATES.get(cfg.optimizer, 2)  # parameter + gradient + optimizer state, fp32
     lora = cost.lora_params * 4 * states
-    activations = int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes
+    activations = (int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes) * item // 4
     training = frozen + lora + activations
     if device == "cuda":
         return training, 0, cost
@@ -174,59 +181,74 @@ def _memory(cfg: TrainConfig, shapes: ModelShapes, plan: _Plan, device: str) -> 
     return training, loading, cost
 
 
-def _seconds(cost: StepCost, device: str, peak: float) -> float:
-    return cost.flops / (peak * MATMUL_EFFICIENCY[device]) + cost.ops * OP_OVERHEAD_S[device]
+def _seconds(cost: StepCost, device: str, peak: float) -> tuple[float, float]:
+    """(compute seconds, operator-overhead seconds) of one step."""
+    return cost.flops / (peak * MATMUL_EFFICIENCY[device]), cost.ops * OP_OVERHEAD_S[device]
 
 
-def _suggest(
-    cfg: TrainConfig,
-    shapes: ModelShapes,
-    plan: _Plan,
-    device: str,
-    limit: int | None,
-    base_rss: int,
-    peak_bytes: int,
-) -> str | None:
-    """The first change of the preset (checkpointing, text cache, batch, rank) whose estimate fits."""
-    if limit is None:
-        return None
-    if peak_bytes <= 0.9 * limit:
-        if plan.checkpointing and not cfg.train_text_encoder:
-            unchecked = _Plan(plan.batch, plan.rank, False, plan.text_cache)
-            training, loading, _ = _memory(cfg, shapes, unchecked, device)
-            if max(training, loading) + base_rss <= 0.8 * limit:
-                return "gradient_checkpointing: false fits in memory and is about 30% faster per step"
-        return None
-    candidates = []
+@dataclass
+class _Context:
+    """What the suggestion search needs besides the plan."""
+
+    cfg: TrainConfig
+    shapes: ModelShapes
+    device: str
+    mode: str
+    base_rss: int
+    limit: int | None
+
+    def peak(self, plan: _Plan) -> int:
+        training, loading, _ = _memory(self.cfg, self.shapes, plan, self.device, self.mode)
+        return max(training, loading) + self.base_rss
+
+
+def _candidates(cfg: TrainConfig, plan: _Plan) -> list[tuple[str, _Plan]]:
+    """Changes of the preset that lower memory, least costly first (each keeps the ones before it)."""
+    out = []
+    current = plan
     if not plan.checkpointing:
-        candidates.append(
-            ("gradient_checkpointing: true", _Plan(plan.batch, plan.rank, True, plan.text_cache))
-        )
+        current = _Plan(current.batch, current.rank, True, current.text_cache)
+        out.append(("gradient_checkpointing: true", current))
     if not plan.text_cache and not cfg.train_text_encoder:
-        candidates.append(("cache_text_encoder_outputs: memory", _Plan(plan.batch, plan.rank, True, True)))
-    batch = plan.batch
+        current = _Plan(current.batch, current.rank, current.checkpointing, True)
+        out.append(("cache_text_encoder_outputs: memory", current))
+    batch = current.batch
     while batch > 1:
         batch //= 2
-        candidates.append(
-            (
-                f"batch_size: {batch} (with gradient_accumulation_steps: {plan.batch // batch})",
-                _Plan(batch, plan.rank, True, True),
-            )
-        )
+        current = _Plan(batch, current.rank, current.checkpointing, current.text_cache)
+        steps = plan.batch // batch
+        out.append((f"batch_size: {batch} with gradient_accumulation_steps: {steps}", current))
     if plan.rank > 8:
-        candidates.append(("lora_rank: 8", _Plan(1, 8, True, True)))
-    for what, candidate in candidates:
-        training, loading, _ = _memory(cfg, shapes, candidate, device)
-        if max(training, loading) + base_rss <= 0.9 * limit:
-            return f"this config needs more memory than the {limit / GIB:.1f} GiB here; use {what}"
+        out.append(("lora_rank: 8", _Plan(current.batch, 8, current.checkpointing, current.text_cache)))
+    return out
+
+
+def _suggest(ctx: _Context, plan: _Plan, peak_bytes: int) -> str | None:
+    """The first change of the preset (checkpointing, text cache, batch, rank) whose estimate fits."""
+    if ctx.limit is None:
+        return None
+    if peak_bytes <= 0.9 * ctx.limit:
+        if plan.checkpointing and not ctx.cfg.train_text_encoder:
+            unchecked = _Plan(plan.batch, plan.rank, False, plan.text_cache)
+            if ctx.peak(unchecked) <= 0.8 * ctx.limit:
+                return "gradient_checkpointing: false fits in memory and saves about a quarter of each step"
+        return None
+    for what, candidate in _candidates(ctx.cfg, plan):
+        if ctx.peak(candidate) <= 0.9 * ctx.limit:
+            return f"this config needs more than the {ctx.limit / GIB:.1f} GiB here; use {what}"
     return (
-        f"this config needs more memory than the {limit / GIB:.1f} GiB here even with checkpointing and "
-        "batch 1; lower the resolution or use a machine with more memory"
+        f"this config needs more than the {ctx.limit / GIB:.1f} GiB here even with checkpointing and batch 1; "
+        "lower the resolution or use a machine with more memory"
     )
 
 
-def estimate_run(cfg: TrainConfig, *, device: str | None = None) -> RunEstimate:
-    """Peak memory and s/step of `cfg` on this device, from headers and one meta pass (no weights loaded)."""
+def estimate_run(
+    cfg: TrainConfig, *, device: str | None = None, memory_limit_bytes: int | None = None
+) -> RunEstimate:
+    """Peak memory and s/step of `cfg` on this device, from headers and one meta pass (no weights loaded).
+
+    `memory_limit_bytes` replaces the device's memory as what the suggestion must fit in.
+    """
     from ..train.setup import resolve_base_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -237,20 +259,29 @@ def estimate_run(cfg: TrainConfig, *, device: str | None = None) -> RunEstimate:
         cfg.gradient_checkpointing,
         cfg.cache_text_encoder_outputs != "off" and not cfg.train_text_encoder,
     )
-    training, loading, cost = _memory(cfg, shapes, plan, device)
+    cost = _cost(cfg, shapes, plan)
+    # overhead-bound: the operators' fixed cost outweighs their arithmetic even at the fp32 peak
+    fp32_compute, overhead = _seconds(cost, device, matmul_peak(torch.float32, device))
+    overhead_bound = device == "cpu" and overhead > fp32_compute
+    mode = resolve_mode(cfg, device, overhead_bound)
+    peak = matmul_peak(_dtype(mode), device)
+    training, loading, _ = _memory(cfg, shapes, plan, device, mode)
     base_rss = _rss_bytes() + LIBRARY_RSS if device == "cpu" else 0
     peak_bytes = max(training, loading) + base_rss
-    peak = matmul_peak(_weight_dtype(cfg, device), device)
-    limit = memory_limit(device)
+    ctx = _Context(cfg, shapes, device, mode, base_rss, memory_limit_bytes or memory_limit(device))
+    compute, overhead = _seconds(cost, device, peak)
+    accum = cfg.gradient_accumulation_steps
     return RunEstimate(
         peak_memory_bytes=int(peak_bytes),
-        seconds_per_step=_seconds(cost, device, peak) * cfg.gradient_accumulation_steps,
-        flops_per_step=cost.flops * cfg.gradient_accumulation_steps,
+        seconds_per_step=(compute + overhead) * accum,
+        flops_per_step=cost.flops * accum,
         device=device,
-        suggestion=_suggest(cfg, shapes, plan, device, limit, base_rss, peak_bytes),
-        memory_limit_bytes=limit,
+        suggestion=_suggest(ctx, plan, peak_bytes),
+        memory_limit_bytes=ctx.limit,
         training_memory_bytes=int(training + base_rss),
         loading_memory_bytes=int(loading + base_rss) if loading else 0,
         matmul_peak_flops=peak,
         resolution=_resolution(cfg, shapes),
+        precision=mode,
+        overhead_bound=overhead_bound,
     )

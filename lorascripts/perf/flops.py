@@ -11,7 +11,7 @@ meta model is not supported.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,32 @@ class _SavedTensors:
     @property
     def total(self) -> int:
         return sum(self.sizes.values())
+
+
+def count_flops(
+    build: Callable[[], nn.Module],
+    shapes: list[tuple[int, ...]],
+    *,
+    keyword_names: tuple[str, ...] = (),
+    dtype: torch.dtype = torch.float32,
+) -> tuple[float, float]:
+    """(forward, forward + backward) FLOPs of a frozen module built by `build` on the meta device.
+
+    The first shape is the positional input, the others are passed as `keyword_names`; every input requires
+    grad, so the backward is the one a LoRA step runs through frozen layers (input gradients, no weight ones).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        module = build()
+    nn.Module.to(module, dtype)
+    module.requires_grad_(False)
+    inputs = [torch.empty(s, device="meta", dtype=dtype, requires_grad=True) for s in shapes]
+    with FlopCounterMode(display=False) as counter:
+        out = module(inputs[0], **dict(zip(keyword_names, inputs[1:])))
+        forward = float(counter.get_total_flops())
+        out.float().sum().backward()
+    return forward, float(counter.get_total_flops())
 
 
 def _lora_flops(module: nn.Module, rows: int, rank: int) -> tuple[float, int]:

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..config import TrainConfig, save_config
 from ..errors import ModelError
 from .events import EventSink
+
+if TYPE_CHECKING:
+    from ..perf.estimate import RunEstimate
 from .setup import (
     Precision,
     attach_log_file,
@@ -58,7 +61,10 @@ class RunParts:
         self._total_steps_for = total_steps_for
         cpu = not torch.cuda.is_available()
         device = torch.device("cpu") if cpu else torch.device("cuda")
-        self.precision: Precision = resolve_precision(cfg, device)
+        self.estimate = _estimate(cfg, device.type)
+        overhead_bound = bool(self.estimate and self.estimate.overhead_bound)
+        self.precision: Precision = resolve_precision(cfg, device, overhead_bound)
+        self._threads = _set_threads(cfg, device.type, overhead_bound)
         self.accelerator = Accelerator(mixed_precision=self.precision.mode, cpu=cpu)
         self.output_dir = prepare_output_dir(cfg)
         self.output_name = output_name_for(cfg)
@@ -78,7 +84,9 @@ class RunParts:
         cfg, acc = self.cfg, self.accelerator
         self.scan = scan(cfg)
         self._preflight()
-        self._estimate(events)
+        if self.estimate is not None:
+            logger.info("%s", self.estimate.describe())
+            events.emit("estimate", **self.estimate.event())
         events.emit("loading_model", base_model=cfg.base_model)
         self.base = load_base_model(
             resolve_base_model(cfg.base_model),
@@ -123,19 +131,6 @@ class RunParts:
         from ..data.checks import preflight
 
         preflight(self.cfg, self.scan)
-
-    def _estimate(self, events: EventSink) -> None:
-        """Expected peak memory and s/step, before loading (a failure here never stops the run)."""
-        from ..perf.estimate import estimate_run
-
-        try:
-            estimate = estimate_run(self.cfg, device=self.accelerator.device.type)
-        except Exception as exc:  # noqa: BLE001 - the estimate is advice; the load reports real errors
-            logger.info("no pre-flight estimate for %s (%s)", self.cfg.base_model, exc)
-            return
-        logger.info("%s", estimate.describe())
-        events.emit("estimate", **estimate.event())
-        self.estimate = estimate
 
     def _freeze_and_place(self) -> None:
         base, acc, dtype = self.base, self.accelerator, self.precision.weight_dtype
@@ -323,6 +318,8 @@ class RunParts:
             self.writer.close()
         if getattr(self, "network", None) is not None:
             self.network.remove()
+        if self._threads is not None:
+            torch.set_num_threads(self._threads)
         if self._log_handler is not None:
             logging.getLogger("lorascripts").removeHandler(self._log_handler)
             self._log_handler.close()
@@ -335,6 +332,32 @@ def _version_matches(version: str, family: str) -> bool:
     if family == "sdxl":
         return version.startswith("sdxl")
     return version.startswith("sd_v1" if family == "sd1" else "sd_v2")
+
+
+def _estimate(cfg: TrainConfig, device_type: str) -> RunEstimate | None:
+    """The pre-flight estimate (from headers; before anything is loaded). Advice only: never fails a run."""
+    from ..perf.estimate import estimate_run
+
+    try:
+        return estimate_run(cfg, device=device_type)
+    except Exception as exc:  # noqa: BLE001 - the model load reports real problems with the checkpoint
+        logger.info("no pre-flight estimate for %s (%s)", cfg.base_model, exc)
+        return None
+
+
+def _set_threads(cfg: TrainConfig, device_type: str, overhead_bound: bool) -> int | None:
+    """Apply cpu_threads (auto: one thread for overhead-bound models); returns the count to restore, if changed.
+
+    Why one: a tiny model's operators take microseconds, and splitting each over OpenMP threads costs more in
+    barriers than it gains; on a busy machine the spinning threads made the 64 px step 8x slower than 1 thread.
+    """
+    wanted = cfg.cpu_threads or (1 if overhead_bound and device_type == "cpu" else 0)
+    if not wanted or wanted == torch.get_num_threads():
+        return None
+    before = torch.get_num_threads()
+    torch.set_num_threads(wanted)
+    logger.info("torch CPU threads: %d (was %d)", wanted, before)
+    return before
 
 
 def build_parts(cfg: TrainConfig, total_steps_for: Callable[[TrainConfig, int], int]) -> RunParts:
