@@ -70,7 +70,11 @@ def run_ours(w: Workload, work: Path, timeout: float = 1800) -> RunResult:
         peak_rss_bytes=rss,
         peak_vram_bytes=vram,
         dtype={"bf16": "bf16", "fp16": "fp16"}.get(started.get("precision", "no"), "fp32"),
-        extra={"estimate": estimate, "loop_started_s": started.get("time", launched) - launched},
+        extra={
+            "estimate": estimate,
+            "loop_started_s": started.get("time", launched) - launched,
+            "lora_modules": started.get("modules"),
+        },
     )
     if code != 0 or len(steps) < w.steps:
         result.error = f"exit code {code}, {len(steps)}/{w.steps} steps:\n{log_tail(log)}"

@@ -28,7 +28,7 @@ from .ours import run_ours
 from .reference import run_reference
 from .report import CONTENDERS, WorkloadInfo, summarise, write
 from .report import markdown as to_markdown
-from .workloads import WORKLOADS, Workload, checkpoint_file, unet_config
+from .workloads import WORKLOADS, Workload, checkpoint_file, diffusers_folder, unet_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -58,12 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, help="steps per run of ours / the reference loop")
     ap.add_argument("--comfy-steps", type=int, help="steps per ComfyUI run")
     ap.add_argument("--warmup", type=int, help="steps dropped before the steady-state rate")
-    ap.add_argument("--quick", action="store_true", help="tiny-64, ours + reference, 6 steps, one run each")
+    ap.add_argument("--quick", action="store_true", help="tiny-64, ours + reference, 5 steps, one run each")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder of the result files")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.workloads, args.steps, args.warmup = "tiny-64", args.steps or 6, args.warmup or 2
+        args.workloads, args.steps, args.warmup = "tiny-64", args.steps or 5, args.warmup or 2
         if args.contenders == ap.get_default("contenders"):
             args.contenders = "ours,reference"
         args.repeats = args.repeats or 1
@@ -138,8 +138,10 @@ def run_all(workloads: list[Workload], contenders: list[str], work: Path) -> tup
     for w in workloads:
         skipped = skip_reasons(w, contenders)
         active = [c for c in contenders if c not in skipped]
-        if active:
-            checkpoint_file(w.model)  # build the random checkpoint before any timing starts
+        if active:  # build the random checkpoint (and its diffusers copy) before any timing starts
+            checkpoint_file(w.model)
+            if "reference" in active:
+                diffusers_folder(w.model)
         info = WorkloadInfo(w.name, {**w.__dict__}, flops_per_step(w) if active else None, skipped)
         infos.append(info)
         failed: set[str] = set()

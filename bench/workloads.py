@@ -49,7 +49,8 @@ WORKLOADS: dict[str, Workload] = {
     for w in (
         Workload("tiny-64", "toy", 64, batch=4, steps=24, comfy_steps=8, warmup=4, repeats=3),
         Workload("sd15-256", "sd15", 256, batch=1, steps=8, comfy_steps=5, warmup=2, repeats=2),
-        Workload("sd15-512", "sd15", 512, batch=1, steps=5, comfy_steps=4, warmup=2, repeats=1),
+        Workload("sd15-512", "sd15", 512, batch=1, steps=5, comfy_steps=3, warmup=1, repeats=1),
+        Workload("sd15-512-b4", "sd15", 512, batch=4, steps=10, warmup=2, repeats=2, needs_gpu=True),
         Workload("sdxl-1024", "sdxl", 1024, batch=1, steps=12, warmup=3, repeats=2, needs_gpu=True),
     )
 }
