@@ -285,7 +285,8 @@ class TrainConfig:
     torch_compile: bool = option(False, help="Compile the U-Net with torch.compile.", section=TRAIN)
     cpu_threads: int = option(
         0,
-        help="torch CPU threads (0: auto: one for tiny models, whose steps are per-operator overhead, else all).",
+        help="torch CPU threads. 0: auto (all cores; one for tiny models, whose steps are per-operator overhead, "
+        "and on a machine whose load average is already twice its cores).",
         section=TRAIN,
         min=0,
         max=1024,

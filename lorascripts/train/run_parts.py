@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -345,13 +346,24 @@ def _estimate(cfg: TrainConfig, device_type: str) -> RunEstimate | None:
         return None
 
 
-def _set_threads(cfg: TrainConfig, device_type: str, overhead_bound: bool) -> int | None:
-    """Apply cpu_threads (auto: one thread for overhead-bound models); returns the count to restore, if changed.
+def _auto_threads(device_type: str, overhead_bound: bool) -> int:
+    """0 (torch's default), or 1 where more threads only wait on each other.
 
-    Why one: a tiny model's operators take microseconds, and splitting each over OpenMP threads costs more in
-    barriers than it gains; on a busy machine the spinning threads made the 64 px step 8x slower than 1 thread.
+    Two cases, both measured: a tiny model's operators take microseconds, and splitting each over OpenMP
+    threads costs more in barriers than it gains; and on a machine already busier than its cores (load
+    average >= 2x cores) every parallel region waits for a descheduled thread: there, SD1.5 at 256 px took
+    33-36 s/step on 2 threads and 5-21 s on one, the 64 px pipeline 1.6-6 s against 0.22-0.48 s.
     """
-    wanted = cfg.cpu_threads or (1 if overhead_bound and device_type == "cpu" else 0)
+    if device_type != "cpu":
+        return 0
+    cores = os.cpu_count() or 1
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 2 * cores
+    return 1 if overhead_bound or busy else 0
+
+
+def _set_threads(cfg: TrainConfig, device_type: str, overhead_bound: bool) -> int | None:
+    """Apply cpu_threads (0: _auto_threads); returns the count to restore at the end, if it was changed."""
+    wanted = cfg.cpu_threads or _auto_threads(device_type, overhead_bound)
     if not wanted or wanted == torch.get_num_threads():
         return None
     before = torch.get_num_threads()
