@@ -65,7 +65,8 @@ class RunEstimate:
         text = (
             f"estimate for {self.resolution[0]}x{self.resolution[1]} on {self.device}: peak memory "
             f"{self.peak_memory_bytes / GIB:.2f} GiB{limit}, {self.seconds_per_step:.2f} s/step "
-            f"({self.flops_per_step / 1e12:.3f} TFLOP/step at {self.matmul_peak_flops / 1e12:.2f} TFLOP/s peak)"
+            f"({self.flops_per_step / 1e9:.3g} GFLOP/step, measured {self.precision} matmul peak "
+            f"{self.matmul_peak_flops / 1e9:.3g} GFLOP/s)"
         )
         return text + (f". Suggestion: {self.suggestion}" if self.suggestion else "")
 
