@@ -140,3 +140,25 @@ def test_cpu_threads_change_nothing_but_speed(tiny_sd1, tmp_path: Path) -> None:
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert results[0].final_loss == pytest.approx(results[1].final_loss, rel=1e-4)
     assert torch.get_num_threads() >= 1  # restored after the run
+
+
+def test_disk_caches_are_reused_by_a_run_in_another_folder(tiny_sd1, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=2)
+    shared = tmp_path / "shared-cache"
+    common = dict(
+        max_train_steps=2,
+        cache_latents="disk",
+        cache_text_encoder_outputs="disk",
+        train_text_encoder=False,
+        cache_dir=str(shared),
+    )
+    first = train(config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "a", **common)))
+    files = sorted((shared / "latents").glob("*.safetensors")) + sorted(
+        (shared / "text").glob("*.safetensors")
+    )
+    assert len(list((shared / "text").glob("*.safetensors"))) == 2  # one per distinct processed caption
+    stamps = [p.stat().st_mtime_ns for p in files]
+    second = train(config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "b", **common)))
+    assert [p.stat().st_mtime_ns for p in files] == stamps, "nothing was encoded again"
+    a, b = load_file(str(first.lora_path)), load_file(str(second.lora_path))
+    assert all(torch.equal(a[k], b[k]) for k in a)

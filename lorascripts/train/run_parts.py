@@ -80,7 +80,7 @@ class RunParts:
         """Dataset, base model, caches, network, optimizer: everything that can fail on user input."""
         from ..data.buckets import BucketSet
         from ..models import load_base_model
-        from .inputs import FixedSize, InputPipeline
+        from .inputs import FixedSize, InputPipeline, TextCache
 
         cfg, acc = self.cfg, self.accelerator
         self.scan = scan(cfg)
@@ -115,7 +115,8 @@ class RunParts:
         self.inputs = InputPipeline(cfg, list(self.scan.items), buckets, self._vae_identity(), cache_dir)
         events.emit("caching", images=len(self.scan.items), mode=cfg.cache_latents)
         self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
-        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        text_disk = cache_dir / "text" if cfg.cache_text_encoder_outputs == "disk" else None
+        self._text_cache = TextCache(text_disk, self._vae_identity(), cfg.clip_skip)
         self._build_network()
         self._build_optimizer()
         self._start_logging()
@@ -247,7 +248,7 @@ class RunParts:
         device = self.accelerator.device
         if self.cfg.cache_text_encoder_outputs == "off":
             return {"input_ids": [ids.to(device) for ids in tokenize(self.base, captions)]}
-        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
+        missing = [c for c in dict.fromkeys(captions) if self._text_cache.get(c) is None]
         if missing:
             with torch.no_grad():
                 hidden, pooled = encode_tokens(
@@ -256,13 +257,10 @@ class RunParts:
                     clip_skip=self.cfg.clip_skip,
                 )
             for i, caption in enumerate(missing):
-                self._text_cache[caption] = (hidden[i], pooled[i] if pooled is not None else None)
-        hidden = torch.stack([self._text_cache[c][0] for c in captions])
-        pooled = (
-            None
-            if self._text_cache[captions[0]][1] is None
-            else torch.stack([self._text_cache[c][1] for c in captions])
-        )
+                self._text_cache.put(caption, hidden[i], pooled[i] if pooled is not None else None)
+        found = [self._text_cache.get(c) for c in captions]
+        hidden = torch.stack([h for h, _ in found]).to(device)
+        pooled = None if found[0][1] is None else torch.stack([p for _, p in found]).to(device)
         return {"cached": (hidden, pooled)}
 
     def log_scalars(self, step: int, loss: float, lrs: list[float]) -> None:
