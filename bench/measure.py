@@ -14,7 +14,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .workloads import Workload
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,6 +124,26 @@ def run_child(args: list[str], log: Path, timeout: float, env: dict[str, str]) -
             time.sleep(0.2)
         proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, usage.ru_maxrss * 1024, vram.stop()
+
+
+def run_trainer(
+    contender: str, w: Workload, args: list[str], events_path: Path, log: Path, timeout: float
+) -> tuple[RunResult, dict[str, dict[str, Any]]]:
+    """Run a trainer that writes events.jsonl (`started`, one `step` per step); the result and the first event
+    of each kind."""
+    from lorascripts.train.events import read_events
+
+    launched = time.time()
+    code, rss, vram = run_child(args, log, timeout, child_env())
+    events = read_events(events_path)
+    steps = [(int(e["step"]), float(e["time"])) for e in events if e.get("event") == "step"]
+    first: dict[str, dict[str, Any]] = {}
+    for e in events:
+        first.setdefault(str(e.get("event")), e)
+    result = RunResult(contender, w.name, launched, steps, w.batch, w.warmup, rss, vram)
+    if code != 0 or len(steps) < w.steps:
+        result.error = f"exit code {code}, {len(steps)}/{w.steps} steps:\n{log_tail(log)}"
+    return result, first
 
 
 def vm_hwm(pid: int) -> int | None:

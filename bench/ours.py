@@ -9,15 +9,12 @@ the run's events.jsonl (`log_every_n_steps: 1` gives one step event per step).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lorascripts.train.events import read_events
-
-from .measure import REPO, RunResult, child_env, log_tail, run_child
+from .measure import REPO, RunResult, run_trainer
 from .workloads import Workload, checkpoint_file, image_set, tokenizer_dir
 
 
@@ -51,31 +48,13 @@ def run_ours(w: Workload, work: Path, timeout: float = 1800) -> RunResult:
     work.mkdir(parents=True, exist_ok=True)
     config = work / "run.yaml"
     config.write_text(yaml.safe_dump(train_config(w, out), sort_keys=False), encoding="utf-8")
-    log = work / "train.log"
-    launched = time.time()
-    code, rss, vram = run_child(
-        [sys.executable, str(REPO / "train.py"), "--config", str(config)], log, timeout, child_env()
-    )
-    events = read_events(out / "events.jsonl")
-    steps = [(int(e["step"]), float(e["time"])) for e in events if e.get("event") == "step"]
-    started = next((e for e in events if e.get("event") == "started"), {})
-    estimate = next((e for e in events if e.get("event") == "estimate"), None)
-    result = RunResult(
-        contender="ours",
-        workload=w.name,
-        launched_at=launched,
-        step_times=steps,
-        batch=w.batch,
-        warmup=w.warmup,
-        peak_rss_bytes=rss,
-        peak_vram_bytes=vram,
-        dtype={"bf16": "bf16", "fp16": "fp16"}.get(started.get("precision", "no"), "fp32"),
-        extra={
-            "estimate": estimate,
-            "loop_started_s": started.get("time", launched) - launched,
-            "lora_modules": started.get("modules"),
-        },
-    )
-    if code != 0 or len(steps) < w.steps:
-        result.error = f"exit code {code}, {len(steps)}/{w.steps} steps:\n{log_tail(log)}"
+    args = [sys.executable, str(REPO / "train.py"), "--config", str(config)]
+    result, first = run_trainer("ours", w, args, out / "events.jsonl", work / "train.log", timeout)
+    started = first.get("started", {})
+    result.dtype = {"bf16": "bf16", "fp16": "fp16"}.get(started.get("precision", "no"), "fp32")
+    result.extra = {
+        "estimate": first.get("estimate"),
+        "loop_started_s": started["time"] - result.launched_at if started else None,
+        "lora_modules": started.get("modules"),
+    }
     return result
