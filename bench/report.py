@@ -44,9 +44,11 @@ def contender_row(
             "contender": contender,
             "status": f"skipped: {info.skipped[contender]}",
         }
+    if not runs:
+        return {"workload": info.name, "contender": contender, "status": "not run (yet)"}
     good = [r for r in runs if r.error is None and r.seconds_per_step]
     if not good:
-        error = next((r.error for r in runs if r.error), "no run")
+        error = next((r.error for r in runs if r.error), "no steady-state steps")
         return {"workload": info.name, "contender": contender, "status": f"failed: {error.splitlines()[0]}"}
     sps = [r.seconds_per_step for r in good]
     median_sps = statistics.median(sps)

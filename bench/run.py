@@ -17,6 +17,7 @@ import platform
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from .comfy import run_comfy
+from .measure import RunResult
 from .ours import run_ours
 from .reference import run_reference
 from .report import CONTENDERS, WorkloadInfo, summarise, write
@@ -132,9 +134,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_all(workloads: list[Workload], contenders: list[str], work: Path) -> tuple[list, list]:
-    """Every workload, repeats interleaved across contenders; a contender that fails is not repeated."""
-    infos, runs = [], []
+def run_all(
+    workloads: list[Workload], contenders: list[str], work: Path, save: Callable[[list, list], None]
+) -> None:
+    """Every workload, repeats interleaved across contenders; a contender that fails is not repeated.
+    `save(infos, runs)` is called after every run, so an interrupted suite still leaves its results."""
+    infos: list[WorkloadInfo] = []
+    runs: list[RunResult] = []
     for w in workloads:
         skipped = skip_reasons(w, contenders)
         active = [c for c in contenders if c not in skipped]
@@ -142,8 +148,7 @@ def run_all(workloads: list[Workload], contenders: list[str], work: Path) -> tup
             checkpoint_file(w.model)
             if "reference" in active:
                 diffusers_folder(w.model)
-        info = WorkloadInfo(w.name, {**w.__dict__}, flops_per_step(w) if active else None, skipped)
-        infos.append(info)
+        infos.append(WorkloadInfo(w.name, {**w.__dict__}, flops_per_step(w) if active else None, skipped))
         failed: set[str] = set()
         for i in range(max(w.repeats, w.comfy_repeats)):
             for c in active:
@@ -151,15 +156,15 @@ def run_all(workloads: list[Workload], contenders: list[str], work: Path) -> tup
                     continue
                 began = time.time()
                 result = RUNNERS[c](w, work / f"{w.name}-{c}-{i}")
-                took = time.time() - began
                 runs.append(result)
                 status = (
                     result.error.splitlines()[0] if result.error else f"{result.seconds_per_step:.3f} s/step"
                 )
-                print(f"[bench] {w.name} {c} run {i + 1}: {status} ({took:.0f} s)", flush=True)
+                print(f"[bench] {w.name} {c} run {i + 1}: {status} ({time.time() - began:.0f} s)", flush=True)
                 if result.error:
                     failed.add(c)
-    return infos, runs
+                save(infos, runs)
+        save(infos, runs)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -177,16 +182,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     result["machine"] = machine()
     result["matmul_peak"] = matmul_peaks()
-    with tempfile.TemporaryDirectory(prefix="lorascripts-bench-") as tmp:
-        infos, runs = run_all(workloads, contenders, args.work or Path(tmp))
-    result["machine"]["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    result.update(summarise(infos, runs, result["matmul_peak"], contenders))
-    result["workloads"] = [info.__dict__ for info in infos]
-    result["runs"] = [r.to_json() for r in runs]
-    result["notes"] = NOTES
-    result["wall_s"] = time.time() - started
     stem = f"{result['date'][:10]}-{result['machine']['host']}" + ("-quick" if args.quick else "")
-    json_path, md_path = write(result, args.out, stem)
+    paths: list[Path] = []
+
+    def save(infos: list[WorkloadInfo], runs: list[RunResult]) -> None:
+        result["machine"]["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        result.update(summarise(infos, runs, result["matmul_peak"], contenders))
+        result["workloads"] = [info.__dict__ for info in infos]
+        result["runs"] = [r.to_json() for r in runs]
+        result["notes"] = NOTES
+        result["wall_s"] = time.time() - started
+        paths[:] = write(result, args.out, stem)
+
+    with tempfile.TemporaryDirectory(prefix="lorascripts-bench-") as tmp:
+        run_all(workloads, contenders, args.work or Path(tmp), save)
+    json_path, md_path = paths
     print(to_markdown(result))
     print(f"[bench] {time.time() - started:.0f} s; wrote {md_path} and {json_path}")
     return result

@@ -8,7 +8,10 @@ them (ComfyUI's trainer takes a single conditioning), and the same rank, batch, 
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -96,18 +99,22 @@ def diffusers_folder(model: str) -> Path:
         return TOY_MODEL_DIR
     folder = CACHE / f"{model}-random-diffusers"
     if not (folder / "model_index.json").is_file():
-        _write_diffusers_folder(checkpoint_file(model), folder)
+        # in a child process: the whole model in memory would otherwise stay in the bench's own RSS
+        script = "import sys; from bench.workloads import write_diffusers_folder as w; w(*sys.argv[1:])"
+        args = [sys.executable, "-c", script, str(checkpoint_file(model)), str(folder)]
+        subprocess.run(args, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
     return folder
 
 
-def _write_diffusers_folder(single_file: Path, folder: Path) -> None:
+def write_diffusers_folder(single_file: str, target: str) -> None:
     """Convert once with our loader, save with diffusers' own pipeline writer (fp16 on disk, like the file)."""
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from lorascripts.models import load_base_model
 
-    base = load_base_model(str(single_file), tokenizer_path=str(tokenizer_dir()))
+    folder = Path(target)
+    base = load_base_model(single_file, tokenizer_path=str(tokenizer_dir()))
     parts: dict[str, Any] = {
         "vae": base.vae.to(torch.float16),
         "unet": base.unet.to(torch.float16),
