@@ -41,6 +41,7 @@ ACTIVATION_FACTOR = 1.15  # allocator slack and the autograd bookkeeping not see
 LIBRARY_RSS = 350 * 2**20  # diffusers/transformers/lycoris imported after the estimate
 OPTIMIZER_STATES = {"adamw": 2, "adamw8bit": 0.5, "prodigy": 4, "adafactor": 1}
 GIB = 2**30
+PRECISION_NAMES = {"no": "fp32"}
 
 
 @dataclass
@@ -65,7 +66,7 @@ class RunEstimate:
         text = (
             f"estimate for {self.resolution[0]}x{self.resolution[1]} on {self.device}: peak memory "
             f"{self.peak_memory_bytes / GIB:.2f} GiB{limit}, {self.seconds_per_step:.2f} s/step "
-            f"({self.flops_per_step / 1e9:.3g} GFLOP/step, measured {self.precision} matmul peak "
+            f"({self.flops_per_step / 1e9:.3g} GFLOP/step, measured {PRECISION_NAMES.get(self.precision, self.precision)} matmul peak "
             f"{self.matmul_peak_flops / 1e9:.3g} GFLOP/s)"
         )
         return text + (f". Suggestion: {self.suggestion}" if self.suggestion else "")
