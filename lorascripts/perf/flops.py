@@ -278,25 +278,7 @@ def train_step_cost(
     return StepCost(flops, fwd, saved.total, largest, ops, lora_params)
 
 
-def train_step_flops(
-    unet_config: dict[str, Any],
-    *,
-    batch: int,
-    height: int,
-    width: int,
-    text_len: int = 77,
-    text_encoder_configs: list[dict[str, Any]] | None = None,
-    train_text_encoder: bool = False,
-    gradient_checkpointing: bool = False,
-) -> float:
-    """Model FLOPs of one LoRA training step (the contract the benchmark uses for MFU); see train_step_cost."""
-    return train_step_cost(
-        unet_config,
-        batch=batch,
-        height=height,
-        width=width,
-        text_len=text_len,
-        text_encoder_configs=text_encoder_configs,
-        train_text_encoder=train_text_encoder,
-        gradient_checkpointing=gradient_checkpointing,
-    ).flops
+def train_step_flops(unet_config: dict[str, Any], **kwargs: Any) -> float:
+    """Model FLOPs of one LoRA training step (the benchmark's MFU numerator); keywords as train_step_cost:
+    batch, height, width (pixels), text_len, text_encoder_configs, train_text_encoder, gradient_checkpointing."""
+    return train_step_cost(unet_config, **kwargs).flops
