@@ -245,11 +245,16 @@ def _suggest(ctx: _Context, plan: _Plan, peak_bytes: int) -> str | None:
 
 
 def estimate_run(
-    cfg: TrainConfig, *, device: str | None = None, memory_limit_bytes: int | None = None
+    cfg: TrainConfig,
+    *,
+    device: str | None = None,
+    memory_limit_bytes: int | None = None,
+    overhead_bound: bool | None = None,
 ) -> RunEstimate:
     """Peak memory and s/step of `cfg` on this device, from headers and one meta pass (no weights loaded).
 
-    `memory_limit_bytes` replaces the device's memory as what the suggestion must fit in.
+    `memory_limit_bytes` replaces the device's memory as what the suggestion must fit in; `overhead_bound`
+    replaces the estimate's own verdict (the trainer passes the one it acted on when it estimates again).
     """
     from ..train.setup import resolve_base_model
 
@@ -263,8 +268,9 @@ def estimate_run(
     )
     cost = _cost(cfg, shapes, plan)
     # overhead-bound: the operators' fixed cost outweighs their arithmetic even at the fp32 peak
-    fp32_compute, overhead = _seconds(cost, device, matmul_peak(torch.float32, device))
-    overhead_bound = device == "cpu" and overhead > fp32_compute
+    if overhead_bound is None:
+        fp32_compute, overhead = _seconds(cost, device, matmul_peak(torch.float32, device))
+        overhead_bound = device == "cpu" and overhead > fp32_compute
     mode = resolve_mode(cfg, device, overhead_bound)
     peak = matmul_peak(_dtype(mode), device)
     training, loading, _ = _memory(cfg, shapes, plan, device, mode)

@@ -66,6 +66,9 @@ class RunParts:
         overhead_bound = bool(self.estimate and self.estimate.overhead_bound)
         self.precision: Precision = resolve_precision(cfg, device, overhead_bound)
         self._threads = _set_threads(cfg, device.type, overhead_bound)
+        if self._threads is not None and self.estimate is not None:
+            # the matmul peak depends on the thread count; the step cost is cached, so this is cheap
+            self.estimate = _estimate(cfg, device.type, overhead_bound) or self.estimate
         self.accelerator = Accelerator(mixed_precision=self.precision.mode, cpu=cpu)
         self.output_dir = prepare_output_dir(cfg)
         self.output_name = output_name_for(cfg)
@@ -333,12 +336,12 @@ def _version_matches(version: str, family: str) -> bool:
     return version.startswith("sd_v1" if family == "sd1" else "sd_v2")
 
 
-def _estimate(cfg: TrainConfig, device_type: str) -> RunEstimate | None:
+def _estimate(cfg: TrainConfig, device_type: str, overhead_bound: bool | None = None) -> RunEstimate | None:
     """The pre-flight estimate (from headers; before anything is loaded). Advice only: never fails a run."""
     from ..perf.estimate import estimate_run
 
     try:
-        return estimate_run(cfg, device=device_type)
+        return estimate_run(cfg, device=device_type, overhead_bound=overhead_bound)
     except Exception as exc:  # noqa: BLE001 - the model load reports real problems with the checkpoint
         logger.info("no pre-flight estimate for %s (%s)", cfg.base_model, exc)
         return None
