@@ -45,13 +45,14 @@ class Workload:
         return "sdxl" if self.model == "sdxl" else "sd1"
 
 
-# Sized so that the default full run (all CPU workloads, three contenders) stays under ~25 minutes on a
-# 2-core CPU: see bench/README.md for the measured times.
+# Sized so that the default full run (all CPU workloads, three contenders) stays near 25 minutes on a quiet
+# 2-core CPU, from the per-run times in bench/README.md (SD1.5 runs: ours ~1.5-2.5 min, the reference loop
+# ~3-5 min, ComfyUI ~4-8 min each). More repeats: --repeats N.
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
         Workload("tiny-64", "toy", 64, batch=4, steps=24, comfy_steps=8, warmup=4, repeats=3),
-        Workload("sd15-256", "sd15", 256, batch=1, steps=8, comfy_steps=5, warmup=2, repeats=2),
+        Workload("sd15-256", "sd15", 256, batch=1, steps=6, comfy_steps=3, warmup=1, repeats=1),
         Workload("sd15-512", "sd15", 512, batch=1, steps=5, comfy_steps=3, warmup=1, repeats=1),
         Workload("sd15-512-b4", "sd15", 512, batch=4, steps=10, warmup=2, repeats=2, needs_gpu=True),
         Workload("sdxl-1024", "sdxl", 1024, batch=1, steps=12, warmup=3, repeats=2, needs_gpu=True),
