@@ -283,6 +283,14 @@ class TrainConfig:
         None, help="Folder of disk caches (default: <output_dir>/cache).", section=TRAIN, path=True
     )
     torch_compile: bool = option(False, help="Compile the U-Net with torch.compile.", section=TRAIN)
+    cpu_threads: int = option(
+        0,
+        help="torch CPU threads. 0: auto (all cores; one for tiny models, whose steps are per-operator overhead, "
+        "and on a machine whose load average is already twice its cores).",
+        section=TRAIN,
+        min=0,
+        max=1024,
+    )
     num_workers: int = option(0, help="Data-loading worker processes.", section=TRAIN, min=0, max=64)
 
     # --- saving ---------------------------------------------------------------------------------------------------

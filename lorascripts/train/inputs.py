@@ -50,6 +50,45 @@ class FixedSize:
         return self._buckets.resize_and_crop(image, size, rng)
 
 
+class TextCache:
+    """Text-encoder outputs per processed caption: in memory, and also on disk when `folder` is given.
+
+    Disk entries are keyed by caption + model identity + clip skip, so another run (another output folder
+    with the same cache_dir) reuses them as it reuses latents.
+    """
+
+    def __init__(self, folder: Path | None, identity: str, clip_skip: int) -> None:
+        self.folder = folder
+        self.identity = f"{identity}|clip_skip={clip_skip}"
+        self._memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.disk_hits = 0
+
+    def _path(self, caption: str) -> Path:
+        key = hashlib.sha256(f"{self.identity}|{caption}".encode()).hexdigest()[:40]
+        return self.folder / f"{key}.safetensors"  # type: ignore[operator]
+
+    def get(self, caption: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        found = self._memory.get(caption)
+        if found is None and self.folder is not None and self._path(caption).exists():
+            data = load_file(str(self._path(caption)))
+            found = self._memory[caption] = (data["hidden"], data.get("pooled"))
+            self.disk_hits += 1
+        return found
+
+    def put(self, caption: str, hidden: torch.Tensor, pooled: torch.Tensor | None) -> None:
+        self._memory[caption] = (hidden, pooled)
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(caption)
+        tmp = path.with_suffix(".tmp")
+        tensors = {"hidden": hidden.detach().cpu().contiguous()}
+        if pooled is not None:
+            tensors["pooled"] = pooled.detach().cpu().contiguous()
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+
+
 class InputPipeline:
     """Buckets, latent cache and caption processing for one training run."""
 

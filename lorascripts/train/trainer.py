@@ -129,7 +129,8 @@ class TrainingRun:
             with sync:
                 loss = self._micro_batch(entries, step_seed * 31 + j) / len(window)
                 acc.backward(loss)
-            self._loss_sum = self._loss_sum + loss.detach().float().cpu()
+            # stays on the device: a .cpu() here would wait for the GPU every step (synchronised in _log_step)
+            self._loss_sum = self._loss_sum + loss.detach().float()
         if self.cfg.max_grad_norm > 0:
             acc.clip_grad_norm_(p.trainable, self.cfg.max_grad_norm)
         p.optimizer.step()

@@ -1,0 +1,167 @@
+"""What is trained: the workloads (model, resolution, batch, rank, steps) and the image set all contenders share.
+
+Every contender of a workload gets the same base weights, the same 8 procedurally drawn pictures at exactly the
+workload's resolution (square, so no bucketing or resizing differs between trainers), one caption for all of
+them (ComfyUI's trainer takes a single conditioning), and the same rank, batch, learning rate and step count.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache" / "bench"
+CAPTION = "zkbench, a simple shape on a plain background"
+N_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row group of the table: a model at a resolution with a batch size, trained for a number of steps."""
+
+    name: str
+    model: str  # "toy", "sd15" or "sdxl"
+    resolution: int
+    batch: int
+    rank: int = 8
+    learning_rate: float = 1e-4
+    steps: int = 12  # per run of ours / the reference loop
+    comfy_steps: int = 6  # ComfyUI's trainer is slow: fewer steps, same work per step
+    warmup: int = 2  # steps dropped before the steady-state rate is taken
+    repeats: int = 3
+    comfy_repeats: int = 1
+    needs_gpu: bool = False
+
+    @property
+    def family(self) -> str:
+        return "sdxl" if self.model == "sdxl" else "sd1"
+
+
+# Sized so that the default full run (all CPU workloads, three contenders) stays near 25 minutes on a quiet
+# 2-core CPU, from the per-run times in bench/README.md (SD1.5 runs: ours ~1.5-2.5 min, the reference loop
+# ~3-5 min, ComfyUI ~4-8 min each). More repeats: --repeats N.
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("tiny-64", "toy", 64, batch=4, steps=24, comfy_steps=8, warmup=4, repeats=3),
+        Workload("sd15-256", "sd15", 256, batch=1, steps=6, comfy_steps=3, warmup=1, repeats=1),
+        Workload("sd15-512", "sd15", 512, batch=1, steps=5, comfy_steps=3, warmup=1, repeats=1),
+        Workload("sd15-512-b4", "sd15", 512, batch=4, steps=10, warmup=2, repeats=2, needs_gpu=True),
+        Workload("sdxl-1024", "sdxl", 1024, batch=1, steps=12, warmup=3, repeats=2, needs_gpu=True),
+    )
+}
+
+
+def comfy_host() -> ModuleType:
+    """The test suite's host helper (tests/comfy_host.py: ComfyUI install, SD1.5 random checkpoint).
+
+    tests/ is not a package (pytest's rootdir is tests/ on purpose), so the helper is loaded from its file.
+    """
+    spec = importlib.util.spec_from_file_location("comfy_host", REPO / "tests" / "comfy_host.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tokenizer_dir() -> Path:
+    """CLIP-L tokenizer files for single-file SD checkpoints: the copy ComfyUI ships (nothing downloaded)."""
+    return comfy_host().comfy_root() / "comfy" / "sd1_tokenizer"
+
+
+def checkpoint_file(model: str) -> Path:
+    """The single-file checkpoint of a workload's model (built with random weights when missing)."""
+    if model == "toy":
+        from lorascripts.toy import TOY_SINGLE_FILE
+
+        return TOY_SINGLE_FILE
+    if model == "sd15":
+        return comfy_host().sd15_random_checkpoint()
+    if model == "sdxl":
+        from .sdxl_random import sdxl_random_checkpoint
+
+        return sdxl_random_checkpoint(CACHE / "sdxl-random.safetensors")
+    raise ValueError(f"unknown model {model}")
+
+
+def diffusers_folder(model: str) -> Path:
+    """A diffusers-format folder of the same weights (what a plain diffusers script loads)."""
+    if model == "toy":
+        from lorascripts.toy import TOY_MODEL_DIR
+
+        return TOY_MODEL_DIR
+    folder = CACHE / f"{model}-random-diffusers"
+    if not (folder / "model_index.json").is_file():
+        # in a child process: the whole model in memory would otherwise stay in the bench's own RSS
+        script = "import sys; from bench.workloads import write_diffusers_folder as w; w(*sys.argv[1:])"
+        args = [sys.executable, "-c", script, str(checkpoint_file(model)), str(folder)]
+        subprocess.run(args, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    return folder
+
+
+def write_diffusers_folder(single_file: str, target: str) -> None:
+    """Convert once with our loader, save with diffusers' own pipeline writer (fp16 on disk, like the file)."""
+    import torch
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from lorascripts.models import load_base_model
+
+    folder = Path(target)
+    base = load_base_model(single_file, tokenizer_path=str(tokenizer_dir()))
+    parts: dict[str, Any] = {
+        "vae": base.vae.to(torch.float16),
+        "unet": base.unet.to(torch.float16),
+        "scheduler": base.noise_scheduler,
+    }
+    if base.family.value == "sdxl":
+        te1, te2 = base.text_encoders
+        tok1, tok2 = base.tokenizers
+        pipe = StableDiffusionXLPipeline(
+            text_encoder=te1.half(), text_encoder_2=te2.half(), tokenizer=tok1, tokenizer_2=tok2, **parts
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            text_encoder=base.text_encoders[0].half(),
+            tokenizer=base.tokenizers[0],
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            **parts,
+        )
+    staging = folder.with_name(folder.name + ".partial")
+    pipe.save_pretrained(str(staging))
+    staging.replace(folder)
+
+
+def unet_config(model: str) -> dict[str, Any]:
+    """diffusers UNet2DConditionModel config of the model, read without loading weights."""
+    from lorascripts.perf.configs import unet_config_for
+
+    return unet_config_for(str(checkpoint_file(model)))
+
+
+def image_set(resolution: int) -> Path:
+    """8 pictures at resolution x resolution with one shared caption in metadata.csv (written once)."""
+    from lorascripts.data.captions import write_metadata
+    from lorascripts.toy.scenes import random_scene
+
+    folder = CACHE / f"images-{resolution}"
+    if (folder / "metadata.csv").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(resolution)
+    rows = {}
+    for i in range(N_IMAGES):
+        image, _ = random_scene(rng, resolution)
+        image.save(folder / f"img_{i:02d}.png")
+        rows[f"img_{i:02d}.png"] = CAPTION
+    write_metadata(folder / "metadata.csv", rows)
+    return folder

@@ -1,0 +1,295 @@
+"""Pre-flight estimate: peak memory and seconds per step of a run, before the model is loaded.
+
+Inputs are what is known without loading weights: the architecture and sizes from the checkpoint's header
+(configs.py), the step's FLOPs, saved activations and operator count from one meta-device pass (flops.py,
+cached on disk per configuration), and the device's measured matmul peak (peak.py).
+
+The memory model (bytes):
+  training = frozen weights in the weight dtype + LoRA parameters, gradients and optimizer state (fp32)
+             + activations kept for backward (+ the largest one again: its gradient lives during backward)
+  CPU peak RSS = max(training, loading) + the process's own RSS (torch, libraries); loading a single-file
+             checkpoint holds the file's tensors and the fp32 modules they are converted into at once.
+  GPU peak = training (torch.cuda.max_memory_allocated does not include the CUDA context).
+The time model: FLOPs / (matmul peak x efficiency) + operator calls x per-call overhead; the two constants
+are calibrated against measured steps (bench/) and are what makes tiny models overhead-bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import TrainConfig
+from .configs import ModelShapes, model_shapes
+from .flops import DEFAULT_ROLES, StepCost, train_step_cost
+from .peak import matmul_peak, user_cache_dir
+
+logger = logging.getLogger(__name__)
+
+# calibrated on SD1.5 / the tiny pipeline (see bench/): fraction of the matmul peak a U-Net step reaches, and
+# the CPU time of one aten call (forward and backward, with the LoRA hooks) in seconds
+MATMUL_EFFICIENCY = {"cpu": 0.55, "cuda": 0.6}
+OP_OVERHEAD_S = {"cpu": 60e-6, "cuda": 15e-6}
+ACTIVATION_FACTOR = 1.15  # allocator slack and the autograd bookkeeping not seen by the pack hook
+LIBRARY_RSS = 350 * 2**20  # diffusers/transformers/lycoris imported after the estimate
+OPTIMIZER_STATES = {"adamw": 2, "adamw8bit": 0.5, "prodigy": 4, "adafactor": 1}
+GIB = 2**30
+PRECISION_NAMES = {"no": "fp32"}
+
+
+@dataclass
+class RunEstimate:
+    """Expected peak memory and time per step of one configuration on one device."""
+
+    peak_memory_bytes: int
+    seconds_per_step: float
+    flops_per_step: float
+    device: str
+    suggestion: str | None = None
+    memory_limit_bytes: int | None = None
+    training_memory_bytes: int = 0
+    loading_memory_bytes: int = 0
+    matmul_peak_flops: float = 0.0
+    resolution: tuple[int, int] = (0, 0)
+    precision: str = "no"  # mixed_precision the estimate assumed (auto resolved)
+    overhead_bound: bool = False  # CPU step dominated by per-operator cost: fp32 and one thread are faster
+
+    def describe(self) -> str:
+        limit = f" of {self.memory_limit_bytes / GIB:.1f} GiB" if self.memory_limit_bytes else ""
+        text = (
+            f"estimate for {self.resolution[0]}x{self.resolution[1]} on {self.device}: peak memory "
+            f"{self.peak_memory_bytes / GIB:.2f} GiB{limit}, {self.seconds_per_step:.2f} s/step "
+            f"({self.flops_per_step / 1e9:.3g} GFLOP/step, measured {PRECISION_NAMES.get(self.precision, self.precision)} matmul peak "
+            f"{self.matmul_peak_flops / 1e9:.3g} GFLOP/s)"
+        )
+        return text + (f". Suggestion: {self.suggestion}" if self.suggestion else "")
+
+    def event(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["resolution"] = list(self.resolution)
+        return data
+
+
+def _cost_cached(shapes: ModelShapes, **kwargs: Any) -> StepCost:
+    """train_step_cost, remembered on disk: the meta pass takes seconds, its inputs rarely change."""
+    key_src = json.dumps(
+        [shapes.unet, shapes.text_encoders, {k: str(v) for k, v in kwargs.items()}], sort_keys=True
+    )
+    key = hashlib.sha256(f"{torch.__version__}|{key_src}".encode()).hexdigest()[:32]
+    path = user_cache_dir() / "step_cost" / f"{key}.json"
+    try:
+        return StepCost(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        pass
+    cost = train_step_cost(shapes.unet, text_encoder_configs=shapes.text_encoders, **kwargs)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(cost)), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass
+    return cost
+
+
+def resolve_mode(cfg: TrainConfig, device: str, overhead_bound: bool) -> str:
+    """mixed_precision with `auto` resolved as the trainer resolves it."""
+    from ..train.setup import auto_precision
+
+    return auto_precision(device, overhead_bound) if cfg.mixed_precision == "auto" else cfg.mixed_precision
+
+
+def _dtype(mode: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
+
+
+def _rss_bytes(field: str = "VmRSS") -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def memory_limit(device: str) -> int | None:
+    """Memory the run may use: the GPU's total memory, or the machine's physical memory on CPU."""
+    if device == "cuda":
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+@dataclass
+class _Plan:
+    """The knobs the suggestion may turn."""
+
+    batch: int
+    rank: int
+    checkpointing: bool
+    text_cache: bool
+
+
+def _resolution(cfg: TrainConfig, shapes: ModelShapes) -> tuple[int, int]:
+    from ..train.setup import resolution_for
+
+    return resolution_for(cfg, shapes.resolution)
+
+
+def _cost(cfg: TrainConfig, shapes: ModelShapes, plan: _Plan) -> StepCost:
+    """The step's cost, counted in fp32 (activation bytes scale with the element size; one cached pass)."""
+    width, height = _resolution(cfg, shapes)
+    return _cost_cached(
+        shapes,
+        batch=plan.batch,
+        height=height,
+        width=width,
+        train_text_encoder=cfg.train_text_encoder,
+        gradient_checkpointing=plan.checkpointing,
+        run_text_encoder=not plan.text_cache,
+        rank=plan.rank,
+        roles=tuple(sorted(cfg.target_modules or DEFAULT_ROLES)),
+        conv_lora=cfg.network_type != "lora",
+        dtype=torch.float32,
+    )
+
+
+def _memory(
+    cfg: TrainConfig, shapes: ModelShapes, plan: _Plan, device: str, mode: str
+) -> tuple[int, int, StepCost]:
+    """(training bytes, loading bytes, step cost) of one plan."""
+    cost = _cost(cfg, shapes, plan)
+    item = torch.tensor([], dtype=_dtype(mode)).element_size()
+    frozen = sum(shapes.params.values()) * item
+    states = 2 + OPTIMIZER_STATES.get(cfg.optimizer, 2)  # parameter + gradient + optimizer state, fp32
+    lora = cost.lora_params * 4 * states
+    activations = (int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes) * item // 4
+    training = frozen + lora + activations
+    if device == "cuda":
+        return training, 0, cost
+    fp32 = sum(shapes.params.values()) * 4
+    # single file: the file's tensors + the fp32 modules built from them; folder: loaded component by component
+    loading = (shapes.file_bytes + fp32) if shapes.single_file else fp32 + max(shapes.params.values()) * 4
+    return training, loading, cost
+
+
+def _seconds(cost: StepCost, device: str, peak: float) -> tuple[float, float]:
+    """(compute seconds, operator-overhead seconds) of one step."""
+    return cost.flops / (peak * MATMUL_EFFICIENCY[device]), cost.ops * OP_OVERHEAD_S[device]
+
+
+@dataclass
+class _Context:
+    """What the suggestion search needs besides the plan."""
+
+    cfg: TrainConfig
+    shapes: ModelShapes
+    device: str
+    mode: str
+    base_rss: int
+    limit: int | None
+
+    def peak(self, plan: _Plan) -> int:
+        training, loading, _ = _memory(self.cfg, self.shapes, plan, self.device, self.mode)
+        return max(training, loading) + self.base_rss
+
+
+def _candidates(cfg: TrainConfig, plan: _Plan) -> list[tuple[str, _Plan]]:
+    """Changes of the preset that lower memory, least costly first (each keeps the ones before it)."""
+    out = []
+    current = plan
+    if not plan.checkpointing:
+        current = _Plan(current.batch, current.rank, True, current.text_cache)
+        out.append(("gradient_checkpointing: true", current))
+    if not plan.text_cache and not cfg.train_text_encoder:
+        current = _Plan(current.batch, current.rank, current.checkpointing, True)
+        out.append(("cache_text_encoder_outputs: memory", current))
+    batch = current.batch
+    while batch > 1:
+        batch //= 2
+        current = _Plan(batch, current.rank, current.checkpointing, current.text_cache)
+        steps = plan.batch // batch
+        out.append((f"batch_size: {batch} with gradient_accumulation_steps: {steps}", current))
+    if plan.rank > 8:
+        out.append(("lora_rank: 8", _Plan(current.batch, 8, current.checkpointing, current.text_cache)))
+    return out
+
+
+def _suggest(ctx: _Context, plan: _Plan, peak_bytes: int) -> str | None:
+    """The first change of the preset (checkpointing, text cache, batch, rank) whose estimate fits."""
+    if ctx.limit is None:
+        return None
+    if peak_bytes <= 0.9 * ctx.limit:
+        if plan.checkpointing and not ctx.cfg.train_text_encoder:
+            unchecked = _Plan(plan.batch, plan.rank, False, plan.text_cache)
+            if ctx.peak(unchecked) <= 0.8 * ctx.limit:
+                return "gradient_checkpointing: false fits in memory and saves about a quarter of each step"
+        return None
+    for what, candidate in _candidates(ctx.cfg, plan):
+        if ctx.peak(candidate) <= 0.9 * ctx.limit:
+            return f"this config needs more than the {ctx.limit / GIB:.1f} GiB here; use {what}"
+    return (
+        f"this config needs more than the {ctx.limit / GIB:.1f} GiB here even with checkpointing and batch 1; "
+        "lower the resolution or use a machine with more memory"
+    )
+
+
+def estimate_run(
+    cfg: TrainConfig,
+    *,
+    device: str | None = None,
+    memory_limit_bytes: int | None = None,
+    overhead_bound: bool | None = None,
+) -> RunEstimate:
+    """Peak memory and s/step of `cfg` on this device, from headers and one meta pass (no weights loaded).
+
+    `memory_limit_bytes` replaces the device's memory as what the suggestion must fit in; `overhead_bound`
+    replaces the estimate's own verdict (the trainer passes the one it acted on when it estimates again).
+    """
+    from ..train.setup import resolve_base_model
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = model_shapes(resolve_base_model(cfg.base_model))
+    plan = _Plan(
+        cfg.batch_size,
+        cfg.lora_rank,
+        cfg.gradient_checkpointing,
+        cfg.cache_text_encoder_outputs != "off" and not cfg.train_text_encoder,
+    )
+    cost = _cost(cfg, shapes, plan)
+    # overhead-bound: the operators' fixed cost outweighs their arithmetic even at the fp32 peak
+    if overhead_bound is None:
+        fp32_compute, overhead = _seconds(cost, device, matmul_peak(torch.float32, device))
+        overhead_bound = device == "cpu" and overhead > fp32_compute
+    mode = resolve_mode(cfg, device, overhead_bound)
+    peak = matmul_peak(_dtype(mode), device)
+    training, loading, _ = _memory(cfg, shapes, plan, device, mode)
+    base_rss = _rss_bytes() + LIBRARY_RSS if device == "cpu" else 0
+    peak_bytes = max(training, loading) + base_rss
+    ctx = _Context(cfg, shapes, device, mode, base_rss, memory_limit_bytes or memory_limit(device))
+    compute, overhead = _seconds(cost, device, peak)
+    accum = cfg.gradient_accumulation_steps
+    return RunEstimate(
+        peak_memory_bytes=int(peak_bytes),
+        seconds_per_step=(compute + overhead) * accum,
+        flops_per_step=cost.flops * accum,
+        device=device,
+        suggestion=_suggest(ctx, plan, peak_bytes),
+        memory_limit_bytes=ctx.limit,
+        training_memory_bytes=int(training + base_rss),
+        loading_memory_bytes=int(loading + base_rss) if loading else 0,
+        matmul_peak_flops=peak,
+        resolution=_resolution(cfg, shapes),
+        precision=mode,
+        overhead_bound=overhead_bound,
+    )

@@ -1,0 +1,109 @@
+"""The benchmark suite end to end in --quick mode: the tiny workload, our trainer and the reference loop, each in
+its own process, as `python -m bench.run` runs them. Checks the result files, not the speed (targets live in
+the benchmark itself): every column is there with sane values, and the summary is derived from the raw times."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ROW_FIELDS = (
+    "startup_s",
+    "seconds_per_step",
+    "images_per_s",
+    "peak_rss_bytes",
+    "mfu",
+    "runs",
+    "dtype",
+    "seconds_per_step_spread",
+)
+
+
+def _steady(run: dict) -> float:
+    """s/step recomputed from the raw step times: end of the warm-up steps to the last step."""
+    steady = [(n, t) for n, t in run["step_times"] if n >= run["warmup"]]
+    (n0, t0), (n1, t1) = steady[0], steady[-1]
+    return (t1 - t0) / (n1 - n0)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--work", str(out / "work")]
+    proc = subprocess.run(args, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (json_path,) = out.glob("*-quick.json")
+    (md_path,) = out.glob("*-quick.md")
+    return json.loads(json_path.read_text()), md_path.read_text(), proc.stdout
+
+
+def test_rows_have_every_column_with_sane_values(quick):
+    result, _, _ = quick
+    rows = {(r["workload"], r["contender"]): r for r in result["rows"]}
+    assert set(rows) == {("tiny-64", "ours"), ("tiny-64", "reference")}
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        for name in ROW_FIELDS:
+            assert row[name] is not None, (row["contender"], name)
+        assert 0 < row["startup_s"] < 600
+        assert 0 < row["seconds_per_step"] < 120
+        assert row["peak_rss_bytes"] > 100 * 2**20  # torch + a model is never under 100 MiB
+        assert 0 < row["mfu"] < 1.5
+    assert rows[("tiny-64", "reference")]["dtype"] == "fp32"
+    assert result["matmul_peak"]["bf16"] > 0 and result["matmul_peak"]["fp32"] > 0
+    (workload,) = result["workloads"]
+    assert workload["flops_per_step"] > 1e8  # the toy U-Net at 64 px, batch 4: ~1 GFLOP per step
+
+
+def test_summary_is_computed_from_the_raw_timings(quick):
+    result, _, _ = quick
+    runs = {r["contender"]: r for r in result["runs"]}
+    for contender, run in runs.items():
+        assert run["error"] is None
+        assert [n for n, _ in run["step_times"]] == list(range(1, len(run["step_times"]) + 1))
+        assert run["startup_s"] == pytest.approx(run["step_times"][0][1] - run["launched_at"])
+        row = next(r for r in result["rows"] if r["contender"] == contender)
+        assert row["seconds_per_step"] == pytest.approx(_steady(run))
+        assert row["images_per_s"] == pytest.approx(run["batch"] / _steady(run))
+        flops = result["workloads"][0]["flops_per_step"]
+        peak = result["matmul_peak"][row["dtype"]]
+        assert row["mfu"] == pytest.approx(flops / _steady(run) / peak)
+    (ratio,) = result["ratios"]
+    assert ratio["versus"] == "reference"
+    expected = _steady(runs["reference"]) / _steady(runs["ours"])
+    assert ratio["min"] == pytest.approx(expected) and ratio["median"] == pytest.approx(expected)
+
+
+def test_same_lora_layers_and_the_estimate_is_checked(quick):
+    result, _, _ = quick
+    runs = {r["contender"]: r for r in result["runs"]}
+    # the reference loop's peft adapter covers exactly the layers our default LoRA covers
+    assert runs["ours"]["extra"]["lora_modules"] == runs["reference"]["extra"]["lora_modules"] > 0
+    (estimate,) = result["estimates"]
+    measured = runs["ours"]["peak_rss_bytes"]
+    assert estimate["measured_peak_bytes"] == measured
+    assert estimate["peak_error_pct"] == pytest.approx(
+        100 * (estimate["estimated_peak_bytes"] / measured - 1)
+    )
+    assert estimate["step_error_pct"] == pytest.approx(
+        100 * (estimate["estimated_seconds_per_step"] / _steady(runs["ours"]) - 1)
+    )
+
+
+def test_markdown_table_is_written_and_printed(quick):
+    _, md, stdout = quick
+    for text in (
+        "| workload | contender |",
+        "| tiny-64 | ours |",
+        "| tiny-64 | reference |",
+        "Ours / theirs",
+    ):
+        assert text in md
+    assert "| tiny-64 | ours |" in stdout

@@ -1,0 +1,163 @@
+"""The performance helpers: FLOP counting against hand computation and torch's own counter, the pre-flight
+estimate (emitted before the model loads, sane numbers), and that speed options change no results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_train import make_dataset, tiny_config
+from safetensors.torch import load_file
+
+from lorascripts.config import config_from_dict
+from lorascripts.perf.configs import model_shapes, unet_config_for
+from lorascripts.perf.flops import count_flops, train_step_cost
+from lorascripts.train.events import read_events
+from lorascripts.train.trainer import train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_user_cache(tmp_path_factory):
+    """Matmul peaks and step costs are cached per user; the tests keep theirs out of the real home."""
+    saved = os.environ.get("LORA_SCRIPTS_CACHE")
+    os.environ["LORA_SCRIPTS_CACHE"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("LORA_SCRIPTS_CACHE")
+    else:
+        os.environ["LORA_SCRIPTS_CACHE"] = saved
+
+
+def test_attention_flops_match_hand_computation() -> None:
+    from diffusers.models.attention_processor import Attention
+
+    n, m, dim, ctx_dim, heads, head_dim = 64, 77, 32, 48, 4, 8
+    inner = heads * head_dim
+
+    def build() -> torch.nn.Module:
+        return Attention(dim, cross_attention_dim=ctx_dim, heads=heads, dim_head=head_dim)
+
+    forward, total = count_flops(
+        build, [(2, n, dim), (2, m, ctx_dim)], keyword_names=("encoder_hidden_states",)
+    )
+    projections = 2 * n * dim * inner + 2 * (2 * m * ctx_dim * inner) + 2 * n * inner * dim
+    attention = 2 * (2 * n * m * inner)  # Q K^T and the weighted sum of V, every head
+    assert forward == 2 * (projections + attention)  # batch of 2
+    # backward through frozen weights: one input-gradient matmul per projection; attention as the fused
+    # kernels run it: scores recomputed, then gradients of scores, Q, K and V (5 matmuls for 2 forward)
+    assert total - forward == 2 * projections + 5 * attention
+
+
+def test_unet_forward_flops_equal_torch_counter_on_the_math_kernel(tiny_sd1) -> None:
+    """The meta count includes attention, like torch's counter run on the (countable) math SDPA kernel."""
+    from diffusers import UNet2DConditionModel
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = unet_config_for(str(tiny_sd1.single_file))
+    cost = train_step_cost(config, batch=2, height=64, width=64, text_len=77)
+    unet = UNet2DConditionModel(**config).eval()
+    sample = torch.randn(2, 4, 8, 8)
+    context = torch.randn(2, 77, config["cross_attention_dim"])
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        unet(sample, torch.tensor([10, 500]), context)
+    assert cost.unet_forward_flops == counter.get_total_flops()
+    assert cost.flops > 2 * cost.unet_forward_flops  # backward + LoRA
+    checkpointed = train_step_cost(config, batch=2, height=64, width=64, gradient_checkpointing=True)
+    assert checkpointed.flops > cost.flops and checkpointed.activation_bytes < cost.activation_bytes
+    assert checkpointed.lora_params == cost.lora_params > 0
+
+
+def test_model_shapes_from_the_header_match_the_loaded_model(tiny_sd1) -> None:
+    from lorascripts.models import load_base_model
+
+    shapes = model_shapes(str(tiny_sd1.single_file))
+    base = load_base_model(str(tiny_sd1.single_file), tokenizer_path=str(tiny_sd1.tokenizer_dir))
+    assert shapes.family == "sd1"
+    assert shapes.params["unet"] == sum(p.numel() for p in base.unet.parameters())
+    assert shapes.unet["block_out_channels"] == list(base.unet.config.block_out_channels)
+    assert shapes.resolution == base.resolution
+
+
+def _events(out: Path) -> list[dict]:
+    return list(read_events(out / "events.jsonl"))
+
+
+def test_estimate_is_emitted_before_loading_and_is_sane(tiny_sd1, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=2)
+    cfg = tiny_config(tiny_sd1, data, tmp_path / "out", max_train_steps=2, mixed_precision="auto")
+    train(config_from_dict(cfg))
+    events = _events(tmp_path / "out")
+    names = [e["event"] for e in events]
+    assert names.index("estimate") < names.index("loading_model")
+    est = next(e for e in events if e["event"] == "estimate")
+    shapes = model_shapes(str(tiny_sd1.single_file))
+    weights = sum(shapes.params.values()) * 4
+    assert weights < est["peak_memory_bytes"] < 8 * 2**30
+    assert est["loading_memory_bytes"] >= shapes.file_bytes + weights
+    assert 0 < est["seconds_per_step"] < 60
+    expected = train_step_cost(
+        shapes.unet,
+        batch=2,
+        height=32,
+        width=32,
+        text_encoder_configs=shapes.text_encoders,
+        rank=4,
+        train_text_encoder=True,
+    )
+    assert est["flops_per_step"] == pytest.approx(expected.flops, rel=1e-6)
+    # a tiny model is overhead-bound on CPU: auto precision picks fp32 there (bf16 casts cost more than they save)
+    assert est["overhead_bound"] and est["precision"] == "no"
+    assert next(e for e in events if e["event"] == "started")["precision"] == "no"
+
+
+def test_estimate_suggests_a_preset_that_fits(tiny_sd1, tmp_path: Path) -> None:
+    from lorascripts.perf import estimate
+
+    data = make_dataset(tmp_path / "data", n=1)
+    cfg = config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "out", batch_size=2, resolution=1024))
+    fits = estimate.estimate_run(cfg)
+    assert fits.suggestion is None
+    squeezed = estimate.estimate_run(cfg, memory_limit_bytes=int(fits.peak_memory_bytes * 0.9))
+    assert squeezed.suggestion and "gradient_checkpointing: true" in squeezed.suggestion
+    hopeless = estimate.estimate_run(cfg, memory_limit_bytes=2**20)
+    assert "lower the resolution" in hopeless.suggestion
+
+
+def test_cpu_threads_change_nothing_but_speed(tiny_sd1, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=2)
+    results = []
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}"
+        results.append(
+            train(config_from_dict(tiny_config(tiny_sd1, data, out, max_train_steps=1, cpu_threads=threads)))
+        )
+    a, b = (load_file(str(r.lora_path)) for r in results)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert results[0].final_loss == pytest.approx(results[1].final_loss, rel=1e-4)
+    assert torch.get_num_threads() >= 1  # restored after the run
+
+
+def test_disk_caches_are_reused_by_a_run_in_another_folder(tiny_sd1, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=2)
+    shared = tmp_path / "shared-cache"
+    common = dict(
+        max_train_steps=2,
+        cache_latents="disk",
+        cache_text_encoder_outputs="disk",
+        train_text_encoder=False,
+        cache_dir=str(shared),
+    )
+    first = train(config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "a", **common)))
+    files = sorted((shared / "latents").glob("*.safetensors")) + sorted(
+        (shared / "text").glob("*.safetensors")
+    )
+    assert len(list((shared / "text").glob("*.safetensors"))) == 2  # one per distinct processed caption
+    stamps = [p.stat().st_mtime_ns for p in files]
+    second = train(config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "b", **common)))
+    assert [p.stat().st_mtime_ns for p in files] == stamps, "nothing was encoded again"
+    a, b = load_file(str(first.lora_path)), load_file(str(second.lora_path))
+    assert all(torch.equal(a[k], b[k]) for k in a)
