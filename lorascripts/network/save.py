@@ -38,18 +38,101 @@ def save_lora_file(
 
 
 def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a LoRA .safetensors (pickle formats are refused)."""
-    if path.suffix.lower() != ".safetensors":
-        raise ModelError(f"{path}: only .safetensors LoRA files are loaded (pickle files can run code).")
-    if not path.is_file():
-        raise ModelError(f"LoRA file {path} does not exist.")
-    from safetensors import SafetensorError, safe_open
+    """Tensors and metadata of a LoRA .safetensors (pickle formats are refused); contents are not checked."""
+    from ..models.files import read_safetensors, refuse_pickle
 
-    try:
-        with safe_open(str(path), "pt") as fh:
-            return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
-    except (SafetensorError, OSError) as exc:
-        raise ModelError(f"{path} is not a readable .safetensors file ({exc}).") from None
+    refuse_pickle(path, "LoRA file")
+    return read_safetensors(path, "LoRA file")
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _pair_problem(a: torch.Tensor | None, b: torch.Tensor | None, names: tuple[str, str]) -> str | None:
+    """`a @ b` must be defined: both present, at least 2-D, a's columns = b's rows (the rank)."""
+    if a is None or b is None:
+        return (
+            f"has {names[0] if a is not None else names[1]} but not {names[1] if a is not None else names[0]}"
+        )
+    if a.dim() < 2 or b.dim() < 2:
+        return f"{names[0]} {_shape(a)} and {names[1]} {_shape(b)} must be matrices"
+    if a.shape[1] != b.shape[0]:
+        return f"{names[0]} {_shape(a)} and {names[1]} {_shape(b)} disagree on the rank ({a.shape[1]} vs {b.shape[0]})"
+    return None
+
+
+def _module_problem(parts: dict[str, torch.Tensor]) -> str | None:
+    """What makes one module's tensors unusable (LORA_FORMAT.md §2.2 layouts), or None."""
+    alpha = parts.get("alpha")
+    if alpha is not None and alpha.numel() != 1:
+        return f"alpha has {alpha.numel()} values, expected one number"
+    if not all(t.is_floating_point() for n, t in parts.items() if n != "alpha"):
+        return "holds integer tensors; LoRA weights are floating point"
+    if "lora_down.weight" in parts or "lora_up.weight" in parts:
+        return _pair_problem(
+            parts.get("lora_up.weight"), parts.get("lora_down.weight"), ("lora_up", "lora_down")
+        )
+    if any(p.startswith("hada_") for p in parts):
+        return _pair_problem(parts.get("hada_w1_a"), parts.get("hada_w1_b"), ("hada_w1_a", "hada_w1_b")) or (
+            _pair_problem(parts.get("hada_w2_a"), parts.get("hada_w2_b"), ("hada_w2_a", "hada_w2_b"))
+        )
+    if any(p.startswith("lokr_") for p in parts):
+        for side in ("w1", "w2"):
+            if f"lokr_{side}" not in parts:
+                pair = (f"lokr_{side}_a", f"lokr_{side}_b")
+                problem = _pair_problem(parts.get(pair[0]), parts.get(pair[1]), pair)
+                if problem:
+                    return problem
+        return None
+    return f"has no LoRA/LoHa/LoKr weights (parts {sorted(parts)})"
+
+
+def lora_problems(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Every structural problem of a kohya-format LoRA, one message per bad module (empty when usable)."""
+    if not tensors:
+        return ["the file holds no tensors"]
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        base, _, part = key.partition(".")
+        if base.startswith("lora_"):
+            modules.setdefault(base, {})[part] = tensor
+    if not modules:
+        example = next(iter(tensors))
+        if ".lora_A." in example or ".lora_B." in example:
+            return [
+                f"its keys are in diffusers/PEFT format (e.g. {example}); convert it with "
+                "`python -m lorascripts lora convert --to kohya`"
+            ]
+        return [f"it has no kohya LoRA modules (keys like lora_unet_...; found e.g. {example})"]
+    return [
+        f"module {name} {problem}" for name, parts in modules.items() if (problem := _module_problem(parts))
+    ]
+
+
+def check_lora_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Raise a ModelError naming the file and the first bad module, for tensors that are about to be used."""
+    from ..models.files import first_non_finite
+
+    problems = lora_problems(tensors)
+    if problems:
+        more = f" ({len(problems) - 1} more modules have problems)" if len(problems) > 1 else ""
+        raise ModelError(
+            f"{path}: {problems[0]}{more}. The file is damaged or not a LoRA; re-download or retrain it."
+        )
+    bad = first_non_finite(tensors)
+    if bad:
+        raise ModelError(
+            f"{path}: tensor {bad} contains NaN/inf values (images would turn black, training would diverge). "
+            "Use an earlier checkpoint of this LoRA or retrain it."
+        )
+
+
+def read_lora_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """read_lora_file for files about to be applied, trained on, merged or resized: their contents are checked."""
+    tensors, metadata = read_lora_file(path)
+    check_lora_tensors(path, tensors)
+    return tensors, metadata
 
 
 def write_webui_sidecar(

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..network.save import read_lora_file
+from ..network.save import lora_problems, read_lora_file
 from ..network.webui_check import CompatReport, check_webui_compat
 from .lorafile import detect_family, json_field
 from .reference import FAMILIES, checkpoint_family, checkpoint_shapes, layer_keys, reference_shapes
@@ -82,6 +82,7 @@ def _file_problems(
         problems.append(
             f"{len(stray)} tensors are not LoRA weights (e.g. {stray[0]}); diffusers refuses the file"
         )
+    problems += [p for p in lora_problems(tensors) if p.startswith("module ") or not tensors]
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t.float()).all()]
     if bad:
         problems.append(f"{len(bad)} tensors contain NaN/inf (e.g. {bad[0]}): images would turn black")
