@@ -20,12 +20,13 @@ _NONE_STRINGS = {"none", "null", "~", ""}
 
 
 _REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 6, 6, 3
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 6, 6, 2
 
 
-def short_repr(value: Any) -> str:
+def short_repr(value: Any, limit: int = 160) -> str:
     """repr() cut to a readable length (a YAML alias bomb or a pasted blob must not flood the message)."""
-    return _REPR.repr(value)
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def suggest(name: str, candidates: list[str]) -> str:
