@@ -62,29 +62,56 @@ def _pair_problem(a: torch.Tensor | None, b: torch.Tensor | None, names: tuple[s
     return None
 
 
+def _lora_problem(up: torch.Tensor | None, down: torch.Tensor | None) -> str | None:
+    if up is not None and down is not None and (down.dim() not in (2, 4) or up.dim() != down.dim()):
+        return f"lora_up {_shape(up)} and lora_down {_shape(down)} are neither linear (2-D) nor conv (4-D) factors"
+    return _pair_problem(up, down, ("lora_up", "lora_down"))
+
+
+def _loha_problem(parts: dict[str, torch.Tensor]) -> str | None:
+    names = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+    problem = _pair_problem(parts.get(names[0]), parts.get(names[1]), names[:2]) or _pair_problem(
+        parts.get(names[2]), parts.get(names[3]), names[2:]
+    )
+    if problem or any(parts[n].dim() != 2 for n in names):
+        return problem or "hada_w* factors must be matrices"
+    if (parts[names[0]].shape[0], parts[names[1]].shape[1]) != (
+        parts[names[2]].shape[0],
+        parts[names[3]].shape[1],
+    ):
+        return "hada_w1 and hada_w2 make updates of different shapes"
+    return None
+
+
+def _lokr_problem(parts: dict[str, torch.Tensor]) -> str | None:
+    for side in ("w1", "w2"):
+        full = parts.get(f"lokr_{side}")
+        if full is not None and full.dim() not in (2, 4):
+            return f"lokr_{side} {_shape(full)} must be a matrix"
+        if full is None:
+            pair = (f"lokr_{side}_a", f"lokr_{side}_b")
+            problem = _pair_problem(parts.get(pair[0]), parts.get(pair[1]), pair)
+            if problem:
+                return problem
+    return None
+
+
 def _module_problem(parts: dict[str, torch.Tensor]) -> str | None:
     """What makes one module's tensors unusable (LORA_FORMAT.md §2.2 layouts), or None."""
     alpha = parts.get("alpha")
     if alpha is not None and alpha.numel() != 1:
         return f"alpha has {alpha.numel()} values, expected one number"
-    if not all(t.is_floating_point() for n, t in parts.items() if n != "alpha"):
+    weights = {n: t for n, t in parts.items() if n != "alpha"}
+    if not all(t.is_floating_point() for t in weights.values()):
         return "holds integer tensors; LoRA weights are floating point"
+    if any(t.numel() == 0 for t in weights.values()):
+        return "holds an empty tensor"
     if "lora_down.weight" in parts or "lora_up.weight" in parts:
-        return _pair_problem(
-            parts.get("lora_up.weight"), parts.get("lora_down.weight"), ("lora_up", "lora_down")
-        )
+        return _lora_problem(parts.get("lora_up.weight"), parts.get("lora_down.weight"))
     if any(p.startswith("hada_") for p in parts):
-        return _pair_problem(parts.get("hada_w1_a"), parts.get("hada_w1_b"), ("hada_w1_a", "hada_w1_b")) or (
-            _pair_problem(parts.get("hada_w2_a"), parts.get("hada_w2_b"), ("hada_w2_a", "hada_w2_b"))
-        )
+        return _loha_problem(parts)
     if any(p.startswith("lokr_") for p in parts):
-        for side in ("w1", "w2"):
-            if f"lokr_{side}" not in parts:
-                pair = (f"lokr_{side}_a", f"lokr_{side}_b")
-                problem = _pair_problem(parts.get(pair[0]), parts.get(pair[1]), pair)
-                if problem:
-                    return problem
-        return None
+        return _lokr_problem(parts)
     return f"has no LoRA/LoHa/LoKr weights (parts {sorted(parts)})"
 
 
