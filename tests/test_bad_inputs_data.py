@@ -93,6 +93,13 @@ def test_exif_rotation_is_applied(orientation: int, corner: tuple[int, int], tmp
     assert image.getpixel((x, y)) == (255, 0, 0)  # the mark moved where the camera meant it
 
 
+def test_garbage_exif_is_ignored(tmp_path: Path) -> None:
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x09garbage"
+    Image.new("RGB", (12, 6), (0, 0, 250)).save(tmp_path / "odd.jpg", exif=exif)
+    assert load_image(tmp_path / "odd.jpg").size == (12, 6) == image_size(tmp_path / "odd.jpg")
+    assert scan_dataset(tmp_path, missing_captions="empty").items[0].path.name == "odd.jpg"
+
+
 def test_animated_gif_trains_its_first_frame_with_a_warning(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (32, 32), c) for c in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from lorascripts.config import config_from_dict
-from lorascripts.errors import LoraScriptsError, ModelError
+from lorascripts.errors import DatasetError, LoraScriptsError, ModelError
 from lorascripts.models.loader import load_base_model
 from lorascripts.network.from_file import load_lora
 from lorascripts.network.lora import LoraNetwork, NetworkSpec
@@ -260,3 +260,23 @@ def test_hand_edited_metadata_does_not_break_tools(good_lora: Path, sd1_base, tm
     assert info["top_tags"] == [] and info["modules"] == len({k.split(".")[0] for k in tensors})
     merge_loras([(path, 1.0)], tmp_path / "merged.safetensors")
     assert json.loads(read_lora_file(tmp_path / "merged.safetensors")[1]["ss_tag_frequency"]) == {}
+
+
+MISSING = {
+    "train_data_dir": (DatasetError, "train_data_dir {p} is not a folder"),
+    "metadata_path": (DatasetError, "metadata_path {p} does not exist"),
+    "base_model": (ModelError, "base_model {p} does not exist"),
+    "tokenizer_path": (ModelError, "tokenizer_path {p} has no vocab.json"),
+    "initial_lora": (ModelError, "LoRA file {p} does not exist"),
+}
+
+
+@pytest.mark.parametrize("key", sorted(MISSING))
+def test_missing_files_in_the_config_are_named(key: str, tiny_sd1, tmp_path: Path) -> None:
+    error_type, message = MISSING[key]
+    missing = tmp_path / "nowhere" / f"{key}.safetensors"
+    data = make_dataset(tmp_path / "data", n=2)
+    cfg = config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "out", **{key: str(missing)}))
+    with pytest.raises(error_type) as error:
+        train(cfg)
+    assert message.format(p=missing) in str(error.value)
