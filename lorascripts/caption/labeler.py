@@ -39,12 +39,9 @@ def list_images(root: Path) -> list[str]:
     """Relative (`/`-separated) names of every image in `root` and its subfolders."""
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder of images.")
-    names = sorted(
+    return sorted(
         p.relative_to(root).as_posix() for p in root.rglob("*") if is_image(p) and ".cache" not in p.parts
     )
-    if not names:
-        raise DatasetError(f"{root} has no images ({', '.join(IMAGE_EXTENSIONS)}) to caption.")
-    return names
 
 
 def existing_captions(root: Path, output: Path, names: list[str]) -> dict[str, str]:
@@ -93,6 +90,8 @@ def auto_label(
     if output.is_dir():
         raise DatasetError(f"--output {output} is a folder; give the metadata.csv file to write.")
     names = list_images(root)
+    if not names:
+        raise DatasetError(f"{root} has no images ({', '.join(IMAGE_EXTENSIONS)}) to caption.")
     output.parent.mkdir(parents=True, exist_ok=True)
     existing = existing_captions(root, output, names)
     partial = output.with_name(output.name + ".partial")
