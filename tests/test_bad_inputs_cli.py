@@ -193,3 +193,14 @@ def test_inspect_cli_reports_problems_of_a_damaged_file(lora_files, tmp_path: Pa
     result = _run(["-m", "lorascripts", "lora", "inspect", str(lora_files["nan_tensor"])], tmp_path)
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "PROBLEM" in result.stdout and "NaN/inf" in result.stdout
+
+
+def test_an_unexpected_exception_is_reported_as_a_bug_not_a_traceback() -> None:
+    from lorascripts.cli import internal_error_message
+
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        message = internal_error_message(exc)
+    assert message.startswith("internal error: KeyError: 'missing' at test_bad_inputs_cli.py:")
+    assert "--debug" in message and "report it" in message and "Traceback" not in message

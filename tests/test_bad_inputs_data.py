@@ -290,3 +290,35 @@ def test_captioning_output_folder_is_created_and_bad_models_are_named(tmp_path: 
     (bad / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ModelError, match="config.json is not valid JSON"):
         create_captioner("blip", str(bad), device="cpu")
+
+
+def test_training_preflight_reports_odd_images_without_refusing_them(tmp_path: Path) -> None:
+    from lorascripts.config import config_from_dict
+    from lorascripts.data.checks import preflight
+
+    data = tmp_path / "data"
+    good_images(data, 2, size=(64, 64))
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(data / "tiny.png")
+    frames = [Image.new("RGB", (64, 64), c) for c in ((250, 0, 0), (0, 250, 0))]
+    frames[0].save(data / "anim.gif", save_all=True, append_images=frames[1:])
+    BROKEN_IMAGES["truncated_jpeg"](data)
+    cfg = config_from_dict(
+        {
+            "base_model": "toy",
+            "train_data_dir": str(data),
+            "output_dir": str(tmp_path / "out"),
+            "resolution": 64,
+            "bad_images": "skip",
+            "missing_captions": "trigger",
+            "trigger_word": "zk",
+        }
+    )
+    scan = scan_dataset(data, bad_images="skip", missing_captions="trigger", trigger_word="zk")
+    (tmp_path / "out").mkdir()
+    report = preflight(cfg, scan)
+    assert not report.errors  # the skipped image is not in the scan; the odd ones are only warnings
+    assert {(f.file, f.code) for f in report.warnings} >= {
+        ("tiny.png", "too_small"),
+        ("anim.gif", "animated"),
+    }
+    assert "tiny.png" in (tmp_path / "out" / "dataset_report.html").read_text(encoding="utf-8")
