@@ -99,6 +99,8 @@ def test_lora_for_another_model_is_refused(good_lora: Path, sd1_base, tiny_sd1, 
     with pytest.raises(ModelError, match="is a SDXL LoRA; tiny-sd1.safetensors is SD1"):
         merge_into_checkpoint(tiny_sd1.single_file, [(wrong_family, 1.0)], tmp_path / "c.safetensors")
     assert "trained for SDXL but the base model is SD1" in self_test(wrong_family, "sd1").problems[0]
+    with pytest.raises(ModelError, match="--base must be sd1, sd2, sdxl or a .safetensors checkpoint; 'sd5'"):
+        self_test(good_lora, "sd5")
     wrong_shape = _variant(good_lora, "wrong_layer_shape", tmp_path)
     with pytest.raises(ModelError, match="does not fit this model"):
         load_lora(sd1_base, wrong_shape)

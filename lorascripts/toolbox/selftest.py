@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ModelError
 from ..network.save import lora_problems, read_lora_file
 from ..network.webui_check import CompatReport, check_webui_compat
 from .lorafile import detect_family, json_field
@@ -163,6 +164,10 @@ def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
     target = str(against) if against else detect_family(*loaded)
     if target in FAMILIES:
         return _report(lora, loaded, reference_shapes(target), target, target)
+    if not Path(target).is_file():
+        raise ModelError(
+            f"--base must be {', '.join(FAMILIES)} or a .safetensors checkpoint; {target!r} is neither."
+        )
     ckpt = checkpoint_shapes(Path(target))
     model = {name: shape for name, (_, shape) in layer_keys(ckpt).items()}
     report = _report(lora, loaded, model, checkpoint_family(ckpt), Path(target).name)
