@@ -44,7 +44,8 @@ def test_broken_image_is_named_or_skipped(case: str, tmp_path: Path) -> None:
     )
     skipped = scan_dataset(tmp_path, bad_images="skip")
     assert [i.path for i in skipped.items] == good and skipped.skipped == [bad]
-    assert any(bad.name in w for w in skipped.warnings)
+    assert [w for w in skipped.warnings if bad.name in w] == [w for w in skipped.warnings if "skipping" in w]
+    assert len(skipped.warnings) == 1  # not also reported as a metadata.csv row without an image
     report = check_dataset(tmp_path, resolution=32)
     assert [(f.file, f.code, f.severity) for f in report.errors] == [(bad.name, "unreadable", "error")]
 

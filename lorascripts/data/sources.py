@@ -162,6 +162,9 @@ def scan_dataset(
             result.tag_frequency[subset] = dict(tags.most_common())
     if missing:
         raise _missing_error(root, missing)
+    # rows of skipped images are not "rows for files that do not exist": those were already warned about
+    used_rows |= {normalise_name(p.relative_to(root).as_posix()) for p in result.skipped}
+    used_rows |= {normalise_name(p.name) for p in result.skipped}
     unused = sorted(set(metadata) - used_rows)
     if unused:
         result.warnings.append(
