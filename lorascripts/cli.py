@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import LoraScriptsError, StopRequested
 
@@ -58,7 +59,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    from pathlib import Path
 
     stop.stop_file = Path(cfg.output_dir) / "STOP"
     stop.clear_stale_file()
@@ -84,7 +84,6 @@ def _add_config_reference(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_config_reference(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from .config.reference import BEGIN, END, config_reference_markdown
 
@@ -167,3 +166,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
+        if args.debug:
+            raise
+        print(internal_error_message(exc), file=sys.stderr)
+        return 1
+
+
+def internal_error_message(exc: BaseException) -> str:
+    """What the CLIs print for an exception that is not one of ours: a bug, so say how to report it."""
+    import traceback
+
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    return (
+        f"internal error: {type(exc).__name__}: {exc}{where}. This is a bug in lora-scripts, not in your input: "
+        "rerun with --debug for the traceback and report it with the command you ran."
+    )

@@ -38,13 +38,25 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def looks_like_path(model: str) -> bool:
+    """True for what can only be a local path (Hugging Face ids are `name` or `owner/name`)."""
+    return model.startswith(("/", ".", "~")) or "\\" in model or ":" in model or model.count("/") > 1
+
+
 def check_native(model: str, allow_remote_code: bool) -> None:
-    """Refuse a local model folder whose config needs remote code, unless explicitly allowed."""
+    """Refuse a missing local folder, and one whose config needs remote code unless explicitly allowed."""
+    if looks_like_path(model) and not Path(model).expanduser().is_dir():
+        raise ModelError(
+            f"captioning model folder {model} does not exist. Check the path, or give a Hugging Face id."
+        )
     config = Path(model) / "config.json"
     if not config.is_file():
         return
-    data = json.loads(config.read_text(encoding="utf-8"))
-    if data.get("auto_map") and not allow_remote_code:
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{config} is not valid JSON ({exc}). Re-download the model.") from None
+    if isinstance(data, dict) and data.get("auto_map") and not allow_remote_code:
         raise ModelError(
             f"{model} ships its own Python code (auto_map in config.json), which lora-scripts does not run by "
             "default. Use a transformers-native version of the model, or pass --allow-remote-code if you trust it."
@@ -70,6 +82,8 @@ def create_captioner(
 ) -> Captioner:
     """A captioner by name; `model` is a Hugging Face id or a local folder (defaults per captioner)."""
     model = model or DEFAULT_MODELS.get(name, "")
+    if name in ("blip", "florence2"):
+        check_native(model, allow_remote_code)  # before importing transformers: a wrong path fails in no time
     if name == "blip":
         from .blip import BlipCaptioner
 

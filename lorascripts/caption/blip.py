@@ -36,7 +36,7 @@ class BlipCaptioner:
         try:
             self.processor = BlipProcessor.from_pretrained(model, **kwargs)
             self.model = BlipForConditionalGeneration.from_pretrained(model, **kwargs).to(device).eval()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load BLIP model {model}: {exc}") from None
         self.device, self.batch_size = device, batch_size
         self.max_new_tokens, self.num_beams, self.prompt = max_new_tokens, num_beams, prompt

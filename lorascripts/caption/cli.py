@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--character-threshold", type=float, default=0.85)
     p.add_argument("--exclude-tags", default="", help="WD14: comma-separated tags never written")
     p.add_argument("--allow-remote-code", action="store_true", help="run model code shipped with the model")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
 
 
@@ -82,6 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoraScriptsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
+        from ..cli import internal_error_message
+
+        if args.debug:
+            raise
+        print(internal_error_message(exc), file=sys.stderr)
+        return 1
     print(
         f"captioned {result.captioned}, kept {result.kept}, resumed {result.resumed}, failed {len(result.failed)}"
     )

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..data.captions import read_metadata, write_metadata
-from ..data.images import is_image, load_image
+from ..data.captions import read_caption_file, read_metadata, write_metadata
+from ..data.images import IMAGE_EXTENSIONS, is_image, load_image
 from ..errors import DatasetError
 from ..fileio import atomic_write_text
 from .base import Captioner
@@ -50,19 +50,25 @@ def existing_captions(root: Path, output: Path, names: list[str]) -> dict[str, s
     for name in names:
         sidecar = (root / name).with_suffix(".txt")
         if name not in rows and sidecar.is_file():
-            rows[name] = sidecar.read_text(encoding="utf-8-sig").strip()
+            rows[name] = read_caption_file(sidecar)
     return rows
 
 
 def _read_partial(path: Path) -> dict[str, str]:
     done: dict[str, str] = {}
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        # a kill can cut the last line anywhere, even inside a multi-byte character: such lines are redone
+        for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut off by the interruption
-            done[row["file"]] = row["caption"]
+                continue
+            if (
+                isinstance(row, dict)
+                and isinstance(row.get("file"), str)
+                and isinstance(row.get("caption"), str)
+            ):
+                done[row["file"]] = row["caption"]
     return done
 
 
@@ -81,7 +87,12 @@ def auto_label(
         raise DatasetError(f"mode must be one of {MODES} and format one of {FORMATS}.")
     rules = rules or CaptionRules()
     output = output or root / "metadata.csv"
+    if output.is_dir():
+        raise DatasetError(f"--output {output} is a folder; give the metadata.csv file to write.")
     names = list_images(root)
+    if not names:
+        raise DatasetError(f"{root} has no images ({', '.join(IMAGE_EXTENSIONS)}) to caption.")
+    output.parent.mkdir(parents=True, exist_ok=True)
     existing = existing_captions(root, output, names)
     partial = output.with_name(output.name + ".partial")
     done = _read_partial(partial)

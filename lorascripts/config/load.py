@@ -16,7 +16,7 @@ import yaml
 from ..errors import ConfigError
 from .fields import field_meta
 from .schema import CONFIG_VERSION, DEFAULT_TARGET_MODULES, TrainConfig
-from .validate import check_range, coerce, field_types, suggest
+from .validate import check_range, coerce, field_types, short_repr, suggest
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ def _migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
     """Upgrade older config versions in place. Version 1 is the first; future versions add steps here."""
     version = raw.get("config_version", CONFIG_VERSION)
     if not isinstance(version, int) or version < 1:
-        raise ConfigError(f"{source}: `config_version` must be a positive integer, got {version!r}.")
+        raise ConfigError(
+            f"{source}: `config_version` must be a positive integer, got {short_repr(version)}."
+        )
     if version > CONFIG_VERSION:
         raise ConfigError(
             f"{source}: config_version {version} is newer than this lora-scripts understands ({CONFIG_VERSION}). "
@@ -104,6 +106,16 @@ def _special_values(key: str, value: Any) -> Any:
     return value
 
 
+def _special(special: Any, name: str, value: Any) -> Any:
+    """Apply a field's special spellings; one that does not parse (`resolution: 512xabc`) is a ConfigError."""
+    try:
+        return special(name, value)
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(
+            f"`{name}` cannot be read from {short_repr(value)}. See the README's config reference for examples."
+        ) from None
+
+
 def fill_fields(
     cls: type,
     raw: Mapping[str, Any],
@@ -128,7 +140,7 @@ def fill_fields(
             raise ConfigError(f"{source}: `{spelled[name]}` and `{key}` mean the same thing; keep only one.")
         spelled[name] = str(key)
         try:
-            value = coerce(name, special(name, value), types_[name])
+            value = coerce(name, _special(special, name, value), types_[name])
             check_range(name, value, metas[name])
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
@@ -230,12 +242,36 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return result
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice (plain PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(
+                    f"{self.name}, lines {seen[key]} and {line}: `{key}` is set twice. Keep only one of them."
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML config file, turning every failure into a ConfigError that names the file and line."""
+    if path.is_dir():
+        raise ConfigError(f"Config file {path} is a folder; give the path of a .yaml file in it.")
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist. Check the path, or copy one from configs/.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text. Save it as UTF-8.") from None
     except yaml.YAMLError as exc:

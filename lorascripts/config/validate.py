@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from typing import Any, Union
@@ -15,6 +17,16 @@ from typing import Any, Union
 from ..errors import ConfigError
 
 _NONE_STRINGS = {"none", "null", "~", ""}
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 60, 60, 6, 6, 2
+
+
+def short_repr(value: Any, limit: int = 160) -> str:
+    """repr() cut to a readable length (a YAML alias bomb or a pasted blob must not flood the message)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def suggest(name: str, candidates: list[str]) -> str:
@@ -108,7 +120,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         return _coerce_scalar(key, value, inner)
     except (ValueError, TypeError):
         raise ConfigError(
-            f"`{key}` must be {_type_name(tp)}, got {value!r} ({type(value).__name__}). "
+            f"`{key}` must be {_type_name(tp)}, got {short_repr(value)} ({type(value).__name__}). "
             f"Example: `{key}: {_example(tp)}`."
         ) from None
 
@@ -133,9 +145,13 @@ def check_range(key: str, value: Any, meta: dict[str, Any]) -> None:
         for v in values:
             if v not in choices:
                 hint = suggest(str(v), [str(c) for c in choices])
-                raise ConfigError(f"`{key}` must be one of {', '.join(map(str, choices))}; got {v!r}.{hint}")
+                raise ConfigError(
+                    f"`{key}` must be one of {', '.join(map(str, choices))}; got {short_repr(v)}.{hint}"
+                )
     lo, hi = meta.get("min"), meta.get("max")
     for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"`{key}` must be a finite number; got {v}. Give a number or remove the line.")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and v < lo:
                 raise ConfigError(

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..caption.postprocess import GENERIC_WORDS
 from ..errors import DatasetError
-from .images import is_image, load_image
+from .images import IMAGE_EXTENSIONS, has_image_suffix, is_animated, load_image
 
 logger = logging.getLogger(__name__)
 BLUR_THRESHOLD = 0.02  # sharpness = var(Laplacian) / var(image); sharp pictures score well above this
@@ -151,6 +151,8 @@ def check_images(
             continue
         info.size = image.size
         flags += _image_flags(info, image, resolution)
+        if is_animated(info.path):
+            flags.append(Flag(info.file, "animated", "warning", "animated: only the first frame is trained"))
         digest = imagehash.phash(image)
         twin = next((name for name, other in hashes if digest - other <= DUPLICATE_DISTANCE), None)
         if twin:
@@ -162,17 +164,18 @@ def check_images(
 
 def collect_images(root: Path, metadata_path: Path | None = None) -> list[ImageInfo]:
     """Every file with an image extension under `root`, with its caption (metadata.csv, then .txt/.caption)."""
-    from .captions import read_metadata
+    from .captions import normalise_name, read_caption_file, read_metadata
 
     metadata_file = metadata_path or root / "metadata.csv"
     rows = read_metadata(metadata_file) if metadata_file.is_file() else {}
     out = []
-    for path in sorted(p for p in root.rglob("*") if is_image(p)):
+    # broken symlinks are listed too: they are flagged as unreadable instead of silently left out
+    for path in sorted(p for p in root.rglob("*") if has_image_suffix(p) and (p.is_file() or p.is_symlink())):
         rel = path.relative_to(root).as_posix()
-        caption = rows.get(rel)
+        caption = rows.get(normalise_name(rel))
         for ext in (".txt", ".caption"):
             if caption is None and path.with_suffix(ext).is_file():
-                caption = path.with_suffix(ext).read_text(encoding="utf-8-sig").strip()
+                caption = read_caption_file(path.with_suffix(ext))
         out.append(ImageInfo(rel, path, None, caption))
     return out
 
@@ -189,6 +192,8 @@ def check_dataset(
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder.")
     images = collect_images(root, metadata_path)
+    if not images:
+        raise DatasetError(f"{root} has no images ({', '.join(IMAGE_EXTENSIONS)}) to check.")
     report = DatasetReport(root, images)
     report.flags = check_images(images, resolution=resolution, trigger_word=trigger_word, tokenizer=tokenizer)
     return report

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .caption_proc import split_tags, with_trigger
-from .captions import read_metadata
-from .images import check_image, is_image
+from .captions import normalise_name, read_caption_file, read_metadata
+from .images import IMAGE_EXTENSIONS, check_image, dangling_images, is_image
 
 logger = logging.getLogger(__name__)
 REPEAT_DIR = re.compile(r"^(\d+)_(.+)$")
@@ -42,13 +42,25 @@ class ScanResult:
     tag_frequency: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def _subsets(root: Path) -> list[tuple[Path, int, str]]:
-    """(folder, repeats, name) of the root and of every `N_name` subfolder."""
+def _subsets(root: Path, warnings: list[str]) -> list[tuple[Path, int, str]]:
+    """(folder, repeats, name) of the root and of every `N_name` subfolder.
+
+    A subfolder that is a symlink back to a folder already scanned (a loop, or two links to one folder) is
+    skipped with a warning: it would train the same images twice.
+    """
     found = [(root, 1, root.name)]
-    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    seen = {root.resolve()}
+    children = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for child in sorted(children, key=lambda p: (p.is_symlink(), p.name)):  # real folders win over links
         m = REPEAT_DIR.match(child.name)
-        if m:
-            found.append((child, max(1, int(m[1])), child.name))
+        if not m:
+            continue
+        real = child.resolve()
+        if real in seen or real in root.resolve().parents:
+            warnings.append(f"skipping {child}: it links to a folder already in the dataset ({real}).")
+            continue
+        seen.add(real)
+        found.append((child, max(1, int(m[1])), child.name))
     return found
 
 
@@ -56,10 +68,7 @@ def _sidecar(path: Path, extensions: tuple[str, ...]) -> str | None:
     for ext in extensions:
         sidecar = path.with_suffix(ext)
         if sidecar.is_file():
-            try:
-                return sidecar.read_text(encoding="utf-8-sig").strip()
-            except UnicodeDecodeError:
-                raise DatasetError(f"caption file {sidecar} is not UTF-8 text. Save it as UTF-8.") from None
+            return read_caption_file(sidecar)
     return None
 
 
@@ -82,6 +91,30 @@ def _fallback_caption(path: Path, policy: str, trigger_word: str, subset: str) -
     return ""
 
 
+def _readable_images(folder: Path, bad_images: str, result: ScanResult) -> list[Path]:
+    """The images of one folder that decode; the others raise (`bad_images: error`) or are recorded as skipped."""
+    skipped = dangling_images(folder)
+    problems = [
+        DatasetError(f"{p} is a broken symlink (or a symlink loop). Fix or delete the link.") for p in skipped
+    ]
+    readable = []
+    for path in sorted(p for p in folder.iterdir() if is_image(p)):
+        try:
+            check_image(path)
+            readable.append(path)
+        except DatasetError as exc:
+            problems.append(exc)
+            skipped.append(path)
+    if problems and bad_images == "error":
+        more = (
+            f" {len(problems) - 1} more image(s) in {folder} are unreadable too." if len(problems) > 1 else ""
+        )
+        raise DatasetError(f"{problems[0]}{more}")
+    result.warnings += [f"skipping unreadable image: {exc}" for exc in problems]
+    result.skipped += skipped
+    return readable
+
+
 def scan_dataset(
     root: Path,
     *,
@@ -92,6 +125,8 @@ def scan_dataset(
     bad_images: str = "error",
 ) -> ScanResult:
     """All images under `root` with captions; unreadable images raise (naming the file) or are skipped."""
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder. Point train_data_dir at the folder with your images.")
     metadata_file = metadata_path or root / "metadata.csv"
     if metadata_path is not None and not metadata_file.is_file():
         raise DatasetError(f"metadata_path {metadata_file} does not exist.")
@@ -99,22 +134,14 @@ def scan_dataset(
     result = ScanResult(items=[])
     used_rows: set[str] = set()
     missing: list[Path] = []
-    for folder, repeats, subset in _subsets(root):
-        images = sorted(p for p in folder.iterdir() if is_image(p))
+    for folder, repeats, subset in _subsets(root, result.warnings):
         count = 0
-        for path in images:
-            rel = path.relative_to(root).as_posix()
-            try:
-                check_image(path)
-            except DatasetError as exc:
-                if bad_images == "error":
-                    raise
-                result.warnings.append(f"skipping unreadable image: {exc}")
-                result.skipped.append(path)
-                continue
-            caption = metadata.get(rel, metadata.get(path.name) if folder != root else None)
+        for path in _readable_images(folder, bad_images, result):
+            rel = normalise_name(path.relative_to(root).as_posix())
+            short = normalise_name(path.name)
+            caption = metadata.get(rel, metadata.get(short) if folder != root else None)
             if caption is not None:
-                used_rows.add(rel if rel in metadata else path.name)
+                used_rows.add(rel if rel in metadata else short)
             else:
                 caption = _sidecar(path, caption_extensions)
             if caption is None and missing_captions == "error":
@@ -135,6 +162,9 @@ def scan_dataset(
             result.tag_frequency[subset] = dict(tags.most_common())
     if missing:
         raise _missing_error(root, missing)
+    # rows of skipped images are not "rows for files that do not exist": those were already warned about
+    used_rows |= {normalise_name(p.relative_to(root).as_posix()) for p in result.skipped}
+    used_rows |= {normalise_name(p.name) for p in result.skipped}
     unused = sorted(set(metadata) - used_rows)
     if unused:
         result.warnings.append(
@@ -142,7 +172,7 @@ def scan_dataset(
         )
     if not result.items:
         raise DatasetError(
-            f"no usable images in {root} (looked for {', '.join(('.png', '.jpg', '.jpeg', '.webp', '.bmp'))} "
+            f"no usable images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} "
             "directly and in N_name subfolders)."
         )
     return result

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,12 @@ import torch
 
 from ..errors import ModelError
 from .family import ModelFamily, family_from_keys
+from .files import PICKLE_SUFFIXES, first_non_finite, read_safetensors
 from .ldm_names import text_encoder_layouts
 from .single_file import ARCH_KEY, text_config, unet_config, vae_config
 from .tokenizers_find import find_clip_tokenizer, openclip_variant
 
 logger = logging.getLogger(__name__)
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
 @dataclass
@@ -59,52 +61,55 @@ def sd_noise_scheduler(prediction_type: str = "epsilon") -> Any:
 
 def _read_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError, safe_open
+        return read_safetensors(path, "checkpoint")
+    if path.suffix.lower() not in PICKLE_SUFFIXES:
+        raise ModelError(f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors.")
+    if not allow_pickle:
+        raise ModelError(
+            f"{path.name} is a pickle checkpoint, which can run code when loaded. Use a .safetensors version, "
+            "or set `allow_pickle: true` (it is then loaded with weights_only=True)."
+        )
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
+        # torch's own message suggests weights_only=False, the one thing not to do with an untrusted file
+        lines = str(exc).splitlines() or [type(exc).__name__]
+        reason = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0])
+        if "weights_only" not in str(exc).lower() and "Unsupported global" not in str(exc):
+            raise ModelError(f"{path} is not a readable checkpoint ({reason}). Re-download it.") from None
+        raise ModelError(
+            f"{path} was refused: it is not a plain-weights pickle and could run code when loaded ({reason}). "
+            "Use a .safetensors version of the model."
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} holds a {type(state).__name__}, not a checkpoint's dictionary of weights.")
+    return {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}, {}
 
-        try:
-            with safe_open(str(path), "pt") as fh:
-                return {k: fh.get_tensor(k) for k in fh.keys()}, fh.metadata() or {}
-        except (SafetensorError, OSError) as exc:
-            raise ModelError(f"{path} is not a readable .safetensors file ({exc}). Re-download it.") from None
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise ModelError(
-                f"{path.name} is a pickle checkpoint, which can run code when loaded. Use a .safetensors version, "
-                "or set `allow_pickle: true` (it is then loaded with weights_only=True)."
-            )
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
-            raise ModelError(f"{path} could not be loaded safely ({exc}).") from None
-        return state.get("state_dict", state), {}
-    raise ModelError(f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors.")
+
+@contextmanager
+def _architecture_errors(path: Path, family: ModelFamily) -> Iterator[None]:
+    """Inferring an architecture from shapes and converting names index into the file: a file that does not
+    have what a standard checkpoint has surfaces as KeyError/StopIteration/...; say so once, here."""
+    hint = f"The file is incomplete (re-download it) or not a standard {family.label} checkpoint."
+    try:
+        yield
+    except KeyError as exc:
+        raise ModelError(
+            f"{path.name}: cannot work out the architecture, weight {exc} is missing. {hint}"
+        ) from None
+    except (StopIteration, IndexError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        reason = str(exc) or "an expected weight is missing"
+        raise ModelError(f"{path.name}: cannot work out the architecture ({reason}). {hint}") from None
 
 
-def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None) -> dict[str, Any]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_clip_checkpoint,
-        convert_ldm_unet_checkpoint,
-        convert_ldm_vae_checkpoint,
-        convert_open_clip_checkpoint,
-    )
+def _text_encoders(
+    path: Path, state: dict, shapes: dict, family: ModelFamily, arch: dict, tokenizer_path: str | None
+) -> tuple[list[Any], list[Any]]:
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    state, metadata = _read_checkpoint(path, allow_pickle)
-    family = family_from_keys(list(state))
-    if family is None or not any(k.startswith("model.diffusion_model.") for k in state):
-        raise ModelError(
-            f"{path.name} is not a Stable Diffusion 1.x/2.x/XL checkpoint (no U-Net + CLIP text encoder keys "
-            "in the original layout). Is it a LoRA, a VAE or another architecture?"
-        )
-    arch = json.loads(metadata.get(ARCH_KEY, "{}"))
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    if family is ModelFamily.SDXL:
-        arch.setdefault("pooled_dim", shapes["conditioner.embedders.1.model.text_projection"][1])
-    unet = UNet2DConditionModel(**unet_config(shapes, family, arch))
-    _load_into(unet, convert_ldm_unet_checkpoint(state, unet.config), "U-Net", path)
-    vae = AutoencoderKL(**vae_config(shapes, family, arch))
-    _load_into(vae, convert_ldm_vae_checkpoint(state, vae.config), "VAE", path)
     encoders, tokenizers = [], []
     clip_tok = find_clip_tokenizer(tokenizer_path, path)
     for index, (prefix, layout) in enumerate(text_encoder_layouts(family.value)):
@@ -119,6 +124,37 @@ def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None
             tokenizers.append(openclip_variant(clip_tok))
         _load_into(model, weights, f"text encoder {index + 1}", path, text=True)
         encoders.append(model)
+    return encoders, tokenizers
+
+
+def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    state, metadata = _read_checkpoint(path, allow_pickle)
+    family = family_from_keys(list(state))
+    if family is None or not any(k.startswith("model.diffusion_model.") for k in state):
+        raise ModelError(
+            f"{path.name} is not a Stable Diffusion 1.x/2.x/XL checkpoint (no U-Net + CLIP text encoder keys "
+            "in the original layout). Is it a LoRA, a VAE or another architecture?"
+        )
+    # checked here, not at the first training step: a damaged download should fail before any caching
+    bad = first_non_finite(state)
+    if bad:
+        raise ModelError(
+            f"{path.name}: weight {bad} contains NaN/inf values; the file is damaged. Re-download it."
+        )
+    with _architecture_errors(path, family):
+        arch = json.loads(metadata.get(ARCH_KEY, "{}"))
+        arch = arch if isinstance(arch, dict) else {}
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        if family is ModelFamily.SDXL:
+            arch.setdefault("pooled_dim", shapes["conditioner.embedders.1.model.text_projection"][1])
+        unet = UNet2DConditionModel(**unet_config(shapes, family, arch))
+        _load_into(unet, convert_ldm_unet_checkpoint(state, unet.config), "U-Net", path)
+        vae = AutoencoderKL(**vae_config(shapes, family, arch))
+        _load_into(vae, convert_ldm_vae_checkpoint(state, vae.config), "VAE", path)
+        encoders, tokenizers = _text_encoders(path, state, shapes, family, arch, tokenizer_path)
     return {
         "family": family,
         "unet": unet,

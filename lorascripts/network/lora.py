@@ -130,6 +130,11 @@ class LoraNetwork(nn.Module):
             net.components[name] = target.component
         if initial is not None:
             unknown = sorted(set(seeds) - set(net.lora_modules))
+            if seeds and len(unknown) == len(seeds):
+                raise ModelError(
+                    f"the LoRA's {len(seeds)} modules match no layer of this {family.upper()} model (e.g. {unknown[0]}): "
+                    "it was made for another base model. Use a LoRA trained on this model's family."
+                )
             if unknown:
                 logger.warning(
                     "initial LoRA: %d modules match no layer of this model and are ignored: %s",

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ModelError
 from ..fileio import atomic_write_bytes
-from ..network.save import read_lora_file, save_lora_file
+from ..network.save import read_lora_file, read_lora_weights, save_lora_file
 from .lorafile import detect_family, group_modules, lora_metadata, module_tensors
 from .reference import kohya_targets, meta_base
 
@@ -49,9 +49,11 @@ def _alphas(path: Path, metadata: dict[str, str], alpha: float | None) -> dict[s
         pass
     config = path.with_name("adapter_config.json")
     if not found and config.is_file():
-        value = json.loads(config.read_text(encoding="utf-8")).get("lora_alpha")
-        if value is not None:
-            found = {c: float(value) for c in COMPONENTS}
+        try:
+            value = json.loads(config.read_text(encoding="utf-8")).get("lora_alpha")
+            found = {c: float(value) for c in COMPONENTS} if value is not None else {}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError):
+            raise ModelError(f"{config} has no readable lora_alpha; fix the file or pass --alpha.") from None
     return found
 
 
@@ -85,11 +87,20 @@ def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[
         if name is None:
             skipped.append(key)
             continue
+        up = tensors.get(key + ".lora_B.weight")
+        if up is None or up.dim() != down.dim() or up.shape[1] != down.shape[0]:
+            raise ModelError(
+                f"{source}: {key}.lora_B.weight is missing or does not match lora_A (rank {down.shape[0]})."
+            )
         rank = down.shape[0]
-        out.update(module_tensors(name, down, tensors[key + ".lora_B.weight"], alphas.get(component, rank)))
+        out.update(module_tensors(name, down, up, alphas.get(component, rank)))
     if skipped:
         logger.warning(
             "%d modules have no kohya equivalent and were left out, e.g. %s", len(skipped), skipped[0]
+        )
+    if not out:
+        raise ModelError(
+            f"{source.name}: none of its {len(downs)} modules is a layer of a standard {family} model."
         )
     rank = max(int(v.shape[0]) for k, v in out.items() if k.endswith("lora_down.weight"))
     alpha = next(iter(alphas.values()), rank)
@@ -102,7 +113,7 @@ def to_diffusers(source: Path, target: Path) -> dict[str, int]:
     """A kohya LoRA in diffusers' PEFT key format (`unet.…lora_A.weight`), scale folded into lora_B."""
     from safetensors.torch import save
 
-    tensors, metadata = read_lora_file(source)
+    tensors, metadata = read_lora_weights(source)
     family = detect_family(tensors, metadata)
     reverse = {name: key for key, name in _kohya_names(family).items()}
     prefix = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}

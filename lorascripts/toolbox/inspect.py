@@ -9,8 +9,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..network.save import addnet_hashes, read_lora_file
-from .lorafile import detect_family, group_modules, json_field
+from ..models.files import first_non_finite
+from ..network.save import addnet_hashes, lora_problems, read_lora_file
+from .lorafile import detect_family, group_modules, json_field, tag_frequency
 
 TRAINING_KEYS = (
     "ss_sd_model_name",
@@ -48,7 +49,11 @@ def inspect_lora(path: Path, top_tags: int = 20) -> dict[str, Any]:
     """Everything a user asks about a LoRA file, JSON-serialisable."""
     path = Path(path)
     tensors, metadata = read_lora_file(path)
-    modules = group_modules(tensors)
+    problems = lora_problems(tensors)
+    if (bad := first_non_finite(tensors)) is not None:
+        problems.append(f"tensor {bad} contains NaN/inf values")
+    # damaged modules are reported, not measured: their rank/alpha would be meaningless
+    modules = {n: m for n, m in group_modules(tensors).items() if not any(f" {n} " in p for p in problems)}
     kinds = Counter(m.kind for m in modules.values())
     blocks: dict[str, set[tuple[int, float]]] = {}
     for name, module in modules.items():
@@ -56,19 +61,13 @@ def inspect_lora(path: Path, top_tags: int = 20) -> dict[str, Any]:
     ranks = {b: sorted(v) for b, v in sorted(blocks.items())}
     distinct = {ra for v in blocks.values() for ra in v}
     tags: Counter = Counter()
-    for counts in (json_field(metadata, "ss_tag_frequency") or {}).values():
-        if isinstance(counts, dict):
-            tags.update(counts)
+    for counts in tag_frequency(metadata).values():
+        tags.update(counts)
     model_hash, legacy = addnet_hashes(path.read_bytes())
-    args = json_field(metadata, "ss_network_args") or {}
-    network = (
-        args.get("algo")
-        if isinstance(args, dict) and args.get("algo")
-        else dict(kinds).most_common
-        if False
-        else None
-    )
-    network = network or ("locon" if any(m.is_conv for m in modules.values()) else max(kinds, key=kinds.get))
+    args = json_field(metadata, "ss_network_args")
+    network = args.get("algo") if isinstance(args, dict) and args.get("algo") else None
+    if network is None and modules:
+        network = "locon" if any(m.is_conv for m in modules.values()) else max(kinds, key=kinds.get)
     return {
         "file": path.name,
         "size_mb": round(path.stat().st_size / 2**20, 2),
@@ -90,6 +89,7 @@ def inspect_lora(path: Path, top_tags: int = 20) -> dict[str, Any]:
             "computed": model_hash,
             "legacy": legacy,
         },
+        "problems": problems,
     }
 
 
@@ -108,6 +108,7 @@ def format_inspection(info: dict[str, Any]) -> str:
     stored, actual = info["hash"]["stored"], info["hash"]["computed"]
     verdict = "matches" if stored == actual else ("not stored" if not stored else "MISMATCH (file changed?)")
     lines.append(f"  hash           {actual[:16]}… ({verdict})")
+    lines += [f"  PROBLEM        {p}" for p in info["problems"]]
     return "\n".join(lines)
 
 

@@ -53,6 +53,14 @@ class LoraModule:
         down = self.parts.get("lora_down.weight")
         return down is not None and down.dim() == 4
 
+    @property
+    def layer_shape(self) -> tuple[int, ...]:
+        """Shape of the weight this module changes (conv: out×in×k×k)."""
+        if self.kind == "lora":
+            down = self.parts["lora_down.weight"]
+            return (int(self.parts["lora_up.weight"].shape[0]), *(int(d) for d in down.shape[1:]))
+        return tuple(self.delta().shape)
+
     def delta(self) -> torch.Tensor:
         """ΔW in float32, shaped like the layer's weight (conv: out×in×k×k)."""
         p = {k: v.float() for k, v in self.parts.items()}
@@ -71,7 +79,9 @@ class LoraModule:
             w2 = p["lokr_w2"] if "lokr_w2" in p else p["lokr_w2_a"] @ p["lokr_w2_b"].flatten(1)
             has_factor = "lokr_w2_a" in p or "lokr_w1_a" in p
             return torch.kron(w1, w2.flatten(1)) * (scale if has_factor else 1.0)
-        raise ModelError(f"{self.name}: unknown LoRA tensor layout {sorted(self.parts)}.")
+        raise ModelError(
+            f"{self.name} is not a LoRA/LoHa/LoKr module (parts {sorted(self.parts)}); remove it from the file."
+        )
 
 
 def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
@@ -137,6 +147,18 @@ def json_field(metadata: dict[str, str], key: str) -> object | None:
         return json.loads(metadata[key]) if key in metadata else None
     except (json.JSONDecodeError, TypeError):
         return None
+
+
+def tag_frequency(metadata: dict[str, str]) -> dict[str, dict[str, int]]:
+    """ss_tag_frequency as {folder: {tag: count}}; anything malformed in a hand-edited file is left out."""
+    value = json_field(metadata, "ss_tag_frequency")
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(folder): {str(t): n for t, n in counts.items() if isinstance(n, int)}
+        for folder, counts in value.items()
+        if isinstance(counts, dict)
+    }
 
 
 def lora_metadata(family: str, rank: int, alpha: float, name: str, **extra: str) -> dict[str, str]:

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ModelError
-from ..network.save import read_lora_file, save_lora_file
+from ..models.files import read_safetensors, refuse_pickle
+from ..network.save import read_lora_weights, save_lora_file
 from ..network.webui_check import resolve_layer
-from .lorafile import LoraModule, detect_family, group_modules, json_field, low_rank, module_tensors
+from .lorafile import LoraModule, detect_family, group_modules, low_rank, module_tensors, tag_frequency
 from .reference import checkpoint_family, layer_keys
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def _merged_metadata(
     base = dict(sources[0][2])
     tags: dict[str, Counter] = {}
     for _, _, meta in sources:
-        for folder, counts in (json_field(meta, "ss_tag_frequency") or {}).items():
+        for folder, counts in tag_frequency(meta).items():
             tags.setdefault(folder, Counter()).update(counts)
     base.update(
         ss_network_module="networks.lora",
@@ -53,16 +54,24 @@ def merge_loras(
     """One LoRA whose update is Σ weightᵢ·ΔWᵢ: stacked factors (exact; rank = sum) or, with `rank`, its SVD."""
     if not inputs:
         raise ConfigError("merge needs at least one LoRA (path and weight).")
-    loaded = [(Path(p), float(w), *read_lora_file(Path(p))) for p, w in inputs]
+    loaded = [(Path(p), float(w), *read_lora_weights(Path(p))) for p, w in inputs]
     families = {detect_family(t, m) for _, _, t, m in loaded}
     if len(families) > 1:
         raise ModelError(
             f"these LoRAs are for different base models ({sorted(families)}); merge only one family."
         )
     by_name: dict[str, list[tuple[float, LoraModule]]] = {}
-    for _, weight, tensors, _ in loaded:
+    shapes: dict[str, dict[tuple[int, ...], str]] = {}
+    for path, weight, tensors, _ in loaded:
         for name, module in group_modules(tensors).items():
             by_name.setdefault(name, []).append((weight, module))
+            shapes.setdefault(name, {}).setdefault(module.layer_shape, path.name)
+    clash = next((n for n, s in shapes.items() if len(s) > 1), None)
+    if clash:
+        found = ", ".join(f"{f}: {shape}" for shape, f in shapes[clash].items())
+        raise ModelError(
+            f"module {clash} is a different layer in these LoRAs ({found}): they are for different models."
+        )
     out: dict[str, torch.Tensor] = {}
     ranks = []
     for name, parts in sorted(by_name.items()):
@@ -91,24 +100,18 @@ def merge_into_checkpoint(checkpoint: Path, inputs: list[tuple[Path, float]], ta
 
     Returns counts: modules merged, and modules skipped because the checkpoint has no such layer.
     """
-    from safetensors import safe_open
     from safetensors.torch import save
 
     from ..fileio import atomic_write_bytes
 
-    if Path(checkpoint).suffix.lower() != ".safetensors":
-        raise ModelError(
-            f"{checkpoint}: only .safetensors checkpoints are merged (pickle files can run code)."
-        )
-    with safe_open(str(checkpoint), "pt") as fh:
-        state = {k: fh.get_tensor(k) for k in fh.keys()}
-        metadata = dict(fh.metadata() or {})
+    refuse_pickle(checkpoint, "checkpoint")
+    state, metadata = read_safetensors(Path(checkpoint), "checkpoint")
     state_shapes = {k: tuple(v.shape) for k, v in state.items()}
     family, layers = checkpoint_family(state_shapes), layer_keys(state_shapes)
     shapes = {name: shape for name, (_, shape) in layers.items()}
     counts = {"merged": 0, "skipped": 0}
     for path, weight in inputs:
-        tensors, meta = read_lora_file(Path(path))
+        tensors, meta = read_lora_weights(Path(path))
         lora_family = detect_family(tensors, meta)
         if lora_family != family:
             raise ModelError(
@@ -123,6 +126,12 @@ def merge_into_checkpoint(checkpoint: Path, inputs: list[tuple[Path, float]], ta
             key = layers[layer][0]
             weight_tensor = state[key]
             delta = module.delta() * weight
+            expected = weight_tensor.numel() // (3 if role is not None else 1)
+            if delta.numel() != expected:
+                raise ModelError(
+                    f"{Path(path).name}: module {name} changes a {tuple(delta.shape)} weight, but {key} in "
+                    f"{Path(checkpoint).name} is {tuple(weight_tensor.shape)}: the LoRA was made for another model."
+                )
             if role is not None:  # a q/k/v slice of a fused OpenCLIP in_proj weight
                 index = ("q_proj", "k_proj", "v_proj").index(role)
                 size = weight_tensor.shape[0] // 3

@@ -43,15 +43,9 @@ def layer_keys(keys_and_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[s
 
 def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Tensor shapes of a single-file .safetensors checkpoint, read from its header only."""
-    from safetensors import SafetensorError, safe_open
+    from ..models.files import safetensors_shapes
 
-    if Path(path).suffix.lower() != ".safetensors":
-        raise ModelError(f"{path}: only .safetensors checkpoints are read here (pickle files can run code).")
-    try:
-        with safe_open(str(path), "pt") as fh:
-            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise ModelError(f"{path} is not a readable .safetensors checkpoint ({exc}).") from None
+    return safetensors_shapes(Path(path), "checkpoint")
 
 
 def checkpoint_family(shapes: dict[str, tuple[int, ...]]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from ..network.save import read_lora_file, save_lora_file
+from ..network.save import read_lora_weights, save_lora_file
 from .lorafile import group_modules, low_rank, module_tensors
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def resize_lora(
         raise ConfigError("resize needs exactly one of --rank N or --energy F (0 < F <= 1).")
     if energy is not None and not 0 < energy <= 1:
         raise ConfigError(f"--energy must be in (0, 1], got {energy}.")
-    tensors, metadata = read_lora_file(source)
+    tensors, metadata = read_lora_weights(source)
     result = ResizeResult(target)
     out: dict[str, torch.Tensor] = {}
     for name, module in group_modules(tensors).items():

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from ..network.save import read_lora_file
+from ..errors import ModelError
+from ..network.save import lora_problems, read_lora_file
 from ..network.webui_check import CompatReport, check_webui_compat
 from .lorafile import detect_family, json_field
 from .reference import FAMILIES, checkpoint_family, checkpoint_shapes, layer_keys, reference_shapes
@@ -82,6 +83,7 @@ def _file_problems(
         problems.append(
             f"{len(stray)} tensors are not LoRA weights (e.g. {stray[0]}); diffusers refuses the file"
         )
+    problems += [p for p in lora_problems(tensors) if p.startswith("module ") or not tensors]
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t.float()).all()]
     if bad:
         problems.append(f"{len(bad)} tensors contain NaN/inf (e.g. {bad[0]}): images would turn black")
@@ -162,6 +164,10 @@ def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
     target = str(against) if against else detect_family(*loaded)
     if target in FAMILIES:
         return _report(lora, loaded, reference_shapes(target), target, target)
+    if not Path(target).is_file():
+        raise ModelError(
+            f"--base must be {', '.join(FAMILIES)} or a .safetensors checkpoint; {target!r} is neither."
+        )
     ckpt = checkpoint_shapes(Path(target))
     model = {name: shape for name, (_, shape) in layer_keys(ckpt).items()}
     report = _report(lora, loaded, model, checkpoint_family(ckpt), Path(target).name)

@@ -191,9 +191,9 @@ class RunParts:
     def _read_initial_lora(self) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
         if not self.cfg.initial_lora:
             return None, {}
-        from ..network.save import read_lora_file
+        from ..network.save import read_lora_weights
 
-        tensors, metadata = read_lora_file(Path(self.cfg.initial_lora))
+        tensors, metadata = read_lora_weights(Path(self.cfg.initial_lora))
         version = metadata.get("ss_base_model_version", "")
         family = self.base.family.value
         if version and not _version_matches(version, family):
