@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,11 +115,13 @@ def _text_encoders(
     for index, (prefix, layout) in enumerate(text_encoder_layouts(family.value)):
         config = CLIPTextConfig(**text_config(shapes, prefix, layout, arch, index))
         if layout == "clip_l":
-            model = CLIPTextModel(config)
+            model = _uninitialised(CLIPTextModel, config)
             weights = convert_ldm_clip_checkpoint(state, remove_prefix=prefix)
             tokenizers.append(clip_tok)
         else:
-            model = (CLIPTextModelWithProjection if family is ModelFamily.SDXL else CLIPTextModel)(config)
+            model = _uninitialised(
+                CLIPTextModelWithProjection if family is ModelFamily.SDXL else CLIPTextModel, config
+            )
             weights = convert_open_clip_checkpoint(model, state, prefix=prefix)
             tokenizers.append(openclip_variant(clip_tok))
         _load_into(model, weights, f"text encoder {index + 1}", path, text=True)
@@ -150,9 +152,9 @@ def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         if family is ModelFamily.SDXL:
             arch.setdefault("pooled_dim", shapes["conditioner.embedders.1.model.text_projection"][1])
-        unet = UNet2DConditionModel(**unet_config(shapes, family, arch))
+        unet = _uninitialised(UNet2DConditionModel, **unet_config(shapes, family, arch))
         _load_into(unet, convert_ldm_unet_checkpoint(state, unet.config), "U-Net", path)
-        vae = AutoencoderKL(**vae_config(shapes, family, arch))
+        vae = _uninitialised(AutoencoderKL, **vae_config(shapes, family, arch))
         _load_into(vae, convert_ldm_vae_checkpoint(state, vae.config), "VAE", path)
         encoders, tokenizers = _text_encoders(path, state, shapes, family, arch, tokenizer_path)
     return {
@@ -164,6 +166,18 @@ def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None
         "scheduler_config": None,
         "metadata": metadata,
     }
+
+
+def _uninitialised(cls: Callable[..., torch.nn.Module], *args: Any, **kwargs: Any) -> torch.nn.Module:
+    """Build a model with its parameters on the meta device: `_load_into` assigns every one from the file.
+
+    Random initialisation of SD1.5's ~1.1 B parameters only to overwrite them took seconds and a second full
+    copy of the weights in memory; buffers stay real (position ids are not always in the file).
+    """
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        return cls(*args, **kwargs)
 
 
 def _load_into(
@@ -185,7 +199,8 @@ def _load_into(
             f"{path.name}: the {what} weight {bad[0]} has shape {tuple(weights[bad[0]].shape)}, "
             f"expected {tuple(own[bad[0]].shape)}."
         )
-    module.load_state_dict(weights, strict=False)
+    # assign: the parameters are on the meta device (see _uninitialised); cast to the module's fp32 like a copy would
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False, assign=True)
 
 
 def _load_diffusers(source: str) -> dict[str, Any]:
