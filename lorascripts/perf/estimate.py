@@ -33,10 +33,12 @@ from .peak import matmul_peak, user_cache_dir
 
 logger = logging.getLogger(__name__)
 
-# calibrated on SD1.5 / the tiny pipeline (see bench/): fraction of the matmul peak a U-Net step reaches, and
-# the CPU time of one aten call (forward and backward, with the LoRA hooks) in seconds
-MATMUL_EFFICIENCY = {"cpu": 0.55, "cuda": 0.6}
-OP_OVERHEAD_S = {"cpu": 60e-6, "cuda": 15e-6}
+# Fraction of the matmul peak a U-Net step reaches, and the CPU time of one aten call (forward and backward,
+# with the LoRA hooks) in seconds. CPU: calibrated on the quiet-machine bench of 2026-12-01 (2-core Xeon with
+# AMX; bench/results/2026-12-01-vm.md): SD1.5 bf16 steps reached 20% (256 px) and 28% (512 px) of the bf16
+# peak, the fp32 64 px pipeline ~30 us per call. CUDA: not yet measured (no GPU run so far), a guess.
+MATMUL_EFFICIENCY = {"cpu": 0.24, "cuda": 0.6}
+OP_OVERHEAD_S = {"cpu": 30e-6, "cuda": 15e-6}
 ACTIVATION_FACTOR = 1.15  # allocator slack and the autograd bookkeeping not seen by the pack hook
 LIBRARY_RSS = 350 * 2**20  # diffusers/transformers/lycoris imported after the estimate
 OPTIMIZER_STATES = {"adamw": 2, "adamw8bit": 0.5, "prodigy": 4, "adafactor": 1}
