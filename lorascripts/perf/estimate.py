@@ -35,9 +35,10 @@ logger = logging.getLogger(__name__)
 
 # Fraction of the matmul peak a U-Net step reaches, and the CPU time of one aten call (forward and backward,
 # with the LoRA hooks) in seconds. CPU: calibrated on the quiet-machine bench of 2026-12-01 (2-core Xeon with
-# AMX; bench/results/2026-12-01-vm.md): SD1.5 bf16 steps reached 20% (256 px) and 28% (512 px) of the bf16
-# peak, the fp32 64 px pipeline ~30 us per call. CUDA: not yet measured (no GPU run so far), a guess.
-MATMUL_EFFICIENCY = {"cpu": 0.24, "cuda": 0.6}
+# AMX; bench/results/2026-12-01-vm.md): SD1.5 bf16 steps reached 23% (256 px) and 33% (512 px) of the
+# sustained bf16 matmul peak (peak.py), the fp32 64 px pipeline ~30 us per call. CUDA: not yet measured (no GPU
+# run so far), a guess.
+MATMUL_EFFICIENCY = {"cpu": 0.28, "cuda": 0.6}
 OP_OVERHEAD_S = {"cpu": 30e-6, "cuda": 15e-6}
 ACTIVATION_FACTOR = 1.15  # allocator slack and the autograd bookkeeping not seen by the pack hook
 LIBRARY_RSS = 350 * 2**20  # diffusers/transformers/lycoris imported after the estimate
