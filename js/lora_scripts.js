@@ -27,6 +27,10 @@ function drawChart(canvas, state) {
   if (state.total) {
     ctx.fillStyle = "#3a6"; ctx.fillRect(8, 24, (w - 16) * Math.min(1, state.step / state.total), 4);
   }
+  if (state.estimate) {
+    ctx.fillStyle = "#999"; ctx.font = "11px sans-serif";
+    ctx.fillText(state.estimate, 8, 42);
+  }
   const pts = state.losses;
   if (pts.length > 1) {
     const values = pts.map(p => p[1]);
@@ -35,7 +39,7 @@ function drawChart(canvas, state) {
     ctx.strokeStyle = "#4af"; ctx.lineWidth = 2; ctx.beginPath();
     pts.forEach(([s, v], i) => {
       const x = 8 + ((s - s0) / Math.max(1, s1 - s0)) * (w - 16);
-      const y = h - 8 - ((v - lo) / span) * (h - 44);
+      const y = h - 8 - ((v - lo) / span) * (h - 56);
       i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
     });
     ctx.stroke();
@@ -111,6 +115,7 @@ app.registerExtension({
       const node = app.graph?.getNodeById(Number(detail.node));
       if (!node?.loraScripts) return;
       const st = node.loraScripts.state;
+      if (detail.event === "estimate") st.estimate = detail.summary;
       if (detail.event === "started") { st.losses = []; st.total = detail.total_steps; st.step = detail.start_step; }
       if (detail.event === "step") { st.step = detail.step; st.total = detail.total; st.eta = detail.eta_s; st.losses.push([detail.step, detail.loss]); }
       if (detail.event === "sample" && detail.images?.length) {

@@ -38,6 +38,7 @@ class Snapshot:
     samples: list[str] = field(default_factory=list)
     lora_path: str = ""
     self_test: str = ""  # the WebUI key-mapping check of the saved file, as the trainer reported it
+    estimate: str = ""  # the pre-flight estimate (peak memory, s/step, suggestion), before the model loads
     started_at: float = 0.0
 
     @property
@@ -110,6 +111,8 @@ class TrainingSession:
                 s.losses.append((event["step"], float(event["loss"])))
         elif kind == "sample":
             self._update(samples=list(event.get("paths", [])))
+        elif kind == "estimate":
+            self._update(estimate=str(event.get("summary", "")))
         elif kind in ("loading_model", "caching", "resumed"):
             self._update(message=kind.replace("_", " "))
         elif kind == "checkpoint":

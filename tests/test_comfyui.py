@@ -173,6 +173,9 @@ def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
     assert report.endswith("every key applied"), report
     steps = [e for e in events.of("lora_scripts.progress") if e.get("event") == "step"]
     assert [e["step"] for e in steps][-2:] == [1, 2] and events.of("progress")
+    kinds = [e.get("event") for e in events.of("lora_scripts.progress")]
+    estimate = next(e for e in events.of("lora_scripts.progress") if e.get("event") == "estimate")
+    assert kinds.index("estimate") < kinds.index("step") and estimate["summary"].startswith("estimate: ")
     captions = entry["outputs"]["3"]["lora_scripts_captions"][0]
     assert len(captions["rows"]) == 3 and all(r["caption"].startswith("zk") for r in captions["rows"])
     # queue again with an input that ComfyUI sees as changed but that does not change what is learned

@@ -93,6 +93,7 @@ def test_estimate_is_emitted_before_loading_and_is_sane(tiny_sd1, tmp_path: Path
     names = [e["event"] for e in events]
     assert names.index("estimate") < names.index("loading_model")
     est = next(e for e in events if e["event"] == "estimate")
+    assert est["summary"].startswith("estimate: ") and "GiB peak" in est["summary"]  # what hosts show
     shapes = model_shapes(str(tiny_sd1.single_file))
     weights = sum(shapes.params.values()) * 4
     assert weights < est["peak_memory_bytes"] < 8 * 2**30
@@ -126,19 +127,62 @@ def test_estimate_suggests_a_preset_that_fits(tiny_sd1, tmp_path: Path) -> None:
     assert "lower the resolution" in hopeless.suggestion
 
 
-def test_cpu_threads_change_nothing_but_speed(tiny_sd1, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "option, values",
+    [
+        ("cpu_threads", (1, 2)),
+        ("channels_last", ("off", "on")),
+        ("optimizer_args", ({"fused": False}, {})),  # {}: the default, torch's fused AdamW kernel
+    ],
+)
+def test_speed_options_change_nothing_but_speed(tiny_sd1, tmp_path: Path, option, values) -> None:
     data = make_dataset(tmp_path / "data", n=2)
     results = []
-    for threads in (1, 2):
-        out = tmp_path / f"t{threads}"
-        results.append(
-            train(config_from_dict(tiny_config(tiny_sd1, data, out, max_train_steps=1, cpu_threads=threads)))
-        )
+    for i, value in enumerate(values):
+        out = tmp_path / f"run{i}"
+        cfg = tiny_config(tiny_sd1, data, out, max_train_steps=2, **{option: value})
+        results.append(train(config_from_dict(cfg)))
     a, b = (load_file(str(r.lora_path)) for r in results)
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert results[0].final_loss == pytest.approx(results[1].final_loss, rel=1e-4)
     assert torch.get_num_threads() >= 1  # restored after the run
+
+
+def test_speed_defaults_pick_the_measured_winners(tiny_sd1, tmp_path: Path) -> None:
+    from lorascripts.train.optim import create_optimizer
+    from lorascripts.train.setup import use_channels_last
+
+    # channels-last where it was measured to help (bf16 convolutions on CPU), the user's choice otherwise
+    assert use_channels_last("auto", "cpu", torch.bfloat16)
+    assert not use_channels_last("auto", "cpu", torch.float32)
+    assert not use_channels_last("auto", "cuda", torch.bfloat16)
+    assert use_channels_last("on", "cuda", torch.float32) and not use_channels_last("off", "cpu", torch.bfloat16)
+    data = make_dataset(tmp_path / "data", n=1)
+    params = [{"params": [torch.nn.Parameter(torch.zeros(3))]}]
+    cpu = torch.device("cpu")
+
+    def optimizer(**args):
+        cfg = config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "o", **args))
+        return create_optimizer(cfg, params, cpu)
+
+    assert optimizer().defaults["fused"] is True
+    assert optimizer(optimizer_args={"foreach": True}).defaults["fused"] is None  # the user's kernel choice wins
+    assert optimizer(optimizer_args={"fused": False}).defaults["fused"] is False
+
+
+def test_estimate_keeps_the_first_process_size(tiny_sd1, tmp_path: Path) -> None:
+    """The trainer estimates twice (before and after choosing threads); the second must not count what the
+    first one's matmul-peak measurement left in the process."""
+    from lorascripts.perf import estimate
+
+    data = make_dataset(tmp_path / "data", n=1)
+    cfg = config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "out"))
+    first = estimate.estimate_run(cfg)
+    assert first.base_rss_bytes > estimate.LIBRARY_RSS
+    again = estimate.estimate_run(cfg, base_rss_bytes=first.base_rss_bytes + 2**30)
+    assert again.peak_memory_bytes - first.peak_memory_bytes == 2**30
+    assert first.event()["summary"] == first.short() and first.short().startswith("estimate: ")
 
 
 def test_disk_caches_are_reused_by_a_run_in_another_folder(tiny_sd1, tmp_path: Path) -> None:

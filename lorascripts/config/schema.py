@@ -283,6 +283,13 @@ class TrainConfig:
         None, help="Folder of disk caches (default: <output_dir>/cache).", section=TRAIN, path=True
     )
     torch_compile: bool = option(False, help="Compile the U-Net with torch.compile.", section=TRAIN)
+    channels_last: str = option(
+        "auto",
+        help="Channels-last memory layout for the U-Net and VAE convolutions. auto: on for bf16 on CPU "
+        "(oneDNN's native layout: VAE encode 1.6x, U-Net forward ~10% faster at 512 px), off elsewhere.",
+        section=TRAIN,
+        choices=("auto", "on", "off"),
+    )
     cpu_threads: int = option(
         0,
         help="torch CPU threads. 0: auto (all cores; one for tiny models, whose steps are per-operator overhead, "

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import StopRequested
 from ..train.events import EventCallback, EventSink, StopControl, report_outcome
+from ..train.optim import adamw_kernel
 from ..train.setup import resolve_precision
 from ..train.state import (
     Progress,
@@ -94,7 +95,9 @@ class LLMRun:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         for p in self.params:
             p.data = p.data.float()  # trainable LoRA weights stay fp32 whatever the base dtype
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=cfg.learning_rate, **adamw_kernel({"weight_decay": cfg.weight_decay}, self.device)
+        )
         per_epoch = math.ceil(len(self.train_rows) / (cfg.batch_size * cfg.gradient_accumulation_steps))
         self.total = cfg.max_train_steps or per_epoch * cfg.epochs
         self.scheduler = _scheduler(cfg, self.optimizer, self.total)

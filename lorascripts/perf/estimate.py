@@ -63,6 +63,7 @@ class RunEstimate:
     resolution: tuple[int, int] = (0, 0)
     precision: str = "no"  # mixed_precision the estimate assumed (auto resolved)
     overhead_bound: bool = False  # CPU step dominated by per-operator cost: fp32 and one thread are faster
+    base_rss_bytes: int = 0  # the process before loading (CPU), plus the libraries imported later
 
     def describe(self) -> str:
         limit = f" of {self.memory_limit_bytes / GIB:.1f} GiB" if self.memory_limit_bytes else ""
@@ -74,9 +75,15 @@ class RunEstimate:
         )
         return text + (f". Suggestion: {self.suggestion}" if self.suggestion else "")
 
+    def short(self) -> str:
+        """One line for a host's progress display."""
+        text = f"estimate: {self.peak_memory_bytes / GIB:.1f} GiB peak, {self.seconds_per_step:.2f} s/step"
+        return text + (f"; {self.suggestion}" if self.suggestion else "")
+
     def event(self) -> dict[str, Any]:
         data = asdict(self)
         data["resolution"] = list(self.resolution)
+        data["summary"] = self.short()  # what the ComfyUI node and the WebUI tab show before the first step
         return data
 
 
@@ -253,15 +260,23 @@ def estimate_run(
     device: str | None = None,
     memory_limit_bytes: int | None = None,
     overhead_bound: bool | None = None,
+    base_rss_bytes: int | None = None,
 ) -> RunEstimate:
     """Peak memory and s/step of `cfg` on this device, from headers and one meta pass (no weights loaded).
 
     `memory_limit_bytes` replaces the device's memory as what the suggestion must fit in; `overhead_bound`
-    replaces the estimate's own verdict (the trainer passes the one it acted on when it estimates again).
+    replaces the estimate's own verdict (the trainer passes the one it acted on when it estimates again), and
+    `base_rss_bytes` the process size the first estimate saw.
     """
     from ..train.setup import resolve_base_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # taken first: the meta pass (first run only) imports diffusers and the matmul-peak measurement leaves freed
+    # buffers in the process; LIBRARY_RSS stands for the libraries the run imports later
+    if base_rss_bytes is not None:
+        base_rss = base_rss_bytes
+    else:
+        base_rss = _rss_bytes() + LIBRARY_RSS if device == "cpu" else 0
     shapes = model_shapes(resolve_base_model(cfg.base_model))
     plan = _Plan(
         cfg.batch_size,
@@ -277,7 +292,6 @@ def estimate_run(
     mode = resolve_mode(cfg, device, overhead_bound)
     peak = matmul_peak(_dtype(mode), device)
     training, loading, _ = _memory(cfg, shapes, plan, device, mode)
-    base_rss = _rss_bytes() + LIBRARY_RSS if device == "cpu" else 0
     peak_bytes = max(training, loading) + base_rss
     ctx = _Context(cfg, shapes, device, mode, base_rss, memory_limit_bytes or memory_limit(device))
     compute, overhead = _seconds(cost, device, peak)
@@ -295,4 +309,5 @@ def estimate_run(
         resolution=_resolution(cfg, shapes),
         precision=mode,
         overhead_bound=overhead_bound,
+        base_rss_bytes=base_rss,
     )

@@ -137,7 +137,7 @@ class InputPipeline:
             generator = torch.Generator().manual_seed(self.cfg.seed + index)
             noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean.device, dist.mean.dtype)
             latent = (dist.mean + dist.std * noise) * vae.config.scaling_factor
-        return Prepared(latent[0].float().cpu(), original, crop)
+        return Prepared(latent[0].float().cpu().contiguous(), original, crop)
 
     def prepare(self, vae: torch.nn.Module, show_progress: bool = True) -> None:
         """Fill the latent cache (memory or disk) for every image, once, before training starts."""

@@ -33,6 +33,7 @@ from .setup import (
     resolve_base_model,
     resolve_precision,
     scan,
+    use_channels_last,
 )
 from .state import Progress
 from .step import StepNoise
@@ -68,7 +69,9 @@ class RunParts:
         self._threads = _set_threads(cfg, device.type, overhead_bound)
         if self._threads is not None and self.estimate is not None:
             # the matmul peak depends on the thread count; the step cost is cached, so this is cheap
-            self.estimate = _estimate(cfg, device.type, overhead_bound) or self.estimate
+            self.estimate = (
+                _estimate(cfg, device.type, overhead_bound, self.estimate.base_rss_bytes) or self.estimate
+            )
         self.accelerator = Accelerator(mixed_precision=self.precision.mode, cpu=cpu)
         self.output_dir = prepare_output_dir(cfg)
         self.output_name = output_name_for(cfg)
@@ -148,6 +151,9 @@ class RunParts:
             if self.cfg.train_text_encoder:
                 for te in base.text_encoders:
                     te.gradient_checkpointing_enable()
+        if use_channels_last(self.cfg.channels_last, acc.device.type, dtype):
+            for module in (base.unet, base.vae):
+                module.to(memory_format=torch.channels_last)
         if self.cfg.torch_compile:
             base.unet = torch.compile(base.unet)
 
@@ -336,12 +342,14 @@ def _version_matches(version: str, family: str) -> bool:
     return version.startswith("sd_v1" if family == "sd1" else "sd_v2")
 
 
-def _estimate(cfg: TrainConfig, device_type: str, overhead_bound: bool | None = None) -> RunEstimate | None:
+def _estimate(
+    cfg: TrainConfig, device_type: str, overhead_bound: bool | None = None, base_rss: int | None = None
+) -> RunEstimate | None:
     """The pre-flight estimate (from headers; before anything is loaded). Advice only: never fails a run."""
     from ..perf.estimate import estimate_run
 
     try:
-        return estimate_run(cfg, device=device_type, overhead_bound=overhead_bound)
+        return estimate_run(cfg, device=device_type, overhead_bound=overhead_bound, base_rss_bytes=base_rss)
     except Exception as exc:  # noqa: BLE001 - the model load reports real problems with the checkpoint
         logger.info("no pre-flight estimate for %s (%s)", cfg.base_model, exc)
         return None
