@@ -49,7 +49,9 @@ def progress_html(snap: Snapshot) -> str:
     loss = f" · loss {snap.losses[-1][1]:.4f}" if snap.losses else ""
     speed = f" · {snap.it_per_s:.2f} it/s" if snap.it_per_s else ""
     eta = f" · ETA {_clock(snap.eta_s)}" if snap.running else ""
-    estimate = f"<div class='lora-scripts-estimate'>{html.escape(snap.estimate)}</div>" if snap.estimate else ""
+    estimate = (
+        f"<div class='lora-scripts-estimate'>{html.escape(snap.estimate)}</div>" if snap.estimate else ""
+    )
     return (
         f"<div class='lora-scripts-progress' data-state='{snap.state}' data-step='{snap.step}'>"
         f"<progress value='{snap.step}' max='{max(1, snap.total)}' style='width:100%'></progress>"

@@ -157,7 +157,8 @@ def test_speed_defaults_pick_the_measured_winners(tiny_sd1, tmp_path: Path) -> N
     assert use_channels_last("auto", "cpu", torch.bfloat16)
     assert not use_channels_last("auto", "cpu", torch.float32)
     assert not use_channels_last("auto", "cuda", torch.bfloat16)
-    assert use_channels_last("on", "cuda", torch.float32) and not use_channels_last("off", "cpu", torch.bfloat16)
+    assert use_channels_last("on", "cuda", torch.float32)
+    assert not use_channels_last("off", "cpu", torch.bfloat16)
     data = make_dataset(tmp_path / "data", n=1)
     params = [{"params": [torch.nn.Parameter(torch.zeros(3))]}]
     cpu = torch.device("cpu")
@@ -167,7 +168,8 @@ def test_speed_defaults_pick_the_measured_winners(tiny_sd1, tmp_path: Path) -> N
         return create_optimizer(cfg, params, cpu)
 
     assert optimizer().defaults["fused"] is True
-    assert optimizer(optimizer_args={"foreach": True}).defaults["fused"] is None  # the user's kernel choice wins
+    # the user's kernel choice wins
+    assert optimizer(optimizer_args={"foreach": True}).defaults["fused"] is None
     assert optimizer(optimizer_args={"fused": False}).defaults["fused"] is False
 
 

@@ -133,7 +133,8 @@ def test_session_output_passes_webui_key_check(webui, family, request, tmp_path)
     assert card["activation text"] == "zk" and card["preferred weight"] == 0.7
     assert card["sd version"] == {"sd2": "SD2", "sdxl": "SDXL"}[family]
     assert "WebUI key check passed" in snap.message
-    assert snap.estimate.startswith("estimate: ") and "s/step" in snap.estimate  # shown under the progress bar
+    # the pre-flight estimate is shown under the progress bar
+    assert snap.estimate.startswith("estimate: ") and "s/step" in snap.estimate
     with safe_open(str(lora), "pt") as fh:
         shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     base = load_base_model(str(model.single_file), tokenizer_path=str(model.tokenizer_dir))
