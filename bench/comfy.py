@@ -15,9 +15,7 @@ idle server (how ComfyUI is used); the server's own start time is recorded besid
 
 from __future__ import annotations
 
-import json
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,43 +61,6 @@ def workflow(w: Workload, ckpt_name: str, folder: str, seed: int = 0) -> dict[st
     }
 
 
-class ProgressLog:
-    """(arrival time, message) of the server's websocket messages for our client, collected in a thread."""
-
-    def __init__(self, port: int, client_id: str) -> None:
-        import websocket
-
-        self.messages: list[tuple[float, dict[str, Any]]] = []
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId={client_id}", timeout=5)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        import websocket
-
-        while True:
-            try:
-                frame = self.ws.recv()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except Exception:  # noqa: BLE001 - the socket closed: the run is over
-                return
-            if isinstance(frame, str) and frame.startswith("{"):
-                self.messages.append((time.time(), json.loads(frame)))
-
-    def steps(self, node: str) -> list[tuple[int, float]]:
-        """(step, time) of the progress messages of one node."""
-        out = []
-        for at, message in list(self.messages):
-            data = message.get("data", {})
-            if message.get("type") == "progress" and str(data.get("node")) == node:
-                out.append((int(data["value"]), at))
-        return out
-
-    def close(self) -> None:
-        self.ws.close()
-
-
 def _prepare(w: Workload, base: Path) -> tuple[str, str]:
     """Checkpoint linked into models/checkpoints, the pictures copied into input/<folder>."""
     ckpt = checkpoint_file(w.model)
@@ -124,7 +85,7 @@ def run_comfy(w: Workload, work: Path, timeout: float = 1800) -> RunResult:
     server_launch = time.time()
     server = host.ComfyServer(base)
     server_ready = time.time()
-    progress = ProgressLog(server.port, server.client_id)
+    progress = host.WebsocketLog(server.port, server.client_id)
     result = RunResult("comfyui", w.name, 0.0, [], w.batch, w.warmup, dtype="bf16")
     try:
         result.launched_at = time.time()

@@ -12,6 +12,7 @@ import site
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -133,6 +134,51 @@ save_single_file(base, __import__("pathlib").Path({str(path)!r}))
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=str(REPO))
     return path
+
+
+class WebsocketLog:
+    """(arrival time, message) of ComfyUI's websocket text messages for one client, collected in a thread.
+
+    Used by the host tests (`of`: the data of one message type) and by the benchmark (`steps`: when each of a
+    node's progress messages arrived).
+    """
+
+    def __init__(self, port: int, client_id: str) -> None:
+        import websocket
+
+        self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws?clientId={client_id}", timeout=5)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import websocket
+
+        while True:
+            try:
+                frame = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except Exception:  # noqa: BLE001 - the socket closed: the server or the run is over
+                return
+            if isinstance(frame, str) and frame.startswith("{"):
+                self.messages.append((time.time(), json.loads(frame)))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """The data of every message of one type, in arrival order."""
+        return [m["data"] for _, m in list(self.messages) if m.get("type") == kind]
+
+    def steps(self, node: str) -> list[tuple[int, float]]:
+        """(step, arrival time) of the progress messages of one node."""
+        out = []
+        for at, message in list(self.messages):
+            data = message.get("data", {})
+            if message.get("type") == "progress" and str(data.get("node")) == node:
+                out.append((int(data["value"]), at))
+        return out
+
+    def close(self) -> None:
+        self.ws.close()
 
 
 def free_port() -> int:

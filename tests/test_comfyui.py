@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from comfy_host import ComfyServer, sd15_random_checkpoint
+from comfy_host import ComfyServer, WebsocketLog, sd15_random_checkpoint
 from helpers_train import make_dataset
 from safetensors import safe_open
 from tiny_captioners import build_tiny_wd14
@@ -32,36 +31,6 @@ OUR_NODES = {
 }
 
 
-class Events:
-    """Text messages of ComfyUI's websocket, collected in a thread."""
-
-    def __init__(self, server: ComfyServer) -> None:
-        import websocket
-
-        self.messages: list[dict] = []
-        self.ws = websocket.create_connection(
-            f"ws://127.0.0.1:{server.port}/ws?clientId={server.client_id}", timeout=5
-        )
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        import websocket
-
-        while True:
-            try:
-                frame = self.ws.recv()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except Exception:  # noqa: BLE001 - the socket closed
-                return
-            if isinstance(frame, str) and frame.startswith("{"):
-                self.messages.append(json.loads(frame))
-
-    def of(self, kind: str) -> list[dict]:
-        return [m["data"] for m in list(self.messages) if m.get("type") == kind]
-
-
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy")
@@ -69,9 +38,9 @@ def comfy(tmp_path_factory):
     (base / "models" / "checkpoints").mkdir(parents=True)
     (base / "models" / "checkpoints" / "sd15-random.safetensors").symlink_to(checkpoint)
     server = ComfyServer(base)
-    events = Events(server)
+    events = WebsocketLog(server.port, server.client_id)
     yield server, events
-    events.ws.close()
+    events.close()
     server.stop()
 
 
