@@ -207,3 +207,56 @@ def test_disk_caches_are_reused_by_a_run_in_another_folder(tiny_sd1, tmp_path: P
     assert [p.stat().st_mtime_ns for p in files] == stamps, "nothing was encoded again"
     a, b = load_file(str(first.lora_path)), load_file(str(second.lora_path))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cached_encoders_are_released_and_borrowed_back_for_samples(tiny_sd1, tmp_path: Path, caplog) -> None:
+    """`offload_encoders: on` runs on CPU the bookkeeping that frees GPU memory under `auto` on a GPU: the VAE and
+    the text encoder are released once their outputs are cached, samples borrow them back, results unchanged."""
+    data = make_dataset(tmp_path / "data", n=3)
+    common = dict(
+        max_train_steps=2,
+        train_text_encoder=False,
+        cache_text_encoder_outputs="memory",
+        sample_prompts=["zkstyle a red circle"],
+        sample_every_n_steps=1,
+        sample_steps=2,
+    )
+    runs = {}
+    for mode in ("off", "on"):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="lorascripts"):
+            cfg = tiny_config(tiny_sd1, data, tmp_path / mode, offload_encoders=mode, **common)
+            runs[mode] = train(config_from_dict(cfg))
+        released = [r.getMessage() for r in caplog.records if "released to the CPU" in r.getMessage()]
+        if mode == "on":
+            assert [m.split(" released")[0] for m in released] == ["VAE", "text encoder 1"], released
+        else:
+            assert not released
+        samples = sorted((tmp_path / mode / "samples").glob("*.png"))
+        assert [p.name for p in samples] == [
+            "step-00000001-00.png",
+            "step-00000002-00.png",
+        ]  # + the final one
+    a, b = (load_file(str(r.lora_path)) for r in runs.values())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    same = [(tmp_path / m / "samples" / "step-00000001-00.png").read_bytes() for m in ("off", "on")]
+    assert same[0] == same[1]
+
+
+def test_estimate_leaves_released_encoders_out_of_gpu_memory(tiny_sd1, tmp_path: Path) -> None:
+    from lorascripts.perf import estimate
+
+    data = make_dataset(tmp_path / "data", n=1)
+    shapes = model_shapes(str(tiny_sd1.single_file))
+    plan = estimate._Plan(batch=1, rank=4, checkpointing=False, text_cache=True)
+
+    def gpu_bytes(**fields):
+        cfg = config_from_dict(
+            tiny_config(tiny_sd1, data, tmp_path / "o", train_text_encoder=False, **fields)
+        )
+        return estimate._memory(cfg, shapes, plan, "cuda", "bf16")[0]
+
+    kept = gpu_bytes(offload_encoders="off")
+    freed = (shapes.params["vae"] + shapes.params["text"]) * 2  # bf16
+    assert kept - gpu_bytes() == freed
+    assert kept - gpu_bytes(shuffle_caption=True) == shapes.params["vae"] * 2  # new captions need the encoder

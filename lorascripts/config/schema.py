@@ -283,6 +283,14 @@ class TrainConfig:
         None, help="Folder of disk caches (default: <output_dir>/cache).", section=TRAIN, path=True
     )
     torch_compile: bool = option(False, help="Compile the U-Net with torch.compile.", section=TRAIN)
+    offload_encoders: str = option(
+        "auto",
+        help="auto: on a GPU, move the frozen VAE and text encoders to the CPU once latents and text-encoder "
+        "outputs are cached (captions without shuffle/dropout); they come back for samples. on: also on CPU "
+        "(frees nothing there). off: keep them on the device.",
+        section=TRAIN,
+        choices=("auto", "on", "off"),
+    )
     channels_last: str = option(
         "auto",
         help="Channels-last memory layout for the U-Net and VAE convolutions. auto: on for bf16 on CPU "

@@ -180,7 +180,7 @@ def _memory(
     """(training bytes, loading bytes, step cost) of one plan."""
     cost = _cost(cfg, shapes, plan)
     item = torch.tensor([], dtype=_dtype(mode)).element_size()
-    frozen = sum(shapes.params.values()) * item
+    frozen = sum(n for part, n in shapes.params.items() if part not in _released(cfg, plan, device)) * item
     states = 2 + OPTIMIZER_STATES.get(cfg.optimizer, 2)  # parameter + gradient + optimizer state, fp32
     lora = cost.lora_params * 4 * states
     activations = (int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes) * item // 4
@@ -191,6 +191,19 @@ def _memory(
     # single file: the file's tensors + the fp32 modules built from them; folder: loaded component by component
     loading = (shapes.file_bytes + fp32) if shapes.single_file else fp32 + max(shapes.params.values()) * 4
     return training, loading, cost
+
+
+def _released(cfg: TrainConfig, plan: _Plan, device: str) -> set[str]:
+    """Parts the trainer moves off the GPU once their outputs are cached (train/placement.py); on a CPU
+    they stay in the process whatever the setting."""
+    if device == "cpu" or cfg.offload_encoders == "off":
+        return set()
+    from ..train.placement import captions_are_fixed
+
+    released = {"vae"} if cfg.cache_latents != "off" else set()
+    if plan.text_cache and captions_are_fixed(cfg):
+        released.add("text")
+    return released
 
 
 def _seconds(cost: StepCost, device: str, peak: float) -> tuple[float, float]:

@@ -134,17 +134,18 @@ def render_samples(parts: RunParts, step: int) -> list[Path]:
     pipeline.set_progress_bar_config(disable=True)
     parts.network.eval()
     try:
-        images = render(
-            pipeline,
-            list(cfg.sample_prompts),
-            seed=cfg.sample_seed,
-            width=parts.resolution[0],
-            height=parts.resolution[1],
-            steps=cfg.sample_steps,
-            guidance_scale=cfg.sample_guidance_scale,
-            clip_skip=cfg.clip_skip,
-            autocast_dtype=parts.precision.autocast_dtype,
-        )
+        with parts.placement.borrowed():
+            images = render(
+                pipeline,
+                list(cfg.sample_prompts),
+                seed=cfg.sample_seed,
+                width=parts.resolution[0],
+                height=parts.resolution[1],
+                steps=cfg.sample_steps,
+                guidance_scale=cfg.sample_guidance_scale,
+                clip_skip=cfg.clip_skip,
+                autocast_dtype=parts.precision.autocast_dtype,
+            )
     finally:
         parts.network.train()
     paths = save_samples(images, parts.output_dir / "samples", step)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .events import EventSink
 
 if TYPE_CHECKING:
     from ..perf.estimate import RunEstimate
+from .placement import EncoderPlacement, captions_are_fixed
 from .setup import (
     Precision,
     attach_log_file,
@@ -73,6 +75,8 @@ class RunParts:
                 _estimate(cfg, device.type, overhead_bound, self.estimate.base_rss_bytes) or self.estimate
             )
         self.accelerator = Accelerator(mixed_precision=self.precision.mode, cpu=cpu)
+        offload = cfg.offload_encoders == "on" or (cfg.offload_encoders == "auto" and not cpu)
+        self.placement = EncoderPlacement(self.accelerator.device, offload)
         self.output_dir = prepare_output_dir(cfg)
         self.output_name = output_name_for(cfg)
         self._log_handler = attach_log_file(self.output_dir) if self.accelerator.is_main_process else None
@@ -123,9 +127,27 @@ class RunParts:
         self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
         text_disk = cache_dir / "text" if cfg.cache_text_encoder_outputs == "disk" else None
         self._text_cache = TextCache(text_disk, self._vae_identity(), cfg.clip_skip)
+        self._release_cached_encoders()
         self._build_network()
         self._build_optimizer()
         self._start_logging()
+
+    def _release_cached_encoders(self) -> None:
+        """Frozen modules whose outputs are all cached leave the GPU (placement.py); a no-op on CPU."""
+        cfg, base = self.cfg, self.base
+        if not self.placement.enabled:
+            return
+        if cfg.cache_latents != "off":
+            self.placement.release("VAE", base.vae)
+        if cfg.cache_text_encoder_outputs == "off" or cfg.train_text_encoder or not captions_are_fixed(cfg):
+            return
+        rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
+        captions = list(dict.fromkeys(self.inputs.caption(e, rng) for e in self.inputs.entries()))
+        for start in range(0, len(captions), 16):
+            self.text_inputs(captions[start : start + 16])
+        names = self.placement.text_encoder_names(len(base.text_encoders))
+        for name, encoder in zip(names, base.text_encoders):
+            self.placement.release(name, encoder)
 
     def _bucket_step(self) -> int:
         # buckets must be multiples of the VAE factor x U-Net downsampling; small models allow finer steps
@@ -259,7 +281,8 @@ class RunParts:
             return {"input_ids": [ids.to(device) for ids in tokenize(self.base, captions)]}
         missing = [c for c in dict.fromkeys(captions) if self._text_cache.get(c) is None]
         if missing:
-            with torch.no_grad():
+            names = self.placement.text_encoder_names(len(self.base.text_encoders))
+            with torch.no_grad(), self.placement.borrowed(*names):
                 hidden, pooled = encode_tokens(
                     self.base,
                     [i.to(device) for i in tokenize(self.base, missing)],
