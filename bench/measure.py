@@ -140,6 +140,8 @@ def run_trainer(
     first: dict[str, dict[str, Any]] = {}
     for e in events:
         first.setdefault(str(e.get("event")), e)
+    if vram is None:  # nvidia-smi lists no processes inside some containers: the trainer's own allocator peak
+        vram = first.get("finished", {}).get("peak_vram_bytes")
     result = RunResult(contender, w.name, launched, steps, w.batch, w.warmup, rss, vram)
     if code != 0 or len(steps) < w.steps:
         result.error = f"exit code {code}, {len(steps)}/{w.steps} steps:\n{log_tail(log)}"

@@ -39,6 +39,8 @@ def train_config(w: Workload, out: Path) -> dict[str, Any]:
     }
     if w.model != "toy":
         cfg["tokenizer_path"] = str(tokenizer_dir())
+    if w.gradient_checkpointing:
+        cfg["gradient_checkpointing"] = True
     return cfg
 
 

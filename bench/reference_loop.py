@@ -123,7 +123,8 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad()
         emit("step", step=step, loss=loss.item())
-    emit("finished", steps=args.steps)
+    vram = torch.cuda.max_memory_reserved() if device.type == "cuda" else None
+    emit("finished", steps=args.steps, peak_vram_bytes=vram)
 
 
 if __name__ == "__main__":

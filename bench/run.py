@@ -90,6 +90,10 @@ def skip_reasons(w: Workload, contenders: list[str]) -> dict[str, str]:
     cuda = torch.cuda.is_available()
     if w.needs_gpu and not cuda:
         return dict.fromkeys(contenders, "no GPU")
+    if w.only:
+        return {
+            c: f"{w.name} is measured for {', '.join(w.only)} only" for c in contenders if c not in w.only
+        }
     if "comfyui" in contenders and cuda:
         return {"comfyui": "GPU machine; the ComfyUI host helper runs it with --cpu"}
     return {}

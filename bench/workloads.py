@@ -39,6 +39,8 @@ class Workload:
     repeats: int = 3
     comfy_repeats: int = 1
     needs_gpu: bool = False
+    gradient_checkpointing: bool = False  # ours only: the low-memory preset the VRAM goal is about
+    only: tuple[str, ...] = ()  # contenders that run this workload (empty: all)
 
     @property
     def family(self) -> str:
@@ -55,7 +57,22 @@ WORKLOADS: dict[str, Workload] = {
         Workload("sd15-256", "sd15", 256, batch=1, steps=6, comfy_steps=3, warmup=1, repeats=1),
         Workload("sd15-512", "sd15", 512, batch=1, steps=5, comfy_steps=3, warmup=1, repeats=1),
         Workload("sd15-512-b4", "sd15", 512, batch=4, steps=10, warmup=2, repeats=2, needs_gpu=True),
-        Workload("sdxl-1024", "sdxl", 1024, batch=1, steps=12, warmup=3, repeats=2, needs_gpu=True),
+        # the reference loop is the SD1 script most people start from (one text encoder, no SDXL conditioning)
+        Workload(
+            "sdxl-1024", "sdxl", 1024, batch=1, steps=12, warmup=3, repeats=2, needs_gpu=True, only=("ours",)
+        ),
+        Workload(
+            "sdxl-1024-ckpt",
+            "sdxl",
+            1024,
+            batch=1,
+            steps=8,
+            warmup=2,
+            repeats=1,
+            needs_gpu=True,
+            gradient_checkpointing=True,
+            only=("ours",),
+        ),
     )
 }
 
@@ -73,7 +90,14 @@ def comfy_host() -> ModuleType:
 
 
 def tokenizer_dir() -> Path:
-    """CLIP-L tokenizer files for single-file SD checkpoints: the copy ComfyUI ships (nothing downloaded)."""
+    """CLIP-L tokenizer files for single-file SD checkpoints: the copy ComfyUI ships (nothing downloaded).
+
+    LORA_SCRIPTS_BENCH_TOKENIZER names a copy of that folder instead: a GPU machine with no network cannot
+    fetch ComfyUI (bench/device_prepare.sh copies it for the device run).
+    """
+    override = os.environ.get("LORA_SCRIPTS_BENCH_TOKENIZER")
+    if override:
+        return Path(override)
     return comfy_host().comfy_root() / "comfy" / "sd1_tokenizer"
 
 
@@ -103,7 +127,8 @@ def diffusers_folder(model: str) -> Path:
         # in a child process: the whole model in memory would otherwise stay in the bench's own RSS
         script = "import sys; from bench.workloads import write_diffusers_folder as w; w(*sys.argv[1:])"
         args = [sys.executable, "-c", script, str(checkpoint_file(model)), str(folder)]
-        subprocess.run(args, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        subprocess.run(args, cwd=str(REPO), env={**os.environ, "PYTHONPATH": path}, check=True)
     return folder
 
 

@@ -107,3 +107,26 @@ def test_markdown_table_is_written_and_printed(quick):
     ):
         assert text in md
     assert "| tiny-64 | ours |" in stdout
+
+
+def test_gpu_workloads_are_skipped_here_with_their_reason_and_keep_their_presets() -> None:
+    """The GPU rows (run by bench/device_run.sh on a lent GPU machine) say why they are empty on this one."""
+    from dataclasses import replace
+
+    import torch
+
+    from bench.ours import train_config
+    from bench.run import skip_reasons
+    from bench.workloads import WORKLOADS
+
+    low_vram = WORKLOADS["sdxl-1024-ckpt"]
+    assert low_vram.only == ("ours",) and low_vram.gradient_checkpointing and low_vram.needs_gpu
+    tiny = WORKLOADS["tiny-64"]  # the toy model: building the config needs no SDXL checkpoint
+    assert "gradient_checkpointing" not in train_config(tiny, Path("out"))
+    assert train_config(replace(tiny, gradient_checkpointing=True), Path("out"))["gradient_checkpointing"]
+    reasons = skip_reasons(low_vram, ["ours", "reference"])
+    if torch.cuda.is_available():
+        assert reasons == {"reference": "sdxl-1024-ckpt is measured for ours only"}
+    else:
+        assert reasons == {"ours": "no GPU", "reference": "no GPU"}
+    assert skip_reasons(WORKLOADS["sd15-256"], ["ours", "reference"]) == {}

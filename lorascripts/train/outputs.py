@@ -194,6 +194,8 @@ def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: 
             loss=loss,
             compat_ok=compat_ok,
             seconds=round(time.time() - parts.started_at, 1),
+            # what torch's allocator held at most (the CUDA context is on top): hosts and the benchmark show it
+            peak_vram_bytes=torch.cuda.max_memory_reserved() if acc.device.type == "cuda" else None,
         )
     acc.wait_for_everyone()
     return TrainResult(path, parts.output_dir, progress.step, loss, compat_ok, files)
