@@ -36,6 +36,10 @@ CONFIGS = {
     "wrong_type": (BASE + "learning_rate: fast\n", r"`learning_rate` must be a number, got 'fast'.*Example"),
     "out_of_range": (BASE + "lora_rank: 0\n", r"`lora_rank` must be at least 1; got 0"),
     "not_finite": (BASE + "learning_rate: .nan\n", r"`learning_rate` must be a finite number"),
+    "absurdly_large": (
+        BASE + "max_train_steps: 1e300\n",
+        r"`max_train_steps` must be at most 100000000; got 1e\+300\.",
+    ),
     "unparsable_resolution": (BASE + "resolution: 512xabc\n", r"`resolution` cannot be read from '512xabc'"),
     "unknown_key": (
         BASE + "learnig_rate: 1e-4\n",

@@ -283,3 +283,18 @@ def test_missing_files_in_the_config_are_named(key: str, tiny_sd1, tmp_path: Pat
     with pytest.raises(error_type) as error:
         train(cfg)
     assert message.format(p=missing) in str(error.value)
+
+
+def test_tokenizer_from_another_model_is_refused_at_load(tiny_sd1, tmp_path: Path) -> None:
+    """A CLIP tokenizer with more tokens than the checkpoint's text encoder used to fail mid-step (IndexError)."""
+    from lorascripts.models.tokenizer_build import train_clip_tokenizer
+
+    words = [f"word{i} token{i * 7} piece{i * 13}" for i in range(400)]
+    big = train_clip_tokenizer(words, tmp_path / "big-tokenizer", vocab_size=2000)
+    with pytest.raises(
+        ModelError, match=r"tokens but text encoder 1 of tiny-sd1.safetensors has \d+.*tokenizer_path"
+    ):
+        load_base_model(str(tiny_sd1.single_file), tokenizer_path=str(big))
+    assert load_base_model(
+        str(tiny_sd1.single_file), tokenizer_path=str(tiny_sd1.tokenizer_dir)
+    )  # the right one

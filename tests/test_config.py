@@ -136,3 +136,22 @@ def test_readme_config_reference_is_current() -> None:
     assert readme[start:end] + "\n" == config_reference_markdown(), (
         "README config reference is stale: run `python -m lorascripts config-reference --write`"
     )
+
+
+def test_saved_config_is_written_whole_with_ordinary_permissions(tmp_path: Path) -> None:
+    """The resolved `<name>.yaml` beside a LoRA is shared with the LoRA: mode from the umask (it was 0600)."""
+    import os
+    import stat
+
+    from lorascripts.config import save_config
+
+    cfg = config_from_dict({"base_model": "toy", "train_data_dir": str(tmp_path), "lora_rank": 7})
+    path = tmp_path / "out" / "x.yaml"
+    old = os.umask(0o022)
+    try:
+        save_config(cfg, path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert load_config(path).lora_rank == 7
+    assert [p.name for p in path.parent.iterdir()] == ["x.yaml"]  # no temporary file left

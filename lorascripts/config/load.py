@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..fileio import atomic_write_text
 from .fields import field_meta
 from .schema import CONFIG_VERSION, DEFAULT_TARGET_MODULES, TrainConfig
 from .validate import check_range, coerce, field_types, short_repr, suggest
@@ -313,12 +313,5 @@ def dump_config(cfg: TrainConfig) -> str:
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
     """Write the resolved config next to an output, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dump_config(cfg))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # fileio's temporary file is opened like any other (mode from the umask), not 0600 as mkstemp's would be
+    atomic_write_text(path, dump_config(cfg))

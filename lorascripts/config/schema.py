@@ -219,7 +219,7 @@ class TrainConfig:
         aliases=("max_train_epochs", "num_epochs"),
     )
     max_train_steps: int | None = option(
-        None, help="Stop after this many optimizer steps.", section=TRAIN, min=1
+        None, help="Stop after this many optimizer steps.", section=TRAIN, min=1, max=100_000_000
     )
     gradient_accumulation_steps: int = option(
         1, help="Micro-batches per optimizer step.", section=TRAIN, min=1

@@ -135,6 +135,12 @@ def _example(tp: Any) -> str:
     return {bool: "true", int: "10", float: "0.0001", str: "text"}.get(inner, "...")
 
 
+def _number(value: float) -> str:
+    """A number as the user wrote it, or in scientific notation when it is long (`1e300`, not 301 digits)."""
+    text = str(value)
+    return text if len(text) <= 20 else f"{float(value):.3g}"
+
+
 def check_range(key: str, value: Any, meta: dict[str, Any]) -> None:
     """Raise ConfigError when `value` violates the field's choices or min/max."""
     if value is None:
@@ -155,11 +161,11 @@ def check_range(key: str, value: Any, meta: dict[str, Any]) -> None:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and v < lo:
                 raise ConfigError(
-                    f"`{key}` must be at least {lo}; got {v}. Raise it or remove the line for the default."
+                    f"`{key}` must be at least {lo}; got {_number(v)}. Raise it or remove the line for the default."
                 )
             if hi is not None and v > hi:
                 raise ConfigError(
-                    f"`{key}` must be at most {hi}; got {v}. Lower it or remove the line for the default."
+                    f"`{key}` must be at most {hi}; got {_number(v)}. Lower it or remove the line for the default."
                 )
 
 

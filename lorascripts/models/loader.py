@@ -124,9 +124,21 @@ def _text_encoders(
             )
             weights = convert_open_clip_checkpoint(model, state, prefix=prefix)
             tokenizers.append(openclip_variant(clip_tok))
+        _check_vocabulary(tokenizers[-1], config.vocab_size, index, path)
         _load_into(model, weights, f"text encoder {index + 1}", path, text=True)
         encoders.append(model)
     return encoders, tokenizers
+
+
+def _check_vocabulary(tokenizer: Any, rows: int, index: int, path: Path) -> None:
+    """A tokenizer with more tokens than the encoder's embedding ends in an IndexError mid-step: say it now."""
+    if len(tokenizer) > rows:
+        raise ModelError(
+            f"the tokenizer {getattr(tokenizer, 'name_or_path', '')} has {len(tokenizer)} tokens but text encoder "
+            f"{index + 1} of {path.name} has {rows}: they come from different models. Point tokenizer_path at "
+            "this checkpoint's CLIP tokenizer (SD1/SDXL: the files of openai/clip-vit-large-patch14), or leave it "
+            "empty to use the one found automatically."
+        )
 
 
 def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None) -> dict[str, Any]:
