@@ -260,3 +260,20 @@ def test_estimate_leaves_released_encoders_out_of_gpu_memory(tiny_sd1, tmp_path:
     freed = (shapes.params["vae"] + shapes.params["text"]) * 2  # bf16
     assert kept - gpu_bytes() == freed
     assert kept - gpu_bytes(shuffle_caption=True) == shapes.params["vae"] * 2  # new captions need the encoder
+
+
+def test_attention_share_is_counted_and_timed_at_its_own_rate(tiny_sd1) -> None:
+    """CPU attention runs far below the matmul rate: the step estimate times its FLOPs separately."""
+    from lorascripts.perf import estimate
+
+    config = model_shapes(str(tiny_sd1.single_file)).unet
+    small, large = (train_step_cost(config, batch=1, height=px, width=px, rank=4) for px in (32, 64))
+    assert 0 < small.attention_flops < small.flops and 0 < large.attention_flops < large.flops
+    # 4x the tokens: self-attention grows 16x, cross-attention 4x
+    assert 4 < large.attention_flops / small.attention_flops < 16
+    peak = 1e12
+    compute, _ = estimate._seconds(large, "cpu", peak)
+    dense = (large.flops - large.attention_flops) / (peak * estimate.MATMUL_EFFICIENCY["cpu"])
+    assert compute == pytest.approx(
+        dense + large.attention_flops / (peak * estimate.ATTENTION_EFFICIENCY["cpu"])
+    )

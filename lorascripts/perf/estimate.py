@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 # sustained bf16 matmul peak (peak.py), the fp32 64 px pipeline ~30 us per call. CUDA: not yet measured (no GPU
 # run so far), a guess.
 MATMUL_EFFICIENCY = {"cpu": 0.28, "cuda": 0.6}
+# torch's fused CPU attention: forward + backward ran at 0.14 TFLOP/s against a 1.3 TFLOP/s bf16 matmul peak
+# (SD1.5 512 px step profile, 2026-12-01; the backward alone at 0.12); on GPUs flash attention runs like matmuls
+ATTENTION_EFFICIENCY = {"cpu": 0.1, "cuda": 0.6}
 OP_OVERHEAD_S = {"cpu": 30e-6, "cuda": 15e-6}
 ACTIVATION_FACTOR = 1.15  # allocator slack and the autograd bookkeeping not seen by the pack hook
 LIBRARY_RSS = 350 * 2**20  # diffusers/transformers/lycoris imported after the estimate
@@ -92,7 +95,8 @@ def _cost_cached(shapes: ModelShapes, **kwargs: Any) -> StepCost:
     key_src = json.dumps(
         [shapes.unet, shapes.text_encoders, {k: str(v) for k, v in kwargs.items()}], sort_keys=True
     )
-    key = hashlib.sha256(f"{torch.__version__}|{key_src}".encode()).hexdigest()[:32]
+    # v2: StepCost gained attention_flops (entries written before it would read as 0)
+    key = hashlib.sha256(f"v2|{torch.__version__}|{key_src}".encode()).hexdigest()[:32]
     path = user_cache_dir() / "step_cost" / f"{key}.json"
     try:
         return StepCost(**json.loads(path.read_text(encoding="utf-8")))
@@ -208,7 +212,10 @@ def _released(cfg: TrainConfig, plan: _Plan, device: str) -> set[str]:
 
 def _seconds(cost: StepCost, device: str, peak: float) -> tuple[float, float]:
     """(compute seconds, operator-overhead seconds) of one step."""
-    return cost.flops / (peak * MATMUL_EFFICIENCY[device]), cost.ops * OP_OVERHEAD_S[device]
+    attention = min(cost.attention_flops, cost.flops)
+    compute = (cost.flops - attention) / (peak * MATMUL_EFFICIENCY[device])
+    compute += attention / (peak * ATTENTION_EFFICIENCY[device])
+    return compute, cost.ops * OP_OVERHEAD_S[device]
 
 
 @dataclass

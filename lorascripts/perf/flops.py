@@ -37,6 +37,7 @@ class StepCost:
     largest_activation_bytes: int  # the biggest single one (a transient of that size lives during backward)
     ops: int  # aten operator calls per step (CPU time per call dominates small models)
     lora_params: int
+    attention_flops: float = 0.0  # the U-Net's fused attention, forward + backward (part of `flops`)
 
 
 class _OpCounter(TorchDispatchMode):
@@ -222,6 +223,7 @@ def _unet_pass(
     finally:
         for handle in handles:
             handle.remove()
+    lora["attention"] = attention["forward"] + attention["backward"]
     return forward, total, saved, ops.calls, lora
 
 
@@ -275,7 +277,7 @@ def train_step_cost(
             flops += te_flops * (2.0 if train_text_encoder else 1.0)
             ops += te_ops * (3 if train_text_encoder else 1)
     largest = max(saved.sizes.values(), default=0)
-    return StepCost(flops, fwd, saved.total, largest, ops, lora_params)
+    return StepCost(flops, fwd, saved.total, largest, ops, lora_params, lora["attention"])
 
 
 def train_step_flops(unet_config: dict[str, Any], **kwargs: Any) -> float:
