@@ -230,6 +230,10 @@ def test_cached_encoders_are_released_and_borrowed_back_for_samples(tiny_sd1, tm
         released = [r.getMessage() for r in caplog.records if "released to the CPU" in r.getMessage()]
         if mode == "on":
             assert [m.split(" released")[0] for m in released] == ["VAE", "text encoder 1"], released
+            # after accelerate's prepare(), which moves the whole training module back to the device
+            messages = [r.getMessage() for r in caplog.records]
+            first_release = next(i for i, m in enumerate(messages) if "released to the CPU" in m)
+            assert first_release > next(i for i, m in enumerate(messages) if m.startswith("LoRA network:"))
         else:
             assert not released
         samples = sorted((tmp_path / mode / "samples").glob("*.png"))

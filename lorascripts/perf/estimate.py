@@ -205,7 +205,8 @@ def _released(cfg: TrainConfig, plan: _Plan, device: str) -> set[str]:
     from ..train.placement import captions_are_fixed
 
     released = {"vae"} if cfg.cache_latents != "off" else set()
-    if plan.text_cache and captions_are_fixed(cfg):
+    single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1  # DDP keeps the encoders (run_parts.py)
+    if plan.text_cache and captions_are_fixed(cfg) and single_process:
         released.add("text")
     return released
 

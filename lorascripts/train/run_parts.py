@@ -127,9 +127,10 @@ class RunParts:
         self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
         text_disk = cache_dir / "text" if cfg.cache_text_encoder_outputs == "disk" else None
         self._text_cache = TextCache(text_disk, self._vae_identity(), cfg.clip_skip)
-        self._release_cached_encoders()
         self._build_network()
         self._build_optimizer()
+        # last: accelerate's prepare() moves the whole training module (text encoders included) to the device
+        self._release_cached_encoders()
         self._start_logging()
 
     def _release_cached_encoders(self) -> None:
@@ -140,6 +141,10 @@ class RunParts:
         if cfg.cache_latents != "off":
             self.placement.release("VAE", base.vae)
         if cfg.cache_text_encoder_outputs == "off" or cfg.train_text_encoder or not captions_are_fixed(cfg):
+            return
+        if self.accelerator.num_processes > 1:
+            # DDP wraps them with the U-Net and broadcasts their buffers from the device every step
+            logger.info("text encoders stay on the device: %d processes", self.accelerator.num_processes)
             return
         rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
         captions = list(dict.fromkeys(self.inputs.caption(e, rng) for e in self.inputs.entries()))
