@@ -14,6 +14,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 
 from .errors import StorageError
@@ -128,11 +129,21 @@ def atomic_copy(source: Path, target: Path) -> Path:
     return target
 
 
-def clean_partial_files(folder: Path, stem: str = "") -> list[Path]:
-    """Remove the temporary files of writes that were killed (`.<stem>*.partial` in `folder`); returns them."""
+def clean_partial_files(folder: Path, stem: str = "", older_than_s: float = 0.0) -> list[Path]:
+    """Remove the temporary files of writes that were killed (`.<stem>*.partial` in `folder`); returns them.
+
+    `older_than_s` spares younger ones: in a folder that several runs share (a cache_dir), a fresh partial file
+    is another run's write in progress.
+    """
     removed = []
     if folder.is_dir():
+        now = time.time()
         for p in folder.glob(f".{stem}*{PARTIAL_SUFFIX}"):
+            try:
+                if older_than_s and now - p.stat().st_mtime < older_than_s:
+                    continue
+            except OSError:
+                continue
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

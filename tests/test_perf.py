@@ -281,3 +281,33 @@ def test_attention_share_is_counted_and_timed_at_its_own_rate(tiny_sd1) -> None:
     assert compute == pytest.approx(
         dense + large.attention_flops / (peak * estimate.ATTENTION_EFFICIENCY["cpu"])
     )
+
+
+def test_disk_caches_clean_what_killed_runs_left_and_spare_running_writes(tiny_sd1, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=2)
+    shared = tmp_path / "cache"
+    leftovers = {}
+    for kind in ("latents", "text"):
+        (shared / kind).mkdir(parents=True)
+        stale = shared / kind / ".abc.safetensors-dead.partial"  # a write a kill -9 interrupted
+        fresh = shared / kind / ".def.safetensors-live.partial"  # another run writing right now
+        stale.write_bytes(b"half")
+        fresh.write_bytes(b"half")
+        old = stale.stat().st_mtime - 2 * 3600
+        os.utime(stale, (old, old))
+        leftovers[kind] = (stale, fresh)
+    cfg = tiny_config(
+        tiny_sd1,
+        data,
+        tmp_path / "out",
+        max_train_steps=1,
+        cache_latents="disk",
+        cache_text_encoder_outputs="disk",
+        train_text_encoder=False,
+        cache_dir=str(shared),
+    )
+    train(config_from_dict(cfg))
+    for kind, (stale, fresh) in leftovers.items():
+        assert not stale.exists() and fresh.exists(), kind
+        written = sorted((shared / kind).glob("*.safetensors"))
+        assert written and all(load_file(str(p)) for p in written)

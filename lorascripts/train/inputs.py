@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
@@ -21,10 +21,11 @@ from ..data.buckets import BucketSet
 from ..data.caption_proc import process_caption
 from ..data.images import image_size, load_image
 from ..data.transforms import image_to_tensor
-from ..fileio import file_sha256
+from ..fileio import atomic_write_bytes, clean_partial_files, file_sha256
 from .batches import Entry, expand_repeats
 
 logger = logging.getLogger(__name__)
+STALE_PARTIAL_S = 3600.0  # a younger partial file in a shared cache_dir is another run's write in progress
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class TextCache:
 
     def __init__(self, folder: Path | None, identity: str, clip_skip: int) -> None:
         self.folder = folder
+        if folder is not None:
+            clean_partial_files(folder, older_than_s=STALE_PARTIAL_S)  # writes of killed runs
         self.identity = f"{identity}|clip_skip={clip_skip}"
         self._memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.disk_hits = 0
@@ -79,14 +82,10 @@ class TextCache:
         self._memory[caption] = (hidden, pooled)
         if self.folder is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(caption)
-        tmp = path.with_suffix(".tmp")
         tensors = {"hidden": hidden.detach().cpu().contiguous()}
         if pooled is not None:
             tensors["pooled"] = pooled.detach().cpu().contiguous()
-        save_file(tensors, str(tmp))
-        tmp.replace(path)
+        atomic_write_bytes(self._path(caption), save(tensors))  # a unique temporary name: runs share caches
 
 
 class InputPipeline:
@@ -145,6 +144,8 @@ class InputPipeline:
             return
         disk = self.cfg.cache_latents == "disk"
         folder = self.cache_dir / "latents"
+        if disk:
+            clean_partial_files(folder, older_than_s=STALE_PARTIAL_S)  # writes of killed runs
         hits = 0
         for index in tqdm(
             range(len(self.items)), desc="caching latents", disable=not show_progress, leave=False
@@ -162,17 +163,12 @@ class InputPipeline:
             prepared = self._encode(vae, index)
             self._memory[index] = prepared
             if path is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                save_file(
-                    {
-                        "latent": prepared.latent.contiguous(),
-                        "original_size": torch.tensor(prepared.original_size),
-                        "crop_top_left": torch.tensor(prepared.crop_top_left),
-                    },
-                    str(tmp),
-                )
-                tmp.replace(path)
+                tensors = {
+                    "latent": prepared.latent.contiguous(),
+                    "original_size": torch.tensor(prepared.original_size),
+                    "crop_top_left": torch.tensor(prepared.crop_top_left),
+                }
+                atomic_write_bytes(path, save(tensors))  # a unique temporary name: runs share caches
         if disk:
             logger.info("latent cache: %d of %d images reused from %s", hits, len(self.items), folder)
 
