@@ -326,3 +326,21 @@ def test_training_preflight_reports_odd_images_without_refusing_them(tmp_path: P
         ("anim.gif", "animated"),
     }
     assert "tiny.png" in (tmp_path / "out" / "dataset_report.html").read_text(encoding="utf-8")
+
+
+def test_check_dataset_sees_what_training_sees_through_symlinked_folders(tmp_path: Path) -> None:
+    """A repeat folder that is a link to pictures elsewhere is trained; the dataset check must look at it too
+    (it used to skip linked folders), and links back into the dataset or to its parents are not walked."""
+    from lorascripts.data.checks import collect_images
+
+    root = tmp_path / "data"
+    own = good_images(root / "5_style")
+    elsewhere = good_images(tmp_path / "elsewhere", n=2)
+    (root / "2_linked").symlink_to(tmp_path / "elsewhere")
+    (root / "3_loop").symlink_to(root)
+    (root / "4_up").symlink_to(tmp_path)
+    trained = scan_dataset(root, missing_captions="trigger", trigger_word="zk").items
+    checked = [i.file for i in collect_images(root)]
+    expected = [f"5_style/{p.name}" for p in own] + [f"2_linked/{p.name}" for p in elsewhere]
+    assert sorted(checked) == sorted(expected)
+    assert len(checked) == len(trained) == len(own) + len(elsewhere)

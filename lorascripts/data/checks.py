@@ -8,6 +8,7 @@ aspect ratios, empty or over-long captions, generic words, a missing or misspell
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,22 @@ def check_images(
     return flags
 
 
+def _image_files(root: Path) -> list[Path]:
+    """Image-named files under `root`, following symlinked folders as training does (data/sources.py), each real
+    folder once (a link back into the dataset is not walked again)."""
+    seen: set[str] = set()
+    ancestors = {str(p) for p in root.resolve().parents}  # a link to `..` or `/` would walk the whole disk
+    found = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen or real in ancestors:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        found += [Path(folder) / name for name in files if has_image_suffix(Path(name))]
+    return sorted(found)
+
+
 def collect_images(root: Path, metadata_path: Path | None = None) -> list[ImageInfo]:
     """Every file with an image extension under `root`, with its caption (metadata.csv, then .txt/.caption)."""
     from .captions import normalise_name, read_caption_file, read_metadata
@@ -170,7 +187,7 @@ def collect_images(root: Path, metadata_path: Path | None = None) -> list[ImageI
     rows = read_metadata(metadata_file) if metadata_file.is_file() else {}
     out = []
     # broken symlinks are listed too: they are flagged as unreadable instead of silently left out
-    for path in sorted(p for p in root.rglob("*") if has_image_suffix(p) and (p.is_file() or p.is_symlink())):
+    for path in _image_files(root):
         rel = path.relative_to(root).as_posix()
         caption = rows.get(normalise_name(rel))
         for ext in (".txt", ".caption"):
