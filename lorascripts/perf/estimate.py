@@ -198,17 +198,13 @@ def _memory(
 
 
 def _released(cfg: TrainConfig, plan: _Plan, device: str) -> set[str]:
-    """Parts the trainer moves off the GPU once their outputs are cached (train/placement.py); on a CPU
-    they stay in the process whatever the setting."""
-    if device == "cpu" or cfg.offload_encoders == "off":
+    """Parts the trainer moves off the GPU once their outputs are cached; on a CPU they stay in the process."""
+    if device == "cpu":
         return set()
-    from ..train.placement import captions_are_fixed
+    from ..train.placement import released_parts
 
-    released = {"vae"} if cfg.cache_latents != "off" else set()
-    single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1  # DDP keeps the encoders (run_parts.py)
-    if plan.text_cache and captions_are_fixed(cfg) and single_process:
-        released.add("text")
-    return released
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    return released_parts(cfg, device_type=device, processes=processes, text_cached=plan.text_cache)
 
 
 def _seconds(cost: StepCost, device: str, peak: float) -> tuple[float, float]:

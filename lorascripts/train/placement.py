@@ -15,32 +15,43 @@ from collections.abc import Iterator
 
 import torch
 
+from ..config import TrainConfig
+
 logger = logging.getLogger(__name__)
 
 
-def captions_are_fixed(cfg: object) -> bool:
+def captions_are_fixed(cfg: TrainConfig) -> bool:
     """True when every example always gets the same caption (no shuffling or dropout draws a new one)."""
-    return not (
-        getattr(cfg, "shuffle_caption", False)
-        or getattr(cfg, "caption_dropout_rate", 0.0)
-        or getattr(cfg, "caption_tag_dropout_rate", 0.0)
-    )
+    return not (cfg.shuffle_caption or cfg.caption_dropout_rate or cfg.caption_tag_dropout_rate)
+
+
+def released_parts(cfg: TrainConfig, *, device_type: str, processes: int, text_cached: bool) -> set[str]:
+    """What `offload_encoders` takes off the device: "vae" once the latents are cached, "text" once every
+    caption's encoder output is (fixed captions, one process: DDP wraps the encoders with the U-Net and
+    broadcasts their buffers from the device every step). The trainer and the estimate both ask here."""
+    setting = cfg.offload_encoders
+    if setting == "off" or (setting == "auto" and device_type == "cpu"):
+        return set()
+    parts = {"vae"} if cfg.cache_latents != "off" else set()
+    if text_cached and captions_are_fixed(cfg) and processes == 1:
+        parts.add("text")
+    return parts
+
+
+def text_encoder_names(count: int) -> list[str]:
+    return [f"text encoder {i + 1}" for i in range(count)]
 
 
 class EncoderPlacement:
     """Moves released frozen modules to the CPU, and back to the training device while they are borrowed."""
 
-    def __init__(self, device: torch.device, enabled: bool) -> None:
+    def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.enabled = enabled
         self.released: dict[str, torch.nn.Module] = {}
 
-    def text_encoder_names(self, count: int) -> list[str]:
-        return [f"text encoder {i + 1}" for i in range(count)]
-
     def release(self, name: str, module: torch.nn.Module) -> None:
-        """Move one idle module off the accelerator (a no-op on CPU or when disabled)."""
-        if not self.enabled or name in self.released:
+        """Move one idle module off the accelerator."""
+        if name in self.released:
             return
         size = (
             sum(p.numel() * p.element_size() for p in module.parameters()) if self.device.type != "cpu" else 0

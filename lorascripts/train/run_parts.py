@@ -25,7 +25,7 @@ from .events import EventSink
 
 if TYPE_CHECKING:
     from ..perf.estimate import RunEstimate
-from .placement import EncoderPlacement, captions_are_fixed
+from .placement import EncoderPlacement, released_parts, text_encoder_names
 from .setup import (
     Precision,
     attach_log_file,
@@ -75,8 +75,7 @@ class RunParts:
                 _estimate(cfg, device.type, overhead_bound, self.estimate.base_rss_bytes) or self.estimate
             )
         self.accelerator = Accelerator(mixed_precision=self.precision.mode, cpu=cpu)
-        offload = cfg.offload_encoders == "on" or (cfg.offload_encoders == "auto" and not cpu)
-        self.placement = EncoderPlacement(self.accelerator.device, offload)
+        self.placement = EncoderPlacement(self.accelerator.device)
         self.output_dir = prepare_output_dir(cfg)
         self.output_name = output_name_for(cfg)
         self._log_handler = attach_log_file(self.output_dir) if self.accelerator.is_main_process else None
@@ -134,25 +133,23 @@ class RunParts:
         self._start_logging()
 
     def _release_cached_encoders(self) -> None:
-        """Frozen modules whose outputs are all cached leave the GPU (placement.py); a no-op on CPU."""
-        cfg, base = self.cfg, self.base
-        if not self.placement.enabled:
-            return
-        if cfg.cache_latents != "off":
+        """Frozen modules whose outputs are all cached leave the GPU (placement.py)."""
+        cfg, base, acc = self.cfg, self.base, self.accelerator
+        parts = released_parts(
+            cfg,
+            device_type=acc.device.type,
+            processes=acc.num_processes,
+            text_cached=cfg.cache_text_encoder_outputs != "off" and not cfg.train_text_encoder,
+        )
+        if "vae" in parts:
             self.placement.release("VAE", base.vae)
-        if cfg.cache_text_encoder_outputs == "off" or cfg.train_text_encoder or not captions_are_fixed(cfg):
-            return
-        if self.accelerator.num_processes > 1:
-            # DDP wraps them with the U-Net and broadcasts their buffers from the device every step
-            logger.info("text encoders stay on the device: %d processes", self.accelerator.num_processes)
-            return
-        rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
-        captions = list(dict.fromkeys(self.inputs.caption(e, rng) for e in self.inputs.entries()))
-        for start in range(0, len(captions), 16):
-            self.text_inputs(captions[start : start + 16])
-        names = self.placement.text_encoder_names(len(base.text_encoders))
-        for name, encoder in zip(names, base.text_encoders):
-            self.placement.release(name, encoder)
+        if "text" in parts:
+            rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
+            captions = list(dict.fromkeys(self.inputs.caption(e, rng) for e in self.inputs.entries()))
+            for start in range(0, len(captions), 16):
+                self.text_inputs(captions[start : start + 16])
+            for name, encoder in zip(text_encoder_names(len(base.text_encoders)), base.text_encoders):
+                self.placement.release(name, encoder)
 
     def _bucket_step(self) -> int:
         # buckets must be multiples of the VAE factor x U-Net downsampling; small models allow finer steps
@@ -286,7 +283,7 @@ class RunParts:
             return {"input_ids": [ids.to(device) for ids in tokenize(self.base, captions)]}
         missing = [c for c in dict.fromkeys(captions) if self._text_cache.get(c) is None]
         if missing:
-            names = self.placement.text_encoder_names(len(self.base.text_encoders))
+            names = text_encoder_names(len(self.base.text_encoders))
             with torch.no_grad(), self.placement.borrowed(*names):
                 hidden, pooled = encode_tokens(
                     self.base,
