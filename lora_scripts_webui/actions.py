@@ -104,29 +104,22 @@ def save_table(text: str, table: Any) -> str:
 def caption_now(
     text: str, captioner: str, model: str, trigger: str, mode: str
 ) -> tuple[list[list[str]], str]:
-    """Caption the folder into its metadata.csv, then return the refreshed table."""
-    from lorascripts.caption.base import create_captioner
-    from lorascripts.caption.labeler import auto_label
-    from lorascripts.caption.postprocess import CaptionRules
+    """Caption the folder into its metadata.csv (in a child process of the engine's Python: the captioning
+    libraries may live only in the engine's environment), then return the refreshed table."""
+    from lorascripts.host.children import CaptionRequest, caption_in_child
 
     folder = dataset_folder(text)
     if captioner not in CAPTIONERS or mode not in CAPTION_MODES:
         raise UserError(f"choose a captioner from {CAPTIONERS} and a mode from {CAPTION_MODES}.")
+    request = CaptionRequest(folder, folder / "metadata.csv", captioner, model.strip(), trigger.strip(), mode)
     try:
-        engine = create_captioner(captioner, model.strip() or None)
-        result = auto_label(
-            folder,
-            engine,
-            folder / "metadata.csv",
-            mode=mode,
-            rules=CaptionRules(trigger_word=trigger.strip()),
-            show_progress=False,
-        )
+        result = caption_in_child(request)
     except (LoraScriptsError, OSError) as exc:
         raise UserError(f"captioning failed: {exc}") from None
     rows, note = load_table(text)
-    failed = f"; could not read {', '.join(result.failed)}" if result.failed else ""
-    return rows, f"captioned {result.captioned} images with {captioner} ({note}){failed}"
+    failed = result.get("failed") or {}
+    failed_note = f"; could not read {', '.join(failed)}" if failed else ""
+    return rows, f"captioned {result.get('captioned', 0)} images with {captioner} ({note}){failed_note}"
 
 
 @dataclass

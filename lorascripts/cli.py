@@ -134,6 +134,21 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check that this Python has every package the engine needs, working")
+    p.add_argument("--quiet", action="store_true", help="print only problems")
+    p.set_defaults(func=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor_report
+
+    lines, ok = doctor_report(args.quiet)
+    for line in lines:
+        print(line)
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `lorascripts` argument parser with its subcommands."""
     parser = argparse.ArgumentParser(prog="lorascripts", description="Train and manage LoRAs.")
@@ -145,11 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lora_commands(sub)
     _add_generate(sub)
+    _add_doctor(sub)
+    sub.add_parser("caption", help="caption a folder (the options of tools/auto_label.py)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["caption"]:  # tools/auto_label.py's options, as the hosts' captioning children use them
+        from .caption.cli import main as caption_main
+
+        return caption_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.debug)
@@ -166,6 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:  # a package missing from, or not fitting, this Python: not a bug of ours
+        if args.debug:
+            raise
+        from .doctor import dependency_error
+
+        error = dependency_error(exc)
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
         if args.debug:
             raise
@@ -177,6 +207,10 @@ def internal_error_message(exc: BaseException) -> str:
     """What the CLIs print for an exception that is not one of ours: a bug, so say how to report it."""
     import traceback
 
+    if isinstance(exc, ImportError):  # the environment, not our code: say which package and how to repair it
+        from .doctor import dependency_error
+
+        return f"error: {dependency_error(exc)}"
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
     return (

@@ -44,6 +44,13 @@ class StorageError(LoraScriptsError):
     exit_code = 6
 
 
+class DependencyError(LoraScriptsError):
+    """A package the engine needs is missing from, or does not fit, the Python that runs it; the message names
+    the package, the Python and the command that repairs it."""
+
+    exit_code = 7
+
+
 class StopRequested(LoraScriptsError):
     """Training was asked to stop (Cancel in a host, Ctrl+C); the last checkpoint is kept."""
 

@@ -187,9 +187,8 @@ class AutoCaption:
 
         import comfy.model_management as mm
 
-        from ..lorascripts.caption.base import create_captioner
-        from ..lorascripts.caption.labeler import auto_label
-        from ..lorascripts.caption.postprocess import CaptionRules
+        from ..lorascripts.errors import StopRequested
+        from ..lorascripts.host.children import CaptionRequest, caption_in_child
 
         dataset = checked_dataset(dataset)
         model = local_model_path(model) if model.strip() else ""
@@ -200,15 +199,14 @@ class AutoCaption:
         if dataset.get("metadata_path") and not out.exists():
             shutil.copyfile(dataset["metadata_path"], out)  # start from the user's captions; never edit them
         mm.unload_all_models()
-        engine = create_captioner(captioner, model or None, batch_size=batch_size)
-        auto_label(
-            folder,
-            engine,
-            out,
-            mode=mode,
-            rules=CaptionRules(trigger_word=trigger_word.strip()),
-            show_progress=False,
-        )
+        mm.soft_empty_cache()
+        # a child of the engine's Python: the captioners' libraries may live only in the engine environment
+        request = CaptionRequest(folder, out, captioner, model, trigger_word.strip(), mode, batch_size)
+        try:
+            caption_in_child(request, should_cancel=mm.processing_interrupted)
+        except StopRequested:
+            mm.throw_exception_if_processing_interrupted()  # ComfyUI's own "interrupted", not an error dialog
+            raise
         data = _dataset(folder, out)
         rows = [{"file": n, "caption": data["captions"].get(n, "")} for n in data["files"]]
         text = "\n".join(f"{r['file']}: {r['caption']}" for r in rows)

@@ -94,6 +94,24 @@ class GenerateText:
         seed: int,
         system: str = "",
     ) -> dict:
+        import sys
+
+        from ..lorascripts.host.engine_env import engine_python
+
+        lora = None if adapter == NO_ADAPTER else str(_inside_root(adapter))
+        if engine_python() != sys.executable:  # the LLM libraries live in the engine's own environment
+            from ..lorascripts.host.children import generate_in_child
+
+            text = generate_in_child(
+                str(_inside_root(base_model)),
+                lora,
+                prompt,
+                system=system,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+            return {"ui": {"text": [text]}, "result": (text,)}
         import torch
 
         from ..lorascripts.llm.generate import generate_text
@@ -103,7 +121,6 @@ class GenerateText:
         with _LOCK:
             if key not in _CACHE:
                 _CACHE.clear()  # one model in memory at a time
-                lora = None if adapter == NO_ADAPTER else str(_inside_root(adapter))
                 _CACHE[key] = load_for_generation(str(_inside_root(base_model)), lora)
             model, tokenizer = _CACHE[key]
         with torch.inference_mode(False):

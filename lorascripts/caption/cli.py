@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-tags", default="", help="WD14: comma-separated tags never written")
     p.add_argument("--allow-remote-code", action="store_true", help="run model code shipped with the model")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--summary", action="store_true", help="end with a JSON summary line (for host programs)")
     return p
 
 
@@ -95,4 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name, reason in result.failed.items():
         print(f"  could not read {name}: {reason}", file=sys.stderr)
+    if args.summary:
+        import json
+
+        from ..host.children import SUMMARY_PREFIX
+
+        fields = {k: getattr(result, k) for k in ("captioned", "kept", "resumed", "failed")}
+        print(SUMMARY_PREFIX + json.dumps(fields))
     return 0

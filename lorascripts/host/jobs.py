@@ -1,4 +1,4 @@
-"""Training in a child process of the same Python, for hosts: the host stays responsive, a crash in training
+"""Training in a child process of the engine's Python (engine_env.py), for hosts: the host stays responsive, a crash in training
 cannot take it down, progress arrives as events, Cancel saves a checkpoint, and failures carry their cause.
 
 The child is `python -m lorascripts train --config <work_dir>/config.yaml` (an argument list, never a shell);
@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ import yaml
 from ..errors import StopRequested, TrainingError
 from ..fileio import atomic_copy, atomic_write_text, clean_partial_files
 from ..train.events import STOP_FILE_NAME
+from .engine_env import PACKAGE_ROOT, engine_python
 from .fingerprint import training_fingerprint
 
 logger = logging.getLogger(__name__)
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that contains `lorascripts`
 
 # What the training child inherits: how to find programs, libraries, locale, temp and home folders, and the
 # settings of Python, the GPU stacks, torch/accelerate and the Hugging Face cache (HF_TOKEN included: gated
@@ -151,7 +150,7 @@ class TrainingJob:
             else 0
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lorascripts", "train", "--config", str(self.work_dir / "config.yaml")],
+            [engine_python(), "-m", "lorascripts", "train", "--config", str(self.work_dir / "config.yaml")],
             cwd=str(PACKAGE_ROOT),
             env=child_environment(),
             stdout=log,

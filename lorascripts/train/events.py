@@ -125,7 +125,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def as_engine_error(exc: BaseException) -> BaseException:
-    """Out of memory and a full disk, wherever they happen, become our errors with what to change."""
+    """Out of memory, a full disk and a missing package, wherever they happen, become our errors with what to
+    change."""
     from ..errors import StorageError, TrainingError
     from ..fileio import disk_full_error, is_disk_full
 
@@ -134,6 +135,10 @@ def as_engine_error(exc: BaseException) -> BaseException:
         return TrainingError(f"out of memory ({type(exc).__name__}: {first_line}). {OUT_OF_MEMORY_ADVICE}")
     if is_disk_full(exc) and not isinstance(exc, StorageError):
         return disk_full_error(exc, getattr(exc, "filename", None) or "a file")
+    if isinstance(exc, ImportError):
+        from ..doctor import dependency_error
+
+        return dependency_error(exc)
     return exc
 
 
