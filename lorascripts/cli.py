@@ -188,17 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except ImportError as exc:  # a package missing from, or not fitting, this Python: not a bug of ours
-        if args.debug:
-            raise
-        from .doctor import dependency_error
-
-        error = dependency_error(exc)
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
         if args.debug:
             raise
+        from .doctor import dependency_error, import_failure
+
+        if import_failure(exc) is not None:  # a package missing from, or not fitting, this Python
+            error = dependency_error(exc)
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
         print(internal_error_message(exc), file=sys.stderr)
         return 1
 
@@ -207,9 +205,9 @@ def internal_error_message(exc: BaseException) -> str:
     """What the CLIs print for an exception that is not one of ours: a bug, so say how to report it."""
     import traceback
 
-    if isinstance(exc, ImportError):  # the environment, not our code: say which package and how to repair it
-        from .doctor import dependency_error
+    from .doctor import dependency_error, import_failure
 
+    if import_failure(exc) is not None:  # the environment, not our code: say which package and how to repair
         return f"error: {dependency_error(exc)}"
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""

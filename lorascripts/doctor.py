@@ -71,21 +71,32 @@ def import_problems() -> list[str]:
     return problems
 
 
+def import_failure(exc: BaseException | None) -> ImportError | None:
+    """The ImportError behind `exc`, if any (diffusers and transformers wrap them in a RuntimeError)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ImportError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def describe(exc: BaseException) -> str:
     """An import failure in words: which package is missing or which installed one does not fit."""
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        dist = ee.dist_for_module(exc.name)
+    cause = import_failure(exc)
+    if isinstance(cause, ModuleNotFoundError) and cause.name:
+        dist = ee.dist_for_module(cause.name)
         return f"package {dist} is missing from this environment ({sys.executable}); fix: {_pip_fix(dist)}"
-    if isinstance(exc, ImportError) and exc.name:
-        dist = ee.dist_for_module(exc.name)
+    if cause is not None and cause.name:
+        dist = ee.dist_for_module(cause.name)
         return (
-            f"{exc} - the installed {dist} does not fit the other packages; run install.py again, or "
+            f"{cause} - the installed {dist} does not fit the other packages; run install.py again, or "
             f"{_pip_fix(dist)} --upgrade"
         )
     return f"{type(exc).__name__}: {exc}"
 
 
-def dependency_error(exc: ImportError) -> DependencyError:
+def dependency_error(exc: BaseException) -> DependencyError:
     """An ImportError raised during a run, as the environment problem it is (never "a bug in lora-scripts")."""
     return DependencyError(
         f'{describe(exc)}. Check the whole environment with: "{sys.executable}" -m lorascripts doctor'

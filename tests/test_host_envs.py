@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from comfy_host import REPO
 from helpers_train import make_dataset
-from host_envs import FORGE_PINS, a1111_pins, comfyui_pins, floor_pins, pinned_python
+from host_envs import comfyui_pins, floor_pins, pinned_python
 from packaging.requirements import Requirement
 from packaging.version import Version
+from webui_host import webui_pins
 
 STANDIN = Path(__file__).resolve().parent / "webui_standin"
 DRIVER = Path(__file__).resolve().parent / "pinned_host_driver.py"
@@ -69,6 +71,25 @@ def drive(python: Path, kind: str, root: Path, model, data: Path, name: str) -> 
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+def tiny_config(tmp_path: Path, model, **keys: object) -> Path:
+    """A config file for a few steps of the tiny model on a 2-image dataset."""
+    config = {
+        "base_model": str(model.single_file),
+        "tokenizer_path": str(model.tokenizer_dir),
+        "train_data_dir": str(make_dataset(tmp_path / "data", n=2)),
+        "output_dir": str(tmp_path / "out"),
+        "resolution": 32,
+        "bucket_reso_steps": 8,
+        "min_bucket_reso": 16,
+        "mixed_precision": "no",
+        "dataset_checks": "warn",
+        **keys,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def webui_root(tmp_path: Path, model) -> Path:
     root = tmp_path / "webui"
     folder = root / "models" / "Stable-diffusion"
@@ -99,7 +120,7 @@ def install_twice(python: Path, webui: bool, cwd: Path, label: str) -> str:
 
 @pytest.mark.parametrize("host", ["a1111-1.10.1", "forge-gradio4"])
 def test_webui_pins_hold_and_the_tab_trains_in_the_engine_env(host, tiny_sd1, tmp_path):
-    pins = a1111_pins() if host == "a1111-1.10.1" else [*FORGE_PINS, "torch==2.13.0"]
+    pins = webui_pins(host)
     python = pinned_python(f"venv-{host}", pins)
     before = versions(python)
     assert held(pins, before) == []
@@ -173,20 +194,9 @@ def test_declared_floors_install_together_and_train(tiny_sd1, tmp_path):
     )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
 
-    data = make_dataset(tmp_path / "data", n=2)
-    args = [
-        "--set",
-        f"base_model={tiny_sd1.single_file}",
-        "--set",
-        f"tokenizer_path={tiny_sd1.tokenizer_dir}",
-    ]
-    args += ["--set", f"train_data_dir={data}", "--set", f"output_dir={tmp_path / 'out'}"]
-    args += ["--set", "max_train_steps=2", "--set", "resolution=32", "--set", "bucket_reso_steps=8"]
-    args += ["--set", "min_bucket_reso=16", "--set", "mixed_precision=no", "--set", "dataset_checks=warn"]
-    config = tmp_path / "c.yaml"
-    config.write_text("output_name: floors\n")
+    config = tiny_config(tmp_path, tiny_sd1, max_train_steps=2, output_name="floors")
     done = subprocess.run(
-        [str(python), "-m", "lorascripts", "train", "--config", str(config), *args],
+        [str(python), "-m", "lorascripts", "train", "--config", str(config)],
         env=env,
         capture_output=True,
         text=True,
@@ -200,7 +210,9 @@ def test_doctor_catches_a_diffusers_newer_than_transformers_allows(tiny_sd1, tmp
     """The case that set the transformers floor: diffusers >= 0.39 imports Dinov2WithRegistersConfig, which
     transformers < 4.48 lacks. `doctor` (run by install.py before an engine env counts as ready) must fail on it
     and name the package, as must a training run (never "a bug in lora-scripts")."""
-    python = pinned_python("venv-old-transformers", ["transformers==4.46.3"], see_this_venv=True)
+    python = pinned_python(
+        "venv-old-transformers", ["transformers==4.46.3", "diffusers>=0.39,<0.40"], see_this_venv=True
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["PYTHONPATH"] = str(REPO)
     doctor = subprocess.run(
@@ -212,12 +224,7 @@ def test_doctor_catches_a_diffusers_newer_than_transformers_allows(tiny_sd1, tmp
         and "installed transformers does not fit" in doctor.stdout
     )
     assert "transformers>=4.50.3" in doctor.stdout  # the requirement it breaks, with the pip command
-    data = make_dataset(tmp_path / "data", n=2)
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        f"base_model: {tiny_sd1.single_file}\ntokenizer_path: {tiny_sd1.tokenizer_dir}\ntrain_data_dir: {data}\n"
-        f"output_dir: {tmp_path / 'out'}\nmax_train_steps: 1\nresolution: 32\nmixed_precision: 'no'\n"
-    )
+    config = tiny_config(tmp_path, tiny_sd1, max_train_steps=1)
     train = subprocess.run(
         [str(python), "-m", "lorascripts", "train", "--config", str(config)],
         env=env,

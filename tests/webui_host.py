@@ -1,51 +1,37 @@
-"""The WebUI tab under real gradio for the host tests: one venv per gradio line we support, the stand-in hooks
-(tests/webui_standin), and the launcher (tests/webui_launch.py) that loads our `scripts/` like the WebUI does.
-
-Each venv sees this venv's packages through a .pth file and adds, in its own site-packages (which come first),
-what that WebUI pins differently: AUTOMATIC1111 1.10 runs gradio 3.41 with pydantic 1 and fastapi 0.94; Forge
-runs gradio 4.40 with pydantic 2.8 (newer pydantic breaks its API page). Both gradio lines need huggingface_hub < 1, so these venvs also run the engine on
-transformers 4.x and an older diffusers, as those WebUIs do. Cached under .cache/hosts.
+"""The WebUI tab under real gradio for the host tests: the venvs pinned like the real WebUIs (tests/host_envs.py:
+AUTOMATIC1111 1.10.1 with gradio 3.41 and pydantic 1, Forge with gradio 4.40 and pydantic 2.8), each after
+our install.py ran in it as the WebUI runs it (so training and captioning go to the engine's own environment,
+as for a user), the stand-in hooks (tests/webui_standin), and the launcher (tests/webui_launch.py) that loads
+our `scripts/` like the WebUI does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import site
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
-from comfy_host import CACHE, REPO, ServerProcess, free_port
+from comfy_host import REPO, ServerProcess, free_port
+from host_envs import FORGE_PINS, TORCH, a1111_pins, pinned_python
 
-GRADIO_ENVS = {
-    "3": ["gradio==3.41.2", "fastapi==0.94.0", "pydantic<2"],
-    "4": ["gradio==4.40.0", "fastapi==0.112.2", "pydantic==2.8.2"],
-}
-ENGINE_ON_WEBUI = ["transformers>=4.46,<5", "huggingface_hub<1", "diffusers>=0.35,<0.50"]
 LAUNCHER = Path(__file__).resolve().parent / "webui_launch.py"
+STANDIN = Path(__file__).resolve().parent / "webui_standin"
+WEBUI_HOSTS = {"3": "a1111-1.10.1", "4": "forge-gradio4"}
+
+
+def webui_pins(host: str) -> list[str]:
+    return a1111_pins() if host == "a1111-1.10.1" else [*FORGE_PINS, TORCH]
 
 
 def webui_python(gradio: str) -> Path:
-    """A venv with gradio `gradio` (\"3\" or \"4\") and this venv's packages; built once."""
-    specs = GRADIO_ENVS[gradio] + ENGINE_ON_WEBUI
-    venv = CACHE / f"venv-webui-g{gradio}"
-    python = venv / "bin" / "python"
-    stamp = hashlib.sha256("\n".join(specs).encode()).hexdigest()[:16]
-    ready = venv / ".ready"
-    if ready.is_file() and ready.read_text() == stamp:
-        return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    (Path(purelib) / "main-venv.pth").write_text("\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *specs], check=True)
-    ready.write_text(stamp)
+    """The pinned WebUI venv of gradio line `gradio` ("3" or "4"), with our install.py run in it once."""
+    host = WEBUI_HOSTS[gradio]
+    python = pinned_python(f"venv-{host}", webui_pins(host))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PYTHONPATH"] = str(STANDIN)  # `import launch` works: install.py runs as in the WebUI
+    done = subprocess.run([str(python), str(REPO / "install.py")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "could not" not in done.stdout, done.stdout + done.stderr
     return python
 
 

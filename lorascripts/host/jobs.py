@@ -220,7 +220,14 @@ class TrainingJob:
             )
         if code != 0:
             error = next((e for e in reversed(self.events) if e.get("event") == "error"), None)
-            cause = error["message"] if error else "the trainer stopped without a message"
+            said = [
+                line[len("error:") :].strip()
+                for line in self.log_tail().splitlines()
+                if line.startswith("error:")
+            ]
+            cause = (
+                error["message"] if error else (said[-1] if said else "the trainer stopped without a message")
+            )
             if error is None and code is not None and code < 0:
                 cause = f"the last checkpoint is kept in {self.work_dir / 'checkpoints'}; run again to resume"
             raise TrainingError(

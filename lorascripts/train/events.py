@@ -135,9 +135,9 @@ def as_engine_error(exc: BaseException) -> BaseException:
         return TrainingError(f"out of memory ({type(exc).__name__}: {first_line}). {OUT_OF_MEMORY_ADVICE}")
     if is_disk_full(exc) and not isinstance(exc, StorageError):
         return disk_full_error(exc, getattr(exc, "filename", None) or "a file")
-    if isinstance(exc, ImportError):
-        from ..doctor import dependency_error
+    from ..doctor import dependency_error, import_failure
 
+    if import_failure(exc) is not None:
         return dependency_error(exc)
     return exc
 
