@@ -181,11 +181,10 @@ def _family_from_keys(keys: list[str]) -> str | None:
         return "sd3"
     if any(k.startswith(_SDXL_UNET) for k in keys):
         return "sdxl"
+    two_encoders = any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys)
     if any(k.startswith(_SD_UNET + ("lora_te_",)) for k in keys):
-        return "sd"
-    if any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys):
-        return "te12"
-    return None
+        return "sdxl" if two_encoders else "sd"  # SDXL with diffusers U-Net names (some trainers write them)
+    return "te12" if two_encoders else None
 
 
 def detect_family(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
