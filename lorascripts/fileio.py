@@ -33,6 +33,14 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def legacy_model_hash(path: Path) -> str:
+    """AUTOMATIC1111's old checkpoint hash, kohya's `ss_sd_model_hash`: SHA-256 of the 64 KiB at offset 1 MiB,
+    first 8 hex digits (of no bytes at all when the file is shorter, as both compute it)."""
+    with open(path, "rb") as fh:
+        fh.seek(0x100000)
+        return hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True for the OSErrors a full disk, a quota or a file-size limit produce."""
     return isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS

@@ -89,6 +89,10 @@ def test_training_writes_a_loadable_kohya_file(trained) -> None:
         {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_"}[model.family]
     )
     assert json.loads(meta["ss_tag_frequency"]) and json.loads(meta["ss_bucket_info"])["buckets"]
+    # kohya's semantics: 12 steps of 3 an epoch span 4 epochs (`epochs` keeps its default), ss_epoch is 1-based
+    assert (meta["ss_num_epochs"], meta["ss_epoch"], cfg.epochs) == ("4", "4", 10)
+    assert meta["ss_text_encoder_lr"] == str(cfg.effective_text_encoder_lr)  # the text encoder was trained
+    assert int(meta["ss_min_bucket_reso"]) <= 32 <= int(meta["ss_max_bucket_reso"])
     sidecar = json.loads(result.lora_path.with_suffix(".json").read_text(encoding="utf-8"))
     assert sidecar["activation text"] == "zkstyle"
     assert yaml.safe_load(result.lora_path.with_suffix(".yaml").read_text(encoding="utf-8"))["lora_rank"] == 4

@@ -24,7 +24,7 @@ class LoraMetadataInput:
     network_args: dict[str, str]
     training: dict[str, str] = field(default_factory=dict)
     steps: int = 0
-    epoch: int = 0
+    epoch: int = 0  # 1-based epoch reached (kohya), 0 before any step
     tag_frequency: dict[str, dict[str, int]] = field(default_factory=dict)
     dataset_dirs: dict[str, dict[str, int]] = field(default_factory=dict)
     bucket_info: dict | None = None
@@ -70,8 +70,8 @@ def build_kohya_metadata(data: LoraMetadataInput) -> dict[str, str]:
     }
     if data.network_args:
         meta["ss_network_args"] = json.dumps(data.network_args)
-    if data.bucket_info is not None:
-        meta["ss_bucket_info"] = json.dumps(data.bucket_info)
+    # kohya writes "null" when bucketing was off; every reader takes it (it is JSON)
+    meta["ss_bucket_info"] = json.dumps(data.bucket_info)
     meta.update(_modelspec(data, family))
     meta["ls_tool"] = TOOL_VERSION
     if data.config_yaml:

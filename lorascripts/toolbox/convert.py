@@ -16,7 +16,7 @@ import torch
 from ..errors import ModelError
 from ..fileio import atomic_write_bytes
 from ..network.save import read_lora_file, read_lora_weights, save_lora_file
-from .lorafile import detect_family, group_modules, lora_metadata, module_tensors
+from .lorafile import SD_FAMILIES, detect_family, family_label, group_modules, lora_metadata, module_tensors
 from .reference import kohya_targets, meta_base
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,11 @@ def to_diffusers(source: Path, target: Path) -> dict[str, int]:
 
     tensors, metadata = read_lora_weights(source)
     family = detect_family(tensors, metadata)
+    if family not in SD_FAMILIES:
+        raise ModelError(
+            f"{source.name} is a {family_label(family)} LoRA; conversion to diffusers names covers "
+            "SD1/SD2/SDXL files only."
+        )
     reverse = {name: key for key, name in _kohya_names(family).items()}
     prefix = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}
     out: dict[str, torch.Tensor] = {}

@@ -40,7 +40,9 @@ def _block(name: str) -> str:
     if name.startswith("lora_te"):
         return name.split("_")[1]
     m = re.match(
-        r"lora_unet_((?:down|up)_blocks_\d+|mid_block|(?:input|output)_blocks_\d+|middle_block)", name
+        r"lora_unet_((?:down|up)_blocks_\d+|mid_block|(?:input|output)_blocks_\d+|middle_block"
+        r"|(?:double|single|joint)_blocks_\d+)",
+        name,
     )
     return f"unet {m[1]}" if m else "unet other"
 
@@ -67,7 +69,8 @@ def inspect_lora(path: Path, top_tags: int = 20) -> dict[str, Any]:
     args = json_field(metadata, "ss_network_args")
     network = args.get("algo") if isinstance(args, dict) and args.get("algo") else None
     if network is None and modules:
-        network = "locon" if any(m.is_conv for m in modules.values()) else max(kinds, key=kinds.get)
+        # LoCon = LoRA on 3×3 convolutions too; plain LoRA already has SD's 1×1 proj_in/proj_out convolutions
+        network = "locon" if any(m.is_conv3x3 for m in modules.values()) else max(kinds, key=kinds.get)
     return {
         "file": path.name,
         "size_mb": round(path.stat().st_size / 2**20, 2),

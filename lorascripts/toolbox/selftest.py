@@ -14,7 +14,7 @@ import torch
 from ..errors import ModelError
 from ..network.save import lora_problems, read_lora_file
 from ..network.webui_check import CompatReport, check_webui_compat
-from .lorafile import detect_family, json_field
+from .lorafile import SD_FAMILIES, detect_family, family_label, is_json, json_field
 from .reference import FAMILIES, checkpoint_family, checkpoint_shapes, layer_keys, reference_shapes
 
 JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_network_args", "ss_bucket_info")
@@ -89,7 +89,7 @@ def _file_problems(
         problems.append(f"{len(bad)} tensors contain NaN/inf (e.g. {bad[0]}): images would turn black")
     for key in (k for k in JSON_KEYS if k in metadata):
         value = json_field(metadata, key)
-        if value is None:
+        if not is_json(metadata, key):
             warnings.append(f"metadata {key} is not valid JSON; the WebUI's tag list breaks on it")
         elif key == "ss_tag_frequency" and not isinstance(value, dict):
             warnings.append("metadata ss_tag_frequency is not a JSON object")
@@ -142,9 +142,10 @@ def _report(
     family = detect_family(tensors, metadata)
     shapes = {k: tuple(t.shape) for k, t in tensors.items() if k.startswith("lora_")}
     problems, warnings = _file_problems(lora, tensors, metadata, family)
-    if family != base_family:
+    if family != base_family and family != "unknown":
         problems.insert(
-            0, f"this LoRA was trained for {family.upper()} but the base model is {base_family.upper()}"
+            0,
+            f"this LoRA was trained for {family_label(family)} but the base model is {family_label(base_family)}",
         )
     webui = check_webui_compat(shapes, model, base_family)
     return SelfTestReport(lora.name, family, against, base_family, webui, None, problems, warnings)
@@ -161,7 +162,7 @@ def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
     """Check `lora` against a family name (sd1/sd2/sdxl) or a single-file checkpoint (default: its own family)."""
     lora = Path(lora)
     loaded = read_lora_file(lora)
-    target = str(against) if against else detect_family(*loaded)
+    target = str(against) if against else _own_family(lora, *loaded)
     if target in FAMILIES:
         return _report(lora, loaded, reference_shapes(target), target, target)
     if not Path(target).is_file():
@@ -173,6 +174,24 @@ def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
     report = _report(lora, loaded, model, checkpoint_family(ckpt), Path(target).name)
     report.comfyui = comfyui_check(lora, Path(target))
     return report
+
+
+def _own_family(lora: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """The SD family to check `lora` against when no base is given; other families are refused, not checked
+    under SD rules."""
+    family = detect_family(tensors, metadata)
+    if family in SD_FAMILIES:
+        return family
+    example = next(iter(tensors), "none")
+    if family == "unknown":
+        raise ModelError(
+            f"{lora.name}: its base model family is unknown (no ss_base_model_version or "
+            f"modelspec.architecture, keys like {example}). Pass --base sd1|sd2|sdxl or a checkpoint."
+        )
+    raise ModelError(
+        f"{lora.name} is a {family_label(family)} LoRA (keys like {example}); the self-test knows the "
+        f"loading rules of {', '.join(f.upper() for f in SD_FAMILIES)} only, so it cannot check this file."
+    )
 
 
 def report_json(report: SelfTestReport) -> str:

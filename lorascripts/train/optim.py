@@ -24,11 +24,29 @@ def adamw_kernel(args: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {**args, "fused": True}
 
 
+def optimizer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The keyword arguments the config gives the optimizer besides the learning rate (the kernel choice of
+    `adamw_kernel` is not one: same maths on every device)."""
+    args: dict[str, Any] = {"weight_decay": cfg.weight_decay, **cfg.optimizer_args}
+    if cfg.optimizer == "adafactor":
+        for key in ("relative_step", "scale_parameter", "warmup_init"):
+            args.setdefault(key, False)
+    return args
+
+
+def optimizer_label(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> str:
+    """kohya's `ss_optimizer`: the class path of the optimizer that ran, then its arguments in parentheses as
+    `k=v` joined by commas (`torch.optim.adamw.AdamW(weight_decay=0.01)`), like kohya's `--optimizer_args`."""
+    cls = type(getattr(optimizer, "optimizer", optimizer))  # accelerate wraps the torch optimizer
+    args = ",".join(f"{k}={v}" for k, v in optimizer_kwargs(cfg).items())
+    return f"{cls.__module__}.{cls.__name__}" + (f"({args})" if args else "")
+
+
 def create_optimizer(
     cfg: TrainConfig, param_groups: list[dict], device: torch.device
 ) -> torch.optim.Optimizer:
     """The optimizer named in the config, with its extra arguments; clear errors when it cannot run here."""
-    args: dict[str, Any] = {"weight_decay": cfg.weight_decay, **cfg.optimizer_args}
+    args = optimizer_kwargs(cfg)
     name = cfg.optimizer
     if name == "adamw":
         return torch.optim.AdamW(param_groups, lr=cfg.learning_rate, **adamw_kernel(args, device))
@@ -57,9 +75,6 @@ def create_optimizer(
     if name == "adafactor":
         from transformers.optimization import Adafactor
 
-        args.setdefault("relative_step", False)
-        args.setdefault("scale_parameter", False)
-        args.setdefault("warmup_init", False)
         return Adafactor(param_groups, lr=cfg.learning_rate, **args)
     raise ConfigError(f"unknown optimizer {name!r}")
 

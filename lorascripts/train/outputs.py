@@ -3,6 +3,7 @@ compatibility self-test of the final file."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -23,14 +24,20 @@ SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.floa
 
 
 def _training_hyperparameters(parts: RunParts) -> dict[str, str]:
+    from .batches import steps_per_epoch
+    from .optim import optimizer_label
+
     cfg = parts.cfg
+    text_trained = any(c != "unet" for c in parts.network.components.values())
+    per_epoch = steps_per_epoch(parts.batches_per_epoch, cfg.gradient_accumulation_steps)
     return {
         "ss_learning_rate": str(cfg.learning_rate),
         "ss_unet_lr": str(cfg.effective_unet_lr),
-        "ss_text_encoder_lr": str(cfg.effective_text_encoder_lr),
+        # kohya writes None when no text-encoder module was trained
+        "ss_text_encoder_lr": str(cfg.effective_text_encoder_lr) if text_trained else "None",
         "ss_lr_scheduler": cfg.lr_scheduler,
         "ss_lr_warmup_steps": str(cfg.lr_warmup_steps),
-        "ss_optimizer": f"{cfg.optimizer}(weight_decay={cfg.weight_decay})",
+        "ss_optimizer": optimizer_label(parts.optimizer, cfg),
         "ss_batch_size_per_device": str(cfg.batch_size),
         "ss_total_batch_size": str(
             cfg.batch_size * parts.accelerator.num_processes * cfg.gradient_accumulation_steps
@@ -45,21 +52,56 @@ def _training_hyperparameters(parts: RunParts) -> dict[str, str]:
         "ss_keep_tokens": str(cfg.keep_tokens),
         "ss_caption_dropout_rate": str(cfg.caption_dropout_rate),
         "ss_caption_tag_dropout_rate": str(cfg.caption_tag_dropout_rate),
-        "ss_enable_bucket": str(cfg.enable_bucket),
-        "ss_bucket_no_upscale": str(cfg.bucket_no_upscale),
-        "ss_min_bucket_reso": str(cfg.min_bucket_reso),
-        "ss_max_bucket_reso": str(cfg.max_bucket_reso),
+        **_bucket_fields(parts),
         "ss_cache_latents": str(cfg.cache_latents != "off"),
         "ss_flip_aug": str(cfg.flip_aug),
         "ss_max_grad_norm": str(cfg.max_grad_norm),
         "ss_num_train_images": str(len(parts.scan.items)),
-        "ss_num_batches_per_epoch": str(len(parts.inputs.entries()) // max(1, cfg.batch_size)),
-        "ss_num_epochs": str(cfg.epochs),
+        "ss_num_batches_per_epoch": str(parts.batches_per_epoch),
+        # as kohya: the epochs the run spans, ceil(steps / steps per epoch), whether epochs or max_train_steps
+        # bounded it
+        "ss_num_epochs": str(-(-parts.total_steps // per_epoch)),
+        **base_model_hashes(Path(parts.base.source)),
     }
 
 
-def bucket_info(parts: RunParts) -> dict:
-    """kohya's ss_bucket_info structure from the run's bucket assignment."""
+def _bucket_fields(parts: RunParts) -> dict[str, str]:
+    """kohya's bucket settings: the bucket sides in use with bucketing on; None (no upscale False) with it off."""
+    cfg, buckets = parts.cfg, parts.buckets
+    on = cfg.enable_bucket
+    return {
+        "ss_enable_bucket": str(on),
+        "ss_bucket_no_upscale": str(on and cfg.bucket_no_upscale),
+        "ss_min_bucket_reso": str(buckets.min_reso) if on else "None",
+        "ss_max_bucket_reso": str(buckets.max_reso) if on else "None",
+    }
+
+
+def base_model_hashes(source: Path) -> dict[str, str]:
+    """kohya's `ss_sd_model_hash` (A1111's old 8-digit hash) and `ss_new_sd_model_hash` (SHA-256 of the whole
+    file) when the base model is a single file; nothing for a diffusers folder or a repo id. Hashed once a run."""
+    if not source.is_file():
+        return {}
+    stat = source.stat()
+    return dict(_file_hashes(str(source.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _file_hashes(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+    # size and mtime are part of the cache key: a file replaced between runs is hashed again
+    from ..fileio import file_sha256, legacy_model_hash
+
+    logger.info("hashing the base model %s (%.1f GB) for the metadata", path, size / 1e9)
+    return (
+        ("ss_sd_model_hash", legacy_model_hash(Path(path))),
+        ("ss_new_sd_model_hash", file_sha256(Path(path))),
+    )
+
+
+def bucket_info(parts: RunParts) -> dict | None:
+    """kohya's ss_bucket_info structure from the run's bucket assignment; None (kohya: "null") without buckets."""
+    if not parts.cfg.enable_bucket:
+        return None
     counts = parts.inputs.bucket_counts()
     buckets = {
         str(i): {"resolution": list(size), "count": n} for i, (size, n) in enumerate(sorted(counts.items()))
@@ -78,7 +120,7 @@ def build_metadata(
     from ..network.metadata import LoraMetadataInput, build_kohya_metadata, merge_training_counters
 
     cfg, base, spec = parts.cfg, parts.base, parts.spec
-    steps, epochs = merge_training_counters(parts.initial_metadata, progress.step, progress.epoch)
+    steps, epochs = merge_training_counters(parts.initial_metadata, progress.step, progress.epochs_reached)
     data = LoraMetadataInput(
         family=base.family.value,
         v_prediction=base.prediction_type == "v_prediction",

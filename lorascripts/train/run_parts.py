@@ -247,7 +247,8 @@ class RunParts:
         n_batches = len(
             epoch_batches(self.inputs.entries(), cfg.batch_size, cfg.seed, 0, world_size=acc.num_processes)
         )
-        self.total_steps = self._total_steps_for(cfg, max(1, n_batches))
+        self.batches_per_epoch = max(1, n_batches)
+        self.total_steps = self._total_steps_for(cfg, self.batches_per_epoch)
         # the schedule steps once per optimizer step; it is deliberately not wrapped by accelerate, which would
         # step it once per process
         self.scheduler = create_scheduler(cfg, self.optimizer.optimizer, self.total_steps)

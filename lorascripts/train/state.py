@@ -47,6 +47,11 @@ class Progress:
     base_steps: int = 0  # steps already trained into an initial LoRA (incremental training)
     base_epochs: int = 0
 
+    @property
+    def epochs_reached(self) -> int:
+        """The 1-based epoch the last step belongs to (kohya's `ss_epoch`); 0 before the first step."""
+        return self.epoch + (1 if self.position else 0)
+
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
