@@ -84,7 +84,13 @@ class InspectLoRA:
         target = None if against == OWN_FAMILY else against
         if target and target not in ("sd1", "sd2", "sdxl"):
             target = str(_path("checkpoints", target))
-        text = format_inspection(inspect_lora(path)) + "\n" + self_test(path, target).summary()
+        from ..lorascripts.errors import ModelError
+
+        try:
+            checked = self_test(path, target).summary()
+        except ModelError as exc:  # a family the self-test has no rules for: say so, keep the inspection
+            checked = f"self-test: {exc}"
+        text = format_inspection(inspect_lora(path)) + "\n" + checked
         return _done(text, text)
 
 
