@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from comfy_host import CACHE, REPO
+from comfy_host import CACHE, REPO, SITECUSTOMIZE
 
 HOSTS = REPO.parent / "shared" / "hosts"
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; an unpinned torch would fetch a CUDA build
@@ -70,14 +70,19 @@ def pinned_python(name: str, specs: list[str], see_this_venv: bool = False) -> P
     if ready.is_file() and ready.read_text() == stamp and python.is_file():
         return python
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    if see_this_venv:
-        purelib = subprocess.run(
+    purelib = Path(
+        subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
-        Path(purelib, "this-venv.pth").write_text("\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
+    )
+    # The PyPI torchvision that these hosts' pins pull in lacks its C++ ops for this machine's torch 2.13 CPU
+    # build (HOSTS.md); a real host has a matching pair. Declaring the op schemas lets it import, as for ComfyUI.
+    (purelib / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+    if see_this_venv:
+        (purelib / "this-venv.pth").write_text("\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
     requirements = venv / "pinned-requirements.txt"
     requirements.write_text("\n".join(specs) + "\n", encoding="utf-8")
     constraints = venv / "torch-constraint.txt"
