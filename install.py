@@ -57,7 +57,8 @@ def mode() -> str:
 
         return "webui"
     except ImportError:
-        return "comfyui-manager" if "custom_nodes" in HERE.parts else "manual"
+        # as run, not resolved: a custom_nodes entry may be a link to a clone elsewhere
+        return "comfyui-manager" if "custom_nodes" in Path(__file__).absolute().parts else "manual"
 
 
 def _index_args() -> list[str]:

@@ -51,12 +51,17 @@ def held(pins: list[str], installed: dict[str, str]) -> list[str]:
 
 def run_install(python: Path, webui: bool, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    script = REPO / "install.py"
     if webui:  # the WebUI runs it with its root (where `launch` lives) on PYTHONPATH
         env["PYTHONPATH"] = str(STANDIN)
+    else:  # ComfyUI-Manager runs custom_nodes/<name>/install.py (here a link to this checkout)
+        link = cwd / "custom_nodes" / "lora-scripts"
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(REPO, target_is_directory=True)
+        script = link / "install.py"
     started = time.perf_counter()
-    done = subprocess.run(
-        [str(python), str(REPO / "install.py")], cwd=str(cwd), env=env, capture_output=True, text=True
-    )
+    done = subprocess.run([str(python), str(script)], cwd=str(cwd), env=env, capture_output=True, text=True)
     return done, time.perf_counter() - started
 
 
