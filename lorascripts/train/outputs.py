@@ -3,6 +3,7 @@ compatibility self-test of the final file."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -52,7 +53,7 @@ def _training_hyperparameters(parts: RunParts) -> dict[str, str]:
         "ss_cache_latents": str(cfg.cache_latents != "off"),
         "ss_flip_aug": str(cfg.flip_aug),
         "ss_max_grad_norm": str(cfg.max_grad_norm),
-        "ss_num_train_images": str(len(parts.scan.items)),
+        "ss_num_train_images": str(len(parts.inputs.items)),
         "ss_num_batches_per_epoch": str(len(parts.inputs.entries()) // max(1, cfg.batch_size)),
         "ss_num_epochs": str(cfg.epochs),
     }
@@ -71,7 +72,13 @@ def bucket_info(parts: RunParts) -> dict:
 
 
 def build_metadata(
-    parts: RunParts, progress: Progress, name: str, *, final: bool, loss: float | None
+    parts: RunParts,
+    progress: Progress,
+    name: str,
+    *,
+    final: bool,
+    loss: float | None,
+    best: float | None = None,
 ) -> dict[str, str]:
     """All metadata strings of a LoRA file (kohya ss_*, modelspec, and our ls_* keys)."""
     from ..config import dump_config
@@ -105,19 +112,38 @@ def build_metadata(
         title=cfg.metadata_title or name,
         author=cfg.metadata_author,
         description=cfg.metadata_description,
-        extra={"ls_final_loss": f"{loss:.6f}" if loss is not None else "None"},
+        extra=_extra_metadata(parts, loss, best),
     )
     return build_kohya_metadata(data)
 
 
-def write_lora_file(parts: RunParts, progress: Progress, *, final: bool, loss: float | None) -> Path:
-    """Save the network as a kohya .safetensors (atomic) and return its path."""
+def _extra_metadata(parts: RunParts, loss: float | None, best: float | None) -> dict[str, str]:
+    extra = {"ls_final_loss": f"{loss:.6f}" if loss is not None else "None"}
+    if best is not None:
+        extra["ls_validation_loss"] = f"{best:.6f}"
+    if parts.ema is not None:
+        extra["ls_ema_decay"] = str(parts.cfg.ema_decay)
+    return extra
+
+
+def write_lora_file(
+    parts: RunParts,
+    progress: Progress,
+    *,
+    final: bool,
+    loss: float | None,
+    best: float | None = None,
+    suffix: str = "",
+) -> Path:
+    """Save the network as a kohya .safetensors (atomic) and return its path: <name>, <name>-stepN or
+    <name>-best (`best`: its validation loss), with `suffix` (-ema) at the end."""
     from ..network.save import save_lora_file
 
     name = parts.output_name if final else f"{parts.output_name}-step{progress.step:08d}"
+    name = (f"{parts.output_name}-best" if best is not None else name) + suffix
     path = parts.output_dir / f"{name}.safetensors"
     tensors = parts.network.kohya_state_dict()
-    metadata = build_metadata(parts, progress, name, final=final, loss=loss)
+    metadata = build_metadata(parts, progress, name, final=final, loss=loss, best=best)
     save_lora_file(path, tensors, metadata, dtype=SAVE_DTYPES[parts.cfg.save_precision])
     logger.info("saved %s", path)
     return path
@@ -133,8 +159,9 @@ def render_samples(parts: RunParts, step: int) -> list[Path]:
     pipeline = build_pipeline(parts.base)
     pipeline.set_progress_bar_config(disable=True)
     parts.network.eval()
+    use_ema = parts.ema is not None and cfg.ema_samples
     try:
-        with parts.placement.borrowed():
+        with parts.placement.borrowed(), parts.ema.applied() if use_ema else contextlib.nullcontext():
             images = render(
                 pipeline,
                 list(cfg.sample_prompts),
@@ -171,7 +198,7 @@ def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: 
             raise TrainingError(
                 "the trained LoRA contains NaN/inf values; it was not saved. Lower learning_rate."
             )
-        path = write_lora_file(parts, progress, final=True, loss=loss)
+        path = parts.write_lora(progress, final=True, loss=loss)
         sidecar = write_webui_sidecar(
             path,
             activation_text=cfg.trigger_word,
