@@ -1,0 +1,95 @@
+"""Training you can judge: validation loss (deterministic, resume-safe), the best LoRA / early-stop rule shared
+with the text trainer, and the EMA of the LoRA weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_train import make_dataset, tiny_config
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from lorascripts.config import config_from_dict
+from lorascripts.errors import ConfigError, DatasetError, StopRequested
+from lorascripts.train.early_stop import BestTracker
+from lorascripts.train.events import STOP_FILE_NAME, read_events
+from lorascripts.train.trainer import train
+from lorascripts.train.validation import fixed_timesteps, split_validation
+
+
+def test_best_tracker_counts_patience_and_survives_a_checkpoint() -> None:
+    tracker = BestTracker(patience=2)
+    verdicts = [tracker.update(v, s) for s, v in [(10, 1.0), (20, 0.8), (30, 0.9), (40, float("nan"))]]
+    assert [v.improved for v in verdicts] == [True, True, False, False]
+    assert [v.stop for v in verdicts] == [False, False, False, True]
+    assert tracker.best == (0.8, 20)
+    again = BestTracker(patience=2)
+    again.restore(BestTracker(best=(0.8, 20), bad_evals=1).state())
+    assert again.update(0.85, 50).stop and again.best == (0.8, 20)
+
+
+def test_validation_split_and_config_errors(tmp_path: Path) -> None:
+    base = {"base_model": "toy", "train_data_dir": str(tmp_path)}
+    cfg = config_from_dict({**base, "validation_split": 0.25, "seed": 5})
+    items = list(range(8))
+    train_items, held = split_validation(items, cfg)
+    assert len(held) == 2 and sorted(train_items + held) == items
+    assert split_validation(items, cfg) == (train_items, held), "seeded: the same split every time"
+    with pytest.raises(DatasetError, match="leaving none to train on"):
+        split_validation(items, config_from_dict({**base, "validation_split": 8}))
+    with pytest.raises(ConfigError, match="needs a validation loss"):
+        config_from_dict({**base, "early_stopping_patience": 3})
+    with pytest.raises(ConfigError, match="keep only one"):
+        config_from_dict({**base, "validation_split": 2, "validation_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"unknown key `ema.decy`.*decay"):
+        config_from_dict({**base, "ema": {"decy": 0.9}})
+    nested = config_from_dict({**base, "ema": {"decay": 0.99, "start_step": 5, "device": "cpu"}})
+    assert (nested.ema_decay, nested.ema_start_step, nested.ema_device) == (0.99, 5, "cpu")
+    assert fixed_timesteps(4, 1000).tolist() == [125, 375, 625, 875]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def _validations(out: Path) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in read_events(out / "events.jsonl") if e["event"] == "validation"}
+
+
+def test_validation_and_ema_are_deterministic_and_resume_exactly(tiny_sd1, tmp_path: Path) -> None:
+    """Stopped at step 2 and resumed, a run with validation + EMA ends with the weights, EMA and validation
+    curve of an uninterrupted one; the EMA file differs from the raw one; the best LoRA is the best step's."""
+    data = make_dataset(tmp_path / "data", n=6)
+    settings = dict(
+        max_train_steps=6,
+        validation_split=2,
+        validate_every_n_steps=2,
+        ema={"decay": 0.5, "save": "both"},
+        save_steps=2,
+        keep_last_n=1,
+    )
+    whole = train(config_from_dict(tiny_config(tiny_sd1, data, tmp_path / "a", **settings)))
+    cfg = tiny_config(tiny_sd1, data, tmp_path / "b", resume="auto", **settings)
+
+    def stop_at_3(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == 3:
+            (tmp_path / "b" / STOP_FILE_NAME).touch()
+
+    with pytest.raises(StopRequested):
+        train(config_from_dict(cfg), callbacks=[stop_at_3])
+    resumed = train(config_from_dict(cfg))
+    assert resumed.steps == whole.steps == 6
+    curve = _validations(tmp_path / "a")
+    assert sorted(curve) == [2, 4, 6] and _validations(tmp_path / "b") == curve
+    for name in ("tiny.safetensors", "tiny-ema.safetensors", "tiny-best.safetensors"):
+        a, b = _weights(tmp_path / "a" / name), _weights(tmp_path / "b" / name)
+        assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6, name
+    raw, ema = _weights(tmp_path / "a" / "tiny.safetensors"), _weights(tmp_path / "a" / "tiny-ema.safetensors")
+    assert max((raw[k] - ema[k]).abs().max().item() for k in raw) > 1e-4, "EMA weights are an average"
+    best_step = min(curve, key=curve.get)
+    with safe_open(str(tmp_path / "a" / "tiny-best.safetensors"), "pt") as fh:
+        meta = fh.metadata()
+    assert float(meta["ls_validation_loss"]) == pytest.approx(curve[best_step], abs=1e-6)
+    assert meta["ss_steps"] == str(best_step)
