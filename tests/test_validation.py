@@ -93,3 +93,19 @@ def test_validation_and_ema_are_deterministic_and_resume_exactly(tiny_sd1, tmp_p
         meta = fh.metadata()
     assert float(meta["ls_validation_loss"]) == pytest.approx(curve[best_step], abs=1e-6)
     assert meta["ss_steps"] == str(best_step)
+
+
+def test_estimate_counts_the_ema_copy_where_it_lives(tiny_sd1, tmp_path: Path) -> None:
+    from lorascripts.perf import estimate
+    from lorascripts.perf.configs import model_shapes
+
+    shapes = model_shapes(str(tiny_sd1.single_file))
+    plan = estimate._Plan(batch=1, rank=4, checkpointing=False, text_cache=False)
+
+    def gpu(**fields):
+        cfg = config_from_dict(tiny_config(tiny_sd1, tmp_path, tmp_path / "o", **fields))
+        return estimate._memory(cfg, shapes, plan, "cuda", "bf16")
+
+    plain, cost = gpu()[0], gpu()[2]
+    assert gpu(ema_decay=0.999)[0] - plain == cost.lora_params * 4, "one fp32 copy of the LoRA"
+    assert gpu(ema_decay=0.999, ema_device="cpu")[0] == plain, "kept in CPU memory, not on the GPU"
