@@ -86,7 +86,10 @@ def test_validation_and_ema_are_deterministic_and_resume_exactly(tiny_sd1, tmp_p
     for name in ("tiny.safetensors", "tiny-ema.safetensors", "tiny-best.safetensors"):
         a, b = _weights(tmp_path / "a" / name), _weights(tmp_path / "b" / name)
         assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6, name
-    raw, ema = _weights(tmp_path / "a" / "tiny.safetensors"), _weights(tmp_path / "a" / "tiny-ema.safetensors")
+    raw, ema = (
+        _weights(tmp_path / "a" / "tiny.safetensors"),
+        _weights(tmp_path / "a" / "tiny-ema.safetensors"),
+    )
     assert max((raw[k] - ema[k]).abs().max().item() for k in raw) > 1e-4, "EMA weights are an average"
     best_step = min(curve, key=curve.get)
     with safe_open(str(tmp_path / "a" / "tiny-best.safetensors"), "pt") as fh:
@@ -109,3 +112,75 @@ def test_estimate_counts_the_ema_copy_where_it_lives(tiny_sd1, tmp_path: Path) -
     plain, cost = gpu()[0], gpu()[2]
     assert gpu(ema_decay=0.999)[0] - plain == cost.lora_params * 4, "one fp32 copy of the LoRA"
     assert gpu(ema_decay=0.999, ema_device="cpu")[0] == plain, "kept in CPU memory, not on the GPU"
+
+
+def _memorise_and_hold_out(root: Path) -> tuple[Path, Path]:
+    """6 styled toy pictures, each captioned with its neighbour's content (only memorising fits them), and
+    4 held-out ones captioned truthfully: what the LoRA learns in general helps the held-out pictures at
+    first, what it memorises then hurts them."""
+    import random
+
+    from lorascripts.data.captions import write_metadata
+    from lorascripts.toy.scenes import random_scene
+    from lorascripts.toy.style import apply_style
+
+    rng = random.Random(7)
+    scenes = [random_scene(rng, 64) for _ in range(10)]
+    folders = root / "train", root / "held_out"
+    for folder, indices in zip(folders, (range(6), range(6, 10))):
+        folder.mkdir(parents=True)
+        rows = {}
+        for i in indices:
+            apply_style(scenes[i][0]).save(folder / f"p{i}.png")
+            caption = scenes[(i + 1) % 6 if i < 6 else i][1]
+            rows[f"p{i}.png"] = f"zkstyle, {caption}"
+        write_metadata(folder / "metadata.csv", rows)
+    return folders
+
+
+def test_toy_overfitting_is_seen_and_the_best_lora_is_kept(tmp_path: Path) -> None:
+    train_dir, held_out = _memorise_and_hold_out(tmp_path)
+    out = tmp_path / "out"
+    cfg = {
+        "base_model": "toy",
+        "train_data_dir": str(train_dir),
+        "validation_dir": str(held_out),
+        "validate_every_n_steps": 5,
+        "early_stopping_patience": 3,
+        "output_dir": str(out),
+        "output_name": "o",
+        "resolution": 64,
+        "bucket_reso_steps": 8,
+        "min_bucket_reso": 32,
+        "lora_rank": 16,
+        "lora_alpha": 16,
+        "learning_rate": 1e-2,
+        "batch_size": 6,
+        "max_train_steps": 80,
+        "train_text_encoder": False,
+        "cache_text_encoder_outputs": "memory",
+        "mixed_precision": "no",
+        "seed": 1,
+        "logging": False,
+        "dataset_checks": "off",
+        "save_precision": "fp32",
+        "log_every_n_steps": 5,
+    }
+    result = train(config_from_dict(cfg))
+    events = read_events(out / "events.jsonl")
+    curve = _validations(out)
+    training = {e["step"]: e["loss"] for e in events if e["event"] == "step"}
+    best = min(curve, key=curve.get)
+    after = [s for s in curve if s > best]
+    print({s: (round(training[s], 4), round(curve[s], 4)) for s in curve})
+    assert 5 < best and len(after) == 3, f"validation fell, then rose 3 times: {curve}"
+    assert all(curve[s] > curve[best] for s in after) and curve[after[-1]] > 1.15 * curve[best]
+    assert min(training[s] for s in after) < min(training[s] for s in curve if s <= best), (
+        "the training loss still reaches new lows while the validation loss rises"
+    )
+    stop = [e for e in events if e["event"] == "early_stop"]
+    assert stop and stop[0]["best_step"] == best and result.steps == after[-1] < 80
+    with safe_open(str(out / "o-best.safetensors"), "pt") as fh:
+        meta = fh.metadata()
+    assert meta["ss_steps"] == str(best)
+    assert float(meta["ls_validation_loss"]) == pytest.approx(curve[best], abs=1e-6)

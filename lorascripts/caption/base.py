@@ -105,5 +105,7 @@ def create_captioner(
     if name in VLM_CAPTIONERS:
         from .vlm import VLMCaptioner
 
-        return VLMCaptioner(model, resolve_device(device), batch_size, allow_remote_code, name=name, **options)
+        return VLMCaptioner(
+            model, resolve_device(device), batch_size, allow_remote_code, name=name, **options
+        )
     raise ConfigError(f"unknown captioner {name!r}; choose {', '.join(DEFAULT_MODELS)}.")

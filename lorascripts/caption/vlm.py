@@ -18,21 +18,9 @@ from PIL import Image
 from ..errors import ConfigError, ModelError
 from .base import check_native, load_kwargs
 from .postprocess import tidy_sentences
+from .prompts import PRESETS, SYSTEM_PROMPT
 
 logger = logging.getLogger(__name__)
-
-SYSTEM_PROMPT = "You are a helpful image captioner."
-_DIRECT = " Start directly with the description, never with phrases such as 'The image shows'."
-PRESETS = {
-    "long": "Write a long descriptive caption for this image in a formal tone." + _DIRECT,
-    "short": "Write a one-sentence caption for this image." + _DIRECT,
-    "style": "Describe the visual style of this image: medium, technique, colour palette, lighting and "
-    "composition, and name what it shows in a few words." + _DIRECT,
-    "character": "Describe the character in this image: build, face, hair, eyes, clothing, pose and "
-    "expression. Do not describe the background." + _DIRECT,
-    "tags": "Write a list of Booru-like tags for this image, comma-separated, most important first. "
-    "Write nothing but the tags.",
-}
 
 
 class VLMCaptioner:
@@ -143,5 +131,7 @@ def chat_text(processor: Any, prompt: str) -> str:
     if token in plain:  # the template places the image itself (JoyCaption's)
         return plain
     return processor.apply_chat_template(
-        [system, {"role": "user", "content": f"{token}\n{prompt}"}], add_generation_prompt=True, tokenize=False
+        [system, {"role": "user", "content": f"{token}\n{prompt}"}],
+        add_generation_prompt=True,
+        tokenize=False,
     )
