@@ -75,6 +75,15 @@ HEDGING = re.compile(
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+def hedging_opener(caption: str) -> str | None:
+    """The hedging phrase a caption opens with, also after leading tags such as the trigger word."""
+    for piece in caption.split(",")[:3]:
+        found = HEDGING.match(piece)
+        if found:
+            return found.group(0).strip()
+    return None
+
+
 def sentences(text: str) -> list[str]:
     """The sentences of a caption (split after . ! ?)."""
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..caption.postprocess import GENERIC_WORDS, HEDGING, repeated_sentences
+from ..caption.postprocess import GENERIC_WORDS, hedging_opener, repeated_sentences
 from ..errors import DatasetError
 from .images import IMAGE_EXTENSIONS, has_image_suffix, is_animated, load_image
 
@@ -89,11 +89,9 @@ def sharpness(image: Image.Image) -> float:
 def _vlm_flags(file: str, caption: str) -> list[Flag]:
     """What vision-language captioners get wrong: an opener that says nothing, a sentence said twice."""
     flags = []
-    opener = HEDGING.match(caption)
+    opener = hedging_opener(caption)
     if opener:
-        flags.append(
-            Flag(file, "hedging", "warning", f"starts with {opener.group(0).strip()!r}: say what is visible")
-        )
+        flags.append(Flag(file, "hedging", "warning", f"starts with {opener!r}: say what is visible"))
     repeated = repeated_sentences(caption)
     if repeated:
         flags.append(Flag(file, "repeated_sentence", "warning", f"repeats {repeated[0][:60]!r}"))
