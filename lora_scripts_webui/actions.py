@@ -16,7 +16,7 @@ from lorascripts.errors import LoraScriptsError
 from . import hooks
 
 logger = logging.getLogger(__name__)
-CAPTIONERS = ["wd14", "blip", "florence2"]
+CAPTIONERS = ["wd14", "blip", "florence2", "qwen-vl", "joycaption"]
 CAPTION_MODES = ["skip_existing", "overwrite", "append"]
 
 
@@ -102,7 +102,7 @@ def save_table(text: str, table: Any) -> str:
 
 
 def caption_now(
-    text: str, captioner: str, model: str, trigger: str, mode: str
+    text: str, captioner: str, model: str, trigger: str, mode: str, preset: str = "long"
 ) -> tuple[list[list[str]], str]:
     """Caption the folder into its metadata.csv, then return the refreshed table."""
     from lorascripts.caption.base import create_captioner
@@ -113,7 +113,7 @@ def caption_now(
     if captioner not in CAPTIONERS or mode not in CAPTION_MODES:
         raise UserError(f"choose a captioner from {CAPTIONERS} and a mode from {CAPTION_MODES}.")
     try:
-        engine = create_captioner(captioner, model.strip() or None)
+        engine = create_captioner(captioner, model.strip() or None, preset=preset)
         result = auto_label(
             folder,
             engine,

@@ -84,9 +84,13 @@ def create_captioner(
     device: str = "auto",
     batch_size: int = 4,
     allow_remote_code: bool = False,
+    preset: str | None = None,
     **options: Any,
 ) -> Captioner:
-    """A captioner by name; `model` is a Hugging Face id or a local folder (defaults per captioner)."""
+    """A captioner by name; `model` is a Hugging Face id or a local folder (defaults per captioner).
+
+    `preset` (prompts.PRESETS) is what the vision-language captioners are asked; the others ignore it, so a
+    host form can pass its one preset choice whatever captioner is picked."""
     model = model or DEFAULT_MODELS.get(name, "")
     if name in ("blip", "florence2", *VLM_CAPTIONERS):
         check_native(model, allow_remote_code)  # before importing transformers: a wrong path fails in no time
