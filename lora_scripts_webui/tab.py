@@ -79,9 +79,10 @@ def _follow(note: str = "") -> Iterator[tuple]:
     shown_losses, shown_samples = -1, None
     while True:
         snap = SESSION.snapshot()
-        chart = loss_chart(snap.losses) if len(snap.losses) != shown_losses else gr.update()
+        points = len(snap.losses) + len(snap.validation)
+        chart = loss_chart(snap.losses, validation=snap.validation) if points != shown_losses else gr.update()
         gallery = _samples(snap.samples) if snap.samples != shown_samples else gr.update()
-        shown_losses, shown_samples = len(snap.losses), snap.samples
+        shown_losses, shown_samples = points, snap.samples
         message = "\n".join(m for m in (note, snap.message) if m)
         yield progress_html(snap), message, chart, gallery
         if not snap.running:

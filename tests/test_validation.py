@@ -184,3 +184,26 @@ def test_toy_overfitting_is_seen_and_the_best_lora_is_kept(tmp_path: Path) -> No
         meta = fh.metadata()
     assert meta["ss_steps"] == str(best)
     assert float(meta["ls_validation_loss"]) == pytest.approx(curve[best], abs=1e-6)
+
+
+def test_chart_and_webui_session_show_the_validation_loss() -> None:
+    import numpy as np
+
+    from lorascripts.host.charts import VALIDATION_COLOUR, loss_chart
+
+    def orange_pixels(image) -> int:
+        return int((np.asarray(image) == np.array(VALIDATION_COLOUR)).all(axis=-1).sum())
+
+    train_only = loss_chart([(1, 0.5), (2, 0.4), (3, 0.3)])
+    both = loss_chart([(1, 0.5), (2, 0.4), (3, 0.3)], validation=[(1, 0.45), (3, 0.42)])
+    assert orange_pixels(both) > orange_pixels(train_only) + 50, "the validation curve is drawn"
+
+    from lora_scripts_webui.session import TrainingSession
+
+    session = TrainingSession()
+    for event in (
+        {"event": "step", "step": 2, "total": 4, "loss": 0.5},
+        {"event": "validation", "step": 2, "loss": 0.6},
+    ):
+        session._on_event(event)  # the events a training child reports, as the session's reader hands them on
+    assert session.snapshot().validation == [(2, 0.6)]
