@@ -161,11 +161,27 @@ class RunParts:
 
     def _prepare_validation(self, held_out: list, cache_dir: Path) -> None:
         """The validation images' fixed latents and captions (validation.py), or None without validation."""
-        from .validation import Validator
+        from .validation import Validator, expected_share
 
         self.validator = Validator(self, held_out, cache_dir) if held_out else None
         if self.validator is not None:
-            logger.info("validation loss on %d held-out image(s)", len(held_out))
+            cfg = self.cfg
+            share = expected_share(
+                len(held_out), cfg.validation_timesteps, cfg.batch_size, cfg.validate_every_n_steps
+            )
+            level = logging.WARNING if share > 0.1 else logging.INFO
+            logger.log(
+                level,
+                "validation loss on %d held-out image(s) x %d timesteps every %d steps: about %.0f%% of training "
+                "time%s",
+                len(held_out),
+                cfg.validation_timesteps,
+                cfg.validate_every_n_steps,
+                100 * share,
+                "; raise validate_every_n_steps or hold out fewer images to make it cheaper"
+                if share > 0.1
+                else "",
+            )
             self.validator.prepare(self.base.vae, show_progress=self.accelerator.is_local_main_process)
 
     def _build_ema(self) -> None:
