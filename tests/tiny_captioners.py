@@ -198,6 +198,15 @@ def build_tiny_florence(folder: Path) -> Path:
     return folder
 
 
+# the language model of both tiny VLMs: one layer, grouped-query attention as in Qwen2 and Llama 3
+TINY_DECODER = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=512,
+)
 VLM_WORDS = WORDS + "write describe caption list tags image this for helpful you are an captioner".split()
 # Qwen2-VL's chat format (ChatML; an image item becomes vision_start + image_pad + vision_end), written here
 # because the tiny model has no Hub repo to bring its own
@@ -249,13 +258,8 @@ def build_tiny_qwen2_vl(folder: Path) -> Path:
     ids = tok.convert_tokens_to_ids
     config = Qwen2VLConfig(
         text_config=dict(
+            **TINY_DECODER,
             vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=512,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
             bos_token_id=ids("<|endoftext|>"),
             eos_token_id=ids("<|im_end|>"),
@@ -303,14 +307,9 @@ def build_tiny_llava(folder: Path) -> Path:
             patch_size=8,
         ),
         text_config=dict(
+            **TINY_DECODER,
             model_type="llama",
             vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=512,
             bos_token_id=ids("<|begin_of_text|>"),
             eos_token_id=ids("<|eot_id|>"),
             pad_token_id=ids("<|finetune_right_pad_id|>"),

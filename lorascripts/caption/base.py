@@ -109,6 +109,8 @@ def create_captioner(
     if name in VLM_CAPTIONERS:
         from .vlm import VLMCaptioner
 
+        if preset:
+            options["preset"] = preset
         return VLMCaptioner(
             model, resolve_device(device), batch_size, allow_remote_code, name=name, **options
         )
