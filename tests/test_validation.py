@@ -207,3 +207,22 @@ def test_chart_and_webui_session_show_the_validation_loss() -> None:
     ):
         session._on_event(event)  # the events a training child reports, as the session's reader hands them on
     assert session.snapshot().validation == [(2, 0.6)]
+
+
+def test_sdxl_validation_with_size_conditioning_and_ema_on_cpu(tiny_sdxl, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=3)
+    cfg = tiny_config(
+        tiny_sdxl,
+        data,
+        tmp_path / "out",
+        max_train_steps=2,
+        validation_split=1,
+        validate_every_n_steps=1,
+        ema_decay=0.9,
+        ema_device="cpu",
+    )
+    result = train(config_from_dict(cfg))
+    curve = _validations(tmp_path / "out")
+    assert sorted(curve) == [1, 2] and all(v == v and v > 0 for v in curve.values())
+    with safe_open(str(result.lora_path), "pt") as fh:
+        assert fh.metadata()["ls_ema_decay"] == "0.9"
