@@ -226,3 +226,25 @@ def test_sdxl_validation_with_size_conditioning_and_ema_on_cpu(tiny_sdxl, tmp_pa
     assert sorted(curve) == [1, 2] and all(v == v and v > 0 for v in curve.values())
     with safe_open(str(result.lora_path), "pt") as fh:
         assert fh.metadata()["ls_ema_decay"] == "0.9"
+
+
+def test_ema_follows_then_averages_and_puts_the_trained_weights_back() -> None:
+    from lorascripts.train.ema import LoraEMA, split_ema_tensors
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    ema = LoraEMA([weight], decay=0.5, start_step=2, update_every=2, device=torch.device("cpu"))
+    seen = []
+    for step, value in enumerate([1.0, 2.0, 4.0, 8.0, 16.0], start=1):
+        weight.data.fill_(value)
+        ema.update(step)
+        seen.append(ema.shadow[0][0].item())
+    # steps 1-2 copy; step 3 is skipped (update_every 2); step 4: (2 + 8) / 2; step 5 skipped
+    assert seen == [1.0, 2.0, 2.0, 5.0, 5.0]
+    with ema.applied():
+        assert weight[0].item() == 5.0
+    assert weight[0].item() == 16.0, "the trained weights come back"
+    network, saved = split_ema_tensors({"lora_unet_x.lora_down.weight": torch.ones(1), **ema.state_dict()})
+    assert list(network) == ["lora_unet_x.lora_down.weight"]
+    fresh = LoraEMA([weight], 0.5, 0, 1, torch.device("cpu"))
+    assert fresh.load_state_dict(saved) and fresh.shadow[0][0].item() == 5.0
+    assert not fresh.load_state_dict({}), "a checkpoint without EMA is reported, not half-loaded"
