@@ -16,7 +16,7 @@ from lorascripts.errors import ConfigError, DatasetError, StopRequested
 from lorascripts.train.early_stop import BestTracker
 from lorascripts.train.events import STOP_FILE_NAME, read_events
 from lorascripts.train.trainer import train
-from lorascripts.train.validation import fixed_timesteps, split_validation
+from lorascripts.train.validation import fixed_timesteps, split_validation, validation_items
 
 
 def test_best_tracker_counts_patience_and_survives_a_checkpoint() -> None:
@@ -39,6 +39,8 @@ def test_validation_split_and_config_errors(tmp_path: Path) -> None:
     assert split_validation(items, cfg) == (train_items, held), "seeded: the same split every time"
     with pytest.raises(DatasetError, match="leaving none to train on"):
         split_validation(items, config_from_dict({**base, "validation_split": 8}))
+    with pytest.raises(DatasetError, match="validation_dir .*nope is not a folder"):
+        validation_items(config_from_dict({**base, "validation_dir": str(tmp_path / "nope")}), [])
     with pytest.raises(ConfigError, match="needs a validation loss"):
         config_from_dict({**base, "early_stopping_patience": 3})
     with pytest.raises(ConfigError, match="keep only one"):

@@ -55,6 +55,11 @@ def validation_items(cfg: TrainConfig, train_items: list[DatasetItem]) -> tuple[
     if cfg.validation_dir:
         from .setup import scan
 
+        if not Path(cfg.validation_dir).is_dir():
+            raise DatasetError(
+                f"validation_dir {cfg.validation_dir} is not a folder. Point it at a folder of held-out images "
+                "with captions, or use validation_split instead."
+            )
         found = scan(dataclasses.replace(cfg, train_data_dir=cfg.validation_dir, metadata_path=None)).items
         if not found:
             raise DatasetError(
