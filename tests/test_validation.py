@@ -182,6 +182,9 @@ def test_toy_overfitting_is_seen_and_the_best_lora_is_kept(tmp_path: Path) -> No
     )
     stop = [e for e in events if e["event"] == "early_stop"]
     assert stop and stop[0]["best_step"] == best and result.steps == after[-1] < 80
+    finished = events[-1]
+    assert finished["event"] == "finished" and finished["best_step"] == best
+    assert finished["best_lora"] == str(out / "o-best.safetensors")
     with safe_open(str(out / "o-best.safetensors"), "pt") as fh:
         meta = fh.metadata()
     assert meta["ss_steps"] == str(best)

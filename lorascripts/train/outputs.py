@@ -182,8 +182,15 @@ def render_samples(parts: RunParts, step: int) -> list[Path]:
     return paths
 
 
-def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: EventSink) -> TrainResult:
-    """Final LoRA, WebUI sidecar, resolved config, samples, and the WebUI compatibility self-test."""
+def finish_run(
+    parts: RunParts,
+    progress: Progress,
+    loss: float | None,
+    events: EventSink,
+    best: tuple[float, int] | None = None,
+) -> TrainResult:
+    """Final LoRA, WebUI sidecar, resolved config, samples, and the WebUI compatibility self-test; `best` is the
+    lowest validation loss and its step, named in the `finished` event with the best LoRA file."""
     from ..network.save import write_webui_sidecar
     from .run_parts import TrainResult
 
@@ -223,9 +230,21 @@ def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: 
             seconds=round(time.time() - parts.started_at, 1),
             # what torch's allocator held at most (the CUDA context is on top): hosts and the benchmark show it
             peak_vram_bytes=torch.cuda.max_memory_reserved() if acc.device.type == "cuda" else None,
+            **_best_fields(parts, best),
         )
     acc.wait_for_everyone()
     return TrainResult(path, parts.output_dir, progress.step, loss, compat_ok, files)
+
+
+def _best_fields(parts: RunParts, best: tuple[float, int] | None) -> dict:
+    if best is None:
+        return {}
+    lora = parts.output_dir / f"{parts.output_name}-best.safetensors"
+    return {
+        "best_step": best[1],
+        "best_validation_loss": best[0],
+        "best_lora": str(lora) if parts.cfg.keep_best and lora.is_file() else None,
+    }
 
 
 def self_test(parts: RunParts, path: Path, events: EventSink) -> bool | None:

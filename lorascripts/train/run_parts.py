@@ -414,10 +414,16 @@ class RunParts:
         while keep > 0 and len(self.intermediate) > keep:
             self.intermediate.pop(0).unlink(missing_ok=True)
 
-    def finish(self, progress: Progress, loss: float | None, events: EventSink) -> TrainResult:
+    def finish(
+        self,
+        progress: Progress,
+        loss: float | None,
+        events: EventSink,
+        best: tuple[float, int] | None = None,
+    ) -> TrainResult:
         from .outputs import finish_run
 
-        return finish_run(self, progress, loss, events)
+        return finish_run(self, progress, loss, events, best)
 
     def close(self) -> None:
         if self.progress_bar is not None:

@@ -307,6 +307,6 @@ def train(
             run.maybe_resume()
             events.emit("started", **parts.describe(), start_step=run.progress.step)
             run.run()
-            return parts.finish(run.progress, run.last_loss, events)
+            return parts.finish(run.progress, run.last_loss, events, run.tracker.best)
     finally:
         parts.close()
