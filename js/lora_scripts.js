@@ -31,18 +31,25 @@ function drawChart(canvas, state) {
     ctx.fillStyle = "#999"; ctx.font = "11px sans-serif";
     ctx.fillText(state.estimate, 8, 42);
   }
-  const pts = state.losses;
-  if (pts.length > 1) {
-    const values = pts.map(p => p[1]);
+  // training (blue) and validation (orange) loss on one scale, so the gap between them reads at a glance
+  const series = [[state.losses, "#4af"], [state.validation || [], "#f93"]];
+  const all = series.flatMap(([pts]) => pts);
+  if (all.length > 1) {
+    const values = all.map(p => p[1]), steps = all.map(p => p[0]);
     const lo = Math.min(...values), hi = Math.max(...values), span = hi - lo || 1;
-    const s0 = pts[0][0], s1 = pts[pts.length - 1][0] || 1;
-    ctx.strokeStyle = "#4af"; ctx.lineWidth = 2; ctx.beginPath();
-    pts.forEach(([s, v], i) => {
-      const x = 8 + ((s - s0) / Math.max(1, s1 - s0)) * (w - 16);
-      const y = h - 8 - ((v - lo) / span) * (h - 56);
-      i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
-    });
-    ctx.stroke();
+    const s0 = Math.min(...steps), s1 = Math.max(...steps);
+    const at = ([s, v]) => [8 + ((s - s0) / Math.max(1, s1 - s0)) * (w - 16), h - 8 - ((v - lo) / span) * (h - 56)];
+    for (const [pts, colour] of series) {
+      if (pts.length < 2) continue;
+      ctx.strokeStyle = colour; ctx.lineWidth = 2; ctx.beginPath();
+      pts.forEach((p, i) => { const [x, y] = at(p); i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
+      ctx.stroke();
+    }
+  }
+  const val = state.validation || [];
+  if (val.length) {
+    ctx.fillStyle = "#f93"; ctx.font = "11px sans-serif";
+    ctx.fillText(`validation ${val[val.length - 1][1].toFixed(4)}`, w - 120, 42);
   }
 }
 
@@ -55,7 +62,7 @@ function addTrainWidgets(node) {
   sample.className = "lora-scripts-sample"; sample.style.maxWidth = "128px"; sample.style.display = "none";
   box.append(canvas, sample);
   node.addDOMWidget("lora_scripts_progress", "lora_scripts_progress", box, { serialize: false });
-  node.loraScripts = { canvas, sample, state: { losses: [], step: 0, total: 0, eta: null, message: "" } };
+  node.loraScripts = { canvas, sample, state: { losses: [], validation: [], step: 0, total: 0, eta: null, message: "" } };
   drawChart(canvas, node.loraScripts.state);
 }
 
@@ -98,6 +105,7 @@ app.registerExtension({
         if (result && this.loraScripts) {
           const st = this.loraScripts.state;
           if (result.losses?.length) st.losses = result.losses;
+          if (result.validation?.length) st.validation = result.validation;
           st.message = result.reused ? `reused ${result.lora}` : `saved ${result.lora}`;
           drawChart(this.loraScripts.canvas, st);
         }
@@ -116,7 +124,8 @@ app.registerExtension({
       if (!node?.loraScripts) return;
       const st = node.loraScripts.state;
       if (detail.event === "estimate") st.estimate = detail.summary;
-      if (detail.event === "started") { st.losses = []; st.total = detail.total_steps; st.step = detail.start_step; }
+      if (detail.event === "started") { st.losses = []; st.validation = []; st.total = detail.total_steps; st.step = detail.start_step; }
+      if (detail.event === "validation") st.validation.push([detail.step, detail.loss]);
       if (detail.event === "step") { st.step = detail.step; st.total = detail.total; st.eta = detail.eta_s; st.losses.push([detail.step, detail.loss]); }
       if (detail.event === "sample" && detail.images?.length) {
         const ref = detail.images[detail.images.length - 1];

@@ -16,7 +16,7 @@ from lorascripts.errors import LoraScriptsError
 from . import hooks
 
 logger = logging.getLogger(__name__)
-CAPTIONERS = ["wd14", "blip", "florence2"]
+CAPTIONERS = ["wd14", "blip", "florence2", "qwen-vl", "joycaption"]
 CAPTION_MODES = ["skip_existing", "overwrite", "append"]
 
 
@@ -102,7 +102,7 @@ def save_table(text: str, table: Any) -> str:
 
 
 def caption_now(
-    text: str, captioner: str, model: str, trigger: str, mode: str
+    text: str, captioner: str, model: str, trigger: str, mode: str, preset: str = "long"
 ) -> tuple[list[list[str]], str]:
     """Caption the folder into its metadata.csv (in a child process of the engine's Python: the captioning
     libraries may live only in the engine's environment), then return the refreshed table."""
@@ -111,7 +111,9 @@ def caption_now(
     folder = dataset_folder(text)
     if captioner not in CAPTIONERS or mode not in CAPTION_MODES:
         raise UserError(f"choose a captioner from {CAPTIONERS} and a mode from {CAPTION_MODES}.")
-    request = CaptionRequest(folder, folder / "metadata.csv", captioner, model.strip(), trigger.strip(), mode)
+    request = CaptionRequest(
+        folder, folder / "metadata.csv", captioner, model.strip(), trigger.strip(), mode, preset=preset
+    )
     try:
         result = caption_in_child(request)
     except (LoraScriptsError, OSError) as exc:

@@ -35,6 +35,7 @@ class Snapshot:
     eta_s: float | None = None
     it_per_s: float = 0.0
     losses: list[tuple[int, float]] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)  # validation loss per evaluated step
     samples: list[str] = field(default_factory=list)
     lora_path: str = ""
     self_test: str = ""  # the WebUI key-mapping check of the saved file, as the trainer reported it
@@ -61,7 +62,14 @@ class TrainingSession:
     def snapshot(self) -> Snapshot:
         with self._lock:
             s = self._state
-            return Snapshot(**{**s.__dict__, "losses": list(s.losses), "samples": list(s.samples)})
+            return Snapshot(
+                **{
+                    **s.__dict__,
+                    "losses": list(s.losses),
+                    "validation": list(s.validation),
+                    "samples": list(s.samples),
+                }
+            )
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
@@ -109,6 +117,9 @@ class TrainingSession:
                 s.step, s.total = event["step"], event["total"]
                 s.eta_s, s.it_per_s = event.get("eta_s"), event.get("it_per_s", 0.0)
                 s.losses.append((event["step"], float(event["loss"])))
+        elif kind == "validation":
+            with self._lock:
+                self._state.validation.append((event["step"], float(event["loss"])))
         elif kind == "sample":
             self._update(samples=list(event.get("paths", [])))
         elif kind == "estimate":

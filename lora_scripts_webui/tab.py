@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from lorascripts.caption.prompts import PRESETS as CAPTION_PRESETS
 from lorascripts.host.charts import loss_chart
 from lorascripts.host.presets import PRESETS
 
@@ -78,9 +79,10 @@ def _follow(note: str = "") -> Iterator[tuple]:
     shown_losses, shown_samples = -1, None
     while True:
         snap = SESSION.snapshot()
-        chart = loss_chart(snap.losses) if len(snap.losses) != shown_losses else gr.update()
+        points = len(snap.losses) + len(snap.validation)
+        chart = loss_chart(snap.losses, validation=snap.validation) if points != shown_losses else gr.update()
         gallery = _samples(snap.samples) if snap.samples != shown_samples else gr.update()
-        shown_losses, shown_samples = len(snap.losses), snap.samples
+        shown_losses, shown_samples = points, snap.samples
         message = "\n".join(m for m in (note, snap.message) if m)
         yield progress_html(snap), message, chart, gallery
         if not snap.running:
@@ -157,6 +159,12 @@ def _dataset_section() -> dict[str, Any]:
         )
         c["trigger"] = gr.Textbox(label="Trigger word", elem_id="lora_scripts_trigger")
         c["mode"] = gr.Dropdown(CAPTION_MODES, value="skip_existing", label="Existing captions")
+        c["caption_preset"] = gr.Dropdown(
+            list(CAPTION_PRESETS),
+            value="long",
+            label="Ask for (qwen-vl, joycaption)",
+            elem_id="lora_scripts_preset",
+        )
     c["caption"] = gr.Button("Caption now", elem_id="lora_scripts_caption")
     c["table"] = gr.Dataframe(
         headers=["file", "caption"],
@@ -234,7 +242,7 @@ def build_tab() -> gr.Blocks:
         d["load"].click(_guarded(load_table), [d["dataset"]], table_out)
         d["caption"].click(
             _guarded(caption_now),
-            [d["dataset"], d["captioner"], d["caption_model"], d["trigger"], d["mode"]],
+            [d["dataset"], d["captioner"], d["caption_model"], d["trigger"], d["mode"], d["caption_preset"]],
             table_out,
         )
         d["save"].click(_save, [d["dataset"], d["table"]], [d["dataset_status"]])

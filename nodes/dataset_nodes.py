@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..lorascripts.caption.prompts import PRESETS as CAPTION_PRESETS
 from .paths import CATEGORY, checked_dataset, local_model_path, resolve_input_folder, work_root
 
 logger = logging.getLogger(__name__)
@@ -146,10 +147,11 @@ class AutoCaption:
             "required": {
                 "dataset": (DATASET, {"tooltip": "From Load Dataset."}),
                 "captioner": (
-                    ["blip", "florence2", "wd14"],
+                    ["blip", "florence2", "wd14", "qwen-vl", "joycaption"],
                     {
                         "default": "blip",
-                        "tooltip": "blip: sentences; florence2: detailed sentences; wd14: booru tags.",
+                        "tooltip": "blip: sentences; florence2: detailed sentences; wd14: booru tags; qwen-vl "
+                        "(Qwen2.5-VL / Qwen3-VL) and joycaption: vision-language models, asked by `preset`.",
                     },
                 ),
                 "trigger_word": ("STRING", {"default": "", "tooltip": "Put first in every caption."}),
@@ -171,6 +173,14 @@ class AutoCaption:
                     },
                 ),
                 "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Images per batch."}),
+                "preset": (
+                    list(CAPTION_PRESETS),
+                    {
+                        "default": "long",
+                        "tooltip": "qwen-vl / joycaption: long or short description, the style, the character, "
+                        "or booru-like tags.",
+                    },
+                ),
             },
         }
 
@@ -182,6 +192,7 @@ class AutoCaption:
         mode: str,
         model: str = "",
         batch_size: int = 4,
+        preset: str = "long",
     ) -> dict:
         import shutil
 
@@ -201,7 +212,9 @@ class AutoCaption:
         mm.unload_all_models()
         mm.soft_empty_cache()
         # a child of the engine's Python: the captioners' libraries may live only in the engine environment
-        request = CaptionRequest(folder, out, captioner, model, trigger_word.strip(), mode, batch_size)
+        request = CaptionRequest(
+            folder, out, captioner, model, trigger_word.strip(), mode, batch_size, preset=preset
+        )
         try:
             caption_in_child(request, should_cancel=mm.processing_interrupted)
         except StopRequested:

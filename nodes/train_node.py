@@ -19,14 +19,15 @@ def _checkpoints() -> list[str]:
     return folder_paths.get_filename_list("checkpoints")
 
 
-def _chart(losses: list[tuple[int, float]]) -> Any:
-    """The loss chart as an IMAGE (1, H, W, 3)."""
+def _chart(losses: list[tuple[int, float]], validation: list[tuple[int, float]]) -> Any:
+    """The loss chart (training and validation loss) as an IMAGE (1, H, W, 3)."""
     import numpy as np
     import torch
 
     from ..lorascripts.host.charts import loss_chart
 
-    return torch.from_numpy(np.asarray(loss_chart(losses), dtype=np.float32) / 255.0)[None]
+    chart = loss_chart(losses, validation=validation)
+    return torch.from_numpy(np.asarray(chart, dtype=np.float32) / 255.0)[None]
 
 
 def _samples(paths: list[str]) -> Any:
@@ -229,6 +230,7 @@ class TrainLoRA:
         config = self._config(ckpt_name, dataset, preset, values, advanced_yaml)
         job = TrainingJob(config, work_root() / "runs" / name, loras_dir(), name)
         losses: list[tuple[int, float]] = []
+        validation: list[tuple[int, float]] = []
         samples: list[str] = []
         bar = comfy.utils.ProgressBar(max(1, steps or 1))
         cancel = {"asked": False}
@@ -246,6 +248,8 @@ class TrainLoRA:
             elif kind == "step":
                 losses.append((event["step"], event["loss"]))
                 progress(event["step"], event["total"])
+            elif kind == "validation":
+                validation.append((event["step"], event["loss"]))
             elif kind == "sample":
                 samples[:] = event.get("paths", [])
                 event = {**event, "images": [_view_ref(p) for p in samples]}
@@ -270,7 +274,14 @@ class TrainLoRA:
         lora_file = result.lora_path.name
         return {
             "ui": {
-                "lora_scripts_result": [{"lora": lora_file, "reused": result.reused, "losses": losses[-200:]}]
+                "lora_scripts_result": [
+                    {
+                        "lora": lora_file,
+                        "reused": result.reused,
+                        "losses": losses[-200:],
+                        "validation": validation[-200:],
+                    }
+                ]
             },
-            "result": (lora_file, _chart(losses), _samples(samples)),
+            "result": (lora_file, _chart(losses, validation), _samples(samples)),
         }

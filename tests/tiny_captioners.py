@@ -196,3 +196,137 @@ def build_tiny_florence(folder: Path) -> Path:
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return folder
+
+
+# the language model of both tiny VLMs: one layer, grouped-query attention as in Qwen2 and Llama 3
+TINY_DECODER = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    max_position_embeddings=512,
+)
+VLM_WORDS = WORDS + "write describe caption list tags image this for helpful you are an captioner".split()
+# Qwen2-VL's chat format (ChatML; an image item becomes vision_start + image_pad + vision_end), written here
+# because the tiny model has no Hub repo to bring its own
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# JoyCaption's (Llama 3) format reads only text content; the image placeholder is the caller's job
+LLAMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def _bpe_tokenizer(folder: Path, special: list[str], **tokens: str):
+    """A byte-level BPE tokenizer trained here, wrapped as a transformers fast tokenizer."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([" ".join(VLM_WORDS)] * 20, vocab_size=400, special_tokens=special)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, **tokens)
+
+
+def build_tiny_qwen2_vl(folder: Path) -> Path:
+    """Qwen2-VL at toy sizes: 56 px images -> 4x4 patches of 14 px -> 2x2 merged image tokens. Its processor
+    needs torchvision (as the real Qwen-VL processors do): build and use it in the ComfyUI test venv."""
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
+    special += ["<|image_pad|>", "<|video_pad|>"]
+    tok = _bpe_tokenizer(folder, special, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    pixels = {"shortest_edge": 56 * 56, "longest_edge": 56 * 56}
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixels),
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(size=pixels),  # transformers' video processors need torchvision
+        chat_template=QWEN_TEMPLATE,
+    )
+    ids = tok.convert_tokens_to_ids
+    config = Qwen2VLConfig(
+        text_config=dict(
+            **TINY_DECODER,
+            vocab_size=len(tok),
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            bos_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+            pad_token_id=ids("<|endoftext|>"),
+        ),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
+    return _save_vlm(Qwen2VLForConditionalGeneration(config), processor, folder, ids("<|im_end|>"))
+
+
+def build_tiny_llava(folder: Path) -> Path:
+    """A LLaVA shaped like JoyCaption (SigLIP vision, Llama text, all patch features) at toy sizes."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, SiglipImageProcessor
+
+    special = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<image>"]
+    special += ["<|finetune_right_pad_id|>"]
+    tok = _bpe_tokenizer(
+        folder,
+        special,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+    )
+    images = SiglipImageProcessor(size={"height": 32, "width": 32})
+    processor = LlavaProcessor(
+        image_processor=images,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="full",
+        chat_template=LLAMA_TEMPLATE,
+    )
+    ids = tok.convert_tokens_to_ids
+    config = LlavaConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        text_config=dict(
+            **TINY_DECODER,
+            model_type="llama",
+            vocab_size=len(tok),
+            bos_token_id=ids("<|begin_of_text|>"),
+            eos_token_id=ids("<|eot_id|>"),
+            pad_token_id=ids("<|finetune_right_pad_id|>"),
+        ),
+        image_token_index=ids("<image>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-2,
+    )
+    return _save_vlm(LlavaForConditionalGeneration(config), processor, folder, ids("<|eot_id|>"))
+
+
+def _save_vlm(model, processor, folder: Path, eos: int) -> Path:
+    torch.manual_seed(0)
+    model.init_weights()
+    model.eval()
+    model.generation_config.eos_token_id = eos
+    model.generation_config.min_new_tokens = 4  # random weights: never an empty caption
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return folder

@@ -15,11 +15,18 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--trigger", default="")
     parser.add_argument(
+        "--family",
+        default=None,
+        help="sd1, sd2, sdxl, flux1 or zimage: whose text-encoder window captions must fit",
+    )
+    parser.add_argument(
         "--html", type=Path, help="review page to write (default: <folder>/dataset_report.html)"
     )
     args = parser.parse_args()
     try:
-        report = check_dataset(args.folder, resolution=args.resolution, trigger_word=args.trigger)
+        report = check_dataset(
+            args.folder, resolution=args.resolution, trigger_word=args.trigger, family=args.family
+        )
     except LoraScriptsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,4 +1,5 @@
-"""The captioner interface and the registry that picks one by name (`blip`, `florence2`, `wd14`)."""
+"""The captioner interface and the registry that picks one by name (`blip`, `florence2`, `wd14`, and the
+vision-language models `qwen-vl` and `joycaption`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ DEFAULT_MODELS = {
     # a transformers-native conversion; the original microsoft/Florence-2-* repos need remote code
     "florence2": "florence-community/Florence-2-large",
     "wd14": "SmilingWolf/wd-vit-tagger-v3",
+    # vision-language models, transformers-native (no remote code): any Qwen2-VL / Qwen2.5-VL / Qwen3-VL chat model
+    "qwen-vl": "Qwen/Qwen2.5-VL-3B-Instruct",
+    # JoyCaption's LLaVA conversion (SigLIP + Llama 3.1)
+    "joycaption": "fancyfeast/llama-joycaption-beta-one-hf-llava",
 }
+VLM_CAPTIONERS = ("qwen-vl", "joycaption")
 
 
 class Captioner(Protocol):
@@ -78,11 +84,15 @@ def create_captioner(
     device: str = "auto",
     batch_size: int = 4,
     allow_remote_code: bool = False,
+    preset: str | None = None,
     **options: Any,
 ) -> Captioner:
-    """A captioner by name; `model` is a Hugging Face id or a local folder (defaults per captioner)."""
+    """A captioner by name; `model` is a Hugging Face id or a local folder (defaults per captioner).
+
+    `preset` (prompts.PRESETS) is what the vision-language captioners are asked; the others ignore it, so a
+    host form can pass its one preset choice whatever captioner is picked."""
     model = model or DEFAULT_MODELS.get(name, "")
-    if name in ("blip", "florence2"):
+    if name in ("blip", "florence2", *VLM_CAPTIONERS):
         check_native(model, allow_remote_code)  # before importing transformers: a wrong path fails in no time
     if name == "blip":
         from .blip import BlipCaptioner
@@ -96,4 +106,12 @@ def create_captioner(
         from .wd14 import WD14Tagger
 
         return WD14Tagger(model, device=resolve_device(device), batch_size=batch_size, **options)
-    raise ConfigError(f"unknown captioner {name!r}; choose blip, florence2 or wd14.")
+    if name in VLM_CAPTIONERS:
+        from .vlm import VLMCaptioner
+
+        if preset:
+            options["preset"] = preset
+        return VLMCaptioner(
+            model, resolve_device(device), batch_size, allow_remote_code, name=name, **options
+        )
+    raise ConfigError(f"unknown captioner {name!r}; choose {', '.join(DEFAULT_MODELS)}.")

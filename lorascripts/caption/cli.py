@@ -1,4 +1,5 @@
-"""`python tools/auto_label.py --input DIR --output DIR/metadata.csv [--captioner blip|florence2|wd14] ...`"""
+"""`python tools/auto_label.py --input DIR --output DIR/metadata.csv [--captioner blip|florence2|wd14|qwen-vl|
+joycaption] ...`"""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LoraScriptsError
-from .base import DEFAULT_MODELS, create_captioner
+from .base import DEFAULT_MODELS, VLM_CAPTIONERS, create_captioner
 from .labeler import FORMATS, MODES, auto_label
 from .postprocess import CaptionRules
+from .prompts import PRESETS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.35, help="WD14 general tag threshold")
     p.add_argument("--character-threshold", type=float, default=0.85)
     p.add_argument("--exclude-tags", default="", help="WD14: comma-separated tags never written")
+    p.add_argument(
+        "--preset", default="long", choices=list(PRESETS), help="qwen-vl / joycaption: what to ask for"
+    )
+    p.add_argument(
+        "--prompt", default="", help="qwen-vl / joycaption: your own instruction instead of --preset"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=160, help="qwen-vl / joycaption: answer length limit"
+    )
+    p.add_argument(
+        "--load-in-4bit", action="store_true", help="qwen-vl / joycaption: 4 bit (CUDA + bitsandbytes)"
+    )
     p.add_argument("--allow-remote-code", action="store_true", help="run model code shipped with the model")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("--summary", action="store_true", help="end with a JSON summary line (for host programs)")
@@ -56,6 +70,13 @@ def _options(args: argparse.Namespace) -> dict:
             "general_threshold": args.threshold,
             "character_threshold": args.character_threshold,
             "exclude_tags": tuple(t.strip() for t in args.exclude_tags.split(",") if t.strip()),
+        }
+    if args.captioner in VLM_CAPTIONERS:
+        return {
+            "preset": args.preset,
+            "prompt": args.prompt,
+            "max_new_tokens": args.max_new_tokens,
+            "load_in_4bit": args.load_in_4bit,
         }
     return {}
 

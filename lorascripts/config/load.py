@@ -167,7 +167,7 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str = "config", base_dir
         from ..llm.config import LLMConfig
 
         return LLMConfig(**fill_fields(LLMConfig, raw, source, base_dir))
-    values = fill_fields(TrainConfig, raw, source, base_dir, _special_values)
+    values = fill_fields(TrainConfig, _flatten_nested(raw, source), source, base_dir, _special_values)
     if base_dir is not None and values.get("base_model"):
         # base_model may also be a repo id or `toy`: only treat it as relative to the config when a file is there
         candidate = base_dir / str(values["base_model"])
@@ -176,6 +176,36 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str = "config", base_dir
     cfg = TrainConfig(**values)
     check_consistency(cfg, source)
     return cfg
+
+
+NESTED_KEYS = {"ema": ("decay", "start_step", "update_every", "device", "save", "samples")}
+
+
+def _flatten_nested(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """`ema: {decay: 0.999}` is the same as `ema_decay: 0.999` (the issue's and ai-toolkit's spelling)."""
+    out = dict(raw)
+    for group, names in NESTED_KEYS.items():
+        if group not in out:
+            continue
+        value = out.pop(group)
+        if value is None or value is False:
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{source}: `{group}` must be a mapping such as `{group}: {{decay: 0.999}}`, got {short_repr(value)}."
+            )
+        for key, inner in value.items():
+            if key not in names:
+                raise ConfigError(
+                    f"{source}: unknown key `{group}.{key}`.{suggest(str(key), list(names))} Known: {', '.join(names)}."
+                )
+            flat = f"{group}_{key}"
+            if flat in out:
+                raise ConfigError(
+                    f"{source}: `{group}.{key}` and `{flat}` mean the same thing; keep only one."
+                )
+            out[flat] = inner
+    return out
 
 
 def _resolve_path(value: str, base_dir: Path | None) -> str:
@@ -222,9 +252,26 @@ def check_consistency(cfg: TrainConfig, source: str = "config") -> None:
         raise ConfigError(
             f"{source}: `output_name` {cfg.output_name!r} is not a valid file name; use letters, digits, '-' and '_'."
         )
+    _check_validation(cfg, source)
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ConfigError(
             f"{source}: `resume` must be none, auto or an existing checkpoint folder; {cfg.resume!r} does not exist."
+        )
+
+
+def _check_validation(cfg: TrainConfig, source: str) -> None:
+    if cfg.validation_dir and cfg.validation_split:
+        raise ConfigError(
+            f"{source}: `validation_split` and `validation_dir` both choose validation images; keep only one."
+        )
+    if cfg.validation_split > 1 and not float(cfg.validation_split).is_integer():
+        raise ConfigError(
+            f"{source}: `validation_split` is a fraction below 1 or a whole count of images; got {cfg.validation_split}."
+        )
+    if cfg.early_stopping_patience and not (cfg.validation_dir or cfg.validation_split):
+        raise ConfigError(
+            f"{source}: `early_stopping_patience` needs a validation loss: set validation_split (e.g. 0.1) or "
+            "validation_dir, or set early_stopping_patience: 0."
         )
 
 

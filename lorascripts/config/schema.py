@@ -33,6 +33,7 @@ NETWORK = "Network"
 TRAIN = "Training"
 SAVE = "Saving and output"
 SAMPLE = "Samples and logging"
+JUDGE = "Validation and EMA"
 
 
 @dataclass
@@ -362,6 +363,71 @@ class TrainConfig:
     log_every_n_steps: int = option(
         1, help="How often loss is synchronised, logged and checked for NaN.", section=SAMPLE, min=1
     )
+
+    # --- validation loss, best LoRA, early stop, EMA ---------------------------------------------------------------
+    validation_split: float = option(
+        0.0,
+        help="Images held out of training for the validation loss: a fraction (< 1) or a count (>= 1), chosen "
+        "with `seed`. 0: none (unless validation_dir is set).",
+        section=JUDGE,
+        min=0.0,
+        max=100_000,
+    )
+    validation_dir: str | None = option(
+        None,
+        help="A folder of its own validation images + captions (read like train_data_dir); used instead of "
+        "validation_split.",
+        section=JUDGE,
+        path=True,
+    )
+    validate_every_n_steps: int = option(
+        100,
+        help="Validation loss every N steps and at the end (same timesteps and noise every time).",
+        section=JUDGE,
+        min=1,
+    )
+    validation_timesteps: int = option(
+        4,
+        help="Fixed timesteps per validation image, evenly spread over the schedule (kohya-style).",
+        section=JUDGE,
+        min=1,
+        max=50,
+    )
+    keep_best: bool = option(
+        True,
+        help="With validation: write <output_name>-best.safetensors whenever the validation loss improves.",
+        section=JUDGE,
+    )
+    early_stopping_patience: int = option(
+        0,
+        help="Stop after N validations without improvement (the best LoRA is kept); 0: off.",
+        section=JUDGE,
+        min=0,
+    )
+    ema_decay: float | None = option(
+        None,
+        help="EMA of the LoRA weights (e.g. 0.999); empty: off. Also written as `ema: {decay: ...}`.",
+        section=JUDGE,
+        min=0.0,
+        max=1.0,
+    )
+    ema_start_step: int = option(
+        0, help="EMA follows the weights exactly until this step, then averages.", section=JUDGE, min=0
+    )
+    ema_update_every: int = option(1, help="Update the EMA every N optimizer steps.", section=JUDGE, min=1)
+    ema_device: str = option(
+        "device",
+        help="Where the fp32 EMA copy lives: device (training device) or cpu (saves VRAM, slower updates).",
+        section=JUDGE,
+        choices=("device", "cpu"),
+    )
+    ema_save: str = option(
+        "ema_only",
+        help="ema_only: the LoRA files hold the EMA weights; both: also <name>-ema.safetensors beside the raw ones.",
+        section=JUDGE,
+        choices=("ema_only", "both"),
+    )
+    ema_samples: bool = option(True, help="Draw samples with the EMA weights.", section=JUDGE)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict in declaration order (for YAML and metadata)."""

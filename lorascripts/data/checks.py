@@ -2,7 +2,9 @@
 
 Errors (training refuses them): unreadable files, images without a caption. Warnings: images smaller than the
 training resolution, blurry images (variance of the Laplacian), near-duplicates (perceptual hash), extreme
-aspect ratios, empty or over-long captions, generic words, a missing or misspelled trigger word.
+aspect ratios, empty captions or captions longer than the family's text-encoder window, generic words, a
+missing or misspelled trigger word, and what vision-language captioners write: hedging openers ("The image
+shows") and repeated sentences.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..caption.postprocess import GENERIC_WORDS
+from ..caption.postprocess import GENERIC_WORDS, hedging_opener, repeated_sentences
 from ..errors import DatasetError
 from .images import IMAGE_EXTENSIONS, has_image_suffix, is_animated, load_image
 
@@ -26,6 +28,13 @@ BLUR_THRESHOLD = 0.02  # sharpness = var(Laplacian) / var(image); sharp pictures
 DUPLICATE_DISTANCE = 4  # of 64 pHash bits
 MAX_ASPECT = 3.0
 TOKEN_WINDOW = 75  # CLIP: 77 tokens minus start/end
+# tokens of caption each family's text encoder reads (CLIP for SD; T5 for FLUX.1-dev, Qwen3 for Z-Image)
+TOKEN_WINDOWS = {"sd1": 75, "sd2": 75, "sdxl": 75, "flux1": 512, "zimage": 512}
+
+
+def token_window(family: str | None) -> int:
+    """The caption window of a family (CLIP's 75 when unknown or `auto`: every SD family has it)."""
+    return TOKEN_WINDOWS.get(family or "", TOKEN_WINDOW)
 
 
 @dataclass
@@ -77,7 +86,21 @@ def sharpness(image: Image.Image) -> float:
     return float(laplace(grey).var() / spread) if spread > 1e-6 else 0.0
 
 
-def _caption_flags(file: str, caption: str | None, trigger: str, token_count: Any) -> list[Flag]:
+def _vlm_flags(file: str, caption: str) -> list[Flag]:
+    """What vision-language captioners get wrong: an opener that says nothing, a sentence said twice."""
+    flags = []
+    opener = hedging_opener(caption)
+    if opener:
+        flags.append(Flag(file, "hedging", "warning", f"starts with {opener!r}: say what is visible"))
+    repeated = repeated_sentences(caption)
+    if repeated:
+        flags.append(Flag(file, "repeated_sentence", "warning", f"repeats {repeated[0][:60]!r}"))
+    return flags
+
+
+def _caption_flags(
+    file: str, caption: str | None, trigger: str, token_count: Any, window: int = TOKEN_WINDOW
+) -> list[Flag]:
     if caption is None:
         return [Flag(file, "no_caption", "error", "no caption (metadata.csv row or .txt file)")]
     flags = []
@@ -90,10 +113,11 @@ def _caption_flags(file: str, caption: str | None, trigger: str, token_count: An
         flags.append(
             Flag(file, "generic_words", "warning", f"generic words {generic}: describe what is visible")
         )
+    flags += _vlm_flags(file, caption)
     tokens = token_count(caption)
-    if tokens > TOKEN_WINDOW:
+    if tokens > window:
         flags.append(
-            Flag(file, "long_caption", "warning", f"{tokens} tokens; the text encoder sees {TOKEN_WINDOW}")
+            Flag(file, "long_caption", "warning", f"{tokens} tokens; the text encoder sees {window}")
         )
     if trigger and trigger.lower() not in caption.lower():
         squashed = re.sub(r"[\s_-]", "", trigger.lower())
@@ -132,9 +156,14 @@ def _image_flags(info: ImageInfo, image: Image.Image, resolution: int) -> list[F
 
 
 def check_images(
-    images: list[ImageInfo], *, resolution: int = 512, trigger_word: str = "", tokenizer: Any = None
+    images: list[ImageInfo],
+    *,
+    resolution: int = 512,
+    trigger_word: str = "",
+    tokenizer: Any = None,
+    family: str | None = None,
 ) -> list[Flag]:
-    """All flags for a list of images with their captions."""
+    """All flags for a list of images with their captions (`family`: whose text-encoder window applies)."""
     import imagehash
 
     def token_count(text: str) -> int:
@@ -159,7 +188,7 @@ def check_images(
         if twin:
             flags.append(Flag(info.file, "duplicate", "warning", f"near-duplicate of {twin}"))
         hashes.append((info.file, digest))
-        flags += _caption_flags(info.file, info.caption, trigger_word, token_count)
+        flags += _caption_flags(info.file, info.caption, trigger_word, token_count, token_window(family))
     return flags
 
 
@@ -204,6 +233,7 @@ def check_dataset(
     trigger_word: str = "",
     tokenizer: Any = None,
     metadata_path: Path | None = None,
+    family: str | None = None,
 ) -> DatasetReport:
     """Check a dataset folder; see the module docstring for what is flagged."""
     if not root.is_dir():
@@ -212,7 +242,9 @@ def check_dataset(
     if not images:
         raise DatasetError(f"{root} has no images ({', '.join(IMAGE_EXTENSIONS)}) to check.")
     report = DatasetReport(root, images)
-    report.flags = check_images(images, resolution=resolution, trigger_word=trigger_word, tokenizer=tokenizer)
+    report.flags = check_images(
+        images, resolution=resolution, trigger_word=trigger_word, tokenizer=tokenizer, family=family
+    )
     return report
 
 
@@ -227,7 +259,7 @@ def preflight(cfg: Any, scan: Any) -> DatasetReport:
     ]
     report = DatasetReport(root, images)
     resolution = min(cfg.resolution) if cfg.resolution else 0
-    report.flags = check_images(images, resolution=resolution, trigger_word="")
+    report.flags = check_images(images, resolution=resolution, trigger_word="", family=cfg.model_family)
     html = Path(cfg.output_dir) / "dataset_report.html"
     write_html_report(report, html)
     for flag in report.flags:

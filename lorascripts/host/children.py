@@ -76,10 +76,12 @@ class CaptionRequest:
     trigger: str = ""
     mode: str = "skip_existing"
     batch_size: int = 4
+    preset: str = "long"  # what the vision-language captioners are asked (caption/prompts.py)
 
     def arguments(self) -> list[str]:
         args = ["caption", "--input", str(self.folder), "--output", str(self.output), "--summary"]
         args += ["--captioner", self.captioner, "--mode", self.mode, "--batch-size", str(self.batch_size)]
+        args += ["--preset", self.preset]
         if self.model:
             args += ["--model", self.model]
         if self.trigger:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import StopRequested
+from ..train.early_stop import BestTracker
 from ..train.events import EventCallback, EventSink, StopControl, report_outcome
 from ..train.optim import adamw_kernel
 from ..train.setup import resolve_precision
@@ -102,8 +103,7 @@ class LLMRun:
         self.total = cfg.max_train_steps or per_epoch * cfg.epochs
         self.scheduler = _scheduler(cfg, self.optimizer, self.total)
         self.progress = Progress()
-        self.best: tuple[float, int] | None = None
-        self.bad_evals = 0
+        self.tracker = BestTracker(cfg.early_stopping_patience)  # the rule shared with the image trainer
         self.first_step = 0
         self.tokens_seen = 0  # real (non-padding) tokens trained on, for throughput figures
         self.writer: Any = None
@@ -128,14 +128,17 @@ class LLMRun:
         self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(scheduler)
         self.progress = progress
-        self.best = tuple(extra["best"]) if extra.get("best") else None
-        self.bad_evals = int(extra.get("bad_evals", 0))
+        self.tracker.restore(extra)
         self.events.emit("resumed", step=progress.step, checkpoint=str(found[-1]))
 
     def save(self) -> Path:
-        extra = {"best": list(self.best) if self.best else None, "bad_evals": self.bad_evals}
         path = save_checkpoint(
-            self.out, self.progress, self.adapter_state(), self.optimizer, self.scheduler, extra
+            self.out,
+            self.progress,
+            self.adapter_state(),
+            self.optimizer,
+            self.scheduler,
+            self.tracker.state(),
         )
         prune_checkpoints(self.out, self.cfg.keep_last_n)
         self.events.emit("checkpoint", step=self.progress.step, path=str(path))
@@ -226,16 +229,13 @@ def _eval_and_track(run: LLMRun) -> bool:
     run.events.emit("eval", step=step, eval_loss=value)
     if run.writer:
         run.writer.add_scalar("loss/eval", value, step)
-    if run.best is None or value < run.best[0] - 1e-6:
-        run.best, run.bad_evals = (value, step), 0
-        if run.cfg.early_stopping_patience:
-            run.model.save_pretrained(str(run.out / "best"))
-        return False
-    run.bad_evals += 1
-    if run.cfg.early_stopping_patience and run.bad_evals >= run.cfg.early_stopping_patience:
-        run.events.emit("early_stop", step=step, best_step=run.best[1], best_eval_loss=run.best[0])
-        return True
-    return False
+    verdict = run.tracker.update(value, step)
+    if verdict.improved and run.cfg.early_stopping_patience:
+        run.model.save_pretrained(str(run.out / "best"))
+    if verdict.stop:
+        best_loss, best_step = run.tracker.best
+        run.events.emit("early_stop", step=step, best_step=best_step, best_eval_loss=best_loss)
+    return verdict.stop
 
 
 def _loop(run: LLMRun) -> float | None:
@@ -282,7 +282,7 @@ def _write_outputs(run: LLMRun, loss: float | None) -> LLMResult:
         merged = run.out / f"{cfg.output_name}-merged"
         model.merge_and_unload().save_pretrained(str(merged), safe_serialization=True)
         tokenizer.save_pretrained(str(merged))
-    eval_loss = run.best[0] if run.best else run.evaluate()
+    eval_loss = run.tracker.best[0] if run.tracker.best else run.evaluate()
     return LLMResult(final, run.progress.step, loss, eval_loss, merged)
 
 

@@ -6,6 +6,7 @@ cached on disk per configuration), and the device's measured matmul peak (peak.p
 
 The memory model (bytes):
   training = frozen weights in the weight dtype + LoRA parameters, gradients and optimizer state (fp32)
+             (+ the fp32 EMA copy of the LoRA when `ema_decay` is set and it lives on the training device)
              + activations kept for backward (+ the largest one again: its gradient lives during backward)
   CPU peak RSS = max(training, loading) + the process's own RSS (torch, libraries); loading a single-file
              checkpoint holds the file's tensors and the fp32 modules they are converted into at once.
@@ -186,6 +187,7 @@ def _memory(
     item = torch.tensor([], dtype=_dtype(mode)).element_size()
     frozen = sum(n for part, n in shapes.params.items() if part not in _released(cfg, plan, device)) * item
     states = 2 + OPTIMIZER_STATES.get(cfg.optimizer, 2)  # parameter + gradient + optimizer state, fp32
+    states += int(cfg.ema_decay is not None and (cfg.ema_device == "device" or device == "cpu"))  # EMA copy
     lora = cost.lora_params * 4 * states
     activations = (int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes) * item // 4
     training = frozen + lora + activations

@@ -3,6 +3,7 @@ compatibility self-test of the final file."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -56,7 +57,7 @@ def _training_hyperparameters(parts: RunParts) -> dict[str, str]:
         "ss_cache_latents": str(cfg.cache_latents != "off"),
         "ss_flip_aug": str(cfg.flip_aug),
         "ss_max_grad_norm": str(cfg.max_grad_norm),
-        "ss_num_train_images": str(len(parts.scan.items)),
+        "ss_num_train_images": str(len(parts.inputs.items)),
         "ss_num_batches_per_epoch": str(parts.batches_per_epoch),
         # as kohya: the epochs the run spans, ceil(steps / steps per epoch), whether epochs or max_train_steps
         # bounded it
@@ -113,7 +114,13 @@ def bucket_info(parts: RunParts) -> dict | None:
 
 
 def build_metadata(
-    parts: RunParts, progress: Progress, name: str, *, final: bool, loss: float | None
+    parts: RunParts,
+    progress: Progress,
+    name: str,
+    *,
+    final: bool,
+    loss: float | None,
+    best: float | None = None,
 ) -> dict[str, str]:
     """All metadata strings of a LoRA file (kohya ss_*, modelspec, and our ls_* keys)."""
     from ..config import dump_config
@@ -147,19 +154,38 @@ def build_metadata(
         title=cfg.metadata_title or name,
         author=cfg.metadata_author,
         description=cfg.metadata_description,
-        extra={"ls_final_loss": f"{loss:.6f}" if loss is not None else "None"},
+        extra=_extra_metadata(parts, loss, best),
     )
     return build_kohya_metadata(data)
 
 
-def write_lora_file(parts: RunParts, progress: Progress, *, final: bool, loss: float | None) -> Path:
-    """Save the network as a kohya .safetensors (atomic) and return its path."""
+def _extra_metadata(parts: RunParts, loss: float | None, best: float | None) -> dict[str, str]:
+    extra = {"ls_final_loss": f"{loss:.6f}" if loss is not None else "None"}
+    if best is not None:
+        extra["ls_validation_loss"] = f"{best:.6f}"
+    if parts.ema is not None:
+        extra["ls_ema_decay"] = str(parts.cfg.ema_decay)
+    return extra
+
+
+def write_lora_file(
+    parts: RunParts,
+    progress: Progress,
+    *,
+    final: bool,
+    loss: float | None,
+    best: float | None = None,
+    suffix: str = "",
+) -> Path:
+    """Save the network as a kohya .safetensors (atomic) and return its path: <name>, <name>-stepN or
+    <name>-best (`best`: its validation loss), with `suffix` (-ema) at the end."""
     from ..network.save import save_lora_file
 
     name = parts.output_name if final else f"{parts.output_name}-step{progress.step:08d}"
+    name = (f"{parts.output_name}-best" if best is not None else name) + suffix
     path = parts.output_dir / f"{name}.safetensors"
     tensors = parts.network.kohya_state_dict()
-    metadata = build_metadata(parts, progress, name, final=final, loss=loss)
+    metadata = build_metadata(parts, progress, name, final=final, loss=loss, best=best)
     save_lora_file(path, tensors, metadata, dtype=SAVE_DTYPES[parts.cfg.save_precision])
     logger.info("saved %s", path)
     return path
@@ -175,8 +201,9 @@ def render_samples(parts: RunParts, step: int) -> list[Path]:
     pipeline = build_pipeline(parts.base)
     pipeline.set_progress_bar_config(disable=True)
     parts.network.eval()
+    use_ema = parts.ema is not None and cfg.ema_samples
     try:
-        with parts.placement.borrowed():
+        with parts.placement.borrowed(), parts.ema.applied() if use_ema else contextlib.nullcontext():
             images = render(
                 pipeline,
                 list(cfg.sample_prompts),
@@ -197,8 +224,15 @@ def render_samples(parts: RunParts, step: int) -> list[Path]:
     return paths
 
 
-def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: EventSink) -> TrainResult:
-    """Final LoRA, WebUI sidecar, resolved config, samples, and the WebUI compatibility self-test."""
+def finish_run(
+    parts: RunParts,
+    progress: Progress,
+    loss: float | None,
+    events: EventSink,
+    best: tuple[float, int] | None = None,
+) -> TrainResult:
+    """Final LoRA, WebUI sidecar, resolved config, samples, and the WebUI compatibility self-test; `best` is the
+    lowest validation loss and its step, named in the `finished` event with the best LoRA file."""
     from ..network.save import write_webui_sidecar
     from .run_parts import TrainResult
 
@@ -213,7 +247,7 @@ def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: 
             raise TrainingError(
                 "the trained LoRA contains NaN/inf values; it was not saved. Lower learning_rate."
             )
-        path = write_lora_file(parts, progress, final=True, loss=loss)
+        path = parts.write_lora(progress, final=True, loss=loss)
         sidecar = write_webui_sidecar(
             path,
             activation_text=cfg.trigger_word,
@@ -238,9 +272,21 @@ def finish_run(parts: RunParts, progress: Progress, loss: float | None, events: 
             seconds=round(time.time() - parts.started_at, 1),
             # what torch's allocator held at most (the CUDA context is on top): hosts and the benchmark show it
             peak_vram_bytes=torch.cuda.max_memory_reserved() if acc.device.type == "cuda" else None,
+            **_best_fields(parts, best),
         )
     acc.wait_for_everyone()
     return TrainResult(path, parts.output_dir, progress.step, loss, compat_ok, files)
+
+
+def _best_fields(parts: RunParts, best: tuple[float, int] | None) -> dict:
+    if best is None:
+        return {}
+    lora = parts.output_dir / f"{parts.output_name}-best.safetensors"
+    return {
+        "best_step": best[1],
+        "best_validation_loss": best[0],
+        "best_lora": str(lora) if parts.cfg.keep_best and lora.is_file() else None,
+    }
 
 
 def self_test(parts: RunParts, path: Path, events: EventSink) -> bool | None:

@@ -6,6 +6,7 @@ so that trainer.py contains only the loop itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -82,6 +83,8 @@ class RunParts:
         self.started_at = time.time()
         self.writer = None
         self.progress_bar = None
+        self.validator = None
+        self.ema = None
         self.intermediate: list[Path] = []
 
     # --- phase 2 ---------------------------------------------------------------------------------------------------
@@ -90,10 +93,12 @@ class RunParts:
         from ..data.buckets import BucketSet
         from ..models import load_base_model
         from .inputs import FixedSize, InputPipeline, TextCache
+        from .validation import validation_items
 
         cfg, acc = self.cfg, self.accelerator
         self.scan = scan(cfg)
         self._preflight()
+        train_items, held_out = validation_items(cfg, list(self.scan.items))
         if self.estimate is not None:
             logger.info("%s", self.estimate.describe())
             events.emit("estimate", **self.estimate.event())
@@ -121,13 +126,15 @@ class RunParts:
             buckets = FixedSize(buckets, (width, height))
         self.buckets = buckets
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.output_dir / "cache"
-        self.inputs = InputPipeline(cfg, list(self.scan.items), buckets, self._vae_identity(), cache_dir)
-        events.emit("caching", images=len(self.scan.items), mode=cfg.cache_latents)
+        self.inputs = InputPipeline(cfg, train_items, buckets, self.vae_identity(), cache_dir)
+        events.emit("caching", images=len(train_items), mode=cfg.cache_latents)
         self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
+        self._prepare_validation(held_out, cache_dir)
         text_disk = cache_dir / "text" if cfg.cache_text_encoder_outputs == "disk" else None
-        self._text_cache = TextCache(text_disk, self._vae_identity(), cfg.clip_skip)
+        self._text_cache = TextCache(text_disk, self.vae_identity(), cfg.clip_skip)
         self._build_network()
         self._build_optimizer()
+        self._build_ema()
         # last: accelerate's prepare() moves the whole training module (text encoders included) to the device
         self._release_cached_encoders()
         self._start_logging()
@@ -145,11 +152,48 @@ class RunParts:
             self.placement.release("VAE", base.vae)
         if "text" in parts:
             rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
-            captions = list(dict.fromkeys(self.inputs.caption(e, rng) for e in self.inputs.entries()))
+            captions = [self.inputs.caption(e, rng) for e in self.inputs.entries()]
+            captions = list(dict.fromkeys(captions + (self.validator.captions if self.validator else [])))
             for start in range(0, len(captions), 16):
                 self.text_inputs(captions[start : start + 16])
             for name, encoder in zip(text_encoder_names(len(base.text_encoders)), base.text_encoders):
                 self.placement.release(name, encoder)
+
+    def _prepare_validation(self, held_out: list, cache_dir: Path) -> None:
+        """The validation images' fixed latents and captions (validation.py), or None without validation."""
+        from .validation import Validator, expected_share
+
+        self.validator = Validator(self, held_out, cache_dir) if held_out else None
+        if self.validator is not None:
+            cfg = self.cfg
+            share = expected_share(
+                len(held_out), cfg.validation_timesteps, cfg.batch_size, cfg.validate_every_n_steps
+            )
+            level = logging.WARNING if share > 0.1 else logging.INFO
+            logger.log(
+                level,
+                "validation loss on %d held-out image(s) x %d timesteps every %d steps: about %.0f%% of training "
+                "time%s",
+                len(held_out),
+                cfg.validation_timesteps,
+                cfg.validate_every_n_steps,
+                100 * share,
+                "; raise validate_every_n_steps or hold out fewer images to make it cheaper"
+                if share > 0.1
+                else "",
+            )
+            self.validator.prepare(self.base.vae, show_progress=self.accelerator.is_local_main_process)
+
+    def _build_ema(self) -> None:
+        from .ema import LoraEMA
+
+        cfg = self.cfg
+        self.ema = None
+        if cfg.ema_decay is not None:
+            device = torch.device("cpu") if cfg.ema_device == "cpu" else self.accelerator.device
+            self.ema = LoraEMA(
+                self.trainable, cfg.ema_decay, cfg.ema_start_step, cfg.ema_update_every, device
+            )
 
     def _bucket_step(self) -> int:
         # buckets must be multiples of the VAE factor x U-Net downsampling; small models allow finer steps
@@ -181,7 +225,7 @@ class RunParts:
         if self.cfg.torch_compile:
             base.unet = torch.compile(base.unet)
 
-    def _vae_identity(self) -> str:
+    def vae_identity(self) -> str:
         source = Path(self.base.source)
         stat = source.stat() if source.exists() else None
         return f"{source.resolve() if stat else self.base.source}|{stat.st_size if stat else ''}|{stat.st_mtime if stat else ''}"
@@ -275,6 +319,16 @@ class RunParts:
             shape, self.base.noise_scheduler.config.num_train_timesteps, seed, self.cfg.noise_offset
         )
 
+    def conditioning(self, prepared: list, captions: list[str], shape: tuple[int, ...]) -> dict[str, Any]:
+        """Keyword inputs of the training module besides latents/noise/timesteps: text, and SDXL's size ids."""
+        kwargs = self.text_inputs(captions)
+        if self.is_sdxl:
+            h, w = shape[-2] * self.vae_scale, shape[-1] * self.vae_scale
+            kwargs["time_ids"] = torch.tensor(
+                [[*x.original_size, *x.crop_top_left, h, w] for x in prepared], dtype=torch.float32
+            ).to(self.accelerator.device)
+        return kwargs
+
     def text_inputs(self, captions: list[str]) -> dict[str, Any]:
         """Token ids for the text encoders, or cached encoder outputs when the encoders are frozen and cached."""
         from ..models.text import encode_tokens, tokenize
@@ -308,7 +362,8 @@ class RunParts:
         return {
             "family": self.base.family.value,
             "prediction_type": self.base.prediction_type,
-            "images": len(self.scan.items),
+            "images": len(self.inputs.items),
+            "validation_images": len(self.validator.entries) if self.validator else 0,
             "examples": len(self.inputs.entries()),
             "total_steps": self.total_steps,
             "resolution": list(self.resolution),
@@ -327,23 +382,49 @@ class RunParts:
             events.emit("sample", step=step, paths=[str(p) for p in paths])
         self.accelerator.wait_for_everyone()
 
-    def write_lora(self, progress: Progress, *, final: bool, loss: float | None) -> Path:
+    def file_weights(self) -> contextlib.AbstractContextManager:
+        """The weights the LoRA files hold: the EMA ones with `ema_save: ema_only`, else the trained ones."""
+        if self.ema is not None and self.cfg.ema_save == "ema_only":
+            return self.ema.applied()
+        return contextlib.nullcontext()
+
+    def write_lora(
+        self, progress: Progress, *, final: bool, loss: float | None, best: float | None = None
+    ) -> Path:
+        """The LoRA file(s) of this step (`best`: <name>-best with its validation loss); EMA as ema_save says."""
         from .outputs import write_lora_file
 
-        path = write_lora_file(self, progress, final=final, loss=loss)
-        if not final:
-            self.intermediate.append(path)
+        with self.file_weights():
+            path = write_lora_file(self, progress, final=final, loss=loss, best=best)
+        written = [path]
+        if self.ema is not None and self.cfg.ema_save == "both":
+            with self.ema.applied():
+                written.append(
+                    write_lora_file(self, progress, final=final, loss=loss, best=best, suffix="-ema")
+                )
+        if not final and best is None:
+            self.intermediate += written
         return path
 
+    def log_validation(self, step: int, value: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("loss/validation", value, step)
+
     def prune_intermediate_loras(self) -> None:
-        keep = self.cfg.keep_last_n
+        keep = self.cfg.keep_last_n * (2 if self.ema is not None and self.cfg.ema_save == "both" else 1)
         while keep > 0 and len(self.intermediate) > keep:
             self.intermediate.pop(0).unlink(missing_ok=True)
 
-    def finish(self, progress: Progress, loss: float | None, events: EventSink) -> TrainResult:
+    def finish(
+        self,
+        progress: Progress,
+        loss: float | None,
+        events: EventSink,
+        best: tuple[float, int] | None = None,
+    ) -> TrainResult:
         from .outputs import finish_run
 
-        return finish_run(self, progress, loss, events)
+        return finish_run(self, progress, loss, events, best)
 
     def close(self) -> None:
         if self.progress_bar is not None:

@@ -19,6 +19,8 @@ import torch
 from ..config import TrainConfig
 from ..errors import StopRequested, TrainingError
 from .batches import epoch_batches, shard, steps_per_epoch
+from .early_stop import BestTracker
+from .ema import split_ema_tensors
 from .events import EventCallback, EventSink, StopControl, report_outcome
 from .run_parts import RunParts, build_parts
 from .state import (
@@ -70,6 +72,8 @@ class TrainingRun:
         self._loss_count = 0
         self._started = time.time()
         self._first_step_at: float | None = None
+        self.tracker = BestTracker(self.cfg.early_stopping_patience)  # the rule shared with the text trainer
+        self.early_stopped = False
 
     # --- resume ----------------------------------------------------------------------------------------------------
     def maybe_resume(self) -> None:
@@ -88,9 +92,15 @@ class TrainingRun:
                 f"checkpoint {found[-1]} was made with different network settings ({extra.get('network_fingerprint')}); "
                 "use a new output_dir or restore the old settings."
             )
+        network, ema = split_ema_tensors(network)
         self.p.network.load_kohya_state_dict(network)
         self.p.optimizer.load_state_dict(optimizer)
         self.p.scheduler.load_state_dict(scheduler)
+        if self.p.ema is not None and not self.p.ema.load_state_dict(ema):
+            logger.warning(
+                "checkpoint %s has no EMA weights; the EMA starts from the resumed weights", found[-1]
+            )
+        self.tracker.restore(extra)
         self.progress = progress
         logger.info(
             "resumed from %s at step %d (epoch %d, batch %d)",
@@ -110,12 +120,7 @@ class TrainingRun:
         latents = torch.stack([x.latent for x in prepared]).to(acc.device)
         captions = [p.inputs.caption(e, rng) for e in entries]
         noise = p.draw_noise(tuple(latents.shape), seed)
-        kwargs: dict[str, Any] = p.text_inputs(captions)
-        if p.is_sdxl:
-            h, w = latents.shape[-2] * p.vae_scale, latents.shape[-1] * p.vae_scale
-            kwargs["time_ids"] = torch.tensor(
-                [[*x.original_size, *x.crop_top_left, h, w] for x in prepared], dtype=torch.float32
-            ).to(acc.device)
+        kwargs: dict[str, Any] = p.conditioning(prepared, captions, tuple(latents.shape))
         with acc.autocast():
             return p.module(latents, noise.noise.to(acc.device), noise.timesteps.to(acc.device), **kwargs)
 
@@ -173,10 +178,32 @@ class TrainingRun:
             eta_s=round(eta, 1) if eta is not None else None,
         )
 
+    def _validate(self) -> None:
+        """Validation loss (with the weights the LoRA files hold), its event, the best LoRA, early stopping."""
+        p, step = self.p, self.progress.step
+        with p.file_weights():
+            value = p.validator.evaluate()
+        verdict = self.tracker.update(value, step)
+        best_loss, best_step = self.tracker.best or (None, None)
+        p.log_validation(step, value)
+        self.events.emit("validation", step=step, loss=value, best_step=best_step, best_loss=best_loss)
+        if verdict.improved and self.cfg.keep_best and p.accelerator.is_main_process:
+            p.write_lora(self.progress, final=False, loss=self.last_loss, best=value)
+        if verdict.stop:
+            logger.info(
+                "early stop at step %d: best validation loss %.5f at step %d", step, best_loss, best_step
+            )
+            self.events.emit("early_stop", step=step, best_step=best_step, best_loss=best_loss)
+            self.early_stopped = True
+
     def _after_step(self, end_of_epoch: bool) -> None:
         cfg, step = self.cfg, self.progress.step
+        if self.p.ema is not None:
+            self.p.ema.update(step)
         self._log_step()
         at_end = step >= self.p.total_steps
+        if self.p.validator is not None and (step % cfg.validate_every_n_steps == 0 or at_end):
+            self._validate()  # before a save: the checkpoint holds this evaluation's best/patience
         if (
             cfg.sample_prompts
             and cfg.sample_every_n_steps
@@ -208,13 +235,16 @@ class TrainingRun:
                     f"LoRA weights contain NaN/inf at step {step}; not saving over good checkpoints."
                 )
             lora = p.write_lora(self.progress, final=False, loss=self.last_loss)
+            network = p.network.kohya_state_dict()
+            if p.ema is not None:
+                network.update(p.ema.state_dict())
             ckpt = save_checkpoint(
                 p.output_dir,
                 self.progress,
-                p.network.kohya_state_dict(),
+                network,
                 p.optimizer,
                 p.scheduler,
-                extra={"network_fingerprint": p.network_fingerprint},
+                extra={"network_fingerprint": p.network_fingerprint, **self.tracker.state()},
             )
             prune_checkpoints(p.output_dir, self.cfg.keep_last_n)
             p.prune_intermediate_loras()
@@ -246,8 +276,10 @@ class TrainingRun:
                     self.progress.epoch += 1
                     self.progress.position = 0
                 self._after_step(end_of_epoch)
-                if end_of_epoch:
+                if end_of_epoch or self.early_stopped:
                     break
+            if self.early_stopped:
+                break
 
 
 def total_steps_for(cfg: TrainConfig, n_batches: int) -> int:
@@ -275,6 +307,6 @@ def train(
             run.maybe_resume()
             events.emit("started", **parts.describe(), start_step=run.progress.step)
             run.run()
-            return parts.finish(run.progress, run.last_loss, events)
+            return parts.finish(run.progress, run.last_loss, events, run.tracker.best)
     finally:
         parts.close()
