@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
+from ..config.optimizers import library_defaults
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,26 @@ def create_optimizer(
     cfg: TrainConfig, param_groups: list[dict], device: torch.device
 ) -> torch.optim.Optimizer:
     """The optimizer named in the config, with its extra arguments; clear errors when it cannot run here."""
-    args: dict[str, Any] = {"weight_decay": cfg.weight_decay, **cfg.optimizer_args}
-    name = cfg.optimizer
+    args: dict[str, Any] = {
+        "weight_decay": cfg.weight_decay,
+        **library_defaults(cfg.optimizer),
+        **cfg.optimizer_args,
+    }
+    try:
+        return _build(cfg.optimizer, param_groups, cfg.learning_rate, args, device)
+    except (TypeError, ValueError) as exc:
+        # the boundary where optimizer_args enter a library: its complaint, named as the key the user wrote
+        raise ConfigError(
+            f"`optimizer_args` {cfg.optimizer_args!r} are refused by optimizer {cfg.optimizer}: {str(exc)[:200]}."
+        ) from None
+
+
+def _build(
+    name: str, param_groups: list[dict], lr: float, args: dict[str, Any], device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer itself; a package it needs but that is missing is a ConfigError saying what to install."""
     if name == "adamw":
-        return torch.optim.AdamW(param_groups, lr=cfg.learning_rate, **adamw_kernel(args, device))
+        return torch.optim.AdamW(param_groups, lr=lr, **adamw_kernel(args, device))
     if name == "adamw8bit":
         if device.type != "cuda":
             raise ConfigError(
@@ -43,24 +60,19 @@ def create_optimizer(
             raise ConfigError(
                 "optimizer adamw8bit needs bitsandbytes: `pip install bitsandbytes`, or use adamw."
             ) from None
-        return bnb.optim.AdamW8bit(param_groups, lr=cfg.learning_rate, **args)
+        return bnb.optim.AdamW8bit(param_groups, lr=lr, **args)
     if name == "prodigy":
         try:
             from prodigyopt import Prodigy
         except ImportError:
             raise ConfigError("optimizer prodigy needs prodigyopt: `pip install prodigyopt`.") from None
-        if cfg.learning_rate < 0.1:
-            logger.warning(
-                "Prodigy usually wants learning_rate: 1.0 (it finds the step size); got %g", cfg.learning_rate
-            )
-        return Prodigy(param_groups, lr=cfg.learning_rate, **args)
+        if lr < 0.1:
+            logger.warning("Prodigy usually wants learning_rate: 1.0 (it finds the step size); got %g", lr)
+        return Prodigy(param_groups, lr=lr, **args)
     if name == "adafactor":
         from transformers.optimization import Adafactor
 
-        args.setdefault("relative_step", False)
-        args.setdefault("scale_parameter", False)
-        args.setdefault("warmup_init", False)
-        return Adafactor(param_groups, lr=cfg.learning_rate, **args)
+        return Adafactor(param_groups, lr=lr, **args)
     raise ConfigError(f"unknown optimizer {name!r}")
 
 

@@ -29,6 +29,7 @@ from .placement import EncoderPlacement, released_parts, text_encoder_names
 from .setup import (
     Precision,
     attach_log_file,
+    check_model_limits,
     output_name_for,
     prepare_output_dir,
     resolution_for,
@@ -105,6 +106,7 @@ class RunParts:
             tokenizer_path=cfg.tokenizer_path,
             expected_family=None if cfg.model_family == "auto" else cfg.model_family,
         )
+        check_model_limits(cfg, self.base)
         self.is_sdxl = self.base.family.value == "sdxl"
         self.vae_scale = 2 ** (len(self.base.vae.config.block_out_channels) - 1)
         self._freeze_and_place()

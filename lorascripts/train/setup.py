@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,6 +80,16 @@ def resolve_base_model(name: str) -> str:
 
         return str(TOY_MODEL_DIR)
     return name
+
+
+def check_model_limits(cfg: TrainConfig, base: Any) -> None:
+    """Config values whose range depends on the loaded model, checked as soon as it is loaded."""
+    depth = min(te.config.num_hidden_layers for te in base.text_encoders)
+    if cfg.clip_skip > depth:
+        raise ConfigError(
+            f"`clip_skip` is {cfg.clip_skip}, but the text encoder of {cfg.base_model} has only {depth} layers. "
+            f"Use a value from 1 to {depth} (SD1 anime models use 2)."
+        )
 
 
 def output_name_for(cfg: TrainConfig) -> str:
