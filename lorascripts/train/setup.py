@@ -112,6 +112,14 @@ def prepare_output_dir(cfg: TrainConfig) -> Path:
         ) from None
     if not os.access(out, os.W_OK):
         raise ConfigError(f"output_dir {out} is not writable. Choose another folder.")
+    lora = out / f"{output_name_for(cfg)}.safetensors"
+    inputs = {"initial_lora": cfg.initial_lora, "base_model": cfg.base_model}
+    for key, value in inputs.items():
+        if value and Path(value).is_file() and lora.exists() and os.path.samefile(value, lora):
+            raise ConfigError(
+                f"`{key}` {value} is the file this run would write ({lora}): the output must not replace an input. "
+                "Set another `output_name` (or output_dir)."
+            )
     return out
 
 
