@@ -72,6 +72,9 @@ CONFIGS = {
         BASE + "optimizer: prodigy\noptimizer_args: {d_coef: x}\n",
         r"`optimizer_args` \{'d_coef': 'x'\} are refused by Prodigy",
     ),
+    "lone_surrogate": (BASE + 'trigger_word: "zk\\ud800"\n', r"`trigger_word` holds a lone surrogate escape"),
+    "nul_in_a_path": (BASE + 'output_dir: "out\\0put"\n', r"`output_dir` holds a NUL character"),
+    "seed_beyond_64_bits": (BASE + "seed: 18446744073709551617\n", r"`seed` must be at most 4294967295"),
     "caption_extension_path": (
         BASE + "caption_extension: ../txt\n",
         r"`caption_extensions` entries must be file suffixes such as \.txt",

@@ -170,6 +170,9 @@ def test_optimizer_args_fail_at_load_or_not_at_all(optimizer, args):
 
 YAML_VALUES = st.sampled_from(
     [
+        '"\\ud800"',
+        '"a\\0b"',
+        "18446744073709551617",
         "512xabc",
         ".nan",
         ".inf",
