@@ -82,6 +82,11 @@ def test_form_errors_are_clear_before_training(webui, tiny_sd1, tmp_path):
     config = build_config(form)
     assert config["base_model"].endswith(title_less) and config["lora_rank"] == 4
     assert config["keep_tokens"] == 1 and config["save_steps"] == 2  # preset value kept, save every quarter
+    from lorascripts.host.presets import PRESETS
+
+    for preset, values in PRESETS.items():  # fields left empty (None) take the preset's values
+        untouched = build_config(TrainForm(dataset=str(data), checkpoint=title, lora_name="x", preset=preset))
+        assert {k: untouched[k] for k in values} == values, preset
     with pytest.raises(UserError, match="not in the WebUI's checkpoint list"):
         build_config(TrainForm(dataset=str(data), checkpoint="sd_xl_base.safetensors", lora_name="x"))
     with pytest.raises(UserError, match="advanced YAML"):

@@ -18,6 +18,8 @@ NETWORK_TYPES = ("lora", "locon", "loha", "lokr")
 # Upper bounds where a larger value is never meant and would fail deep inside a library (torch's seed is 64-bit,
 # numpy's and the WebUI's 32-bit; image sides beyond 16384 px exceed what a VAE or PIL handles in memory).
 MAX_SEED = 2**32 - 1
+# the strength the WebUI card suggests (`<lora:name:0.7>`); the forms read it from here
+PREFERRED_WEIGHT = 0.7
 MAX_SIDE = 16_384
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy", "adafactor")
 SCHEDULERS = (
@@ -355,7 +357,11 @@ class TrainConfig:
         section=SAVE,
     )
     preferred_weight: float = option(
-        0.8, help="Preferred weight written to the WebUI card sidecar.", section=SAVE, min=0.0, max=4.0
+        PREFERRED_WEIGHT,
+        help="Preferred weight written to the WebUI card sidecar.",
+        section=SAVE,
+        min=0.0,
+        max=4.0,
     )
     metadata_title: str = option("", help="modelspec title (defaults to output_name).", section=SAVE)
     metadata_author: str = option("", help="modelspec author.", section=SAVE)

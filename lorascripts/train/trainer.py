@@ -236,8 +236,9 @@ class TrainingRun:
             )
             while self.progress.position < len(batches) and self.progress.step < p.total_steps:
                 window = batches[self.progress.position : self.progress.position + accum]
-                self._optimizer_step(window)
+                # the clock starts before the first step (after it, step 1 took "no time": the WebUI showed 915 it/s)
                 self._first_step_at = self._first_step_at or time.time()
+                self._optimizer_step(window)
                 self.progress.step += 1
                 self.progress.position += len(window)
                 p.progress_bar.update(1)
