@@ -293,9 +293,8 @@ def test_each_preset_reaches_the_config_unless_a_widget_changed(comfy) -> None:
         workflow = _workflow("", f"ls_preset_{preset}", steps=0, folder="ls_presets")
         workflow.pop("3")
         node = workflow["4"]["inputs"]
-        node.update(
-            dataset=["2", 0], preset=preset, rank=0, alpha=0.0, epochs=0, learning_rate=0.0, **changed
-        )
+        node.update(dataset=["2", 0], preset=preset, rank=0, alpha=0.0, epochs=0, learning_rate=0.0)
+        node.update(changed)
         entry = server.wait(server.queue(workflow))
         assert entry["status"]["status_str"] == "error"  # the broken image, after the config was written
         written = server.base / "output" / "lora-scripts" / "runs" / f"ls_preset_{preset}" / "config.yaml"
