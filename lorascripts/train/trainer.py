@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import TrainConfig
 from ..errors import StopRequested, TrainingError
@@ -275,7 +276,9 @@ def train(
             run = TrainingRun(parts, events, stop)
             run.maybe_resume()
             events.emit("started", **parts.describe(), start_step=run.progress.step)
-            run.run()
+            # log lines (saves, samples) print above the bar instead of breaking its line
+            with logging_redirect_tqdm():
+                run.run()
             return parts.finish(run.progress, run.last_loss, events)
     finally:
         parts.close()
