@@ -204,7 +204,7 @@ def _resolve_path(value: str, base_dir: Path | None) -> str:
     path = Path(os.path.expanduser(value))
     if path.is_absolute() or path.exists() or base_dir is None:
         return str(path)
-    candidate = base_dir / path
+    candidate = Path(os.path.normpath(base_dir / path))  # base_dir is resolved: `..` cannot cross a link
     return str(candidate) if candidate.exists() else str(path)
 
 
