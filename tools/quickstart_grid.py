@@ -26,13 +26,16 @@ def main() -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as in train.py"
     )
+    parser.add_argument(
+        "--steps", type=int, default=25, help="denoising steps per picture (the README's grid: 25)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(args.config, args.overrides)
     out = Path(cfg.output_dir)
     lora = out / f"{output_name_for(cfg)}.safetensors"
     base = load_base_model(resolve_base_model(cfg.base_model))
-    report, result = evaluate_style(base, lora)
+    report, result = evaluate_style(base, lora, steps=args.steps)
     grid = write_report(report, result, out)
     print(report.table())  # noqa: T201 - command-line output
     print(f"grid: {grid}")  # noqa: T201
