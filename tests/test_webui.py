@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import gradio_click as _click
+from browser import gradio_set as _set
+from browser import gradio_text as _text
 from comfy_host import REPO
 from helpers_train import make_dataset
 from PIL import Image
@@ -192,32 +195,6 @@ def test_session_failure_shows_its_cause(webui, tiny_sd1, tmp_path):
 
 
 # --- the real tab in a browser ------------------------------------------------------------------------------------
-JS_SET = """
-(function(id, value) {
-  const el = document.querySelector('#' + id + ' textarea, #' + id + ' input');
-  el.value = value;
-  el.dispatchEvent(new Event('input', {bubbles: true}));
-  el.dispatchEvent(new Event('change', {bubbles: true}));
-  el.dispatchEvent(new Event('blur', {bubbles: true}));
-  return el.value;
-})
-"""
-
-
-def _set(browser, elem_id: str, value) -> None:
-    assert browser.evaluate(f"{JS_SET}({json.dumps(elem_id)}, {json.dumps(str(value))})") == str(value)
-
-
-def _click(browser, elem_id: str) -> None:
-    browser.evaluate(
-        f"(document.querySelector('button#{elem_id}') || document.querySelector('#{elem_id} button')).click()"
-    )
-
-
-def _text(elem_id: str) -> str:
-    return f"((document.querySelector('#{elem_id} textarea') || {{}}).value || '')"
-
-
 # gradio 4 renders a hidden measuring table before the visible (virtual) one
 ROWS = (
     "(() => { const v = document.querySelectorAll('#lora_scripts_captions svelte-virtual-table-viewport tbody tr');"
