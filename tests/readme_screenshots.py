@@ -4,8 +4,8 @@
 
 Each host trains the quickstart LoRA (datasets/quickstart, the quickstart config's settings) in headless
 Chromium: the WebUI tab under the stand-in launcher (tests/webui_launch.py, gradio 4 as Forge pins it) and the
-"train a style" graph in ComfyUI 0.3.75 (tests/comfy_host.py). The toy model is written as a single-file
-checkpoint with its tokenizer beside it, so both hosts list it like any checkpoint. Writes
+"train a style" graph in ComfyUI 0.3.75 (tests/comfy_host.py). The toy model's single-file checkpoint is put
+in each host's checkpoint folder with its tokenizer beside it, so both hosts list it like any checkpoint. Writes
 docs/images/webui_tab.png and docs/images/comfyui_train.png; nothing else in the repository changes.
 """
 
@@ -37,12 +37,10 @@ def advanced_yaml(extra: dict | None = None) -> str:
 
 
 def toy_checkpoint(folder: Path) -> Path:
-    """The toy model as `folder/toy.safetensors` + `folder/tokenizer/` (found beside the file)."""
-    from lorascripts.models.ldm_names import save_single_file
-    from lorascripts.models.loader import load_base_model
-
+    """The toy model's single-file checkpoint (shipped with it) as `folder/toy.safetensors`, with its tokenizer
+    beside it."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_single_file(load_base_model(str(TOY_MODEL_DIR)), folder / "toy.safetensors")
+    shutil.copyfile(TOY_MODEL_DIR / "toy-sd1.safetensors", folder / "toy.safetensors")
     shutil.copytree(TOY_MODEL_DIR / "tokenizer", folder / "tokenizer", dirs_exist_ok=True)
     return folder / "toy.safetensors"
 
