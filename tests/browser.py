@@ -128,3 +128,13 @@ def gradio_click(browser: Browser, elem_id: str) -> None:
 def gradio_text(elem_id: str) -> str:
     """A JS expression: the text of a gradio textbox."""
     return f"((document.querySelector('#{elem_id} textarea') || {{}}).value || '')"
+
+
+def webui_load_dataset(browser: Browser, url: str, folder: Path, timeout: float = 180) -> str:
+    """Open the WebUI at `url`, type `folder` into the tab's dataset field, press Load; the status line."""
+    browser.call("Page.navigate", url=url)
+    browser.wait_for("!!document.querySelector('#lora_scripts_dataset')", timeout=timeout)
+    gradio_set(browser, "lora_scripts_dataset", folder)
+    gradio_click(browser, "lora_scripts_load")
+    status = gradio_text("lora_scripts_dataset_status")
+    return browser.wait_for(f"{status}.includes('images') && {status}")

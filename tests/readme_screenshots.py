@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from browser import Browser, gradio_click, gradio_set, gradio_text
+from browser import Browser, gradio_click, gradio_set, gradio_text, webui_load_dataset
 
 from lorascripts.toy import TOY_MODEL_DIR
 
@@ -53,11 +53,7 @@ def webui_screenshot(root: Path, steps: int) -> Path:
     server = WebUIServer(root, "4")
     browser = Browser()
     try:
-        browser.call("Page.navigate", url=server.url)
-        browser.wait_for("!!document.querySelector('#lora_scripts_dataset')", timeout=180)
-        gradio_set(browser, "lora_scripts_dataset", data)
-        gradio_click(browser, "lora_scripts_load")
-        browser.wait_for(f"{gradio_text('lora_scripts_dataset_status')}.includes('images')")
+        webui_load_dataset(browser, server.url, data)
         fields = {
             "lora_scripts_name": QUICKSTART["output_name"],
             "lora_scripts_rank": QUICKSTART["lora_rank"],

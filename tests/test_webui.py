@@ -13,6 +13,7 @@ import pytest
 from browser import gradio_click as _click
 from browser import gradio_set as _set
 from browser import gradio_text as _text
+from browser import webui_load_dataset
 from comfy_host import REPO
 from helpers_train import make_dataset
 from PIL import Image
@@ -233,13 +234,7 @@ def test_tab_caption_train_finish_in_browser(gradio, tiny_sd1, tmp_path):
     server = WebUIServer(root, gradio)
     browser = Browser()
     try:
-        browser.call("Page.navigate", url=server.url)
-        browser.wait_for("!!document.querySelector('#lora_scripts_dataset')", timeout=120)
-        _set(browser, "lora_scripts_dataset", data)
-        _click(browser, "lora_scripts_load")
-        assert "3 images, 3 without a caption" in browser.wait_for(
-            f"{_text('lora_scripts_dataset_status')}.includes('images') && {_text('lora_scripts_dataset_status')}"
-        )
+        assert "3 images, 3 without a caption" in webui_load_dataset(browser, server.url, data, timeout=120)
         _set(browser, "lora_scripts_caption_model", tagger)
         _set(browser, "lora_scripts_trigger", "zkwebui")
         _click(browser, "lora_scripts_caption")
