@@ -26,6 +26,11 @@ from lorascripts.toy import TOY_MODEL_DIR
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "docs" / "images"
 QUICKSTART = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text(encoding="utf-8"))
+# ComfyUI's "what's new" banner is not part of what we show
+HIDE_ANNOUNCEMENTS = (
+    "[...document.querySelectorAll('div')].filter(d => d.offsetHeight > 0 && d.offsetHeight < 60"
+    " && d.innerText.startsWith('Introducing')).slice(0, 1).forEach(d => d.style.display = 'none')"
+)
 # the quickstart settings the forms do not show, as their Advanced YAML
 ADVANCED_KEYS = ("bucket_reso_steps", "min_bucket_reso", "text_encoder_lr", "lr_scheduler", "lr_warmup_steps")
 
@@ -98,12 +103,16 @@ def comfyui_screenshot(base: Path, steps: int) -> Path:
                 f"{server.url}/settings/{setting}", b"true", {"Content-Type": "application/json"}
             )
             urllib.request.urlopen(request, timeout=30).close()
+        browser.call(
+            "Emulation.setDeviceMetricsOverride", width=1500, height=1150, deviceScaleFactor=1, mobile=False
+        )
         browser.call("Page.navigate", url=server.url)
         browser.wait_for("!!(window.app && window.app.graph && window.app.graph._nodes)", timeout=180)
         browser.evaluate(f"window.app.loadGraphData({json.dumps(workflow)})")
         browser.evaluate("window.app.queuePrompt(0)")
         server.wait_idle(timeout=3600)
         browser.evaluate("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
+        browser.evaluate(HIDE_ANNOUNCEMENTS)
         return browser.screenshot(IMAGES / "comfyui_train.png")
     finally:
         browser.close()
