@@ -243,7 +243,7 @@ def check_consistency(cfg: TrainConfig, source: str = "config") -> None:
         raise ConfigError(
             f"{source}: `output_name` {cfg.output_name!r} is not a valid file name; use letters, digits, '-' and '_'."
         )
-    check_optimizer_args(cfg.optimizer, cfg.optimizer_args, source)
+    check_optimizer_args(cfg, source)
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ConfigError(
             f"{source}: `resume` must be none, auto or an existing checkpoint folder; {cfg.resume!r} does not exist."

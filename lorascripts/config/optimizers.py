@@ -48,8 +48,9 @@ def _accepted(cls: type) -> list[str] | None:
     return [p.name for p in params if p.name != "self" and p.name not in _OWNED]
 
 
-def check_optimizer_args(name: str, args: dict[str, Any], source: str = "config") -> None:
-    """Raise ConfigError naming the key when `optimizer_args` cannot be given to optimizer `name`."""
+def check_optimizer_args(cfg: Any, source: str = "config") -> None:
+    """Raise ConfigError naming the key when `cfg.optimizer_args` cannot be given to `cfg.optimizer`."""
+    name, args = cfg.optimizer, cfg.optimizer_args
     for key in args:
         if not isinstance(key, str) or not key.isidentifier():
             raise ConfigError(f"{source}: `optimizer_args` has a key {short_repr(key)} that is not a name.")
@@ -72,21 +73,25 @@ def check_optimizer_args(name: str, args: dict[str, Any], source: str = "config"
                 )
     if name == "adamw8bit":
         return  # bitsandbytes builds its state on CUDA only; the names were checked
-    _try_values(cls, name, args, source)
+    _try_values(cfg, cls.__name__, source)
 
 
-def _try_values(cls: type, name: str, args: dict[str, Any], source: str) -> None:
-    """Build the optimizer over one dummy parameter and take one step: its own checks of each value (some
-    optimizers read theirs only in step()) run now, in microseconds, not after the model loaded."""
+def _try_values(cfg: Any, class_name: str, source: str) -> None:
+    """Build the optimizer as the run does (same arguments, same kernel choice) over one dummy parameter and take
+    one step: its own checks of each value (some optimizers read theirs only in step()) run now, in
+    microseconds, not after the model loaded and the latents were cached."""
     import torch
+
+    # the run's own builder, imported here: the config package is loaded before (and without) the trainer
+    from ..train.optim import build_optimizer
 
     probe = torch.zeros(1, requires_grad=True)
     try:
-        optimizer = cls([probe], lr=1e-4, **{**library_defaults(name), **args})
+        optimizer = build_optimizer(cfg, [{"params": [probe]}], torch.device("cpu"))
         probe.grad = torch.ones(1)
         optimizer.step()
     except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
         raise ConfigError(
-            f"{source}: `optimizer_args` {short_repr(args)} are refused by {cls.__name__} (optimizer: {name}): "
-            f"{str(exc)[:200]}. Fix or remove the value."
+            f"{source}: `optimizer_args` {short_repr(cfg.optimizer_args)} are refused by {class_name} "
+            f"(optimizer: {cfg.optimizer}): {str(exc)[:200]}. Fix or remove the value."
         ) from None

@@ -29,13 +29,8 @@ def create_optimizer(
     cfg: TrainConfig, param_groups: list[dict], device: torch.device
 ) -> torch.optim.Optimizer:
     """The optimizer named in the config, with its extra arguments; clear errors when it cannot run here."""
-    args: dict[str, Any] = {
-        "weight_decay": cfg.weight_decay,
-        **library_defaults(cfg.optimizer),
-        **cfg.optimizer_args,
-    }
     try:
-        return _build(cfg.optimizer, param_groups, cfg.learning_rate, args, device)
+        return build_optimizer(cfg, param_groups, device)
     except (TypeError, ValueError) as exc:
         # the boundary where optimizer_args enter a library: its complaint, named as the key the user wrote
         raise ConfigError(
@@ -43,10 +38,11 @@ def create_optimizer(
         ) from None
 
 
-def _build(
-    name: str, param_groups: list[dict], lr: float, args: dict[str, Any], device: torch.device
-) -> torch.optim.Optimizer:
-    """The optimizer itself; a package it needs but that is missing is a ConfigError saying what to install."""
+def build_optimizer(cfg: Any, param_groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer exactly as a run builds it (the config-load probe builds the same); a package it needs but
+    that is missing is a ConfigError saying what to install. Library errors about the arguments pass through."""
+    name, lr = cfg.optimizer, cfg.learning_rate
+    args: dict[str, Any] = {"weight_decay": cfg.weight_decay, **library_defaults(name), **cfg.optimizer_args}
     if name == "adamw":
         return torch.optim.AdamW(param_groups, lr=lr, **adamw_kernel(args, device))
     if name == "adamw8bit":
