@@ -98,9 +98,10 @@ def comfyui_screenshot(base: Path, steps: int) -> Path:
     try:
         graph = _quickstart_graph(train_style_and_use(), steps, checkpoint.parent / "tokenizer")
         workflow = to_ui(graph, server.get("/object_info"))
-        for setting in ("Comfy.TutorialCompleted",):  # no first-run template dialog over the graph
+        # no first-run template dialog and no minimap over the graph
+        for setting, value in (("Comfy.TutorialCompleted", b"true"), ("Comfy.Minimap.Visible", b"false")):
             request = urllib.request.Request(
-                f"{server.url}/settings/{setting}", b"true", {"Content-Type": "application/json"}
+                f"{server.url}/settings/{setting}", value, {"Content-Type": "application/json"}
             )
             urllib.request.urlopen(request, timeout=30).close()
         browser.call(
@@ -113,6 +114,11 @@ def comfyui_screenshot(base: Path, steps: int) -> Path:
         server.wait_idle(timeout=3600)
         browser.evaluate("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
         browser.evaluate(HIDE_ANNOUNCEMENTS)
+        # the whole training node (loss chart and sample below it) in view
+        browser.evaluate(
+            "window.app.canvas.ds.scale = 0.85; window.app.canvas.ds.offset = [-120, -40];"
+            " window.app.canvas.setDirty(true, true)"
+        )
         return browser.screenshot(IMAGES / "comfyui_train.png")
     finally:
         browser.close()
