@@ -116,8 +116,7 @@ def comfyui_screenshot(base: Path, steps: int) -> Path:
         browser.evaluate(HIDE_ANNOUNCEMENTS)
         # the whole training node (loss chart and sample below it) in view
         browser.evaluate(
-            "window.app.canvas.ds.scale = 0.85; window.app.canvas.ds.offset = [-120, -40];"
-            " window.app.canvas.setDirty(true, true)"
+            "window.app.canvas.ds.changeScale(1.0, [240, 150]); window.app.canvas.setDirty(true, true)"
         )
         return browser.screenshot(IMAGES / "comfyui_train.png")
     finally:
