@@ -132,14 +132,15 @@ class TrainForm:
     checkpoint: str
     lora_name: str
     preset: str = "style"
-    rank: int = 16
-    alpha: float = 8.0
+    # None: the preset's value, else the config schema's (lorascripts.host.presets.form_defaults, one source)
+    rank: int | None = None
+    alpha: float | None = None
     steps: int = 1000
-    learning_rate: float = 1e-4
+    learning_rate: float | None = None
     resolution: int = 512
     batch_size: int = 1
     trigger_word: str = ""
-    preferred_weight: float = 0.7
+    preferred_weight: float | None = None
     sample_prompt: str = ""
     advanced_yaml: str = ""
 
@@ -154,6 +155,11 @@ def base_model_file(choice: str) -> str:
     raise UserError(f"base model {choice!r} is not in the WebUI's checkpoint list; press the refresh button.")
 
 
+def _maybe(kind: type, value: Any) -> Any:
+    """A form number, or None (the preset's) when the field is empty."""
+    return None if value is None or value == "" else kind(value)
+
+
 def build_config(form: TrainForm) -> dict[str, Any]:
     """The engine config for a form: preset, fields, advanced YAML; validated so errors show before training."""
     from lorascripts.config import config_from_dict
@@ -161,13 +167,13 @@ def build_config(form: TrainForm) -> dict[str, Any]:
 
     steps = int(form.steps)
     values: dict[str, Any] = {
-        "lora_rank": int(form.rank),
-        "lora_alpha": float(form.alpha),
-        "learning_rate": float(form.learning_rate),
+        "lora_rank": _maybe(int, form.rank),
+        "lora_alpha": _maybe(float, form.alpha),
+        "learning_rate": _maybe(float, form.learning_rate),
         "resolution": int(form.resolution),
         "batch_size": int(form.batch_size),
         "trigger_word": form.trigger_word.strip(),
-        "preferred_weight": float(form.preferred_weight),
+        "preferred_weight": _maybe(float, form.preferred_weight),
         "log_every_n_steps": 1,
         "max_train_steps": steps,
         "save_steps": max(1, steps // 4),

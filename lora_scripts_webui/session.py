@@ -18,6 +18,7 @@ from lorascripts.errors import StopRequested, TrainingError
 from lorascripts.fileio import atomic_copy
 from lorascripts.host.jobs import TrainingJob
 from lorascripts.host.names import safe_name
+from lorascripts.host.presets import schema_default
 
 from . import hooks
 
@@ -140,7 +141,8 @@ class TrainingSession:
                 partial.unlink(missing_ok=True)
             self._partials.clear()
             refreshed = hooks.refresh_loras()
-            tag = f"<lora:{job.name}:{job.config.get('preferred_weight', 0.7)}>"
+            weight = job.config.get("preferred_weight", schema_default("preferred_weight"))
+            tag = f"<lora:{job.name}:{weight}>"
             note = "" if refreshed else " (press Refresh on the Lora tab to see it)"
             verb = "reused the finished" if result.reused else "saved"
             self_test = self.snapshot().self_test

@@ -16,7 +16,7 @@ import gradio as gr
 
 from lorascripts.caption.prompts import PRESETS as CAPTION_PRESETS
 from lorascripts.host.charts import loss_chart
-from lorascripts.host.presets import PRESETS
+from lorascripts.host.presets import PRESETS, form_defaults
 
 from . import hooks
 from .actions import (
@@ -130,9 +130,9 @@ def _save(folder: str, table: Any) -> str:
 
 
 def _preset_values(name: str) -> tuple:
-    values = PRESETS.get(name)
-    if not values:
+    if name not in PRESETS:  # custom: the user's own values stay
         return gr.update(), gr.update(), gr.update()
+    values = form_defaults(name)
     return values["lora_rank"], values["lora_alpha"], values["learning_rate"]
 
 
@@ -196,7 +196,7 @@ def _train_section() -> dict[str, Any]:
         )
         c["refresh"] = gr.Button("Refresh", scale=0, min_width=100, elem_id="lora_scripts_refresh")
     preset = hooks.option("lora_scripts_default_preset", "style")
-    values = PRESETS.get(preset, PRESETS["style"])
+    values = form_defaults(preset)
     c["lora_name"] = gr.Textbox(value="my_lora", label="LoRA name", elem_id="lora_scripts_name")
     c["preset"] = gr.Dropdown(
         hooks.PRESET_CHOICES, value=preset, label="Preset", elem_id="lora_scripts_preset"
@@ -213,7 +213,9 @@ def _train_section() -> dict[str, Any]:
             value=512, precision=0, label="Resolution", elem_id="lora_scripts_resolution"
         )
         c["batch"] = gr.Number(value=1, precision=0, label="Batch size", elem_id="lora_scripts_batch")
-    c["weight"] = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Preferred weight (Lora card)")
+    c["weight"] = gr.Slider(
+        0.0, 2.0, value=values["preferred_weight"], step=0.05, label="Preferred weight (Lora card)"
+    )
     c["sample_prompt"] = gr.Textbox(
         label="Sample prompt (rendered during training)", elem_id="lora_scripts_sample"
     )

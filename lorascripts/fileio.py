@@ -155,3 +155,37 @@ def clean_partial_files(folder: Path, stem: str = "", older_than_s: float = 0.0)
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def ordinary_permissions(folder: Path) -> None:
+    """Give every file under `folder` the mode a plain write would (0666 minus the umask).
+
+    Libraries that write through private temporary files (safetensors' `save_file`, hence peft's and
+    transformers' `save_pretrained`) leave 0600 files, which a ComfyUI or WebUI running as another user cannot
+    read. The umask is read from a probe file rather than with os.umask(), which would change it for every thread
+    of a host process for a moment."""
+    probe = _temporary(folder / "mode-probe")
+    try:
+        mode = probe.stat().st_mode & 0o777
+    finally:
+        probe.unlink(missing_ok=True)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
+
+
+def refuse_replacing_inputs(
+    output: Path, inputs: list[Path], overwrite: bool = False, flag: str = "--overwrite"
+) -> None:
+    """Raise ConfigError when `output` is one of `inputs` (the same file by any path): a tool's output must never
+    replace what it reads unless the user asked for exactly that with `flag`."""
+    from .errors import ConfigError
+
+    if overwrite or not output.exists():
+        return
+    for source in inputs:
+        if source.exists() and os.path.samefile(source, output):
+            raise ConfigError(
+                f"the output {output} is the input {source}: writing it would replace your file. "
+                f"Choose another output path, or pass {flag} to replace it on purpose."
+            )

@@ -52,6 +52,19 @@ def _view_ref(path: str) -> dict[str, str]:
     return {"filename": rel.name, "subfolder": rel.parent.as_posix(), "type": "output"}
 
 
+def _from_preset(key: str, maximum: float, tooltip: str) -> dict[str, Any]:
+    """A widget whose default 0 means "the preset's value": ComfyUI sends every widget's value, so a default
+    equal to one preset's value would silently override the others (character trained at style's rank)."""
+    from ..lorascripts.host.presets import preset_summary
+
+    return {
+        "default": 0,
+        "min": 0,
+        "max": maximum,
+        "tooltip": f"{tooltip} 0: the preset's ({preset_summary(key)}).",
+    }
+
+
 class TrainLoRA:
     """Train a LoRA on a DATASET from a checkpoint; the result is usable by any LoRA loader right away."""
 
@@ -81,49 +94,23 @@ class TrainLoRA:
                     ["style", "character", "concept", "custom"],
                     {
                         "default": "style",
-                        "tooltip": "Sensible defaults for the job; the values below override them.",
+                        "tooltip": "Sensible defaults for the job (rank, alpha, learning rate, epochs and more); "
+                        "a value below that is not 0 overrides the preset's.",
                     },
                 ),
-                "rank": (
-                    "INT",
-                    {
-                        "default": 16,
-                        "min": 1,
-                        "max": 256,
-                        "tooltip": "LoRA rank (dim): capacity and file size.",
-                    },
-                ),
+                "rank": ("INT", _from_preset("lora_rank", 1024, "LoRA rank (dim): capacity and file size.")),
                 "alpha": (
                     "FLOAT",
-                    {
-                        "default": 8.0,
-                        "min": 0.0,
-                        "max": 256.0,
-                        "tooltip": "LoRA alpha; update scaled by alpha/rank.",
-                    },
+                    _from_preset("lora_alpha", 1024.0, "LoRA alpha; update scaled by alpha/rank."),
                 ),
                 "steps": (
                     "INT",
                     {"default": 1000, "min": 0, "max": 100000, "tooltip": "Optimizer steps (0: use epochs)."},
                 ),
-                "epochs": (
-                    "INT",
-                    {
-                        "default": 10,
-                        "min": 1,
-                        "max": 1000,
-                        "tooltip": "Passes over the data when steps is 0.",
-                    },
-                ),
+                "epochs": ("INT", _from_preset("epochs", 1000, "Passes over the data when steps is 0.")),
                 "learning_rate": (
                     "FLOAT",
-                    {
-                        "default": 1e-4,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 1e-5,
-                        "tooltip": "U-Net learning rate.",
-                    },
+                    {**_from_preset("learning_rate", 1.0, "U-Net learning rate."), "step": 1e-5},
                 ),
                 "resolution": (
                     "INT",
@@ -211,12 +198,13 @@ class TrainLoRA:
 
         name = safe_name(lora_name)
         values: dict[str, Any] = {
-            "lora_rank": rank,
-            "lora_alpha": alpha,
-            "learning_rate": learning_rate,
+            # 0 leaves the preset's value (None is dropped by merged_settings)
+            "lora_rank": rank or None,
+            "lora_alpha": alpha or None,
+            "learning_rate": learning_rate or None,
             "resolution": resolution,
             "batch_size": batch_size,
-            "epochs": epochs,
+            "epochs": epochs or None,
             "trigger_word": trigger_word,
             "log_every_n_steps": 1,
         }

@@ -99,3 +99,42 @@ class Browser:
             self.process.terminate()
             self.process.wait(timeout=30)
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# gradio (3.41 and 4.x) form helpers: elements are addressed by their elem_id
+JS_SET = """
+(function(id, value) {
+  const el = document.querySelector('#' + id + ' textarea, #' + id + ' input');
+  el.value = value;
+  el.dispatchEvent(new Event('input', {bubbles: true}));
+  el.dispatchEvent(new Event('change', {bubbles: true}));
+  el.dispatchEvent(new Event('blur', {bubbles: true}));
+  return el.value;
+})
+"""
+
+
+def gradio_set(browser: Browser, elem_id: str, value: object) -> None:
+    """Type `value` into a gradio textbox / number field."""
+    assert browser.evaluate(f"{JS_SET}({json.dumps(elem_id)}, {json.dumps(str(value))})") == str(value)
+
+
+def gradio_click(browser: Browser, elem_id: str) -> None:
+    browser.evaluate(
+        f"(document.querySelector('button#{elem_id}') || document.querySelector('#{elem_id} button')).click()"
+    )
+
+
+def gradio_text(elem_id: str) -> str:
+    """A JS expression: the text of a gradio textbox."""
+    return f"((document.querySelector('#{elem_id} textarea') || {{}}).value || '')"
+
+
+def webui_load_dataset(browser: Browser, url: str, folder: Path, timeout: float = 180) -> str:
+    """Open the WebUI at `url`, type `folder` into the tab's dataset field, press Load; the status line."""
+    browser.call("Page.navigate", url=url)
+    browser.wait_for("!!document.querySelector('#lora_scripts_dataset')", timeout=timeout)
+    gradio_set(browser, "lora_scripts_dataset", folder)
+    gradio_click(browser, "lora_scripts_load")
+    status = gradio_text("lora_scripts_dataset_status")
+    return browser.wait_for(f"{status}.includes('images') && {status}")

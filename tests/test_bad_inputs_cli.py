@@ -6,6 +6,7 @@ a traceback."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from tiny_captioners import build_tiny_wd14
 
 from lorascripts.config import load_config
 from lorascripts.errors import ConfigError
+from lorascripts.fileio import file_sha256
 from lorascripts.network.lora import LoraNetwork, NetworkSpec
 from lorascripts.network.save import save_lora_file
 
@@ -53,7 +55,44 @@ CONFIGS = {
     "a_list": ("- base_model\n- toy\n", r"must be a mapping of `key: value` lines"),
     "missing_resume": (BASE + "resume: /nowhere/checkpoint\n", r"`resume` must be none, auto or an existing"),
     "alias_bomb": (BASE + ALIAS_BOMB, r"`target_modules` must be a list of str"),
+    "optimizer_arg_unknown": (
+        BASE + "optimizer_args: {betas2: [0.9, 0.99]}\n",
+        r"`optimizer_args.betas2` is not an argument of AdamW \(optimizer: adamw\). Did you mean `betas`\?",
+    ),
+    "optimizer_arg_owned": (
+        BASE + "optimizer_args: {lr: 0.1}\n",
+        r"`optimizer_args.lr` is set by `learning_rate`",
+    ),
+    # YAML 1.1 reads 1e-8 (no dot) as text: AdamW's own check refuses it, named as the key
+    "optimizer_arg_value": (
+        BASE + "optimizer_args: {eps: 1e-8}\n",
+        r"`optimizer_args` \{'eps': '1e-8'\} are refused by AdamW",
+    ),
+    "optimizer_arg_value_checked_in_step": (
+        BASE + "optimizer: prodigy\noptimizer_args: {d_coef: x}\n",
+        r"`optimizer_args` \{'d_coef': 'x'\} are refused by Prodigy",
+    ),
+    "lone_surrogate": (BASE + 'trigger_word: "zk\\ud800"\n', r"`trigger_word` holds a lone surrogate escape"),
+    "nul_in_a_path": (BASE + 'output_dir: "out\\0put"\n', r"`output_dir` holds a NUL character"),
+    "seed_beyond_64_bits": (BASE + "seed: 18446744073709551617\n", r"`seed` must be at most 4294967295"),
+    "caption_extension_path": (
+        BASE + "caption_extension: ../txt\n",
+        r"`caption_extensions` entries must be file suffixes such as \.txt",
+    ),
 }
+
+
+def test_caption_extension_without_the_dot_reads_the_sidecars(tmp_path: Path) -> None:
+    from lorascripts.data.sources import scan_dataset
+
+    good_images(tmp_path / "data", n=2)
+    (tmp_path / "data" / "good_0.txt").write_text("a cat", encoding="utf-8")
+    (tmp_path / "data" / "good_1.txt").write_text("a dog", encoding="utf-8")
+    (tmp_path / "c.yaml").write_text(BASE + "caption_extension: txt\n", encoding="utf-8")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.caption_extensions == [".txt"]
+    found = scan_dataset(tmp_path / "data", caption_extensions=tuple(cfg.caption_extensions))
+    assert sorted(item.caption for item in found.items) == ["a cat", "a dog"]
 
 
 @pytest.mark.parametrize("case", sorted(CONFIGS))
@@ -124,7 +163,26 @@ def _cases(tmp: Path, tiny_sd1, loras: dict[str, Path]) -> dict[str, tuple[list[
     (tmp / "initial.yaml").write_text(yaml.safe_dump(nan_cfg), encoding="utf-8")
     train = [str(REPO / "train.py"), "--config"]
     lora = ["-m", "lorascripts", "lora"]
+    shutil.copyfile(tiny_sd1.single_file, tmp / "ck.safetensors")
     return {
+        "clip_skip_deeper_than_the_model": (
+            [*train, "ok.yaml", "--set", "clip_skip=3"],
+            2,
+            ["`clip_skip` is 3", "has only 2 layers"],
+        ),
+        "merge_checkpoint_onto_itself": (
+            [
+                *lora,
+                "merge",
+                f"{loras['good']}:0.5",
+                "--checkpoint",
+                "ck.safetensors",
+                "-o",
+                "./ck.safetensors",
+            ],
+            2,
+            ["ck.safetensors is the input", "--overwrite"],
+        ),
         "config_unknown_key": (
             [*train, "unknown.yaml"],
             2,
@@ -182,6 +240,7 @@ def _cases(tmp: Path, tiny_sd1, loras: dict[str, Path]) -> dict[str, tuple[list[
 
 def test_command_lines_print_one_clear_error_never_a_traceback(tiny_sd1, lora_files, tmp_path: Path) -> None:
     cases = _cases(tmp_path, tiny_sd1, lora_files)
+    checkpoint = file_sha256(tmp_path / "ck.safetensors")
     with ThreadPoolExecutor(max_workers=4) as pool:
         done = dict(zip(cases, pool.map(lambda c: _run(c[0], tmp_path), cases.values())))
     for name, (_, code, needles) in cases.items():
@@ -191,6 +250,31 @@ def test_command_lines_print_one_clear_error_never_a_traceback(tiny_sd1, lora_fi
         assert result.returncode == code, f"{name}: exit {result.returncode}\n{err[-2000:]}"
         assert "error: " in err and all(n in err for n in needles), f"{name}:\n{err[-2000:]}"
     assert not (tmp_path / "m.safetensors").exists() and not list((tmp_path / "out").glob("*.safetensors"))
+    assert (
+        file_sha256(tmp_path / "ck.safetensors") == checkpoint
+    )  # the refused merge left the input as it was
+
+
+def test_merge_into_the_input_checkpoint_only_with_overwrite(tiny_sd1, lora_files, tmp_path: Path) -> None:
+    from lorascripts.cli import main
+
+    checkpoint = tmp_path / "ck.safetensors"
+    shutil.copyfile(tiny_sd1.single_file, checkpoint)
+    before = file_sha256(checkpoint)
+    merge = [
+        "lora",
+        "merge",
+        f"{lora_files['good']}:0.5",
+        "--checkpoint",
+        str(checkpoint),
+        "-o",
+        str(checkpoint),
+    ]
+    assert main(merge) == 2 and file_sha256(checkpoint) == before
+    resize = ["lora", "resize", str(lora_files["good"]), "-o", str(lora_files["good"]), "--rank", "2"]
+    assert main(resize) == 2
+    assert main([*merge, "--overwrite"]) == 0 and file_sha256(checkpoint) != before
+    assert checkpoint.stat().st_mode & 0o777 == tiny_sd1.single_file.stat().st_mode & 0o777
 
 
 def test_inspect_cli_reports_problems_of_a_damaged_file(lora_files, tmp_path: Path) -> None:

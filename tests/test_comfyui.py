@@ -279,6 +279,35 @@ def test_failed_training_shows_the_cause(comfy) -> None:
     shutil.rmtree(data)
 
 
+def test_each_preset_reaches_the_config_unless_a_widget_changed(comfy) -> None:
+    """ComfyUI sends every widget's value; the preset must still decide what the user did not change."""
+    import yaml
+
+    from lorascripts.host.presets import PRESETS, form_defaults
+
+    server, _ = comfy
+    data = make_dataset(server.base / "input" / "ls_presets", n=2, size=64)
+    (data / "img_01.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # the child stops at the scan: fast
+    cases = {"style": {}, "character": {}, "concept": {"rank": 24}}
+    for preset, changed in cases.items():
+        workflow = _workflow("", f"ls_preset_{preset}", steps=0, folder="ls_presets")
+        workflow.pop("3")
+        node = workflow["4"]["inputs"]
+        node.update(dataset=["2", 0], preset=preset, rank=0, alpha=0.0, epochs=0, learning_rate=0.0)
+        node.update(changed)
+        entry = server.wait(server.queue(workflow))
+        assert entry["status"]["status_str"] == "error"  # the broken image, after the config was written
+        written = server.base / "output" / "lora-scripts" / "runs" / f"ls_preset_{preset}" / "config.yaml"
+        config = yaml.safe_load(written.read_text(encoding="utf-8"))
+        expected = {**PRESETS[preset], **({"lora_rank": 24} if changed else {})}
+        assert {k: config[k] for k in expected} == expected, (preset, config)
+        # the defaults a form shows for the preset are what a run with untouched fields trains with
+        assert all(
+            config.get(k, v) == v for k, v in form_defaults(preset).items() if k != "lora_rank" or not changed
+        )
+    shutil.rmtree(data)
+
+
 def standard_sd15_lora(path: Path, seed: int = 0) -> Path:
     """A rank-4 LoRA with random weights for the standard SD1.5 layout (every kohya default target)."""
     import json

@@ -90,7 +90,19 @@ def test_metadata_reader_only_raises_dataset_errors(body):
 
 JSON_LINES = st.lists(
     st.sampled_from(
-        ['{"prompt": "a", "response": "b"}', '{"messages": []}', "{", "[]", "null", '{"output": 3}', ""]
+        [
+            '{"prompt": "a", "response": "b"}',
+            '{"messages": []}',
+            "{",
+            "[]",
+            "null",
+            '{"output": 3}',
+            "",
+            "[" * 50_000,
+            '{"prompt": "\\ud800", "response": "b"}',
+            '{"instruction": "a", "output": "\\udc00\\ud800"}',
+            '{"prompt": "a", "response": "' + "{" * 3000 + '"}',
+        ]
     )
     | st.text(max_size=20),
     max_size=5,
@@ -113,8 +125,54 @@ def test_jsonl_reader_only_raises_dataset_errors(body, mode):
         path.unlink()
 
 
+OPTIMIZER_ARG_NAMES = [
+    "betas",
+    "eps",
+    "weight_decay",
+    "amsgrad",
+    "fused",
+    "foreach",
+    "d_coef",
+    "beta3",
+    "clip_threshold",
+    "decay_rate",
+    "relative_step",
+    "lr",
+    "params",
+    "momentum",
+]
+
+
+@FAST
+@given(
+    optimizer=st.sampled_from(["adamw", "prodigy", "adafactor"]),
+    args=st.dictionaries(st.sampled_from(OPTIMIZER_ARG_NAMES) | st.text(max_size=6), VALUES, max_size=3),
+)
+def test_optimizer_args_fail_at_load_or_not_at_all(optimizer, args):
+    """Whatever `optimizer_args` hold, the config load refuses them with a ConfigError naming the key, or the
+    optimizer builds and steps: never a library TypeError in the middle of a run."""
+    import torch
+
+    from lorascripts.errors import ConfigError
+    from lorascripts.train.optim import create_optimizer
+
+    raw = {"base_model": "toy", "train_data_dir": "d", "optimizer": optimizer, "optimizer_args": args}
+    try:
+        cfg = config_from_dict(raw)
+    except ConfigError as exc:
+        assert "optimizer_args" in str(exc)
+        return
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = create_optimizer(cfg, [{"params": [param]}], torch.device("cpu"))
+    param.grad = torch.ones(3)
+    opt.step()
+
+
 YAML_VALUES = st.sampled_from(
     [
+        '"\\ud800"',
+        '"a\\0b"',
+        "18446744073709551617",
         "512xabc",
         ".nan",
         ".inf",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,43 @@ def test_jsonl_formats_and_bad_lines_by_number(tmp_path):
     kept = read_jsonl(path, on_error="skip")
     assert [e.line for e in kept] == [1, 2, 4]
     assert kept[2].messages[0]["content"] == "a\n\nctx" and kept[1].messages[0]["role"] == "system"
+
+
+# put before a working template: refuses a system turn as Gemma's and Mistral's templates do
+NO_SYSTEM = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}{% endfor %}"
+)
+
+
+def test_jsonl_lines_parsers_and_tokenizers_choke_on_are_named(tokenizer_dir, tmp_path):
+    path = tmp_path / "odd.jsonl"
+    lines = [
+        '{"prompt": "a", "response": "b"}',
+        "[" * 100_000 + "]" * 100_000,  # RecursionError in json.loads
+        '{"prompt": "a \\ud800 b", "response": "c"}',  # a lone surrogate: no tokenizer can encode it
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\\udfff"}]}',
+        '{"system": "be brief", "prompt": "a", "response": "b"}',
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as err:
+        read_jsonl(path)
+    text = str(err.value)
+    assert str(path) in text and "3 bad lines" in text
+    assert "line 2: JSON nested too deeply" in text
+    assert "line 3: user holds a lone surrogate escape ('\\ud800' at character 3)" in text
+    assert "line 4: assistant holds a lone surrogate" in text
+    kept = read_jsonl(path, on_error="skip")
+    assert [e.line for e in kept] == [1, 5]
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    no_system = NO_SYSTEM + tokenizer.chat_template
+    assert encode(kept[0], tokenizer, 64, no_system).input_ids
+    with pytest.raises(
+        DatasetError,
+        match=rf"{path}, line 5: the chat template refused this conversation "
+        r"\(system/user\): System role not supported\. .*drop the system message",
+    ):
+        encode(kept[1], tokenizer, 64, no_system)
 
 
 def test_prompt_tokens_are_masked(tokenizer_dir):
@@ -231,6 +269,12 @@ def test_config_and_cli(tokenizer_dir, data_file, tmp_path):
     subprocess.run(
         [sys.executable, "train.py", "--config", str(config)], cwd=str(REPO), check=True, capture_output=True
     )
+    umask = os.umask(0)
+    os.umask(umask)
+    adapter = sorted((tmp_path / "cli" / "voice").iterdir())
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in adapter} == {
+        f.name: oct(0o666 & ~umask) for f in adapter
+    }
     out = subprocess.run(
         [
             sys.executable,

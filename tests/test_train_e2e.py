@@ -98,6 +98,9 @@ def test_training_writes_a_loadable_kohya_file(trained) -> None:
     assert yaml.safe_load(result.lora_path.with_suffix(".yaml").read_text(encoding="utf-8"))["lora_rank"] == 4
     events = [e["event"] for e in read_events(result.output_dir / "events.jsonl")]
     assert events[-1] == "finished" and "step" in events
+    steps = [e for e in read_events(result.output_dir / "events.jsonl") if e["event"] == "step"]
+    # the first step (warm-up included) is never reported faster than the run as a whole
+    assert len(steps) >= 2 and 0 < steps[0]["it_per_s"] <= 2 * steps[-1]["it_per_s"], steps
     assert events.index("loading_model") < events.index("started") < events.index("step")
 
 

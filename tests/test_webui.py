@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from browser import gradio_click as _click
+from browser import gradio_set as _set
+from browser import gradio_text as _text
+from browser import webui_load_dataset
 from comfy_host import REPO
 from helpers_train import make_dataset
 from PIL import Image
@@ -82,6 +86,11 @@ def test_form_errors_are_clear_before_training(webui, tiny_sd1, tmp_path):
     config = build_config(form)
     assert config["base_model"].endswith(title_less) and config["lora_rank"] == 4
     assert config["keep_tokens"] == 1 and config["save_steps"] == 2  # preset value kept, save every quarter
+    from lorascripts.host.presets import PRESETS
+
+    for preset, values in PRESETS.items():  # fields left empty (None) take the preset's values
+        untouched = build_config(TrainForm(dataset=str(data), checkpoint=title, lora_name="x", preset=preset))
+        assert {k: untouched[k] for k in values} == values, preset
     with pytest.raises(UserError, match="not in the WebUI's checkpoint list"):
         build_config(TrainForm(dataset=str(data), checkpoint="sd_xl_base.safetensors", lora_name="x"))
     with pytest.raises(UserError, match="advanced YAML"):
@@ -187,32 +196,6 @@ def test_session_failure_shows_its_cause(webui, tiny_sd1, tmp_path):
 
 
 # --- the real tab in a browser ------------------------------------------------------------------------------------
-JS_SET = """
-(function(id, value) {
-  const el = document.querySelector('#' + id + ' textarea, #' + id + ' input');
-  el.value = value;
-  el.dispatchEvent(new Event('input', {bubbles: true}));
-  el.dispatchEvent(new Event('change', {bubbles: true}));
-  el.dispatchEvent(new Event('blur', {bubbles: true}));
-  return el.value;
-})
-"""
-
-
-def _set(browser, elem_id: str, value) -> None:
-    assert browser.evaluate(f"{JS_SET}({json.dumps(elem_id)}, {json.dumps(str(value))})") == str(value)
-
-
-def _click(browser, elem_id: str) -> None:
-    browser.evaluate(
-        f"(document.querySelector('button#{elem_id}') || document.querySelector('#{elem_id} button')).click()"
-    )
-
-
-def _text(elem_id: str) -> str:
-    return f"((document.querySelector('#{elem_id} textarea') || {{}}).value || '')"
-
-
 # gradio 4 renders a hidden measuring table before the visible (virtual) one
 ROWS = (
     "(() => { const v = document.querySelectorAll('#lora_scripts_captions svelte-virtual-table-viewport tbody tr');"
@@ -251,13 +234,7 @@ def test_tab_caption_train_finish_in_browser(gradio, tiny_sd1, tmp_path):
     server = WebUIServer(root, gradio)
     browser = Browser()
     try:
-        browser.call("Page.navigate", url=server.url)
-        browser.wait_for("!!document.querySelector('#lora_scripts_dataset')", timeout=120)
-        _set(browser, "lora_scripts_dataset", data)
-        _click(browser, "lora_scripts_load")
-        assert "3 images, 3 without a caption" in browser.wait_for(
-            f"{_text('lora_scripts_dataset_status')}.includes('images') && {_text('lora_scripts_dataset_status')}"
-        )
+        assert "3 images, 3 without a caption" in webui_load_dataset(browser, server.url, data, timeout=120)
         _set(browser, "lora_scripts_caption_model", tagger)
         _set(browser, "lora_scripts_trigger", "zkwebui")
         _click(browser, "lora_scripts_caption")

@@ -2,6 +2,8 @@
 
 import sys
 
+import _root  # noqa: F401, I001 - the repository root on sys.path (see _root.py)
+
 from lorascripts.caption.cli import main
 
 if __name__ == "__main__":

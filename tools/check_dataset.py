@@ -4,6 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import _root  # noqa: F401, I001 - the repository root on sys.path (see _root.py)
+
 from lorascripts.data.checks import check_dataset
 from lorascripts.data.report import write_html_report
 from lorascripts.errors import LoraScriptsError

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import _root  # noqa: F401, I001 - the repository root on sys.path (see _root.py)
+
 from lorascripts.toy.dataset import make_style_dataset
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import yaml
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from .fields import field_meta
+from .optimizers import check_optimizer_args
 from .schema import CONFIG_VERSION, DEFAULT_TARGET_MODULES, TrainConfig
 from .validate import check_range, coerce, field_types, short_repr, suggest
 
@@ -97,13 +98,33 @@ def _special_values(key: str, value: Any) -> Any:
         "save_precision",
     ) and isinstance(value, str):
         return value.lower()
-    if key == "caption_extensions" and isinstance(value, str):
-        return [value]
+    if key == "caption_extensions":
+        return _caption_extensions(value)
     if key == "resume" and (value is None or value is False):
         return "none"
     if key == "resume" and value is True:
         return "auto"
     return value
+
+
+def _caption_extensions(value: Any) -> Any:
+    """`txt`, `.txt`, `[txt, caption]` all mean the sidecar suffixes `.txt`/`.caption` (kohya writes the dot,
+    many users do not); a value that is not a plain suffix is refused here rather than by pathlib later."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        return value  # coerce() names the wrong type
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            return value
+        text = item.strip()
+        suffix = text if text.startswith(".") else f".{text}"
+        if not re.fullmatch(r"\.[^./\\\s\x00]+", suffix):
+            raise ConfigError(
+                f"`caption_extensions` entries must be file suffixes such as .txt or .caption; got {short_repr(item)}."
+            )
+        out.append(suffix)
+    return out
 
 
 def _special(special: Any, name: str, value: Any) -> Any:
@@ -213,7 +234,7 @@ def _resolve_path(value: str, base_dir: Path | None) -> str:
     path = Path(os.path.expanduser(value))
     if path.is_absolute() or path.exists() or base_dir is None:
         return str(path)
-    candidate = base_dir / path
+    candidate = Path(os.path.normpath(base_dir / path))  # base_dir is resolved: `..` cannot cross a link
     return str(candidate) if candidate.exists() else str(path)
 
 
@@ -253,6 +274,7 @@ def check_consistency(cfg: TrainConfig, source: str = "config") -> None:
             f"{source}: `output_name` {cfg.output_name!r} is not a valid file name; use letters, digits, '-' and '_'."
         )
     _check_validation(cfg, source)
+    check_optimizer_args(cfg, source)
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ConfigError(
             f"{source}: `resume` must be none, auto or an existing checkpoint folder; {cfg.resume!r} does not exist."

@@ -15,6 +15,12 @@ from .fields import option
 CONFIG_VERSION = 1
 
 NETWORK_TYPES = ("lora", "locon", "loha", "lokr")
+# Upper bounds where a larger value is never meant and would fail deep inside a library (torch's seed is 64-bit,
+# numpy's and the WebUI's 32-bit; image sides beyond 16384 px exceed what a VAE or PIL handles in memory).
+MAX_SEED = 2**32 - 1
+# the strength the WebUI card suggests (`<lora:name:0.7>`); the forms read it from here
+PREFERRED_WEIGHT = 0.7
+MAX_SIDE = 16_384
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy", "adafactor")
 SCHEDULERS = (
     "constant",
@@ -141,12 +147,19 @@ class TrainConfig:
     resolution: list[int] = option(
         help="Training resolution: one number (square area) or [width, height]. Defaults to the family's.",
         section=DATA,
+        max=MAX_SIDE,
         default_factory=list,
     )
     enable_bucket: bool = option(True, help="Aspect-ratio bucketing (no needless cropping).", section=DATA)
-    min_bucket_reso: int = option(256, help="Smallest bucket side in pixels.", section=DATA, min=8)
-    max_bucket_reso: int = option(2048, help="Largest bucket side in pixels.", section=DATA, min=8)
-    bucket_reso_steps: int = option(64, help="Bucket sides are multiples of this.", section=DATA, min=8)
+    min_bucket_reso: int = option(
+        256, help="Smallest bucket side in pixels.", section=DATA, min=8, max=MAX_SIDE
+    )
+    max_bucket_reso: int = option(
+        2048, help="Largest bucket side in pixels.", section=DATA, min=8, max=MAX_SIDE
+    )
+    bucket_reso_steps: int = option(
+        64, help="Bucket sides are multiples of this.", section=DATA, min=8, max=1024
+    )
     bucket_no_upscale: bool = option(
         False, help="Never upscale small images to reach a bucket.", section=DATA
     )
@@ -175,6 +188,7 @@ class TrainConfig:
         help="Rank of 3x3 conv layers (locon, loha, lokr). Defaults to lora_rank for locon.",
         section=NETWORK,
         min=1,
+        max=1024,
         aliases=("conv_dim",),
     )
     conv_alpha: float | None = option(
@@ -217,13 +231,14 @@ class TrainConfig:
         help="Passes over the dataset (ignored when max_train_steps is set).",
         section=TRAIN,
         min=1,
+        max=1_000_000,
         aliases=("max_train_epochs", "num_epochs"),
     )
     max_train_steps: int | None = option(
         None, help="Stop after this many optimizer steps.", section=TRAIN, min=1, max=100_000_000
     )
     gradient_accumulation_steps: int = option(
-        1, help="Micro-batches per optimizer step.", section=TRAIN, min=1
+        1, help="Micro-batches per optimizer step.", section=TRAIN, min=1, max=10_000
     )
     learning_rate: float = option(
         1e-4,
@@ -251,9 +266,11 @@ class TrainConfig:
     max_grad_norm: float = option(1.0, help="Gradient clipping norm (0 disables).", section=TRAIN, min=0.0)
     lr_scheduler: str = option("constant", help="Learning-rate schedule.", section=TRAIN, choices=SCHEDULERS)
     lr_warmup_steps: float = option(
-        0, help="Warm-up steps, or a fraction of all steps when < 1.", section=TRAIN, min=0
+        0, help="Warm-up steps, or a fraction of all steps when < 1.", section=TRAIN, min=0, max=100_000_000
     )
-    lr_scheduler_num_cycles: int = option(1, help="Restarts for cosine_with_restarts.", section=TRAIN, min=1)
+    lr_scheduler_num_cycles: int = option(
+        1, help="Restarts for cosine_with_restarts.", section=TRAIN, min=1, max=10_000
+    )
     mixed_precision: str = option(
         "auto",
         help="bf16, fp16 (CUDA only), no, or auto (bf16 where the hardware has it).",
@@ -267,7 +284,7 @@ class TrainConfig:
     min_snr_gamma: float | None = option(
         None, help="Min-SNR loss weighting gamma (5 is typical).", section=TRAIN, min=0.0
     )
-    seed: int = option(42, help="Random seed.", section=TRAIN, min=0)
+    seed: int = option(42, help="Random seed.", section=TRAIN, min=0, max=MAX_SEED)
     cache_latents: str = option(
         "memory",
         help="Cache VAE latents: memory, disk or off.",
@@ -341,7 +358,11 @@ class TrainConfig:
         section=SAVE,
     )
     preferred_weight: float = option(
-        0.8, help="Preferred weight written to the WebUI card sidecar.", section=SAVE, min=0.0, max=4.0
+        PREFERRED_WEIGHT,
+        help="Preferred weight written to the WebUI card sidecar.",
+        section=SAVE,
+        min=0.0,
+        max=4.0,
     )
     metadata_title: str = option("", help="modelspec title (defaults to output_name).", section=SAVE)
     metadata_author: str = option("", help="modelspec author.", section=SAVE)
@@ -357,7 +378,11 @@ class TrainConfig:
     sample_steps: int = option(20, help="Denoising steps for samples.", section=SAMPLE, min=1, max=200)
     sample_guidance_scale: float = option(7.0, help="CFG scale for samples.", section=SAMPLE, min=0.0)
     sample_seed: int = option(
-        1234, help="Seed of the first sample prompt (the next ones add 1).", section=SAMPLE, min=0
+        1234,
+        help="Seed of the first sample prompt (the next ones add 1).",
+        section=SAMPLE,
+        min=0,
+        max=MAX_SEED,
     )
     logging: bool = option(True, help="Write TensorBoard logs under <output_dir>/logs.", section=SAMPLE)
     log_every_n_steps: int = option(

@@ -92,8 +92,22 @@ def _coerce_scalar(key: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ValueError
-        return str(value)
+        return _plain_text(key, str(value))
     return value
+
+
+def _plain_text(key: str, text: str) -> str:
+    """Text every later consumer can take: YAML's "\\ud800" escape gives a lone surrogate that no file name,
+    UTF-8 metadata or tokenizer accepts, and a NUL ends a path inside the OS."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"`{key}` holds a lone surrogate escape ({text[exc.start]!r}); write the character itself."
+        ) from None
+    if "\x00" in text:
+        raise ConfigError(f"`{key}` holds a NUL character (\\x00); remove it.")
+    return text
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:

@@ -1,4 +1,9 @@
-"""Starting points for the common jobs; every value can still be overridden (hosts show them as defaults)."""
+"""Starting points for the common jobs; every value can still be overridden (hosts show them as defaults).
+
+The one source of the forms' defaults: a form field left at "the preset's" takes the preset's value, and a key
+no preset sets takes the config schema's default (`TrainConfig`), so the ComfyUI node, the WebUI tab and a YAML
+file without that key all train with the same value.
+"""
 
 from __future__ import annotations
 
@@ -41,13 +46,40 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# the keys both forms show as fields
+FORM_KEYS = ("lora_rank", "lora_alpha", "learning_rate", "epochs", "preferred_weight")
+
+
+def schema_default(key: str) -> Any:
+    """The config schema's default for `key` (what a YAML file without the key trains with)."""
+    import dataclasses
+
+    from ..config import TrainConfig
+
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[key]
+    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+
+
+def form_defaults(preset_name: str) -> dict[str, Any]:
+    """What a form shows for `preset_name`: the preset's value of each form key, else the schema's."""
+    chosen = preset(preset_name)
+    return {key: chosen.get(key, schema_default(key)) for key in FORM_KEYS}
+
+
+def preset_summary(key: str) -> str:
+    """`style 16, character 32, concept 8` for a tooltip."""
+    return ", ".join(f"{name} {values.get(key, schema_default(key)):g}" for name, values in PRESETS.items())
+
+
 def preset(name: str) -> dict[str, Any]:
     """A copy of a preset's settings (`custom` or an unknown name gives none)."""
     return dict(PRESETS.get(name, {}))
 
 
 def merged_settings(preset_name: str, values: dict[str, Any], advanced_yaml: str = "") -> dict[str, Any]:
-    """A host form's settings: preset, then the form's values, then the user's `key: value` YAML on top."""
+    """A host form's settings: preset, then the form's values, then the user's `key: value` YAML on top.
+
+    A form value of None means "the preset's" (the field was left as the preset set it) and is left out."""
     import yaml
 
     from ..errors import ConfigError
@@ -58,4 +90,5 @@ def merged_settings(preset_name: str, values: dict[str, Any], advanced_yaml: str
         raise ConfigError(f"the advanced YAML does not parse: {exc}") from None
     if extra and not isinstance(extra, dict):
         raise ConfigError("the advanced YAML must be `key: value` lines (see the README's config reference).")
-    return {**preset(preset_name), **values, **(extra or {})}
+    chosen = {k: v for k, v in values.items() if v is not None}
+    return {**preset(preset_name), **chosen, **(extra or {})}

@@ -41,6 +41,11 @@ class Example:
 
     messages: list[dict[str, str]]
     line: int
+    source: str = ""  # the JSONL file, for messages about this line
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}, line {self.line}" if self.source else f"line {self.line}"
 
 
 @dataclass
@@ -51,8 +56,26 @@ class Encoded:
     truncated: bool = False
 
 
+def _text(value: str, what: str) -> str:
+    """`value` if it is text a tokenizer can take: JSON allows lone surrogate escapes (`"\\ud800"`), which no
+    UTF-8 tokenizer can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} holds a lone surrogate escape ({value[exc.start]!r} at character {exc.start + 1}); "
+            "write the character itself or a complete \\uXXXX\\uXXXX pair"
+        ) from None
+    return value
+
+
 def _messages(row: Any) -> list[dict[str, str]]:
     """The conversation a JSON line describes, or a ValueError saying what is wrong with it."""
+    messages = _shape(row)
+    return [{"role": m["role"], "content": _text(m["content"], m["role"])} for m in messages]
+
+
+def _shape(row: Any) -> list[dict[str, str]]:
     if not isinstance(row, dict):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
     if "messages" in row:
@@ -99,9 +122,11 @@ def read_jsonl(path: Path, on_error: str = "error") -> list[Example]:
             if not text.strip():
                 continue
             try:
-                examples.append(Example(_messages(json.loads(text)), number))
+                examples.append(Example(_messages(json.loads(text)), number, str(path)))
             except json.JSONDecodeError as exc:
                 bad.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            except RecursionError:
+                bad.append(f"line {number}: JSON nested too deeply to read; a conversation is a flat object")
             except ValueError as exc:
                 bad.append(f"line {number}: {exc}")
     if bad and on_error != "skip":
@@ -125,10 +150,23 @@ def chat_template(tokenizer: Any, name: str | None = None) -> str:
     return getattr(tokenizer, "chat_template", None) or TEMPLATES["chatml"]
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], template: str, generation: bool) -> list[int]:
-    text = tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=generation
-    )
+def _render(
+    tokenizer: Any, messages: list[dict[str, str]], template: str, generation: bool, where: str
+) -> list[int]:
+    from jinja2 import TemplateError
+
+    try:
+        text = tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=generation
+        )
+    except TemplateError as exc:
+        # the template is the user's (or the model's) program: its refusal is about this line, not our bug
+        roles = "/".join(dict.fromkeys(m["role"] for m in messages))
+        raise DatasetError(
+            f"{where}: the chat template refused this conversation ({roles}): {str(exc)[:200]}. "
+            "Change the line (e.g. drop the system message, which some templates reject) or set "
+            "chat_template: chatml."
+        ) from None
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -142,11 +180,11 @@ def encode(
     for i, message in enumerate(example.messages):
         if message["role"] != "assistant":
             continue
-        prefix = _render(tokenizer, example.messages[:i], template, generation=True)
-        full = _render(tokenizer, example.messages[: i + 1], template, generation=False)
+        prefix = _render(tokenizer, example.messages[:i], template, True, example.where)
+        full = _render(tokenizer, example.messages[: i + 1], template, False, example.where)
         if full[: len(ids)] != ids or full[: len(prefix)] != prefix:
             raise DatasetError(
-                f"line {example.line}: the chat template does not render turns as prefixes of each other; "
+                f"{example.where}: the chat template does not render turns as prefixes of each other; "
                 "set chat_template: chatml (or plain)."
             )
         prompt_part = prefix[len(ids) :]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import StopRequested
+from ..fileio import ordinary_permissions
 from ..train.early_stop import BestTracker
 from ..train.events import EventCallback, EventSink, StopControl, report_outcome
 from ..train.optim import adamw_kernel
@@ -232,6 +233,7 @@ def _eval_and_track(run: LLMRun) -> bool:
     verdict = run.tracker.update(value, step)
     if verdict.improved and run.cfg.early_stopping_patience:
         run.model.save_pretrained(str(run.out / "best"))
+        ordinary_permissions(run.out / "best")
     if verdict.stop:
         best_loss, best_step = run.tracker.best
         run.events.emit("early_stop", step=step, best_step=best_step, best_eval_loss=best_loss)
@@ -272,6 +274,7 @@ def _write_outputs(run: LLMRun, loss: float | None) -> LLMResult:
         run.model.save_pretrained(str(tmp))
     run.tokenizer.save_pretrained(str(tmp))
     (tmp / "lorascripts_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    ordinary_permissions(tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     merged = None
@@ -282,6 +285,7 @@ def _write_outputs(run: LLMRun, loss: float | None) -> LLMResult:
         merged = run.out / f"{cfg.output_name}-merged"
         model.merge_and_unload().save_pretrained(str(merged), safe_serialization=True)
         tokenizer.save_pretrained(str(merged))
+        ordinary_permissions(merged)
     eval_loss = run.tracker.best[0] if run.tracker.best else run.evaluate()
     return LLMResult(final, run.progress.step, loss, eval_loss, merged)
 

@@ -181,13 +181,13 @@ def original_state_dict(base: Any) -> dict[str, torch.Tensor]:
 
 def save_single_file(base: Any, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write `base` as a single-file original-layout .safetensors (atomically)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from ..fileio import atomic_write_bytes
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in original_state_dict(base).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    # not safetensors' save_file: it leaves a 0600 file that a host running as another user cannot read
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def _layers(root: nn.Module) -> Iterator[tuple[str, nn.Module]]:

@@ -105,7 +105,13 @@ def _architecture_errors(path: Path, family: ModelFamily) -> Iterator[None]:
 
 
 def _text_encoders(
-    path: Path, state: dict, shapes: dict, family: ModelFamily, arch: dict, tokenizer_path: str | None
+    path: Path,
+    state: dict,
+    shapes: dict,
+    family: ModelFamily,
+    arch: dict,
+    tokenizer_path: str | None,
+    dtype: torch.dtype,
 ) -> tuple[list[Any], list[Any]]:
     from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -125,7 +131,7 @@ def _text_encoders(
             weights = convert_open_clip_checkpoint(model, state, prefix=prefix)
             tokenizers.append(openclip_variant(clip_tok))
         _check_vocabulary(tokenizers[-1], config.vocab_size, index, path)
-        _load_into(model, weights, f"text encoder {index + 1}", path, text=True)
+        _load_into(model, weights, f"text encoder {index + 1}", path, dtype, text=True)
         encoders.append(model)
     return encoders, tokenizers
 
@@ -141,7 +147,9 @@ def _check_vocabulary(tokenizer: Any, rows: int, index: int, path: Path) -> None
         )
 
 
-def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None) -> dict[str, Any]:
+def _load_single_file(
+    path: Path, allow_pickle: bool, tokenizer_path: str | None, dtype: torch.dtype
+) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
@@ -165,10 +173,10 @@ def _load_single_file(path: Path, allow_pickle: bool, tokenizer_path: str | None
         if family is ModelFamily.SDXL:
             arch.setdefault("pooled_dim", shapes["conditioner.embedders.1.model.text_projection"][1])
         unet = _uninitialised(UNet2DConditionModel, **unet_config(shapes, family, arch))
-        _load_into(unet, convert_ldm_unet_checkpoint(state, unet.config), "U-Net", path)
+        _load_into(unet, convert_ldm_unet_checkpoint(state, unet.config), "U-Net", path, dtype)
         vae = _uninitialised(AutoencoderKL, **vae_config(shapes, family, arch))
-        _load_into(vae, convert_ldm_vae_checkpoint(state, vae.config), "VAE", path)
-        encoders, tokenizers = _text_encoders(path, state, shapes, family, arch, tokenizer_path)
+        _load_into(vae, convert_ldm_vae_checkpoint(state, vae.config), "VAE", path, dtype)
+        encoders, tokenizers = _text_encoders(path, state, shapes, family, arch, tokenizer_path, dtype)
     return {
         "family": family,
         "unet": unet,
@@ -193,7 +201,13 @@ def _uninitialised(cls: Callable[..., torch.nn.Module], *args: Any, **kwargs: An
 
 
 def _load_into(
-    module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, path: Path, *, text: bool = False
+    module: torch.nn.Module,
+    weights: dict[str, torch.Tensor],
+    what: str,
+    path: Path,
+    dtype: torch.dtype,
+    *,
+    text: bool = False,
 ) -> None:
     own = module.state_dict()
     if text and not any(k.startswith("text_model.") for k in own):
@@ -211,22 +225,24 @@ def _load_into(
             f"{path.name}: the {what} weight {bad[0]} has shape {tuple(weights[bad[0]].shape)}, "
             f"expected {tuple(own[bad[0]].shape)}."
         )
-    # assign: the parameters are on the meta device (see _uninitialised); cast to the module's fp32 like a copy would
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False, assign=True)
+    # assign: the parameters are on the meta device (see _uninitialised); floating weights take the dtype the run
+    # computes in now (no fp32 copy first, and no cast later: diffusers warns on every `.to(dtype)`)
+    cast = {k: v.to(dtype if own[k].is_floating_point() else own[k].dtype) for k, v in weights.items()}
+    module.load_state_dict(cast, strict=False, assign=True)
 
 
-def _load_diffusers(source: str) -> dict[str, Any]:
+def _load_diffusers(source: str, dtype: torch.dtype) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     local = Path(source).is_dir()
     kw: dict[str, Any] = {} if local else {"local_files_only": True}
-    # fp32 in memory whatever the files hold (half-precision folders are common); training casts as configured
-    kw["torch_dtype"] = torch.float32
+    # the run's dtype whatever the files hold (half-precision folders are common)
+    kw["torch_dtype"] = dtype
     try:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw)
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw)
-        text_kw = {**{k: v for k, v in kw.items() if k != "torch_dtype"}, "dtype": torch.float32}
+        text_kw = {**{k: v for k, v in kw.items() if k != "torch_dtype"}, "dtype": dtype}
         tok_kw = {k: v for k, v in kw.items() if k != "torch_dtype"}
         encoders = [CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **text_kw)]
         tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **tok_kw)]
@@ -283,21 +299,23 @@ def load_base_model(
     allow_pickle: bool = False,
     tokenizer_path: str | None = None,
     expected_family: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> BaseModel:
-    """Load a base model for training; raises ModelError with what was found when it cannot."""
+    """Load a base model for training, its weights in `dtype`; raises ModelError with what was found when it
+    cannot."""
     from diffusers import DDPMScheduler
 
     path = Path(source)
     if path.is_file():
-        loaded = _load_single_file(path, allow_pickle, tokenizer_path)
+        loaded = _load_single_file(path, allow_pickle, tokenizer_path, dtype)
     elif path.is_dir() and (path / "model_index.json").is_file():
-        loaded = _load_diffusers(source)
+        loaded = _load_diffusers(source, dtype)
     elif path.is_dir():
         raise ModelError(f"{source} is a folder without model_index.json: not a diffusers model folder.")
     elif path.suffix or "/" not in source:
         raise ModelError(f"base_model {source} does not exist. Give the path of a .safetensors checkpoint.")
     else:
-        loaded = _load_diffusers(source)
+        loaded = _load_diffusers(source, dtype)
     family: ModelFamily = loaded["family"]
     if expected_family and expected_family != family.value:
         raise ModelError(

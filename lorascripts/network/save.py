@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
+from ..config.schema import PREFERRED_WEIGHT
 from ..errors import ModelError
 from ..fileio import atomic_write_bytes
 
@@ -166,7 +167,7 @@ def write_webui_sidecar(
     lora_path: Path,
     *,
     activation_text: str = "",
-    preferred_weight: float = 0.8,
+    preferred_weight: float = PREFERRED_WEIGHT,
     sd_version: str = "Unknown",
     description: str = "",
     notes: str = "",

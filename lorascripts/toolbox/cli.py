@@ -27,6 +27,14 @@ def _dtype(name: str | None):  # noqa: ANN202
     return getattr(torch, DTYPES[name]) if name else None
 
 
+def _refuse_replacing(args: argparse.Namespace, *inputs: object) -> None:
+    """The output of a toolbox command never replaces one of its inputs unless --overwrite says so."""
+    from ..fileio import refuse_replacing_inputs
+
+    paths = [Path(str(p)) for p in inputs if p]
+    refuse_replacing_inputs(Path(args.output), paths, args.overwrite)
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from .inspect import format_inspection, inspect_lora, inspection_json
 
@@ -45,6 +53,7 @@ def _selftest(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    _refuse_replacing(args, args.checkpoint, *(p for p, _ in _weighted(args.lora)))
     if args.checkpoint:
         from .merge import merge_into_checkpoint
 
@@ -59,6 +68,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _resize(args: argparse.Namespace) -> int:
+    _refuse_replacing(args, args.lora)
     from .resize import resize_lora
 
     result = resize_lora(
@@ -72,6 +82,7 @@ def _resize(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    _refuse_replacing(args, args.base, args.tuned)
     from .extract import extract_lora
 
     counts = extract_lora(
@@ -88,6 +99,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    _refuse_replacing(args, args.lora)
     from .convert import to_diffusers, to_kohya
 
     if args.to == "kohya":
@@ -96,6 +108,12 @@ def _convert(args: argparse.Namespace) -> int:
         counts = to_diffusers(Path(args.lora), Path(args.output))
     print(f"wrote {args.output}: {json.dumps(counts)}")
     return 0
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite", action="store_true", help="allow the output to replace one of the input files"
+    )
 
 
 def add_lora_commands(sub: argparse._SubParsersAction) -> None:
@@ -123,6 +141,7 @@ def add_lora_commands(sub: argparse._SubParsersAction) -> None:
         "--rank", type=int, help="SVD the merged LoRA down to this rank (default: exact concatenation)"
     )
     p.add_argument("--precision", choices=sorted(DTYPES))
+    _add_overwrite(p)
     p.set_defaults(func=_merge)
     p = group.add_parser("resize", help="SVD rank reduction")
     p.add_argument("lora")
@@ -130,6 +149,7 @@ def add_lora_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int)
     p.add_argument("--energy", type=float, help="keep this fraction of each update's energy (e.g. 0.95)")
     p.add_argument("--precision", choices=sorted(DTYPES))
+    _add_overwrite(p)
     p.set_defaults(func=_resize)
     p = group.add_parser("extract", help="LoRA from fine-tuned minus base checkpoint")
     p.add_argument("--base", required=True)
@@ -139,10 +159,12 @@ def add_lora_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conv-rank", type=int)
     p.add_argument("--tokenizer-path")
     p.add_argument("--precision", choices=sorted(DTYPES))
+    _add_overwrite(p)
     p.set_defaults(func=_extract)
     p = group.add_parser("convert", help="diffusers/PEFT <-> kohya format")
     p.add_argument("lora")
     p.add_argument("--to", choices=["kohya", "diffusers"], required=True)
     p.add_argument("--output", "-o", required=True)
     p.add_argument("--alpha", type=float, help="lora_alpha of a PEFT file that does not store it")
+    _add_overwrite(p)
     p.set_defaults(func=_convert)

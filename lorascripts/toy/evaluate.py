@@ -62,10 +62,16 @@ def _mean_change(result: GridResult, prompts: list[str], lo: float, hi: float) -
 
 
 def evaluate_style(
-    base: Any, lora_path: Path, strengths: tuple[float, ...] = (0.0, 0.5, 1.0), seed: int = 1234
+    base: Any,
+    lora_path: Path,
+    strengths: tuple[float, ...] = (0.0, 0.5, 1.0),
+    seed: int = 1234,
+    steps: int = 25,
 ) -> tuple[StyleReport, GridResult]:
     with_trigger, without = prompts_for()
-    result = render_strengths(base, lora_path, with_trigger + without, list(strengths), seed=seed)
+    result = render_strengths(
+        base, lora_path, with_trigger + without, list(strengths), seed=seed, steps=steps
+    )
 
     def mean_score(prompts: list[str], s: float) -> float:
         return float(np.mean([style_score(result.images[(p, s)]) for p in prompts]))

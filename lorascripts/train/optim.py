@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
+from ..config.optimizers import library_defaults
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -24,14 +25,10 @@ def adamw_kernel(args: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {**args, "fused": True}
 
 
-def optimizer_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+def optimizer_kwargs(cfg: Any) -> dict[str, Any]:
     """The keyword arguments the config gives the optimizer besides the learning rate (the kernel choice of
     `adamw_kernel` is not one: same maths on every device)."""
-    args: dict[str, Any] = {"weight_decay": cfg.weight_decay, **cfg.optimizer_args}
-    if cfg.optimizer == "adafactor":
-        for key in ("relative_step", "scale_parameter", "warmup_init"):
-            args.setdefault(key, False)
-    return args
+    return {"weight_decay": cfg.weight_decay, **library_defaults(cfg.optimizer), **cfg.optimizer_args}
 
 
 def optimizer_label(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> str:
@@ -46,10 +43,22 @@ def create_optimizer(
     cfg: TrainConfig, param_groups: list[dict], device: torch.device
 ) -> torch.optim.Optimizer:
     """The optimizer named in the config, with its extra arguments; clear errors when it cannot run here."""
+    try:
+        return build_optimizer(cfg, param_groups, device)
+    except (TypeError, ValueError) as exc:
+        # the boundary where optimizer_args enter a library: its complaint, named as the key the user wrote
+        raise ConfigError(
+            f"`optimizer_args` {cfg.optimizer_args!r} are refused by optimizer {cfg.optimizer}: {str(exc)[:200]}."
+        ) from None
+
+
+def build_optimizer(cfg: Any, param_groups: list[dict], device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer exactly as a run builds it (the config-load probe builds the same); a package it needs but
+    that is missing is a ConfigError saying what to install. Library errors about the arguments pass through."""
+    name, lr = cfg.optimizer, cfg.learning_rate
     args = optimizer_kwargs(cfg)
-    name = cfg.optimizer
     if name == "adamw":
-        return torch.optim.AdamW(param_groups, lr=cfg.learning_rate, **adamw_kernel(args, device))
+        return torch.optim.AdamW(param_groups, lr=lr, **adamw_kernel(args, device))
     if name == "adamw8bit":
         if device.type != "cuda":
             raise ConfigError(
@@ -61,21 +70,19 @@ def create_optimizer(
             raise ConfigError(
                 "optimizer adamw8bit needs bitsandbytes: `pip install bitsandbytes`, or use adamw."
             ) from None
-        return bnb.optim.AdamW8bit(param_groups, lr=cfg.learning_rate, **args)
+        return bnb.optim.AdamW8bit(param_groups, lr=lr, **args)
     if name == "prodigy":
         try:
             from prodigyopt import Prodigy
         except ImportError:
             raise ConfigError("optimizer prodigy needs prodigyopt: `pip install prodigyopt`.") from None
-        if cfg.learning_rate < 0.1:
-            logger.warning(
-                "Prodigy usually wants learning_rate: 1.0 (it finds the step size); got %g", cfg.learning_rate
-            )
-        return Prodigy(param_groups, lr=cfg.learning_rate, **args)
+        if lr < 0.1:
+            logger.warning("Prodigy usually wants learning_rate: 1.0 (it finds the step size); got %g", lr)
+        return Prodigy(param_groups, lr=lr, **args)
     if name == "adafactor":
         from transformers.optimization import Adafactor
 
-        return Adafactor(param_groups, lr=cfg.learning_rate, **args)
+        return Adafactor(param_groups, lr=lr, **args)
     raise ConfigError(f"unknown optimizer {name!r}")
 
 

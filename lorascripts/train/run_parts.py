@@ -30,6 +30,7 @@ from .placement import EncoderPlacement, released_parts, text_encoder_names
 from .setup import (
     Precision,
     attach_log_file,
+    check_model_limits,
     output_name_for,
     prepare_output_dir,
     resolution_for,
@@ -109,7 +110,9 @@ class RunParts:
             allow_pickle=cfg.allow_pickle,
             tokenizer_path=cfg.tokenizer_path,
             expected_family=None if cfg.model_family == "auto" else cfg.model_family,
+            dtype=self.precision.weight_dtype,
         )
+        check_model_limits(cfg, self.base)
         self.is_sdxl = self.base.family.value == "sdxl"
         self.vae_scale = 2 ** (len(self.base.vae.config.block_out_channels) - 1)
         self._freeze_and_place()
@@ -213,7 +216,9 @@ class RunParts:
         for module in (base.unet, base.vae, *base.text_encoders):
             module.requires_grad_(False)
             module.eval()
-            module.to(acc.device, dtype=dtype)
+            module.to(acc.device)  # already in `dtype`: loaded so (see load_base_model)
+            if module.dtype != dtype:
+                module.to(dtype=dtype)
         if self.cfg.gradient_checkpointing:
             base.unet.enable_gradient_checkpointing()
             if self.cfg.train_text_encoder:
@@ -424,11 +429,16 @@ class RunParts:
     ) -> TrainResult:
         from .outputs import finish_run
 
+        self._close_bar()  # the bar's last line before the self-test report, not repeated after it
         return finish_run(self, progress, loss, events, best)
 
-    def close(self) -> None:
+    def _close_bar(self) -> None:
         if self.progress_bar is not None:
             self.progress_bar.close()
+            self.progress_bar = None
+
+    def close(self) -> None:
+        self._close_bar()
         if self.writer is not None:
             self.writer.close()
         if getattr(self, "network", None) is not None:

@@ -11,9 +11,31 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 
+class _TorchvisionFallbackNote(logging.Filter):
+    """Drops transformers' "`XImageProcessor` requires torchvision ...; falling back to `XImageProcessorPil`".
+
+    Importing diffusers' SD pipelines names CLIP's and SigLIP's image processors (for the safety checker and IP
+    adapters, which sampling never uses: feature_extractor=None), and transformers 5 prints that note for each
+    on every run in an environment without torchvision (a CPU venv; the hosts ship it). Nothing depends on it
+    and the user cannot act on it; every other transformers message stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("requires torchvision" in text and "ImageProcessorPil" in text)
+
+
+def _import_pipelines() -> tuple[type, type, type]:
+    import_logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _TorchvisionFallbackNote) for f in import_logger.filters):
+        import_logger.addFilter(_TorchvisionFallbackNote())
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+
 def build_pipeline(base: object) -> object:
     """A diffusers text-to-image pipeline around the base model's (LoRA-hooked) components."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+    DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline = _import_pipelines()  # noqa: N806
 
     scheduler = DDIMScheduler.from_config(base.noise_scheduler.config)  # type: ignore[attr-defined]
     if len(base.text_encoders) == 2:  # type: ignore[attr-defined]

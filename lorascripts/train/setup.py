@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -81,6 +82,16 @@ def resolve_base_model(name: str) -> str:
     return name
 
 
+def check_model_limits(cfg: TrainConfig, base: Any) -> None:
+    """Config values whose range depends on the loaded model, checked as soon as it is loaded."""
+    depth = min(te.config.num_hidden_layers for te in base.text_encoders)
+    if cfg.clip_skip > depth:
+        raise ConfigError(
+            f"`clip_skip` is {cfg.clip_skip}, but the text encoder of {cfg.base_model} has only {depth} layers. "
+            f"Use a value from 1 to {depth} (SD1 anime models use 2)."
+        )
+
+
 def output_name_for(cfg: TrainConfig) -> str:
     """The LoRA file stem: `output_name`, or the dataset folder's name without a kohya repeat prefix."""
     if cfg.output_name:
@@ -101,6 +112,14 @@ def prepare_output_dir(cfg: TrainConfig) -> Path:
         ) from None
     if not os.access(out, os.W_OK):
         raise ConfigError(f"output_dir {out} is not writable. Choose another folder.")
+    lora = out / f"{output_name_for(cfg)}.safetensors"
+    inputs = {"initial_lora": cfg.initial_lora, "base_model": cfg.base_model}
+    for key, value in inputs.items():
+        if value and Path(value).is_file() and lora.exists() and os.path.samefile(value, lora):
+            raise ConfigError(
+                f"`{key}` {value} is the file this run would write ({lora}): the output must not replace an input. "
+                "Set another `output_name` (or output_dir)."
+            )
     return out
 
 

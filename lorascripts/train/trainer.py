@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import TrainConfig
 from ..errors import StopRequested, TrainingError
@@ -266,8 +267,9 @@ class TrainingRun:
             )
             while self.progress.position < len(batches) and self.progress.step < p.total_steps:
                 window = batches[self.progress.position : self.progress.position + accum]
-                self._optimizer_step(window)
+                # the clock starts before the first step (after it, step 1 took "no time": the WebUI showed 915 it/s)
                 self._first_step_at = self._first_step_at or time.time()
+                self._optimizer_step(window)
                 self.progress.step += 1
                 self.progress.position += len(window)
                 p.progress_bar.update(1)
@@ -306,7 +308,9 @@ def train(
             run = TrainingRun(parts, events, stop)
             run.maybe_resume()
             events.emit("started", **parts.describe(), start_step=run.progress.step)
-            run.run()
+            # log lines (saves, samples) print above the bar instead of breaking its line
+            with logging_redirect_tqdm():
+                run.run()
             return parts.finish(run.progress, run.last_loss, events, run.tracker.best)
     finally:
         parts.close()
