@@ -149,6 +149,14 @@ def test_webui_pins_hold_and_the_tab_trains_in_the_engine_env(host, tiny_sd1, tm
     card = json.loads(lora.with_suffix(".json").read_text())
     assert lora.is_file() and card["activation text"] == "zk" and card["sd version"] == "SD1"
 
+    # the README's command lines, typed with the WebUI's Python from the extension folder, run in the engine env
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    config = tiny_config(tmp_path / "cli", tiny_sd1, max_train_steps=1, output_name="cli")
+    for args in (["tools/check_dataset.py", str(data)], ["train.py", "--config", str(config)]):
+        done = subprocess.run([str(python), *args], cwd=str(REPO), env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "cli" / "out" / "cli.safetensors").is_file()
+
 
 def manager_installs(python: Path) -> tuple[dict[str, str], dict[str, str]]:
     """ComfyUI-Manager's step: `pip install <line>` for each line of our requirements.txt, into ComfyUI's

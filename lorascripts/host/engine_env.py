@@ -97,6 +97,23 @@ def engine_python(root: Path = PACKAGE_ROOT) -> str:
     return str(env_python(env)) if read_record(env) is not None else sys.executable
 
 
+def run_in_engine_env(argv: list[str] | None = None) -> None:
+    """For the command-line scripts (train.py, tools/): when install.py built an engine environment for the
+    Python running them (a WebUI's, whose pinned packages the engine cannot use), run the same command with the
+    engine's Python instead and exit with its code; otherwise return and let the script go on."""
+    engine = engine_python()
+    if engine == sys.executable or os.environ.get("LORA_SCRIPTS_IN_ENGINE_ENV"):
+        return
+    import subprocess
+
+    argv = list(sys.argv if argv is None else argv)
+    env = {**os.environ, "LORA_SCRIPTS_IN_ENGINE_ENV": "1"}
+    try:
+        sys.exit(subprocess.call([engine, *argv], env=env))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 def requirements_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
