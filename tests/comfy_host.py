@@ -71,6 +71,13 @@ def comfy_root() -> Path:
     return root
 
 
+def venv_purelib(python: Path) -> Path:
+    """The site-packages folder of the venv whose interpreter is `python`."""
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout
+    return Path(out.strip())
+
+
 def comfy_python() -> Path:
     """A venv that sees this venv's packages (a .pth file) plus torchvision and the ops shim."""
     venv = CACHE / "venv-comfy"
@@ -78,14 +85,7 @@ def comfy_python() -> Path:
     if (venv / ".ready").is_file():
         return python
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    purelib = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
+    purelib = venv_purelib(python)
     purelib.mkdir(parents=True, exist_ok=True)
     (purelib / "main-venv.pth").write_text("\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
     (purelib / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from comfy_host import CACHE, REPO, SITECUSTOMIZE
+from comfy_host import CACHE, REPO, SITECUSTOMIZE, venv_purelib
 
 HOSTS = REPO.parent / "shared" / "hosts"
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; an unpinned torch would fetch a CUDA build
@@ -70,14 +70,7 @@ def pinned_python(name: str, specs: list[str], see_this_venv: bool = False) -> P
     if ready.is_file() and ready.read_text() == stamp and python.is_file():
         return python
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    purelib = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
+    purelib = venv_purelib(python)
     # The PyPI torchvision that these hosts' pins pull in lacks its C++ ops for this machine's torch 2.13 CPU
     # build (HOSTS.md); a real host has a matching pair. Declaring the op schemas lets it import, as for ComfyUI.
     (purelib / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
