@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lora_commands(sub)
     _add_generate(sub)
+    from .llm.cli import add_llm_commands
+
+    add_llm_commands(sub)
     return parser
 
 
