@@ -100,9 +100,11 @@ class LLMRun:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         for p in self.params:
             p.data = p.data.float()  # trainable LoRA weights stay fp32 whatever the base dtype
+        self.reference_s = 0.0  # time spent on the reference log-probs (DPO), for throughput figures
         if cfg.objective == "dpo":
-            pad = self.tokenizer.pad_token_id
+            started, pad = time.perf_counter(), self.tokenizer.pad_token_id
             attach_reference(self.model, self.train_rows + self.eval_rows, pad, cfg.batch_size, self.autocast)
+            self.reference_s = time.perf_counter() - started
         self.metrics: dict[str, float] = {}  # preference metrics of the last step (margin, accuracy)
         self.optimizer = torch.optim.AdamW(
             self.params, lr=cfg.learning_rate, **adamw_kernel({"weight_decay": cfg.weight_decay}, self.device)
@@ -342,6 +344,8 @@ def train_llm(
             start_step=run.progress.step,
             rows=len(run.train_rows),
             eval_rows=len(run.eval_rows),
+            objective=cfg.objective,
+            reference_s=round(run.reference_s, 3),
         )
         loss = _loop(run)
         result = _write_outputs(run, loss)
