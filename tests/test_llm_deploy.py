@@ -196,3 +196,35 @@ def test_gguf_export_refuses_what_llama_cpp_cannot_apply(llama, tmp_path):
     with pytest.raises(ModelError, match="alpha_pattern"):
         export_gguf_adapter(patterned, tmp_path / "y.gguf")
     assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "y.gguf").exists()
+
+
+def test_base_and_merged_models_as_gguf(llama, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = _adapter(llama, tmp_path / "voice")
+    out = tmp_path / "export" / "voice.gguf"
+    cmd = [sys.executable, "-m", "lorascripts", "llm", "export", str(adapter), "-o", str(out)]
+    done = subprocess.run([*cmd, "--with-base", "--merged"], cwd=str(REPO), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    base_file = out.with_name("base-base.gguf")
+    assert (out.parent / "Modelfile").read_text() == f"FROM {base_file}\nADAPTER ./voice.gguf\n"
+    tokenizer = AutoTokenizer.from_pretrained(str(llama))
+    base = AutoModelForCausalLM.from_pretrained(str(llama)).state_dict()
+    for path, reference in ((base_file, base), (out.with_name("voice-merged.gguf"), None)):
+        tensors, fields = _gguf_tensors(path)
+        assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 2
+        assert fields["llama.attention.head_count"] == 4 and fields["llama.attention.head_count_kv"] == 2
+        assert fields["tokenizer.ggml.model"] == "gpt2" and len(fields["tokenizer.ggml.tokens"]) == len(
+            tokenizer
+        )
+        assert fields["tokenizer.ggml.eos_token_id"] == tokenizer.eos_token_id
+        assert fields["tokenizer.ggml.tokens"][tokenizer.eos_token_id] == "<|im_end|>"
+        assert fields["tokenizer.chat_template"] == tokenizer.chat_template
+        assert len(tensors) == 2 + 2 * 9 + 1  # embeddings, output norm, 9 per block, output
+        embed = torch.from_numpy(tensors["token_embd.weight"].astype("float32"))
+        assert torch.allclose(embed, base["model.embed_tokens.weight"], atol=1e-3)  # f16 in the file
+    merged_v = torch.from_numpy(tensors["blk.0.attn_v.weight"].astype("float32"))
+    base_v = base["model.layers.0.self_attn.v_proj.weight"]
+    assert merged_v.shape == base_v.shape and not torch.allclose(
+        merged_v, base_v, atol=1e-2
+    )  # the adapter is in

@@ -36,6 +36,12 @@ def add_llm_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--ollama-from", help="FROM line of the Ollama Modelfile written beside the file (default: the base)"
     )
+    export.add_argument(
+        "--with-base", action="store_true", help="also write the base model as GGUF (the Modelfile's FROM)"
+    )
+    export.add_argument(
+        "--merged", action="store_true", help="also write base + adapter merged as one GGUF model"
+    )
     export.set_defaults(func=_cmd_export)
 
 
@@ -59,7 +65,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if out.suffix != ".gguf":
         raise ConfigError(f"--output {out}: a GGUF file name ends in .gguf.")
     export_gguf_adapter(adapter, out, base, args.dtype)
-    modelfile = write_modelfile(out.parent, args.ollama_from or base, out)
-    print(f"GGUF adapter written to {out}\nOllama Modelfile: {modelfile} (ollama create NAME -f {modelfile})")
-    print(f"llama.cpp: llama-cli -m BASE.gguf --lora {out}")
+    print(f"GGUF adapter written to {out}")
+    base_file = "BASE.gguf"
+    if args.with_base or args.merged:
+        from .gguf_model import export_gguf_model, export_merged_gguf
+
+        if args.with_base:
+            if not Path(base).is_dir():
+                raise ConfigError(
+                    f"--with-base needs the base model as a local folder, not {base!r}; pass --base."
+                )
+            base_file = str(export_gguf_model(base, out.with_name(f"{Path(base).name}-base.gguf"), "f16"))
+            print(f"base model as GGUF: {base_file}")
+        if args.merged:
+            merged = export_merged_gguf(base, adapter, out.with_name(f"{out.stem}-merged.gguf"), "f16")
+            print(f"merged model as GGUF: {merged} (Ollama: FROM {merged}, no ADAPTER line)")
+    ollama_from = args.ollama_from or (base_file if args.with_base else base)
+    modelfile = write_modelfile(out.parent, ollama_from, out)
+    print(f"Ollama Modelfile: {modelfile} (ollama create NAME -f {modelfile})")
+    print(f"llama.cpp: llama-cli -m {base_file} --lora {out}")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def base_shape(base: str, allow_remote_code: bool = False) -> BaseShape:
     )
 
 
-def _permute_rows(rows: np.ndarray, heads: int) -> np.ndarray:
+def permute_rows(rows: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's Llama q/k layout: in each head, the two rotary halves are interleaved."""
     return (
         rows.reshape(heads, 2, rows.shape[0] // heads // 2, *rows.shape[1:])
@@ -110,7 +111,7 @@ def gguf_tensors(weights: dict[str, Any], shape: BaseShape, dtype: str = "f32") 
             raise ModelError(f"{module} has no tensor in llama.cpp's {shape.architecture} layout.")
         array = tensor.float().numpy()
         if side == "b" and shape.permute_qk and module.endswith(("q_proj", "k_proj")):
-            array = _permute_rows(array, shape.heads if module.endswith("q_proj") else shape.kv_heads)
+            array = permute_rows(array, shape.heads if module.endswith("q_proj") else shape.kv_heads)
         out[f"{target}.weight.lora_{side}"] = array.astype(np.float16 if dtype == "f16" else np.float32)
     return out
 
@@ -123,17 +124,16 @@ def gguf_alpha(config: dict[str, Any]) -> float:
     return alpha * math.sqrt(int(config["r"])) if config.get("use_rslora") else alpha
 
 
-def _write(path: Path, arch: Any, name: str, alpha: float, tensors: dict[str, np.ndarray]) -> Path:
-    """The GGUF file, staged in the target folder and copied into place atomically."""
+def write_gguf(path: Path, arch: Any, header: Callable[[Any], None], tensors: dict[str, np.ndarray]) -> Path:
+    """A GGUF file: `header(writer)` adds the metadata; staged in the target folder, copied into place
+    atomically (never a half file under the final name)."""
     import gguf
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
         writer = gguf.GGUFWriter(str(staged), gguf.MODEL_ARCH_NAMES[arch])
-        writer.add_type(gguf.GGUFType.ADAPTER)
-        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
-        writer.add_name(name)
+        header(writer)
         for name, array in tensors.items():
             writer.add_tensor(name, array)
         writer.write_header_to_file()
@@ -163,8 +163,17 @@ def export_gguf_adapter(
         )
     shape = base_shape(base or config.get("base_model_name_or_path") or "")
     tensors = gguf_tensors(load_file(str(weights_file)), shape, dtype)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write(out, shape.gguf_arch, adapter.name, gguf_alpha(config), tensors)
+    alpha = gguf_alpha(config)
+
+    def header(writer: Any) -> None:
+        import gguf
+
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        writer.add_name(adapter.name)
+
+    write_gguf(out, shape.gguf_arch, header, tensors)
     logger.info("GGUF adapter written to %s (%d tensors)", out, len(tensors))
     return out
 
