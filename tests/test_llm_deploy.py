@@ -210,7 +210,7 @@ def test_base_and_merged_models_as_gguf(llama, tmp_path):
     assert (out.parent / "Modelfile").read_text() == f"FROM {base_file}\nADAPTER ./voice.gguf\n"
     tokenizer = AutoTokenizer.from_pretrained(str(llama))
     base = AutoModelForCausalLM.from_pretrained(str(llama)).state_dict()
-    for path, reference in ((base_file, base), (out.with_name("voice-merged.gguf"), None)):
+    for path in (base_file, out.with_name("voice-merged.gguf")):
         tensors, fields = _gguf_tensors(path)
         assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 2
         assert fields["llama.attention.head_count"] == 4 and fields["llama.attention.head_count_kv"] == 2
@@ -223,6 +223,9 @@ def test_base_and_merged_models_as_gguf(llama, tmp_path):
         assert len(tensors) == 2 + 2 * 9 + 1  # embeddings, output norm, 9 per block, output
         embed = torch.from_numpy(tensors["token_embd.weight"].astype("float32"))
         assert torch.allclose(embed, base["model.embed_tokens.weight"], atol=1e-3)  # f16 in the file
+    base_tensors, _ = _gguf_tensors(base_file)
+    base_q = torch.from_numpy(base_tensors["blk.1.attn_q.weight"].astype("float32"))
+    assert torch.allclose(base_q, _permute(base["model.layers.1.self_attn.q_proj.weight"], 4), atol=1e-3)
     merged_v = torch.from_numpy(tensors["blk.0.attn_v.weight"].astype("float32"))
     base_v = base["model.layers.0.self_attn.v_proj.weight"]
     assert merged_v.shape == base_v.shape and not torch.allclose(
