@@ -112,8 +112,26 @@ def run_ours(
     return {"seconds": last["time"] - started["time"] + started["reference_s"], "tokens": last["tokens_seen"]}
 
 
-def run_trl_dpo(model: Path, data: Path, out: Path, steps: int, batch: int, seq: int) -> dict:
+def _trainer_args(out: Path, steps: int, batch: int) -> dict:
+    """The baselines' transformers TrainingArguments (DPOConfig extends them)."""
     import torch
+
+    return {
+        "output_dir": str(out),
+        "per_device_train_batch_size": batch,
+        "max_steps": steps,
+        "learning_rate": 2e-4,
+        "lr_scheduler_type": "constant",
+        "logging_steps": 10,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+        "seed": 42,
+    }
+
+
+def run_trl_dpo(model: Path, data: Path, out: Path, steps: int, batch: int, seq: int) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -135,21 +153,7 @@ def run_trl_dpo(model: Path, data: Path, out: Path, steps: int, batch: int, seq:
         r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
     )
     lm = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model)), lora)
-    args = DPOConfig(
-        output_dir=str(out),
-        per_device_train_batch_size=batch,
-        max_steps=steps,
-        max_length=seq,
-        learning_rate=2e-4,
-        lr_scheduler_type="constant",
-        logging_steps=10,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        precompute_ref_log_probs=True,
-        seed=42,
-    )
+    args = DPOConfig(**_trainer_args(out, steps, batch), max_length=seq, precompute_ref_log_probs=True)
     trainer = DPOTrainer(
         model=lm, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
     )
@@ -168,7 +172,6 @@ def run_trl_dpo(model: Path, data: Path, out: Path, steps: int, batch: int, seq:
 
 
 def run_baseline(model: Path, data: Path, out: Path, steps: int, batch: int, seq: int) -> dict:
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
@@ -205,19 +208,7 @@ def run_baseline(model: Path, data: Path, out: Path, steps: int, batch: int, seq
             counted["tokens"] += int((batch_["attention_mask"]).sum())
             return batch_
 
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=batch,
-        max_steps=steps,
-        learning_rate=2e-4,
-        lr_scheduler_type="constant",
-        logging_steps=10,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        seed=42,
-    )
+    args = TrainingArguments(**_trainer_args(out, steps, batch))
     trainer = Trainer(
         model=lm, args=args, train_dataset=rows, data_collator=Counting(tokenizer, padding=True)
     )

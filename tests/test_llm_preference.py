@@ -9,16 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_llm import build_tiny_lm, build_tokenizer
+from tiny_llm import assert_resume_matches_straight, build_tiny_lm, build_tokenizer, llm_config
 
 from lorascripts.config import config_from_dict
-from lorascripts.errors import ConfigError, DatasetError, StopRequested
+from lorascripts.errors import ConfigError, DatasetError
 from lorascripts.llm.data import chat_template
 from lorascripts.llm.model import load_tokenizer
 from lorascripts.llm.preference import attach_reference, orpo_losses, pair_loss
 from lorascripts.llm.preference_data import PreferenceExample, encode_pair, read_preferences
 from lorascripts.llm.train import train_llm
-from lorascripts.train.events import StopControl
 
 THINGS = ["lantern", "river", "bridge", "teapot", "boat", "willow"]
 PREFS = [
@@ -44,28 +43,8 @@ def prefs_file(tmp_path_factory) -> Path:
 
 
 def _config(model: Path, data: Path, out: Path, **extra) -> object:  # noqa: ANN003
-    raw = {
-        "task": "llm",
-        "objective": "dpo",
-        "base_model": str(model),
-        "train_data": str(data),
-        "output_dir": str(out),
-        "output_name": "voice",
-        "lora_rank": 8,
-        "lora_alpha": 16,
-        "lora_dropout": 0.0,
-        "learning_rate": 5e-3,
-        "lr_scheduler": "constant",
-        "batch_size": 4,
-        "max_train_steps": 24,
-        "eval_split": 0,
-        "max_seq_length": 64,
-        "mixed_precision": "no",
-        "logging": False,
-        "seed": 1,
-        **extra,
-    }
-    return config_from_dict(raw)
+    settings = {"objective": "dpo", "lora_rank": 8, "lora_alpha": 16, "max_train_steps": 24, **extra}
+    return llm_config(model, data, out, **settings)
 
 
 def test_preference_lines_in_every_shape_and_bad_lines_by_number(tmp_path):
@@ -194,22 +173,9 @@ def test_training_moves_the_chosen_answer_ahead(arch, objective, tokenizer_dir, 
 
 
 def test_dpo_stop_then_resume_ends_with_the_same_adapter(tokenizer_dir, prefs_file, tmp_path):
-    from safetensors.torch import load_file
-
     model_dir = build_tiny_lm("llama", tmp_path / "llama", tokenizer_dir)
-    straight = train_llm(_config(model_dir, prefs_file, tmp_path / "a", max_train_steps=10))
-    cfg = _config(model_dir, prefs_file, tmp_path / "b", max_train_steps=10)
-    stop = StopControl(Path(cfg.output_dir))
-
-    def stop_at_4(event: dict) -> None:
-        if event["event"] == "step" and event["step"] == 4:
-            stop.request("test")
-
-    with pytest.raises(StopRequested):
-        train_llm(cfg, callbacks=[stop_at_4], stop=stop)
-    events: list[dict] = []
-    resumed = train_llm(cfg, callbacks=[events.append])
-    assert events[0]["event"] == "resumed" and events[0]["step"] == 4
-    a = load_file(str(straight.adapter_dir / "adapter_model.safetensors"))
-    b = load_file(str(resumed.adapter_dir / "adapter_model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_resume_matches_straight(
+        _config(model_dir, prefs_file, tmp_path / "a", max_train_steps=10),
+        _config(model_dir, prefs_file, tmp_path / "b", max_train_steps=10),
+        stop_at=4,
+    )

@@ -14,8 +14,6 @@ second model is held in memory. They are computed once before training (the base
 from __future__ import annotations
 
 import logging
-import random
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +22,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from .batches import collate, sequence_logps
 from .data import chat_template
 from .preference_data import Pair, encode_pair, read_preferences
+from .split import train_and_held_out
 
 logger = logging.getLogger(__name__)
 OBJECTIVES = ("sft", "dpo", "orpo")
@@ -31,13 +30,7 @@ OBJECTIVES = ("sft", "dpo", "orpo")
 
 def preference_datasets(cfg: Any, tokenizer: Any) -> tuple[list[Pair], list[Pair]]:
     """Encoded training and held-out pairs (the held-out split by seed unless eval_data is given)."""
-    examples = read_preferences(Path(cfg.train_data), cfg.on_bad_line)
-    held = read_preferences(Path(cfg.eval_data), cfg.on_bad_line) if cfg.eval_data else []
-    if not held and cfg.eval_split > 0 and len(examples) >= 10:
-        shuffled = examples[:]
-        random.Random(cfg.seed).shuffle(shuffled)
-        cut = max(1, int(len(shuffled) * cfg.eval_split))
-        held, examples = shuffled[:cut], shuffled[cut:]
+    examples, held = train_and_held_out(cfg, read_preferences)
     template = chat_template(tokenizer, cfg.chat_template)
     encoded = [encode_pair(e, tokenizer, cfg.max_seq_length, template) for e in examples]
     held_encoded = [encode_pair(e, tokenizer, cfg.max_seq_length, template) for e in held]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from .data import IGNORE, chat_template, encode, read_jsonl, truncation_report
 from .model import attach_lora, load_causal_lm, load_tokenizer
 from .preference import attach_reference, pair_loss, preference_datasets
 from .serving import check_adapter
+from .split import train_and_held_out
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +52,7 @@ class LLMResult:
 
 def _datasets(cfg: LLMConfig, tokenizer: Any) -> tuple[list, list]:
     """Encoded training and eval rows (held-out split by seed unless eval_data is given)."""
-    examples = read_jsonl(Path(cfg.train_data), cfg.on_bad_line)
-    held = read_jsonl(Path(cfg.eval_data), cfg.on_bad_line) if cfg.eval_data else []
-    if not held and cfg.eval_split > 0 and len(examples) >= 10:
-        shuffled = examples[:]
-        random.Random(cfg.seed).shuffle(shuffled)
-        cut = max(1, int(len(shuffled) * cfg.eval_split))
-        held, examples = shuffled[:cut], shuffled[cut:]
+    examples, held = train_and_held_out(cfg, read_jsonl)
     template = chat_template(tokenizer, cfg.chat_template)
     encoded = [encode(e, tokenizer, cfg.max_seq_length, template, cfg.train_on_prompt) for e in examples]
     held_encoded = [encode(e, tokenizer, cfg.max_seq_length, template, cfg.train_on_prompt) for e in held]
