@@ -89,7 +89,8 @@ def test_a_plain_adapter_passes_with_the_exact_server_flags(llama, tmp_path):
         ({"modules_to_save": ["lm_head"]}, "modules_to_save", "modules_to_save"),
         ({"r": 600}, "over vLLM's largest --max-lora-rank 512", None),
         ({"rank_pattern": {"q_proj": 4}}, None, "rank_pattern"),
-        ({"target_modules": ["q_proj", "embed_tokens"]}, "['embed_tokens']", "['embed_tokens']"),
+        ({"target_modules": ["q_proj", "embed_tokens"]}, None, "['embed_tokens']"),
+        ({"target_modules": ["c_attn", "q_proj"]}, "['c_attn']", "['c_attn']"),
     ],
 )
 def test_what_each_server_refuses_is_named_with_the_fix(llama, tmp_path, change, vllm, tgi):

@@ -64,6 +64,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else adapter.parent / f"{adapter.name}.gguf"
     if out.suffix != ".gguf":
         raise ConfigError(f"--output {out}: a GGUF file name ends in .gguf.")
+    if args.with_base and not Path(base).is_dir():
+        raise ConfigError(f"--with-base needs the base model as a local folder, not {base!r}; pass --base.")
     export_gguf_adapter(adapter, out, base, args.dtype)
     print(f"GGUF adapter written to {out}")
     base_file = "BASE.gguf"
@@ -71,10 +73,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from .gguf_model import export_gguf_model, export_merged_gguf
 
         if args.with_base:
-            if not Path(base).is_dir():
-                raise ConfigError(
-                    f"--with-base needs the base model as a local folder, not {base!r}; pass --base."
-                )
             base_file = str(export_gguf_model(base, out.with_name(f"{Path(base).name}-base.gguf"), "f16"))
             print(f"base model as GGUF: {base_file}")
         if args.merged:

@@ -6,7 +6,8 @@ The rules are read from the servers' own loading code (no server is imported her
   `modules_to_save`, `bias: none`, rank (largest of `r` and `rank_pattern`) <= `--max-lora-rank`, rsLoRA scale
   alpha/sqrt(r); unknown keys such as `alpha_pattern` are dropped by `from_dict`, so their scales are lost.
   `vllm/config/lora.py`: `MaxLoRARanks = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]`, default 16.
-  Llama/Qwen2 `packed_modules_mapping`: q/k/v -> qkv_proj, gate/up -> gate_up_proj, plus o_proj and down_proj.
+  `models/llama.py`, `qwen2.py`: `packed_modules_mapping` (q/k/v -> qkv_proj, gate/up -> gate_up_proj), o_proj,
+  down_proj, and `embedding_modules` embed_tokens and lm_head.
 - TGI `server/text_generation_server/adapters/lora.py` (`LoraConfig.load`): reads only r, target_modules,
   fan_in_fan_out, lora_alpha and use_rslora, so DoRA magnitudes, biases, `modules_to_save` and per-module
   rank/alpha patterns are silently ignored (the served model would differ from the trained one); the Llama-family
@@ -24,11 +25,10 @@ from typing import Any
 from ..errors import ModelError
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-VLLM_DEFAULT_RANK = 16
 _PROJECTIONS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 # server -> module names with a LoRA layer (Llama, Qwen2, Mistral naming)
 SUPPORTED_MODULES = {
-    "vllm": _PROJECTIONS | {"qkv_proj", "gate_up_proj"},
+    "vllm": _PROJECTIONS | {"qkv_proj", "gate_up_proj", "embed_tokens", "lm_head"},
     "tgi": _PROJECTIONS | {"lm_head"},
 }
 
@@ -198,7 +198,7 @@ def check_adapter(adapter: Path | str, name: str | None = None, base: str | None
         )
     name = name or adapter.name
     base = base or config.get("base_model_name_or_path") or "BASE_MODEL"
-    rank_flag = f" --max-lora-rank {flag}" if flag and flag != VLLM_DEFAULT_RANK else ""
+    rank_flag = f" --max-lora-rank {flag}" if flag else ""  # explicit even at vLLM's default (16)
     report.commands["vllm"] = f"vllm serve {base} --enable-lora{rank_flag} --lora-modules {name}={adapter}"
     report.commands["tgi"] = f"text-generation-launcher --model-id {base} --lora-adapters {name}={adapter}"
     return report
