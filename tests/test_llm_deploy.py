@@ -219,6 +219,7 @@ def test_base_and_merged_models_as_gguf(llama, tmp_path):
             tokenizer
         )
         assert fields["tokenizer.ggml.eos_token_id"] == tokenizer.eos_token_id
+        assert fields["tokenizer.ggml.add_bos_token"] is False  # the tiny tokenizer adds none
         assert fields["tokenizer.ggml.tokens"][tokenizer.eos_token_id] == "<|im_end|>"
         assert fields["tokenizer.chat_template"] == tokenizer.chat_template
         assert len(tensors) == 2 + 2 * 9 + 1  # embeddings, output norm, 9 per block, output

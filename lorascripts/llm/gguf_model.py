@@ -67,7 +67,11 @@ def _tokenizer(writer: Any, folder: Path, tokenizer: Any, size: int) -> None:
     writer.add_tokenizer_pre("gpt-2")  # our tokenizers split with the GPT-2 byte-level pattern
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    gguf.SpecialVocab(folder, load_merges=True, n_vocab=size).add_to_gguf(writer)
+    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=size)
+    # llama.cpp must add a BOS token exactly when the Hugging Face tokenizer does
+    bos = tokenizer.bos_token_id
+    special.add_special_token["bos"] = bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+    special.add_to_gguf(writer)
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
 
