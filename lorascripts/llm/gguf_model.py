@@ -107,7 +107,10 @@ def export_gguf_model(folder: Path | str, out: Path | str, dtype: str = "f16") -
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
-    tensors = model_tensors(model.state_dict(), shape, dtype)
+    state = model.state_dict()
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # llama.cpp reuses token_embd as the output when there is none
+    tensors = model_tensors(state, shape, dtype)
     arch_name = ARCHITECTURES[shape.architecture][0]
 
     def header(writer: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import StopRequested
+from ..errors import ModelError, StopRequested
 from ..train.events import EventCallback, EventSink, StopControl, report_outcome
 from ..train.optim import adamw_kernel
 from ..train.setup import resolve_precision
@@ -309,10 +309,19 @@ def _write_outputs(run: LLMRun, loss: float | None) -> LLMResult:
         model.merge_and_unload().save_pretrained(str(merged), safe_serialization=True)
         tokenizer.save_pretrained(str(merged))
     eval_loss = run.best[0] if run.best else run.evaluate()
-    report = check_adapter(final, base=cfg.base_model)
+    return LLMResult(final, run.progress.step, loss, eval_loss, merged, _serving_check(run, final))
+
+
+def _serving_check(run: LLMRun, adapter: Path) -> dict[str, Any] | None:
+    """Will vLLM and TGI serve the adapter? Logged and sent as an event; never fails the finished run."""
+    try:
+        report = check_adapter(adapter, base=run.cfg.base_model)
+    except ModelError as exc:
+        logger.warning("serving check skipped: %s", exc)
+        return None
     (logger.info if report.ok else logger.warning)("%s", report.format())
     run.events.emit("serving_check", **report.to_dict())
-    return LLMResult(final, run.progress.step, loss, eval_loss, merged, report.to_dict())
+    return report.to_dict()
 
 
 def train_llm(
