@@ -233,3 +233,25 @@ def test_base_and_merged_models_as_gguf(llama, tmp_path):
     assert merged_v.shape == base_v.shape and not torch.allclose(
         merged_v, base_v, atol=1e-2
     )  # the adapter is in
+
+
+def test_qwen2_model_gguf_keeps_biases_and_leaves_out_a_tied_output(tokenizer_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from lorascripts.llm.gguf_model import export_gguf_model
+
+    folder = build_tiny_lm("qwen2", tmp_path / "untied", tokenizer_dir)
+    config = Qwen2Config.from_pretrained(str(folder))
+    config.tie_word_embeddings = True
+    Qwen2ForCausalLM(config).save_pretrained(str(tmp_path / "tied"))
+    AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(tmp_path / "tied"))
+    tensors, fields = _gguf_tensors(export_gguf_model(tmp_path / "tied", tmp_path / "tied.gguf", "f16"))
+    assert fields["general.architecture"] == "qwen2" and "output.weight" not in tensors
+    state = AutoModelForCausalLM.from_pretrained(str(tmp_path / "tied")).state_dict()
+    bias = tensors["blk.0.attn_q.bias"]
+    assert bias.dtype.name == "float32" and tensors["blk.0.attn_q.weight"].dtype.name == "float16"
+    assert bias.shape == tuple(state["model.layers.0.self_attn.q_proj.bias"].shape)
+    q = torch.from_numpy(tensors["blk.0.attn_q.weight"].astype("float32"))
+    assert torch.allclose(
+        q, state["model.layers.0.self_attn.q_proj.weight"], atol=1e-3
+    )  # Qwen2: rows as stored
