@@ -152,6 +152,29 @@ def test_dpo_and_orpo_losses_equal_trl_on_the_same_batch(tokenizer_dir, tmp_path
     assert 0 <= metrics["accuracy"] <= 1
 
 
+def test_packed_pairs_give_the_same_log_probs(tokenizer_dir, tmp_path):
+    from lorascripts.llm.batches import sequence_logps
+    from lorascripts.llm.preference import _pair_batch
+
+    model_dir = build_tiny_lm("qwen2", tmp_path / "m", tokenizer_dir)
+    tokenizer = load_tokenizer(str(model_dir))
+    model = _peft(model_dir)
+    long = " ".join(p["chosen"] for p in PREFS[:5])
+    examples = [
+        PreferenceExample([{"role": "user", "content": "q"}], long, "no", 1),
+        PreferenceExample([{"role": "user", "content": PREFS[1]["prompt"]}], "yes", PREFS[2]["chosen"], 2),
+        PreferenceExample([{"role": "user", "content": "r"}], PREFS[3]["rejected"], "ok", 3),
+    ]
+    pairs = [encode_pair(e, tokenizer, 256, chat_template(tokenizer))[0] for e in examples]
+    packed, segments = _pair_batch(pairs, tokenizer.pad_token_id, torch.device("cpu"), True)
+    single, _ = _pair_batch(pairs, tokenizer.pad_token_id, torch.device("cpu"), False)
+    assert packed["input_ids"].shape[0] < single["input_ids"].shape[0] == 6  # something shares a row
+    with torch.no_grad():
+        a_sums, a_counts = sequence_logps(model, packed, segments)
+        b_sums, b_counts = sequence_logps(model, single)
+    assert torch.equal(a_counts, b_counts) and torch.allclose(a_sums, b_sums, atol=1e-4)
+
+
 def _margins(events: list[dict]) -> list[float]:
     return [e["margin"] for e in events if e["event"] == "step"]
 

@@ -78,14 +78,24 @@ def token_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     return loss, int(keep.sum())
 
 
-def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: (sum of the log-probabilities of its labelled tokens, their count), both shape (B,)."""
+def sequence_logps(
+    model: Any, batch: dict[str, torch.Tensor], segments: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: (sum of the log-probabilities of its labelled tokens, their count).
+
+    `segments` (B, T) numbers the sequence each token belongs to (packed rows hold several; -1 on padding);
+    without it, each row is one sequence."""
     logits, keep = labelled_logits(model, batch)
     targets = batch["labels"][:, 1:][keep]
     token_logps = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
-    rows = keep.nonzero()[:, 0]
-    sums = torch.zeros(keep.shape[0], device=logits.device).index_add(0, rows, token_logps)
-    return sums, keep.sum(1)
+    if segments is None:
+        segments = torch.arange(keep.shape[0], device=keep.device)[:, None].expand(-1, keep.shape[1] + 1)
+    owner = segments[:, 1:][keep]  # a label's sequence: packed samples start with an unlabelled token
+    count = int(segments.max()) + 1
+    sums = torch.zeros(count, device=logits.device).index_add(0, owner, token_logps)
+    return sums, torch.zeros(count, dtype=torch.long, device=owner.device).index_add(
+        0, owner, torch.ones_like(owner)
+    )
 
 
 def epoch_batches(rows: list[Pack], batch_size: int, seed: int, epoch: int) -> list[list[Pack]]:

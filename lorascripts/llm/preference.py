@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
 
 from .batches import collate, sequence_logps
-from .data import chat_template
+from .data import IGNORE, Pack, chat_template
 from .preference_data import Pair, encode_pair, read_preferences
 from .split import train_and_held_out
 
@@ -45,10 +45,46 @@ def preference_datasets(cfg: Any, tokenizer: Any) -> tuple[list[Pair], list[Pair
     return [p for p, _ in encoded], [p for p, _ in held_encoded]
 
 
-def _pair_batch(pairs: list[Pair], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Chosen rows first, then rejected rows (trl's order), as one padded batch."""
-    rows = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    return {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+def _pair_rows(pairs: list[Pair], packing: bool) -> tuple[list[Pack], list[list[int]]]:
+    """Rows holding the chosen answers (sequences 0..n-1) and the rejected ones (n..2n-1), and which sequences
+    each row holds. Packed: first-fit-decreasing into rows as long as the longest sequence, so the batch carries
+    little padding (attention stays inside each sequence through collate's block-diagonal mask)."""
+    sequences = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    if not packing:
+        return sequences, [[i] for i in range(len(sequences))]
+    width = max(len(s.input_ids) for s in sequences)
+    rows: list[Pack] = []
+    members: list[list[int]] = []
+    for index in sorted(range(len(sequences)), key=lambda i: -len(sequences[i].input_ids)):
+        seq = sequences[index]
+        n = len(seq.input_ids)
+        slot = next((r for r, row in enumerate(rows) if len(row.input_ids) + n <= width), None)
+        if slot is None:
+            rows.append(Pack())
+            members.append([])
+            slot = len(rows) - 1
+        row = rows[slot]
+        row.input_ids += seq.input_ids
+        row.labels += [IGNORE] + seq.labels[1:]
+        row.position_ids += list(range(n))
+        row.lengths.append(n)
+        members[slot].append(index)
+    return rows, members
+
+
+def _pair_batch(
+    pairs: list[Pair], pad_id: int, device: torch.device, packing: bool
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The collated batch and its (B, T) sequence numbers: chosen i -> i, rejected i -> n + i (trl's order)."""
+    rows, members = _pair_rows(pairs, packing)
+    batch = collate(rows, pad_id)
+    segments = torch.full(batch["input_ids"].shape, -1, dtype=torch.long)
+    for r, (row, held) in enumerate(zip(rows, members)):
+        start = 0
+        for length, index in zip(row.lengths, held):
+            segments[r, start : start + length] = index
+            start += length
+    return {k: v.to(device) for k, v in batch.items()}, segments.to(device)
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +111,9 @@ def orpo_losses(avg_chosen: torch.Tensor, avg_rejected: torch.Tensor, beta: floa
 
 
 @torch.no_grad()
-def attach_reference(model: Any, pairs: list[Pair], pad_id: int, batch_size: int, autocast: Any) -> None:
+def attach_reference(
+    model: Any, pairs: list[Pair], pad_id: int, batch_size: int, autocast: Any, packing: bool = True
+) -> None:
     """Store the frozen base's summed answer log-probs on every pair (the adapter disabled, eval mode)."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -84,7 +122,7 @@ def attach_reference(model: Any, pairs: list[Pair], pad_id: int, batch_size: int
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                sums, _ = sequence_logps(model, _pair_batch(chunk, pad_id, device))
+                sums, _ = sequence_logps(model, *_pair_batch(chunk, pad_id, device, packing))
             chosen, rejected = sums.float().cpu().chunk(2)
             for pair, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
                 pair.reference = (c, r)
@@ -92,13 +130,13 @@ def attach_reference(model: Any, pairs: list[Pair], pad_id: int, batch_size: int
 
 
 def pair_loss(
-    model: Any, pairs: list[Pair], objective: str, beta: float, pad_id: int
+    model: Any, pairs: list[Pair], objective: str, beta: float, pad_id: int, packing: bool = True
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """(the objective's loss summed over the pairs, metrics): `margin` is the mean summed log-prob of the chosen
     answer minus the rejected one under the policy, `accuracy` the share of pairs where chosen wins (for DPO, by
     the implicit reward beta * (policy - reference))."""
     device = next(model.parameters()).device
-    sums, counts = sequence_logps(model, _pair_batch(pairs, pad_id, device))
+    sums, counts = sequence_logps(model, *_pair_batch(pairs, pad_id, device, packing))
     chosen, rejected = sums.chunk(2)
     chosen_count, rejected_count = counts.chunk(2)
     if objective == "dpo":

@@ -97,7 +97,8 @@ class LLMRun:
         self.reference_s = 0.0  # time spent on the reference log-probs (DPO), for throughput figures
         if cfg.objective == "dpo":
             started, pad = time.perf_counter(), self.tokenizer.pad_token_id
-            attach_reference(self.model, self.train_rows + self.eval_rows, pad, cfg.batch_size, self.autocast)
+            pairs = self.train_rows + self.eval_rows
+            attach_reference(self.model, pairs, pad, cfg.batch_size, self.autocast, cfg.packing)
             self.reference_s = time.perf_counter() - started
         self.metrics: dict[str, float] = {}  # preference metrics of the last step (margin, accuracy)
         self.optimizer = torch.optim.AdamW(
@@ -153,7 +154,10 @@ class LLMRun:
         pad = self.tokenizer.pad_token_id
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
             if self.preference:
-                loss, found = pair_loss(self.model, rows, self.cfg.objective, self.cfg.preference_beta, pad)
+                cfg = self.cfg
+                loss, found = pair_loss(
+                    self.model, rows, cfg.objective, cfg.preference_beta, pad, cfg.packing
+                )
                 for key, value in found.items():
                     if metrics is not None:
                         metrics[key] = metrics.get(key, 0.0) + value * len(rows)
