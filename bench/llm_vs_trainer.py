@@ -8,6 +8,10 @@ short samples. Each side runs in its own process; reported: trained (non-padding
 resident memory (CPU) or peak CUDA memory.
 
     python bench/llm_vs_trainer.py [--steps 30] [--hidden 512] [--layers 4] [--samples 400]
+    python bench/llm_vs_trainer.py --objective dpo   # ours (DPO, frozen base as reference) vs trl's DPOTrainer
+
+With --objective dpo the data are prompt/chosen/rejected pairs and the baseline is trl's DPOTrainer + peft
+(its reference log-probs precomputed too, as ours are); the time of both includes computing them.
 """
 
 from __future__ import annotations
@@ -38,6 +42,15 @@ def make_assets(folder: Path, hidden: int, layers: int, samples: int, vocab: int
         pairs.append({"prompt": prompt, "response": response})
     data = folder / "data.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    prefs = [
+        {
+            "prompt": p["prompt"],
+            "chosen": p["response"],
+            "rejected": " ".join(rng.choices(words, k=rng.randint(8, 180))),
+        }
+        for p in pairs
+    ]
+    (folder / "prefs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prefs), encoding="utf-8")
     tok = build_tokenizer(
         folder / "tok", [p["prompt"] + " " + p["response"] for p in pairs[:200]], vocab_size=2000
     )
@@ -61,7 +74,14 @@ def make_assets(folder: Path, hidden: int, layers: int, samples: int, vocab: int
 
 
 def run_ours(
-    model: Path, data: Path, out: Path, steps: int, batch: int, seq: int, packing: bool = True
+    model: Path,
+    data: Path,
+    out: Path,
+    steps: int,
+    batch: int,
+    seq: int,
+    packing: bool = True,
+    objective: str = "sft",
 ) -> dict:
     from lorascripts.config import config_from_dict
     from lorascripts.llm.train import train_llm
@@ -82,17 +102,76 @@ def run_ours(
             "mixed_precision": "no",
             "lr_scheduler": "constant",
             "packing": packing,
+            "objective": objective,
         }
     )
     events: list[dict] = []
     train_llm(cfg, callbacks=[events.append])
-    started = next(e for e in events if e["event"] == "started")["time"]
+    started = next(e for e in events if e["event"] == "started")
     last = [e for e in events if e["event"] == "step"][-1]
-    return {"seconds": last["time"] - started, "tokens": last["tokens_seen"]}
+    return {"seconds": last["time"] - started["time"] + started["reference_s"], "tokens": last["tokens_seen"]}
+
+
+def _trainer_args(out: Path, steps: int, batch: int) -> dict:
+    """The baselines' transformers TrainingArguments (DPOConfig extends them)."""
+    import torch
+
+    return {
+        "output_dir": str(out),
+        "per_device_train_batch_size": batch,
+        "max_steps": steps,
+        "learning_rate": 2e-4,
+        "lr_scheduler_type": "constant",
+        "logging_steps": 10,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+        "seed": 42,
+    }
+
+
+def run_trl_dpo(model: Path, data: Path, out: Path, steps: int, batch: int, seq: int) -> dict:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from datasets import Dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    rows = []
+    for line in data.read_text(encoding="utf-8").splitlines():
+        pair = json.loads(line)
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": pair["prompt"]}],
+                "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+                "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+            }
+        )
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    lm = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model)), lora)
+    args = DPOConfig(**_trainer_args(out, steps, batch), max_length=seq, precompute_ref_log_probs=True)
+    trainer = DPOTrainer(
+        model=lm, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    counted = {"tokens": 0}
+    collate = trainer.data_collator
+
+    def counting(features):  # noqa: ANN001, ANN202
+        batch_ = collate(features)
+        counted["tokens"] += int(batch_["attention_mask"].sum())
+        return batch_
+
+    trainer.data_collator = counting
+    started = time.perf_counter()
+    trainer.train()
+    return {"seconds": time.perf_counter() - started, "tokens": counted["tokens"]}
 
 
 def run_baseline(model: Path, data: Path, out: Path, steps: int, batch: int, seq: int) -> dict:
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
@@ -129,19 +208,7 @@ def run_baseline(model: Path, data: Path, out: Path, steps: int, batch: int, seq
             counted["tokens"] += int((batch_["attention_mask"]).sum())
             return batch_
 
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=batch,
-        max_steps=steps,
-        learning_rate=2e-4,
-        lr_scheduler_type="constant",
-        logging_steps=10,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        seed=42,
-    )
+    args = TrainingArguments(**_trainer_args(out, steps, batch))
     trainer = Trainer(
         model=lm, args=args, train_dataset=rows, data_collator=Counting(tokenizer, padding=True)
     )
@@ -160,9 +227,10 @@ def _peak() -> float:
 
 def child(args: argparse.Namespace) -> None:
     paths = (Path(args.model), Path(args.data), Path(args.out), args.steps, args.batch, args.seq)
-    result = (
-        run_baseline(*paths) if args.side == "baseline" else run_ours(*paths, packing=args.side == "ours")
-    )
+    if args.side == "baseline":
+        result = run_trl_dpo(*paths) if args.objective == "dpo" else run_baseline(*paths)
+    else:
+        result = run_ours(*paths, packing=args.side == "ours", objective=args.objective)
     result["peak_mb"] = _peak()
     print("RESULT " + json.dumps(result))
 
@@ -181,6 +249,7 @@ def main() -> None:
         default=32000,
         help="embedding rows (Llama 2: 32000; unused ids above the tokenizer's)",
     )
+    parser.add_argument("--objective", choices=["sft", "dpo"], default="sft", help="dpo: vs trl's DPOTrainer")
     parser.add_argument("--side", choices=["ours", "ours-unpacked", "baseline"])
     parser.add_argument("--sides", default="baseline,ours", help="which runs to compare (also ours-unpacked)")
     parser.add_argument("--model")
@@ -201,7 +270,9 @@ def main() -> None:
                 "--model",
                 str(model),
                 "--data",
-                str(data),
+                str(data if args.objective == "sft" else data.parent / "prefs.jsonl"),
+                "--objective",
+                args.objective,
                 "--out",
                 str(Path(tmp) / side),
                 "--steps",
@@ -225,7 +296,8 @@ def main() -> None:
     if "ours" in results and "baseline" in results:
         rate = {k: r["tokens"] / r["seconds"] for k, r in results.items()}
         print(
-            f"ratio (ours / Trainer+peft): {rate['ours'] / rate['baseline']:.2f}x trained tokens per second (goal >= 1.5x)"
+            f"ratio (ours / {'Trainer' if args.objective == 'sft' else 'trl DPOTrainer'}+peft, {args.objective}): "
+            f"{rate['ours'] / rate['baseline']:.2f}x trained tokens per second (goal >= 1.5x)"
         )
 
 

@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_doctor(sub)
     sub.add_parser("caption", help="caption a folder (the options of tools/auto_label.py)", add_help=False)
+    from .llm.cli import add_llm_commands
+
+    add_llm_commands(sub)
     return parser
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from comfy_host import REPO
-from tiny_llm import build_tiny_lm, build_tokenizer
+from tiny_llm import assert_resume_matches_straight, build_tiny_lm, build_tokenizer, llm_config
 
 from lorascripts.config import config_from_dict
-from lorascripts.errors import ConfigError, DatasetError, StopRequested
+from lorascripts.errors import ConfigError, DatasetError
 from lorascripts.llm.batches import as_rows, collate, token_loss
 from lorascripts.llm.data import IGNORE, Example, encode, read_jsonl
 from lorascripts.llm.generate import generate_text
@@ -47,27 +47,7 @@ def data_file(tmp_path_factory) -> Path:
 
 
 def _config(model: Path, data: Path, out: Path, **extra) -> object:  # noqa: ANN003
-    raw = {
-        "task": "llm",
-        "base_model": str(model),
-        "train_data": str(data),
-        "output_dir": str(out),
-        "output_name": "voice",
-        "lora_rank": 16,
-        "lora_alpha": 32,
-        "lora_dropout": 0.0,
-        "learning_rate": 5e-3,
-        "lr_scheduler": "constant",
-        "batch_size": 4,
-        "max_train_steps": 150,
-        "eval_split": 0,
-        "max_seq_length": 64,
-        "mixed_precision": "no",
-        "logging": False,
-        "seed": 1,
-        **extra,
-    }
-    return config_from_dict(raw)
+    return llm_config(model, data, out, **extra)
 
 
 def test_jsonl_formats_and_bad_lines_by_number(tmp_path):
@@ -207,27 +187,12 @@ def test_learns_every_response_then_reloads_and_merges(arch, tokenizer_dir, data
 
 
 def test_stop_then_resume_ends_with_the_same_adapter(tokenizer_dir, data_file, tmp_path):
-    from safetensors.torch import load_file
-
     model_dir = build_tiny_lm("llama", tmp_path / "llama", tokenizer_dir)
-    straight = train_llm(_config(model_dir, data_file, tmp_path / "a", max_train_steps=20))
-    cfg = _config(model_dir, data_file, tmp_path / "b", max_train_steps=20)
-    from lorascripts.train.events import StopControl
-
-    stop = StopControl(Path(cfg.output_dir))
-
-    def stop_at_8(event: dict) -> None:
-        if event["event"] == "step" and event["step"] == 8:
-            stop.request("test")
-
-    with pytest.raises(StopRequested):
-        train_llm(cfg, callbacks=[stop_at_8], stop=stop)
-    events = []
-    resumed = train_llm(cfg, callbacks=[events.append])
-    assert events[0]["event"] == "resumed" and events[0]["step"] == 8
-    a = load_file(str(straight.adapter_dir / "adapter_model.safetensors"))
-    b = load_file(str(resumed.adapter_dir / "adapter_model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_resume_matches_straight(
+        _config(model_dir, data_file, tmp_path / "a", max_train_steps=20),
+        _config(model_dir, data_file, tmp_path / "b", max_train_steps=20),
+        stop_at=8,
+    )
 
 
 def test_eval_split_and_early_stopping(tokenizer_dir, data_file, tmp_path):

@@ -60,3 +60,58 @@ def build_tiny_lm(arch: str, folder: Path, tokenizer_dir: Path, seed: int = 0) -
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def assert_resume_matches_straight(straight_cfg: object, cfg: object, stop_at: int) -> None:
+    """Train `straight_cfg` in one go; train `cfg` (same settings, another output_dir), stop it after step
+    `stop_at` and run it again: it must resume there and end with the same adapter."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    from lorascripts.errors import StopRequested
+    from lorascripts.llm.train import train_llm
+    from lorascripts.train.events import StopControl
+
+    straight = train_llm(straight_cfg)
+    stop = StopControl(Path(cfg.output_dir))
+
+    def stop_there(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == stop_at:
+            stop.request("test")
+
+    with pytest.raises(StopRequested):
+        train_llm(cfg, callbacks=[stop_there], stop=stop)
+    events: list[dict] = []
+    resumed = train_llm(cfg, callbacks=[events.append])
+    assert events[0]["event"] == "resumed" and events[0]["step"] == stop_at
+    a = load_file(str(straight.adapter_dir / "adapter_model.safetensors"))
+    b = load_file(str(resumed.adapter_dir / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def llm_config(model: Path, data: Path, out: Path, **extra) -> object:  # noqa: ANN003
+    """A text-LoRA config for the tiny models: memorising settings (high rate, no dropout, fp32)."""
+    from lorascripts.config import config_from_dict
+
+    raw = {
+        "task": "llm",
+        "base_model": str(model),
+        "train_data": str(data),
+        "output_dir": str(out),
+        "output_name": "voice",
+        "lora_rank": 16,
+        "lora_alpha": 32,
+        "lora_dropout": 0.0,
+        "learning_rate": 5e-3,
+        "lr_scheduler": "constant",
+        "batch_size": 4,
+        "max_train_steps": 150,
+        "eval_split": 0,
+        "max_seq_length": 64,
+        "mixed_precision": "no",
+        "logging": False,
+        "seed": 1,
+        **extra,
+    }
+    return config_from_dict(raw)

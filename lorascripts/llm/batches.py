@@ -54,24 +54,48 @@ def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
     return decoder, head
 
 
-def token_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(sum of next-token cross-entropy over labelled tokens, their count).
+def labelled_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits at every position whose next token is labelled, the (B, T-1) mask of those positions).
 
     The vocabulary projection runs only where a label is learned (response tokens): with 32k-150k vocabularies
     it is a large share of the compute, and prompt and padding positions never need it.
     """
-    targets = batch["labels"][:, 1:]
-    keep = targets != IGNORE
+    keep = batch["labels"][:, 1:] != IGNORE
     inputs = {k: batch[k] for k in ("input_ids", "position_ids", "attention_mask")}
     parts = _decoder_and_head(model)
     if parts is None:
-        logits = model(**inputs).logits[:, :-1][keep]
-    else:
-        decoder, head = parts
-        hidden = decoder(**inputs).last_hidden_state[:, :-1]
-        logits = head(hidden[keep])
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return model(**inputs).logits[:, :-1][keep], keep
+    decoder, head = parts
+    hidden = decoder(**inputs).last_hidden_state[:, :-1]
+    return head(hidden[keep]), keep
+
+
+def token_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of next-token cross-entropy over labelled tokens, their count)."""
+    logits, keep = labelled_logits(model, batch)
+    targets = batch["labels"][:, 1:][keep]
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
     return loss, int(keep.sum())
+
+
+def sequence_logps(
+    model: Any, batch: dict[str, torch.Tensor], segments: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: (sum of the log-probabilities of its labelled tokens, their count).
+
+    `segments` (B, T) numbers the sequence each token belongs to (packed rows hold several; -1 on padding);
+    without it, each row is one sequence."""
+    logits, keep = labelled_logits(model, batch)
+    targets = batch["labels"][:, 1:][keep]
+    token_logps = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
+    if segments is None:
+        segments = torch.arange(keep.shape[0], device=keep.device)[:, None].expand(-1, keep.shape[1] + 1)
+    owner = segments[:, 1:][keep]  # a label's sequence: packed samples start with an unlabelled token
+    count = int(segments.max()) + 1
+    sums = torch.zeros(count, device=logits.device).index_add(0, owner, token_logps)
+    return sums, torch.zeros(count, dtype=torch.long, device=owner.device).index_add(
+        0, owner, torch.ones_like(owner)
+    )
 
 
 def epoch_batches(rows: list[Pack], batch_size: int, seed: int, epoch: int) -> list[list[Pack]]:

@@ -22,7 +22,8 @@ class LLMConfig:
         aliases=("model", "model_name_or_path"),
     )
     train_data: str = option(
-        help="JSONL file: prompt/response, chat `messages`, or alpaca instruction/input/output lines.",
+        help="JSONL file: prompt/response, chat `messages`, or alpaca instruction/input/output lines "
+        "(dpo/orpo: prompt/chosen/rejected pairs).",
         section=DATA,
         path=True,
         aliases=("dataset", "data_path"),
@@ -81,6 +82,19 @@ class LLMConfig:
     use_dora: bool = option(False, help="DoRA (weight-decomposed LoRA).", section=NETWORK)
     init_adapter: str | None = option(
         None, help="Continue training this adapter folder (incremental).", section=NETWORK, path=True
+    )
+    objective: str = option(
+        "sft",
+        help="sft: learn the responses; dpo: prefer `chosen` over `rejected` against the frozen base; "
+        "orpo: reference-free preference (NLL on chosen + odds ratio).",
+        section=TRAIN,
+        choices=("sft", "dpo", "orpo"),
+    )
+    preference_beta: float = option(
+        0.1,
+        help="dpo/orpo strength (beta): how far the answers' log-probabilities move apart.",
+        section=TRAIN,
+        min=0,
     )
     learning_rate: float = option(2e-4, help="Peak learning rate.", section=TRAIN, min=0)
     lr_scheduler: str = option(

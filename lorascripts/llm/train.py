@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import StopRequested
+from ..errors import ModelError, StopRequested
 from ..fileio import ordinary_permissions
 from ..train.early_stop import BestTracker
 from ..train.events import EventCallback, EventSink, StopControl, report_outcome
@@ -36,6 +35,9 @@ from .batches import as_rows, collate, epoch_batches, token_loss
 from .config import LLMConfig
 from .data import IGNORE, chat_template, encode, read_jsonl, truncation_report
 from .model import attach_lora, load_causal_lm, load_tokenizer
+from .preference import attach_reference, pair_loss, preference_datasets
+from .serving import check_adapter
+from .split import train_and_held_out
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +49,12 @@ class LLMResult:
     train_loss: float | None
     eval_loss: float | None
     merged_dir: Path | None = None
+    serving: dict[str, Any] | None = None  # the vLLM/TGI check of the adapter (serving.ServingReport.to_dict)
 
 
 def _datasets(cfg: LLMConfig, tokenizer: Any) -> tuple[list, list]:
     """Encoded training and eval rows (held-out split by seed unless eval_data is given)."""
-    examples = read_jsonl(Path(cfg.train_data), cfg.on_bad_line)
-    held = read_jsonl(Path(cfg.eval_data), cfg.on_bad_line) if cfg.eval_data else []
-    if not held and cfg.eval_split > 0 and len(examples) >= 10:
-        shuffled = examples[:]
-        random.Random(cfg.seed).shuffle(shuffled)
-        cut = max(1, int(len(shuffled) * cfg.eval_split))
-        held, examples = shuffled[:cut], shuffled[cut:]
+    examples, held = train_and_held_out(cfg, read_jsonl)
     template = chat_template(tokenizer, cfg.chat_template)
     encoded = [encode(e, tokenizer, cfg.max_seq_length, template, cfg.train_on_prompt) for e in examples]
     held_encoded = [encode(e, tokenizer, cfg.max_seq_length, template, cfg.train_on_prompt) for e in held]
@@ -89,7 +86,9 @@ class LLMRun:
         self.autocast = precision.autocast_dtype
         torch.manual_seed(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.base_model, cfg.allow_remote_code)
-        self.train_rows, self.eval_rows = _datasets(cfg, self.tokenizer)
+        self.preference = cfg.objective != "sft"
+        datasets = preference_datasets if self.preference else _datasets
+        self.train_rows, self.eval_rows = datasets(cfg, self.tokenizer)
         base = load_causal_lm(cfg.base_model, precision.weight_dtype, cfg.allow_remote_code, cfg.load_in_4bit)
         if cfg.gradient_checkpointing:
             base.gradient_checkpointing_enable()
@@ -97,6 +96,13 @@ class LLMRun:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         for p in self.params:
             p.data = p.data.float()  # trainable LoRA weights stay fp32 whatever the base dtype
+        self.reference_s = 0.0  # time spent on the reference log-probs (DPO), for throughput figures
+        if cfg.objective == "dpo":
+            started, pad = time.perf_counter(), self.tokenizer.pad_token_id
+            pairs = self.train_rows + self.eval_rows
+            attach_reference(self.model, pairs, pad, cfg.batch_size, self.autocast, cfg.packing)
+            self.reference_s = time.perf_counter() - started
+        self.metrics: dict[str, float] = {}  # preference metrics of the last step (margin, accuracy)
         self.optimizer = torch.optim.AdamW(
             self.params, lr=cfg.learning_rate, **adamw_kernel({"weight_decay": cfg.weight_decay}, self.device)
         )
@@ -146,20 +152,39 @@ class LLMRun:
         return path
 
     # --- steps ------------------------------------------------------------------------------------------
-    def _loss(self, rows: list) -> tuple[torch.Tensor, int]:
-        batch = {k: v.to(self.device) for k, v in collate(rows, self.tokenizer.pad_token_id).items()}
+    def _loss(self, rows: list, metrics: dict[str, float] | None = None) -> tuple[torch.Tensor, int]:
+        """(loss summed over the micro-batch, what it is averaged over: labelled tokens, or pairs); preference
+        metrics are added to `metrics` weighted by pairs."""
+        pad = self.tokenizer.pad_token_id
         with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            if self.preference:
+                cfg = self.cfg
+                loss, found = pair_loss(
+                    self.model, rows, cfg.objective, cfg.preference_beta, pad, cfg.packing
+                )
+                for key, value in found.items():
+                    if metrics is not None:
+                        metrics[key] = metrics.get(key, 0.0) + value * len(rows)
+                return loss, len(rows)
+            batch = {k: v.to(self.device) for k, v in collate(rows, pad).items()}
             return token_loss(self.model, batch)
 
+    def _count(self, window: list[list]) -> int:
+        """What a step's loss is averaged over: pairs (preference) or labelled tokens (SFT)."""
+        if self.preference:
+            return sum(len(rows) for rows in window)
+        return sum(sum(1 for r in rows for lab in r.labels[1:] if lab != IGNORE) for rows in window)
+
     def step(self, window: list[list]) -> float:
-        """One optimizer step over `window` micro-batches; returns the mean token loss."""
-        tokens = sum(sum(1 for r in rows for lab in r.labels[1:] if lab != IGNORE) for rows in window)
+        """One optimizer step over `window` micro-batches; returns the mean loss (per token, or per pair)."""
+        tokens = self._count(window)
         self.tokens_seen += sum(len(r.input_ids) for rows in window for r in rows)
-        total = 0.0
+        total, sums = 0.0, {}
         for rows in window:
-            loss, _ = self._loss(rows)
+            loss, _ = self._loss(rows, sums)
             (loss / max(1, tokens)).backward()
             total += float(loss.detach())
+        self.metrics = {k: v / max(1, tokens) for k, v in sums.items()}
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
@@ -168,15 +193,18 @@ class LLMRun:
         return total / max(1, tokens)
 
     @torch.no_grad()
-    def evaluate(self) -> float | None:
+    def evaluate(self, metrics: dict[str, float] | None = None) -> float | None:
+        """Mean eval loss; preference metrics (means over the eval pairs) go into `metrics`."""
         if not self.eval_rows:
             return None
         self.model.eval()
-        total, count = 0.0, 0
+        total, count, sums = 0.0, 0, {}
         for start in range(0, len(self.eval_rows), self.cfg.batch_size):
-            loss, n = self._loss(self.eval_rows[start : start + self.cfg.batch_size])
+            loss, n = self._loss(self.eval_rows[start : start + self.cfg.batch_size], sums)
             total, count = total + float(loss), count + n
         self.model.train()
+        if metrics is not None:
+            metrics.update({f"eval_{k}": v / max(1, count) for k, v in sums.items()})
         return total / max(1, count)
 
 
@@ -204,6 +232,7 @@ def _after_step(run: LLMRun, loss: float, started: float, end_of_epoch: bool) ->
             it_per_s=round(rate, 4),
             tokens_seen=run.tokens_seen,
             eta_s=round(eta, 1) if eta else None,
+            **run.metrics,
         )
         if run.writer:
             run.writer.add_scalar("loss/train", loss, step)
@@ -225,9 +254,10 @@ def _after_step(run: LLMRun, loss: float, started: float, end_of_epoch: bool) ->
 
 
 def _eval_and_track(run: LLMRun) -> bool:
-    value = run.evaluate()
+    metrics: dict[str, float] = {}
+    value = run.evaluate(metrics)
     step = run.progress.step
-    run.events.emit("eval", step=step, eval_loss=value)
+    run.events.emit("eval", step=step, eval_loss=value, **metrics)
     if run.writer:
         run.writer.add_scalar("loss/eval", value, step)
     verdict = run.tracker.update(value, step)
@@ -287,7 +317,19 @@ def _write_outputs(run: LLMRun, loss: float | None) -> LLMResult:
         tokenizer.save_pretrained(str(merged))
         ordinary_permissions(merged)
     eval_loss = run.tracker.best[0] if run.tracker.best else run.evaluate()
-    return LLMResult(final, run.progress.step, loss, eval_loss, merged)
+    return LLMResult(final, run.progress.step, loss, eval_loss, merged, _serving_check(run, final))
+
+
+def _serving_check(run: LLMRun, adapter: Path) -> dict[str, Any] | None:
+    """Will vLLM and TGI serve the adapter? Logged and sent as an event; never fails the finished run."""
+    try:
+        report = check_adapter(adapter, base=run.cfg.base_model)
+    except ModelError as exc:
+        logger.warning("serving check skipped: %s", exc)
+        return None
+    (logger.info if report.ok else logger.warning)("%s", report.format())
+    run.events.emit("serving_check", **report.to_dict())
+    return report.to_dict()
 
 
 def train_llm(
@@ -313,6 +355,8 @@ def train_llm(
             start_step=run.progress.step,
             rows=len(run.train_rows),
             eval_rows=len(run.eval_rows),
+            objective=cfg.objective,
+            reference_s=round(run.reference_s, 3),
         )
         loss = _loop(run)
         result = _write_outputs(run, loss)
