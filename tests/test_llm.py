@@ -281,3 +281,21 @@ def test_dora_rslora_and_incremental_training(tokenizer_dir, data_file, tmp_path
         losses[0] < [e["loss"] for e in fresh if e["event"] == "step"][0]
     )  # it started from the trained adapter
     assert json.loads((more.adapter_dir / "adapter_config.json").read_text())["use_dora"] is True
+
+
+def test_generation_and_adapters_refused_by_the_libraries_are_named(tokenizer_dir, data_file, tmp_path):
+    """Two inputs that reached "a bug in lora-scripts": a system prompt for a template without a system role,
+    and an adapter folder that peft cannot load (damaged weights, or one of another base)."""
+    from lorascripts.errors import ModelError
+
+    model_dir = build_tiny_lm("llama", tmp_path / "llama", tokenizer_dir)
+    model, tokenizer = load_for_generation(str(model_dir), None)
+    with pytest.raises(ConfigError, match=r"refused this prompt \(system/user\).*Leave --system empty"):
+        tokenizer.chat_template = NO_SYSTEM + tokenizer.chat_template  # a model whose template has no system role
+        generate_text(model, tokenizer, "hi", system="be brief")
+    adapter = train_llm(_config(model_dir, data_file, tmp_path / "a", max_train_steps=1)).adapter_dir
+    (adapter / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match=rf"`--lora` {adapter} could not be loaded as an adapter"):
+        load_for_generation(str(model_dir), str(adapter))
+    with pytest.raises(ModelError, match=rf"`init_adapter` {adapter} could not be loaded"):
+        train_llm(_config(model_dir, data_file, tmp_path / "b", max_train_steps=1, init_adapter=str(adapter)))

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from .data import chat_template
 
 
@@ -25,9 +26,25 @@ def generate_text(
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": prompt}
     ]
-    text = tokenizer.apply_chat_template(
-        messages, chat_template=chat_template(tokenizer, template), tokenize=False, add_generation_prompt=True
-    )
+    from jinja2 import TemplateError
+
+    try:
+        text = tokenizer.apply_chat_template(
+            messages,
+            chat_template=chat_template(tokenizer, template),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+    except TemplateError as exc:  # the model's template is a program of its own: its refusal is the input's
+        roles = "/".join(m["role"] for m in messages)
+        raise ConfigError(
+            f"the chat template refused this prompt ({roles}): {str(exc)[:200]}. "
+            + (
+                "Leave --system empty (this template takes no system message) or pass --chat-template chatml."
+                if system
+                else "Pass --chat-template chatml."
+            )
+        ) from None
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
     torch.manual_seed(seed)
     sampling = (

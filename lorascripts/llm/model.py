@@ -66,10 +66,10 @@ def load_causal_lm(
 
 def attach_lora(model: Any, cfg: Any) -> Any:
     """A trainable peft LoRA on the model: a new one from the config, or `init_adapter` to continue training."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
 
     if cfg.init_adapter:
-        return PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
+        return load_adapter(model, cfg.init_adapter, trainable=True, key="init_adapter")
     targets = cfg.target_modules
     config = LoraConfig(
         r=cfg.lora_rank,
@@ -88,13 +88,26 @@ def attach_lora(model: Any, cfg: Any) -> Any:
 
 def load_for_generation(base: str, adapter: str | None, allow_remote_code: bool = False) -> tuple[Any, Any]:
     """Base (+ adapter folder) in eval mode, and the tokenizer (the adapter's own when it has one)."""
-    from peft import PeftModel
 
     tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base
     tokenizer = load_tokenizer(tokenizer_source, allow_remote_code)
     model = load_causal_lm(base, torch.float32, allow_remote_code)
     if adapter:
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ModelError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json).")
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_adapter(model, adapter, trainable=False, key="--lora")
     return model.eval(), tokenizer
+
+
+def load_adapter(model: Any, folder: str, trainable: bool, key: str) -> Any:
+    """A peft adapter folder on `model`; a folder that is not one, or a damaged one, is a ModelError naming it
+    (peft's own errors - a missing file, JSON or safetensors damage, shapes of another base - say neither)."""
+    from peft import PeftModel
+
+    if not (Path(folder) / "adapter_config.json").is_file():
+        raise ModelError(f"`{key}` {folder} is not a PEFT adapter folder (no adapter_config.json).")
+    try:
+        return PeftModel.from_pretrained(model, folder, is_trainable=trainable)
+    except Exception as exc:  # noqa: BLE001 - the boundary where the user's folder enters peft
+        raise ModelError(
+            f"`{key}` {folder} could not be loaded as an adapter of this base model "
+            f"({type(exc).__name__}: {str(exc)[:200]}); use an adapter folder written by training on this base."
+        ) from None
