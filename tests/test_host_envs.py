@@ -95,6 +95,16 @@ def tiny_config(tmp_path: Path, model, **keys: object) -> Path:
     return path
 
 
+def readme_command_lines(python: Path, tmp_path: Path, model, data: Path) -> None:
+    """check_dataset and train.py as the README types them, with the host's Python from the extension folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    config = tiny_config(tmp_path / "cli", model, max_train_steps=1, output_name="cli")
+    for args in (["tools/check_dataset.py", str(data)], ["train.py", "--config", str(config)]):
+        done = subprocess.run([str(python), *args], cwd=str(REPO), env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "cli" / "out" / "cli.safetensors").is_file()
+
+
 def webui_root(tmp_path: Path, model) -> Path:
     root = tmp_path / "webui"
     folder = root / "models" / "Stable-diffusion"
@@ -150,12 +160,7 @@ def test_webui_pins_hold_and_the_tab_trains_in_the_engine_env(host, tiny_sd1, tm
     assert lora.is_file() and card["activation text"] == "zk" and card["sd version"] == "SD1"
 
     # the README's command lines, typed with the WebUI's Python from the extension folder, run in the engine env
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    config = tiny_config(tmp_path / "cli", tiny_sd1, max_train_steps=1, output_name="cli")
-    for args in (["tools/check_dataset.py", str(data)], ["train.py", "--config", str(config)]):
-        done = subprocess.run([str(python), *args], cwd=str(REPO), env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert (tmp_path / "cli" / "out" / "cli.safetensors").is_file()
+    readme_command_lines(python, tmp_path, tiny_sd1, data)
 
 
 def manager_installs(python: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -191,6 +196,8 @@ def test_comfyui_pins_hold_and_training_runs(tiny_sd1, tmp_path):
     outcome = drive(python, "comfy", tmp_path, tiny_sd1, data, "pinned")
     assert outcome["state"] == "finished" and Path(outcome["lora"]).is_file()
     assert outcome["compat"]["ok"] is True, outcome["compat"]
+    # the README's command lines, typed with ComfyUI's Python from the custom node's folder
+    readme_command_lines(python, tmp_path, tiny_sd1, data)
 
 
 def test_declared_floors_install_together_and_train(tiny_sd1, tmp_path):

@@ -291,7 +291,9 @@ def test_generation_and_adapters_refused_by_the_libraries_are_named(tokenizer_di
     model_dir = build_tiny_lm("llama", tmp_path / "llama", tokenizer_dir)
     model, tokenizer = load_for_generation(str(model_dir), None)
     with pytest.raises(ConfigError, match=r"refused this prompt \(system/user\).*Leave --system empty"):
-        tokenizer.chat_template = NO_SYSTEM + tokenizer.chat_template  # a model whose template has no system role
+        tokenizer.chat_template = (
+            NO_SYSTEM + tokenizer.chat_template
+        )  # a model whose template has no system role
         generate_text(model, tokenizer, "hi", system="be brief")
     adapter = train_llm(_config(model_dir, data_file, tmp_path / "a", max_train_steps=1)).adapter_dir
     (adapter / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
