@@ -40,6 +40,22 @@ def _inside_root(name: str) -> Path:
     return path
 
 
+def _generate_here(key: tuple[str, str], base: str, lora: str | None, prompt: str, options: dict) -> str:
+    """In ComfyUI's own process (its packages meet the engine's), with the last model kept loaded."""
+    import torch
+
+    from ..lorascripts.llm.generate import generate_text
+    from ..lorascripts.llm.model import load_for_generation
+
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE.clear()  # one model in memory at a time
+            _CACHE[key] = load_for_generation(base, lora)
+        model, tokenizer = _CACHE[key]
+    with torch.inference_mode(False):
+        return generate_text(model, tokenizer, prompt, **options)
+
+
 class GenerateText:
     """Write text in your trained voice: base LM + adapter + prompt."""
 
@@ -98,39 +114,18 @@ class GenerateText:
 
         from ..lorascripts.host.engine_env import engine_python
 
+        base = str(_inside_root(base_model))
         lora = None if adapter == NO_ADAPTER else str(_inside_root(adapter))
+        options = {
+            "system": system,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "seed": seed,
+        }
         if engine_python() != sys.executable:  # the LLM libraries live in the engine's own environment
             from ..lorascripts.host.children import generate_in_child
 
-            text = generate_in_child(
-                str(_inside_root(base_model)),
-                lora,
-                prompt,
-                system=system,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                seed=seed,
-            )
-            return {"ui": {"text": [text]}, "result": (text,)}
-        import torch
-
-        from ..lorascripts.llm.generate import generate_text
-        from ..lorascripts.llm.model import load_for_generation
-
-        key = (base_model, adapter)
-        with _LOCK:
-            if key not in _CACHE:
-                _CACHE.clear()  # one model in memory at a time
-                _CACHE[key] = load_for_generation(str(_inside_root(base_model)), lora)
-            model, tokenizer = _CACHE[key]
-        with torch.inference_mode(False):
-            text = generate_text(
-                model,
-                tokenizer,
-                prompt,
-                system=system,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                seed=seed,
-            )
+            text = generate_in_child(base, lora, prompt, **options)
+        else:
+            text = _generate_here((base_model, adapter), base, lora, prompt, options)
         return {"ui": {"text": [text]}, "result": (text,)}

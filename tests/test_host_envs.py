@@ -206,7 +206,8 @@ def test_declared_floors_install_together_and_train(tiny_sd1, tmp_path):
     installed = versions(python)
     for line in pins:  # the floors themselves, not something newer, are what the venv imports
         req = Requirement(line)
-        assert installed[req.name.lower().replace("_", "-")] == str(next(iter(req.specifier)).version), line
+        have = Version(installed[req.name.lower().replace("_", "-")])
+        assert have == Version(next(iter(req.specifier)).version), line
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["PYTHONPATH"] = str(REPO)
     doctor = subprocess.run(

@@ -15,6 +15,7 @@ from tiny_llm import assert_resume_matches_straight, build_tiny_lm, build_tokeni
 
 from lorascripts.config import config_from_dict
 from lorascripts.errors import ConfigError, DatasetError
+from lorascripts.host.children import generate_in_child
 from lorascripts.llm.batches import as_rows, collate, token_loss
 from lorascripts.llm.data import IGNORE, Example, encode, read_jsonl
 from lorascripts.llm.generate import generate_text
@@ -296,6 +297,14 @@ def test_generation_and_adapters_refused_by_the_libraries_are_named(tokenizer_di
         )  # a model whose template has no system role
         generate_text(model, tokenizer, "hi", system="be brief")
     adapter = train_llm(_config(model_dir, data_file, tmp_path / "a", max_train_steps=1)).adapter_dir
+    # the same text from a child of the engine's Python (how hosts with an engine environment generate)
+    here = generate_text(*load_for_generation(str(model_dir), str(adapter)), "-a prompt with a dash", seed=3)
+    os.environ["LORA_SCRIPTS_ENGINE_PYTHON"] = sys.executable
+    try:
+        there = generate_in_child(str(model_dir), str(adapter), "-a prompt with a dash", seed=3, system="")
+    finally:
+        del os.environ["LORA_SCRIPTS_ENGINE_PYTHON"]
+    assert there == here
     (adapter / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelError, match=rf"`--lora` {adapter} could not be loaded as an adapter"):
         load_for_generation(str(model_dir), str(adapter))

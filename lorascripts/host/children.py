@@ -96,10 +96,10 @@ def caption_in_child(request: CaptionRequest, should_cancel: Callable[[], bool] 
 
 def generate_in_child(base: str, lora: str | None, prompt: str, **options: object) -> str:
     """`python -m lorascripts generate` in the engine's Python; returns the text."""
-    args = ["generate", prompt, "--base", base]
+    args = ["generate", "--base", base]
     if lora:
         args += ["--lora", lora]
     for key, value in options.items():
         if value not in (None, ""):
             args += [f"--{key.replace('_', '-')}", str(value)]
-    return run_engine(args).rstrip("\n")
+    return run_engine([*args, "--", prompt]).rstrip("\n")  # "--": a prompt may start with a dash

@@ -145,11 +145,12 @@ def encode_pair(
     example: PreferenceExample, tokenizer: Any, max_length: int, template: str
 ) -> tuple[Pair, bool]:
     """The pair as two rows whose labels cover only the answer; (pair, truncated)."""
-    prompt_ids = _render(tokenizer, example.prompt, template, generation=True)
+    where = f"line {example.line}"
+    prompt_ids = _render(tokenizer, example.prompt, template, True, where)
     rows = []
     for answer in (example.chosen, example.rejected):
         full = _render(
-            tokenizer, [*example.prompt, {"role": "assistant", "content": answer}], template, False
+            tokenizer, [*example.prompt, {"role": "assistant", "content": answer}], template, False, where
         )
         if full[: len(prompt_ids)] != prompt_ids:
             raise DatasetError(
