@@ -100,7 +100,18 @@ def _peft(model_dir: Path) -> object:
     return get_peft_model(AutoModelForCausalLM.from_pretrained(str(model_dir)), lora).eval()
 
 
-def test_dpo_and_orpo_losses_equal_trl_on_the_same_batch(tokenizer_dir, tmp_path):
+@pytest.fixture
+def forget_trainer_state():
+    """trl's trainers (through transformers' TrainingArguments) set accelerate's process-wide AcceleratorState;
+    left behind, every later in-process training in this pytest run would fail to pick its own precision."""
+    yield
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+
+def test_dpo_and_orpo_losses_equal_trl_on_the_same_batch(tokenizer_dir, tmp_path, forget_trainer_state):
     pytest.importorskip("trl", reason="trl is in requirements-dev.txt; the comparison needs it")
     from trl import DPOConfig, DPOTrainer
     from trl.experimental.orpo import ORPOTrainer
