@@ -171,10 +171,10 @@ def unmet_requirements(
     distributions `dists` do not meet. Unreadable lines are reported as unmet, never ignored."""
     requirement_cls, version_cls, invalid = packaging_tools()
     problems: list[Unmet] = []
-    queue: list[tuple[str, str, frozenset[str]]] = [(line, "lora-scripts", frozenset()) for line in lines]
+    queue: list[tuple[str, str]] = [(line, "lora-scripts") for line in lines]
     seen: set[tuple[str, frozenset[str]]] = set()
     while queue:
-        text, parent, _ = queue.pop(0)
+        text, parent = queue.pop(0)
         try:
             req = requirement_cls(text)
         except invalid:
@@ -202,7 +202,7 @@ def unmet_requirements(
 
 
 def _applicable(text: str, extras: frozenset[str], parent: str, requirement_cls, invalid) -> list:  # noqa: ANN001
-    """`text` as a queue entry when its marker applies here (with the parent's extras), else nothing."""
+    """`text` as a queue entry (requirement, parent) when its marker applies here with the parent's extras."""
     try:
         req = requirement_cls(text)
     except invalid:
@@ -211,7 +211,7 @@ def _applicable(text: str, extras: frozenset[str], parent: str, requirement_cls,
         environments = [{"extra": e} for e in sorted(extras)] or [{"extra": ""}]
         if not any(req.marker.evaluate(env) for env in environments):
             return []
-    return [(text, parent, extras)]
+    return [(text, parent)]
 
 
 def dist_for_module(module: str) -> str:

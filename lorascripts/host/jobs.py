@@ -157,6 +157,11 @@ class TrainingJob:
             stderr=subprocess.STDOUT,
         )
 
+    def _said_error(self) -> str:
+        """The last `error:` line the child printed (an error before its events began), or ''."""
+        said = [line for line in self.log_tail().splitlines() if line.startswith("error:")]
+        return said[-1][len("error:") :].strip() if said else ""
+
     def request_stop(self) -> None:
         """Ask the child to save a checkpoint and stop (it checks at every step)."""
         (self.work_dir / STOP_FILE_NAME).touch()
@@ -220,13 +225,8 @@ class TrainingJob:
             )
         if code != 0:
             error = next((e for e in reversed(self.events) if e.get("event") == "error"), None)
-            said = [
-                line[len("error:") :].strip()
-                for line in self.log_tail().splitlines()
-                if line.startswith("error:")
-            ]
             cause = (
-                error["message"] if error else (said[-1] if said else "the trainer stopped without a message")
+                error["message"] if error else self._said_error() or "the trainer stopped without a message"
             )
             if error is None and code is not None and code < 0:
                 cause = f"the last checkpoint is kept in {self.work_dir / 'checkpoints'}; run again to resume"
