@@ -7,7 +7,7 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from lorascripts.config import TrainConfig, config_from_dict
@@ -148,6 +148,8 @@ OPTIMIZER_ARG_NAMES = [
     optimizer=st.sampled_from(["adamw", "prodigy", "adafactor"]),
     args=st.dictionaries(st.sampled_from(OPTIMIZER_ARG_NAMES) | st.text(max_size=6), VALUES, max_size=3),
 )
+@example(optimizer="adamw", args={"betas": []})  # found by this test: an IndexError inside AdamW
+@example(optimizer="prodigy", args={"betas": {}})  # and a KeyError
 def test_optimizer_args_fail_at_load_or_not_at_all(optimizer, args):
     """Whatever `optimizer_args` hold, the config load refuses them with a ConfigError naming the key, or the
     optimizer builds and steps: never a library TypeError in the middle of a run."""

@@ -14,6 +14,9 @@ from typing import Any
 from ..errors import ConfigError
 from .validate import short_repr, suggest
 
+# What a library raises for a bad keyword value (`betas: []` is an IndexError inside AdamW, `betas: {}` a
+# KeyError): at the boundary where optimizer_args enter a library, each becomes a ConfigError naming the key.
+ARGUMENT_ERRORS = (TypeError, ValueError, RuntimeError, AssertionError, KeyError, IndexError)
 # keys the config sets itself: the run passes them, so a second copy in optimizer_args is a TypeError
 _OWNED = {"params": "the LoRA parameters", "lr": "`learning_rate`"}
 # Where each optimizer lives (module, attribute, the package to install).
@@ -90,7 +93,7 @@ def _try_values(cfg: Any, class_name: str, source: str) -> None:
         optimizer = build_optimizer(cfg, [{"params": [probe]}], torch.device("cpu"))
         probe.grad = torch.ones(1)
         optimizer.step()
-    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
+    except ARGUMENT_ERRORS as exc:
         raise ConfigError(
             f"{source}: `optimizer_args` {short_repr(cfg.optimizer_args)} are refused by {class_name} "
             f"(optimizer: {cfg.optimizer}): {str(exc)[:200]}. Fix or remove the value."

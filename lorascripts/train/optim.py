@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
-from ..config.optimizers import library_defaults
+from ..config.optimizers import ARGUMENT_ERRORS, library_defaults
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def create_optimizer(
     """The optimizer named in the config, with its extra arguments; clear errors when it cannot run here."""
     try:
         return build_optimizer(cfg, param_groups, device)
-    except (TypeError, ValueError) as exc:
+    except ARGUMENT_ERRORS as exc:
         # the boundary where optimizer_args enter a library: its complaint, named as the key the user wrote
         raise ConfigError(
             f"`optimizer_args` {cfg.optimizer_args!r} are refused by optimizer {cfg.optimizer}: {str(exc)[:200]}."
