@@ -46,7 +46,7 @@ def build_sdxl_random() -> SimpleNamespace:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from lorascripts.models.family import ModelFamily
+    from lorascripts.models.families import get_family
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SDXL_UNET)
@@ -64,7 +64,10 @@ def build_sdxl_random() -> SimpleNamespace:
     te1 = CLIPTextModel(CLIPTextConfig(**common, **CLIP_L))
     te2 = CLIPTextModelWithProjection(CLIPTextConfig(**common, **CLIP_BIGG))
     return SimpleNamespace(
-        family=ModelFamily.SDXL, unet=unet.half(), vae=vae.half(), text_encoders=[te1.half(), te2.half()]
+        family=get_family("sdxl"),
+        denoiser=unet.half(),
+        vae=vae.half(),
+        text_encoders=[te1.half(), te2.half()],
     )
 
 
@@ -72,7 +75,7 @@ def sdxl_random_checkpoint(path: Path) -> Path:
     """The checkpoint at `path`, built once."""
     if path.is_file():
         return path
-    from lorascripts.models.ldm_names import save_single_file
+    from lorascripts.models.families.sd.ldm_names import save_single_file
 
     save_single_file(build_sdxl_random(), path)
     return path

@@ -143,10 +143,10 @@ def write_diffusers_folder(single_file: str, target: str) -> None:
     base = load_base_model(single_file, tokenizer_path=str(tokenizer_dir()))
     parts: dict[str, Any] = {
         "vae": base.vae.to(torch.float16),
-        "unet": base.unet.to(torch.float16),
+        "unet": base.denoiser.to(torch.float16),
         "scheduler": base.noise_scheduler,
     }
-    if base.family.value == "sdxl":
+    if base.family.name == "sdxl":
         te1, te2 = base.text_encoders
         tok1, tok2 = base.tokenizers
         pipe = StableDiffusionXLPipeline(

@@ -118,8 +118,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 from types import SimpleNamespace
-from lorascripts.models.family import ModelFamily
-from lorascripts.models.ldm_names import save_single_file
+from lorascripts.models.families import get_family
+from lorascripts.models.families.sd.ldm_names import save_single_file
 torch.manual_seed(0)
 unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)
 for p in unet.parameters():
@@ -129,7 +129,7 @@ vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
                     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, hidden_size=768,
                                   intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12))
-base = SimpleNamespace(family=ModelFamily.SD1, unet=unet.half(), vae=vae.half(), text_encoders=[te.half()])
+base = SimpleNamespace(family=get_family("sd1"), denoiser=unet.half(), vae=vae.half(), text_encoders=[te.half()])
 save_single_file(base, __import__("pathlib").Path({str(path)!r}))
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=str(REPO))

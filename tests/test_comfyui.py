@@ -314,19 +314,18 @@ def standard_sd15_lora(path: Path, seed: int = 0) -> Path:
 
     import torch
 
+    from lorascripts.models.families import get_family
     from lorascripts.network.lora import NetworkSpec, collect_targets
-    from lorascripts.network.naming import KohyaNamer
     from lorascripts.network.save import save_lora_file
-    from lorascripts.toolbox.reference import meta_base
 
-    base = meta_base("sd1")
-    namer = KohyaNamer("sd1", base.unet.config)
+    base = get_family("sd1").reference_model()
+    namer = base.family.kohya_name(base)
     g = torch.Generator().manual_seed(seed)
     tensors = {}
     for t in collect_targets(base, NetworkSpec(rank=4, alpha=4)):
         shape = t.module.weight.shape  # Linear, or the 1x1 proj_in/proj_out convs of SD1.5
         conv = (1, 1) if len(shape) == 4 else ()
-        name = namer.name(t.component, t.path)
+        name = namer(t.component, t.path)
         tensors[f"{name}.lora_down.weight"] = torch.randn(4, *shape[1:], generator=g) * 0.01
         tensors[f"{name}.lora_up.weight"] = torch.randn(shape[0], 4, *conv, generator=g) * 0.01
         tensors[f"{name}.alpha"] = torch.tensor(4.0)

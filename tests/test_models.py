@@ -13,9 +13,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from lorascripts.errors import ModelError
 from lorascripts.models import load_base_model
-from lorascripts.models.family import ModelFamily, family_from_keys
-from lorascripts.models.ldm_names import original_state_dict
-from lorascripts.models.single_file import text_config, unet_config, vae_config
+from lorascripts.models.families import family_of_checkpoint, get_family
+from lorascripts.models.families.sd.ldm_names import original_state_dict
+from lorascripts.models.families.sd.single_file import text_config, unet_config, vae_config
 
 SD15_UNET = dict(
     sample_size=64,
@@ -75,7 +75,7 @@ def _meta_base(family: str, unet_kw: dict, texts: list[dict]) -> SimpleNamespace
             encoders.append(
                 (CLIPTextModelWithProjection if "projection_dim" in kw else CLIPTextModel)(config)
             )
-    return SimpleNamespace(family=ModelFamily(family), unet=unet, vae=vae, text_encoders=encoders)
+    return SimpleNamespace(family=get_family(family), denoiser=unet, vae=vae, text_encoders=encoders)
 
 
 def _heads(value) -> list[int]:
@@ -93,10 +93,10 @@ def _heads(value) -> list[int]:
 def test_real_architectures_are_inferred_from_shapes(family, unet_kw, texts) -> None:
     base = _meta_base(family, unet_kw, texts)
     shapes = {k: tuple(v.shape) for k, v in original_state_dict(base).items()}
-    assert family_from_keys(list(shapes)) is ModelFamily(family)
+    assert family_of_checkpoint(list(shapes)) is get_family(family)
     arch = {"pooled_dim": 1280} if family == "sdxl" else {}
-    got = unet_config(shapes, ModelFamily(family), arch)
-    want = base.unet.config
+    got = unet_config(shapes, get_family(family), arch)
+    want = base.denoiser.config
     for key in (
         "block_out_channels",
         "layers_per_block",
@@ -119,11 +119,10 @@ def test_real_architectures_are_inferred_from_shapes(family, unet_kw, texts) -> 
     if family == "sdxl":
         assert list(got["transformer_layers_per_block"]) == [1, 2, 10]
         assert got["addition_time_embed_dim"] == 256 and got["projection_class_embeddings_input_dim"] == 2816
-    vae = vae_config(shapes, ModelFamily(family), {})
+    vae = vae_config(shapes, get_family(family), {})
     assert vae["block_out_channels"] == [128, 256, 512, 512] and vae["layers_per_block"] == 2
-    from lorascripts.models.ldm_names import text_encoder_layouts
 
-    for index, ((prefix, layout), te) in enumerate(zip(text_encoder_layouts(family), base.text_encoders)):
+    for index, ((prefix, layout), te) in enumerate(zip(get_family(family).text_layouts, base.text_encoders)):
         cfg = text_config(shapes, prefix, layout, {}, index)
         expected_layers = 23 if family == "sd2" else te.config.num_hidden_layers  # SD2 drops the last block
         assert cfg["num_hidden_layers"] == expected_layers
@@ -141,14 +140,16 @@ def test_standard_checkpoint_without_metadata_and_pickles(tiny_tokenizer, tmp_pa
         assert not fh.metadata()  # nothing but the weights, like a downloaded checkpoint
     reference = load_base_model(str(model.diffusers_dir))
     base = load_base_model(str(model.single_file), tokenizer_path=str(tiny_tokenizer))
-    assert base.unet.config.attention_head_dim == reference.unet.config.attention_head_dim == 8
-    assert all(torch.equal(v, reference.unet.state_dict()[k]) for k, v in base.unet.state_dict().items())
+    assert base.denoiser.config.attention_head_dim == reference.denoiser.config.attention_head_dim == 8
+    assert all(
+        torch.equal(v, reference.denoiser.state_dict()[k]) for k, v in base.denoiser.state_dict().items()
+    )
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": load_file(str(model.single_file))}, ckpt)
     with pytest.raises(ModelError, match="allow_pickle"):
         load_base_model(str(ckpt), tokenizer_path=str(tiny_tokenizer))
     base = load_base_model(str(ckpt), allow_pickle=True, tokenizer_path=str(tiny_tokenizer))
-    assert base.family is ModelFamily.SD1
+    assert base.family is get_family("sd1")
 
 
 def test_wrong_family_and_wrong_file_are_explained(tiny_sd2, tmp_path: Path) -> None:
@@ -180,17 +181,19 @@ def test_missing_tokenizer_says_what_to_do(tiny_sd1, tmp_path: Path) -> None:
 def test_single_file_and_diffusers_folder_agree(tiny_sdxl) -> None:
     a = load_base_model(str(tiny_sdxl.single_file), tokenizer_path=str(tiny_sdxl.tokenizer_dir))
     b = load_base_model(str(tiny_sdxl.diffusers_dir))
-    assert a.family is b.family is ModelFamily.SDXL and a.resolution == b.resolution
-    for x, y in zip([a.unet, a.vae, *a.text_encoders], [b.unet, b.vae, *b.text_encoders]):
+    assert a.family is b.family is get_family("sdxl") and a.resolution == b.resolution
+    for x, y in zip([a.denoiser, a.vae, *a.text_encoders], [b.denoiser, b.vae, *b.text_encoders]):
         sx, sy = x.state_dict(), y.state_dict()
         assert sx.keys() == sy.keys() and all(torch.equal(sx[k], sy[k]) for k in sx)
     ids = [
         t(["a red circle"], padding="max_length", max_length=77, return_tensors="pt").input_ids
         for t in a.tokenizers
     ]
-    from lorascripts.models.text import encode_tokens
+    from lorascripts.models.families.sd.text import encode_tokens
 
     with torch.no_grad():
         ha, pa = encode_tokens(a, ids)
         hb, pb = encode_tokens(b, ids)
-    assert torch.equal(ha, hb) and torch.equal(pa, pb) and ha.shape[-1] == a.unet.config.cross_attention_dim
+    assert (
+        torch.equal(ha, hb) and torch.equal(pa, pb) and ha.shape[-1] == a.denoiser.config.cross_attention_dim
+    )

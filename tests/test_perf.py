@@ -76,8 +76,8 @@ def test_model_shapes_from_the_header_match_the_loaded_model(tiny_sd1) -> None:
     shapes = model_shapes(str(tiny_sd1.single_file))
     base = load_base_model(str(tiny_sd1.single_file), tokenizer_path=str(tiny_sd1.tokenizer_dir))
     assert shapes.family == "sd1"
-    assert shapes.params["unet"] == sum(p.numel() for p in base.unet.parameters())
-    assert shapes.unet["block_out_channels"] == list(base.unet.config.block_out_channels)
+    assert shapes.params["unet"] == sum(p.numel() for p in base.denoiser.parameters())
+    assert shapes.unet["block_out_channels"] == list(base.denoiser.config.block_out_channels)
     assert shapes.resolution == base.resolution
 
 

@@ -69,7 +69,7 @@ def deltas(path: Path) -> dict[str, torch.Tensor]:
 
 def _unet_out(base, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    unet = base.unet
+    unet = base.denoiser
     latents = torch.randn(1, unet.config.in_channels, 16, 16, generator=g)
     ids = base.tokenizers[0](
         "zkstyle, a red circle",
@@ -369,5 +369,5 @@ def test_diffusers_applies_the_converted_file_like_our_loader(tiny_sd1, sd1_lora
     network = load_lora(base, sd1_loras[0])
     expected = _unet_out(base)
     network.remove()
-    mirror = type(base)(**{**base.__dict__, "unet": pipe.unet, "text_encoders": [pipe.text_encoder]})
+    mirror = type(base)(**{**base.__dict__, "denoiser": pipe.unet, "text_encoders": [pipe.text_encoder]})
     assert (_unet_out(mirror) - expected).abs().max() < 1e-4

@@ -29,7 +29,7 @@ def test_toy_model_files_and_single_file_agree(toy) -> None:
     single = load_base_model(str(TOY_SINGLE_FILE), tokenizer_path=str(TOY_MODEL_DIR / "tokenizer"))
     assert single.family == toy.family and single.resolution == toy.resolution == 64
     for a, b in zip(
-        [single.unet, single.vae, *single.text_encoders], [toy.unet, toy.vae, *toy.text_encoders]
+        [single.denoiser, single.vae, *single.text_encoders], [toy.denoiser, toy.vae, *toy.text_encoders]
     ):
         sa, sb = a.state_dict(), b.state_dict()
         assert all(torch.equal(sa[k].float(), sb[k].float()) for k in sb)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from lorascripts.config import config_from_dict
 from lorascripts.models import load_base_model
-from lorascripts.models.ldm_names import original_layout_shapes
+from lorascripts.models.families.sd.ldm_names import original_layout_shapes
 from lorascripts.network.lora import LoraNetwork, NetworkSpec
 from lorascripts.network.webui_check import check_webui_compat
 from lorascripts.train.events import read_events
@@ -37,19 +37,19 @@ KOHYA_KEY = r"^lora_(unet|te|te1|te2)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\
 def _unet_out(base, seed: int = 0) -> torch.Tensor:
     """U-Net output on a fixed input (with whatever LoRA is hooked in)."""
     g = torch.Generator().manual_seed(seed)
-    cfg = base.unet.config
+    cfg = base.denoiser.config
     size = cfg.sample_size
     x = torch.randn(1, cfg.in_channels, size, size, generator=g)
     ctx = torch.randn(1, 77, cfg.cross_attention_dim, generator=g)
     kwargs = {}
-    if base.family.value == "sdxl":
+    if base.family.name == "sdxl":
         proj = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
         kwargs["added_cond_kwargs"] = {
             "text_embeds": torch.randn(1, proj, generator=g),
             "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]]),
         }
     with torch.no_grad():
-        return base.unet(x, torch.tensor([500]), ctx, **kwargs).sample
+        return base.denoiser(x, torch.tensor([500]), ctx, **kwargs).sample
 
 
 @pytest.fixture(params=["sd1", "sd2", "sdxl"])
@@ -79,7 +79,7 @@ def test_training_writes_a_loadable_kohya_file(trained) -> None:
     with safe_open(str(result.lora_path), "pt") as fh:
         shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
         meta = fh.metadata()
-    report = check_webui_compat(shapes, original_layout_shapes(base), base.family.value)
+    report = check_webui_compat(shapes, original_layout_shapes(base), base.family)
     assert report.ok, report.summary()
     prefixes = {k.split("_")[1] for k in tensors}
     assert prefixes == ({"unet", "te1", "te2"} if model.family == "sdxl" else {"unet", "te"})
@@ -120,8 +120,8 @@ def test_strength_zero_is_base_and_diffusers_matches(trained) -> None:
 
     pipe = DiffusionPipeline.from_pretrained(str(model.diffusers_dir))
     pipe.load_lora_weights(str(result.lora_path.parent), weight_name=result.lora_path.name)
-    ours_te = base.family.value
-    diffusers_out = _unet_out(type("B", (), {"unet": pipe.unet, "family": base.family})())
+    ours_te = base.family.name
+    diffusers_out = _unet_out(type("B", (), {"denoiser": pipe.unet, "family": base.family})())
     assert torch.allclose(diffusers_out, after, atol=1e-4, rtol=1e-3), (
         f"{ours_te}: diffusers output differs by {(diffusers_out - after).abs().max():.2e}"
     )

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from lorascripts.config import config_from_dict
 from lorascripts.errors import ModelError
 from lorascripts.models import load_base_model
-from lorascripts.models.ldm_names import original_layout_shapes
+from lorascripts.models.families.sd.ldm_names import original_layout_shapes
 from lorascripts.network.webui_check import check_webui_compat
 from lorascripts.train.events import read_events
 from lorascripts.train.trainer import train
@@ -33,7 +33,7 @@ def test_network_types_train_and_pass_the_webui_check(network_type, tiny_sd1, tm
     result = train(config_from_dict(cfg))
     shapes, meta = _shapes_and_meta(result.lora_path)
     base = load_base_model(str(tiny_sd1.single_file), tokenizer_path=str(tiny_sd1.tokenizer_dir))
-    report = check_webui_compat(shapes, original_layout_shapes(base), "sd1")
+    report = check_webui_compat(shapes, original_layout_shapes(base), base.family)
     assert report.ok, report.summary()
     assert any("resnets" in k or "downsamplers" in k for k in shapes), "conv layers are trained"
     args = json.loads(meta["ss_network_args"])

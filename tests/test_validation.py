@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 
 from lorascripts.config import config_from_dict
 from lorascripts.errors import ConfigError, DatasetError, StopRequested
+from lorascripts.models.families.sd.objective import DDPMObjective, sd_noise_scheduler
 from lorascripts.train.early_stop import BestTracker
 from lorascripts.train.events import STOP_FILE_NAME, read_events
 from lorascripts.train.trainer import train
-from lorascripts.train.validation import fixed_timesteps, split_validation, validation_items
+from lorascripts.train.validation import split_validation, validation_items
 
 
 def test_best_tracker_counts_patience_and_survives_a_checkpoint() -> None:
@@ -49,7 +50,8 @@ def test_validation_split_and_config_errors(tmp_path: Path) -> None:
         config_from_dict({**base, "ema": {"decy": 0.9}})
     nested = config_from_dict({**base, "ema": {"decay": 0.99, "start_step": 5, "device": "cpu"}})
     assert (nested.ema_decay, nested.ema_start_step, nested.ema_device) == (0.99, 5, "cpu")
-    assert fixed_timesteps(4, 1000).tolist() == [125, 375, 625, 875]
+    objective = DDPMObjective(sd_noise_scheduler(), "epsilon", None)
+    assert objective.validation_timesteps(4).tolist() == [125, 375, 625, 875]
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

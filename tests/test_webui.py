@@ -19,7 +19,7 @@ from helpers_train import make_dataset
 from PIL import Image
 from safetensors import safe_open
 
-from lorascripts.models.ldm_names import original_layout_shapes
+from lorascripts.models.families.sd.ldm_names import original_layout_shapes
 from lorascripts.models.loader import load_base_model
 from lorascripts.network.webui_check import check_webui_compat
 
@@ -147,7 +147,7 @@ def test_session_output_passes_webui_key_check(webui, family, request, tmp_path)
     with safe_open(str(lora), "pt") as fh:
         shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     base = load_base_model(str(model.single_file), tokenizer_path=str(model.tokenizer_dir))
-    report = check_webui_compat(shapes, original_layout_shapes(base), family)
+    report = check_webui_compat(shapes, original_layout_shapes(base), base.family)
     assert report.ok and report.applied == report.total, report.summary()
     assert "unload_model_weights" in (webui["root"] / "webui_calls.log").read_text()
     assert f"list_available_networks:{family}_card" in (webui["root"] / "webui_calls.log").read_text()

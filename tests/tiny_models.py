@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from lorascripts.models.family import ModelFamily
-from lorascripts.models.ldm_names import save_single_file
-from lorascripts.models.loader import BaseModel, sd_noise_scheduler
-from lorascripts.models.single_file import ARCH_KEY
+from lorascripts.models.families import BaseModel, get_family
+from lorascripts.models.families.sd.ldm_names import save_single_file
+from lorascripts.models.families.sd.objective import sd_noise_scheduler
+from lorascripts.models.families.sd.single_file import ARCH_KEY
 from lorascripts.models.tokenizer_build import train_clip_tokenizer
 
 WORDS = (
@@ -136,7 +136,7 @@ def build_tiny(
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTokenizer
 
-    fam = ModelFamily(family)
+    fam = get_family(family)
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
     vocab = len(tokenizer)
     act = "quick_gelu" if family == "sd1" else "gelu"
@@ -152,7 +152,7 @@ def build_tiny(
     scheduler = sd_noise_scheduler()
     base = BaseModel(
         family=fam,
-        unet=_unet(family, seed + 3, standard),
+        denoiser=_unet(family, seed + 3, standard),
         vae=_vae(seed + 4, 0.13025 if family == "sdxl" else 0.18215, standard),
         text_encoders=encoders,
         tokenizers=tokenizers,
@@ -165,7 +165,7 @@ def build_tiny(
     root.mkdir(parents=True, exist_ok=True)
     single = root / f"tiny-{family}.safetensors"
     arch = {
-        "unet_heads": base.unet.config.attention_head_dim,
+        "unet_heads": base.denoiser.config.attention_head_dim,
         "unet_groups": 8,
         "vae_groups": 8,
         "text_heads": [2, 2],
@@ -181,7 +181,7 @@ def build_tiny(
             text_encoder_2=encoders[1],
             tokenizer=tokenizers[0],
             tokenizer_2=tokenizers[1],
-            unet=base.unet,
+            unet=base.denoiser,
             scheduler=scheduler,
         )
     else:
@@ -189,7 +189,7 @@ def build_tiny(
             vae=base.vae,
             text_encoder=encoders[0],
             tokenizer=tokenizers[0],
-            unet=base.unet,
+            unet=base.denoiser,
             scheduler=scheduler,
             safety_checker=None,
             feature_extractor=None,

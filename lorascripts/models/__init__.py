@@ -1,6 +1,6 @@
-"""Base models: families, loading (single file, diffusers folder), text conditioning, original-layout names."""
+"""Base models: the family seam (`families/`), loading (single file, diffusers folder), weight files, tokenizers."""
 
-from .family import ModelFamily
-from .loader import BaseModel, load_base_model
+from .families import BaseModel, Family, get_family
+from .loader import load_base_model
 
-__all__ = ["BaseModel", "ModelFamily", "load_base_model"]
+__all__ = ["BaseModel", "Family", "get_family", "load_base_model"]

@@ -55,7 +55,7 @@ def load_lora(base: Any, path: Path, multiplier: float = 1.0) -> LoraNetwork:
         network = LoraNetwork.create(base, spec_from_metadata(metadata, tensors), initial=tensors)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from None
-    network.to(next(base.unet.parameters()).device)
+    network.to(next(base.denoiser.parameters()).device)
     network.apply()
     network.set_multiplier(multiplier)
     network.eval()

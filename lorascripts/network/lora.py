@@ -18,8 +18,7 @@ from lycoris.modules.lokr import LokrModule
 from torch import nn
 
 from ..errors import ModelError
-from .naming import KohyaNamer
-from .targets import Target, expand_roles, text_targets, unet_targets
+from .targets import Target, expand_roles
 
 logger = logging.getLogger(__name__)
 
@@ -81,19 +80,13 @@ class NetworkSpec:
 
 
 def collect_targets(base: object, spec: NetworkSpec) -> list[Target]:
-    """All layers that get a LoRA for this base model and spec (U-Net first, then text encoders)."""
+    """All layers that get a LoRA for this base model and spec (denoiser first, then text encoders)."""
+    family = base.family  # type: ignore[attr-defined]
     roles = expand_roles(spec.target_modules)
-    family = str(base.family.value)
-    targets = unet_targets(base.unet, roles, with_conv=spec.uses_conv)  # type: ignore[attr-defined]
-    if spec.train_text_encoder:
-        encoders = base.text_encoders  # type: ignore[attr-defined]
-        components = ["te"] if len(encoders) == 1 else [f"te{i + 1}" for i in range(len(encoders))]
-        for component, encoder in zip(components, encoders):
-            full_attention = family == "sd2" or component == "te2"
-            targets += text_targets(encoder, component, roles, needs_full_attention=full_attention)
+    targets = family.lora_targets(base, roles, with_conv=spec.uses_conv, text=spec.train_text_encoder)
     if not targets:
         raise ModelError(
-            f"target_modules {spec.target_modules} selects no layer of this {family} model. "
+            f"target_modules {spec.target_modules} selects no layer of this {family.label} model. "
             "Use the default set or names such as q_proj, v_proj, ff."
         )
     return targets
@@ -115,12 +108,12 @@ class LoraNetwork(nn.Module):
         cls, base: object, spec: NetworkSpec, *, initial: Mapping[str, torch.Tensor] | None = None
     ) -> LoraNetwork:
         """Build the network for `base`; `initial` (a kohya state dict) seeds weights and per-module ranks."""
-        family = str(base.family.value)
-        net = cls(spec, family)
-        namer = KohyaNamer(family, base.unet.config)  # type: ignore[attr-defined]
+        family = base.family  # type: ignore[attr-defined]
+        net = cls(spec, family.name)
+        namer = family.kohya_name(base)
         seeds = _group(initial) if initial is not None else {}
         for target in collect_targets(base, spec):
-            name = namer.name(target.component, target.path)
+            name = namer(target.component, target.path)
             if name in net.lora_modules:
                 raise ModelError(
                     f"Two layers map to the same kohya name {name}; this model layout is not supported."
@@ -132,7 +125,7 @@ class LoraNetwork(nn.Module):
             unknown = sorted(set(seeds) - set(net.lora_modules))
             if seeds and len(unknown) == len(seeds):
                 raise ModelError(
-                    f"the LoRA's {len(seeds)} modules match no layer of this {family.upper()} model (e.g. {unknown[0]}): "
+                    f"the LoRA's {len(seeds)} modules match no layer of this {family.name.upper()} model (e.g. {unknown[0]}): "
                     "it was made for another base model. Use a LoRA trained on this model's family."
                 )
             if unknown:

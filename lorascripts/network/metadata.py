@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from ..models.family import ModelFamily
+if TYPE_CHECKING:
+    from ..models.families import Family
 
 TOOL_VERSION = "lora-scripts/0.1"
 
@@ -15,7 +17,7 @@ TOOL_VERSION = "lora-scripts/0.1"
 class LoraMetadataInput:
     """Everything the metadata is built from."""
 
-    family: str
+    family: Family
     v_prediction: bool
     output_name: str
     network_module: str
@@ -45,14 +47,13 @@ class LoraMetadataInput:
 
 def build_kohya_metadata(data: LoraMetadataInput) -> dict[str, str]:
     """All metadata strings; values are str like kohya writes them (None -> "None")."""
-    family = ModelFamily(data.family)
     width, height = data.resolution
+    fields = data.family.lora_metadata(v_prediction=data.v_prediction, resolution=max(width, height))
     meta = {
         "ss_network_module": data.network_module,
         "ss_network_dim": str(data.rank),
         "ss_network_alpha": str(float(data.alpha)),
-        "ss_v2": str(family is ModelFamily.SD2),
-        "ss_base_model_version": family.base_model_version(data.v_prediction),
+        **{k: v for k, v in fields.items() if k.startswith("ss_")},
         "ss_output_name": data.output_name,
         "ss_training_started_at": str(data.started_at),
         "ss_training_finished_at": str(data.finished_at),
@@ -72,7 +73,7 @@ def build_kohya_metadata(data: LoraMetadataInput) -> dict[str, str]:
         meta["ss_network_args"] = json.dumps(data.network_args)
     # kohya writes "null" when bucketing was off; every reader takes it (it is JSON)
     meta["ss_bucket_info"] = json.dumps(data.bucket_info)
-    meta.update(_modelspec(data, family))
+    meta.update(_modelspec(data, fields))
     meta["ls_tool"] = TOOL_VERSION
     if data.config_yaml:
         meta["ls_config"] = data.config_yaml
@@ -80,18 +81,17 @@ def build_kohya_metadata(data: LoraMetadataInput) -> dict[str, str]:
     return meta
 
 
-def _modelspec(data: LoraMetadataInput, family: ModelFamily) -> dict[str, str]:
+def _modelspec(data: LoraMetadataInput, family_fields: dict[str, str]) -> dict[str, str]:
     width, height = data.resolution
     spec = {
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": family.modelspec_architecture(data.v_prediction, max(width, height)),
-        "modelspec.implementation": family.modelspec_implementation,
         "modelspec.title": data.title or data.output_name,
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": datetime.fromtimestamp(data.finished_at or data.started_at).strftime(
             "%Y-%m-%dT%H:%M:%S"
         ),
         "modelspec.prediction_type": "v" if data.v_prediction else "epsilon",
+        **{k: v for k, v in family_fields.items() if k.startswith("modelspec.")},
     }
     if data.clip_skip > 1:
         spec["modelspec.encoder_layer"] = str(data.clip_skip)

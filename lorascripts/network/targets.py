@@ -1,7 +1,7 @@
-"""Which layers of the U-Net and text encoders get a LoRA (kohya's default module set, LORA_FORMAT.md §2.1).
+"""What every family's LoRA target selection shares: the `Target` record, roles, and finding layers by class.
 
-Selection is by container class name, like kohya, so any diffusers U-Net / transformers CLIP model works,
-whatever its size. `target_modules` narrows the set by leaf role (q_proj, v_proj, ff, ...).
+Selection is by container class name, like kohya, so any model of a family works whatever its size; each family
+names its containers (`models/families/*/targets.py`). `target_modules` narrows the set by leaf role.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from ..config.load import TARGET_ALIASES
 
 logger = logging.getLogger(__name__)
 
-UNET_TRANSFORMER_CLASSES = ("Transformer2DModel",)
-UNET_CONV_CLASSES = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
-TEXT_CLASSES = ("CLIPAttention", "CLIPSdpaAttention", "CLIPFlashAttention2", "CLIPMLP")
 ATTENTION_ROLES = ("q_proj", "k_proj", "v_proj", "out_proj")
 ALL_ROLES = (*ATTENTION_ROLES, "fc1", "fc2", "ff", "proj_in", "proj_out")
 
@@ -69,56 +66,17 @@ def leaf_role(path: str) -> str | None:
     return None
 
 
-def _is_layer(module: nn.Module) -> bool:
+def is_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
-def _inside(root: nn.Module, classes: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
+def layers_inside(root: nn.Module, classes: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
     """Linear/Conv2d leaves inside any module whose class name is in `classes` (deduplicated, in order)."""
     found: dict[str, nn.Module] = {}
     for name, container in root.named_modules():
         if type(container).__name__ not in classes:
             continue
         for child_name, child in container.named_modules():
-            if child_name and _is_layer(child):
+            if child_name and is_layer(child):
                 found.setdefault(f"{name}.{child_name}" if name else child_name, child)
     return list(found.items())
-
-
-def unet_targets(unet: nn.Module, roles: set[str], *, with_conv: bool) -> list[Target]:
-    """Transformer layers of the U-Net selected by role, plus resnet/sampler convs for LoCon-style networks."""
-    targets = []
-    for path, module in _inside(unet, UNET_TRANSFORMER_CLASSES):
-        role = leaf_role(path)
-        if role in roles:
-            targets.append(Target("unet", path, module, role, False))
-    if with_conv:
-        for path, module in _inside(unet, UNET_CONV_CLASSES):
-            is3x3 = isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1)
-            targets.append(Target("unet", path, module, "conv", is3x3))
-    return targets
-
-
-def text_targets(
-    encoder: nn.Module, component: str, roles: set[str], *, needs_full_attention: bool
-) -> list[Target]:
-    """Attention/MLP projections of a CLIP text encoder.
-
-    `needs_full_attention`: the WebUI applies q/k/v/out of OpenCLIP encoders (SD2, SDXL te2) only as a set
-    (LORA_FORMAT.md §9.5); a partial set would be a silent no-op there, so the set is completed.
-    """
-    selected = set(roles)
-    if needs_full_attention and selected & set(ATTENTION_ROLES) and not set(ATTENTION_ROLES) <= selected:
-        logger.warning(
-            "%s: training q, k, v and out_proj together (you selected %s) because AUTOMATIC1111 ignores partial "
-            "attention sets on this text encoder.",
-            component,
-            sorted(selected & set(ATTENTION_ROLES)),
-        )
-        selected |= set(ATTENTION_ROLES)
-    targets = []
-    for path, module in _inside(encoder, TEXT_CLASSES):
-        role = leaf_role(path)
-        if role in selected and isinstance(module, nn.Linear):
-            targets.append(Target(component, path, module, role, False))
-    return targets

@@ -1,25 +1,17 @@
-"""Would AUTOMATIC1111 apply every key of this LoRA? A re-implementation of its name matching.
-
-The WebUI resolves a key's base name with `convert_diffusers_name_to_compvis` plus four fallbacks
-(LORA_FORMAT.md §4.1) and silently drops what it cannot place. We cannot import the WebUI in tests or at the end
-of training, so its rules are restated here and checked against the original-layout layer names and shapes
-of the actual base model (models/ldm_names.py).
+"""Would the WebUI apply every key of this LoRA? Each module's name is resolved by the family's restatement of
+the WebUI's matching (`Family.resolve_webui_layer`; SD: `models/families/sd/webui_names.py`), then its delta
+shape is checked against the layer, and fused attention sets must be complete (LORA_FORMAT.md §4.1, §9.5).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-RESNET_SUFFIX = {
-    "conv1": "in_layers_2",
-    "conv2": "out_layers_3",
-    "norm1": "in_layers_0",
-    "norm2": "out_layers_0",
-    "time_emb_proj": "emb_layers_1",
-    "conv_shortcut": "skip_connection",
-}
+if TYPE_CHECKING:
+    from ..models.families import Family
+
 LORA_TYPES = (
     ("lora_up.weight", "lora_down.weight"),
     ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
@@ -29,55 +21,6 @@ LORA_TYPES = (
     ("lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b"),
 )
 OPTIONAL = {"alpha", "scale", "dora_scale", "lora_mid.weight", "hada_t1", "hada_t2", "lokr_t2", "bias"}
-
-
-def _ints(m: re.Match) -> list:
-    return [int(g) if g.isdigit() else g for g in m.groups()]
-
-
-def to_compvis(key: str, is_sd2: bool) -> str:
-    """The WebUI's `convert_diffusers_name_to_compvis`."""
-
-    def match(pattern: str) -> list | None:
-        m = re.match(pattern, key)
-        return _ints(m) if m else None
-
-    if m := match(r"lora_unet_conv_in(.*)"):
-        return f"diffusion_model_input_blocks_0_0{m[0]}"
-    if m := match(r"lora_unet_conv_out(.*)"):
-        return f"diffusion_model_out_2{m[0]}"
-    if m := match(r"lora_unet_time_embedding_linear_(\d+)(.*)"):
-        return f"diffusion_model_time_embed_{m[0] * 2 - 2}{m[1]}"
-    if m := match(r"lora_unet_down_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)"):
-        suffix = RESNET_SUFFIX.get(m[3], m[3]) if m[1] == "resnets" else m[3]
-        return (
-            f"diffusion_model_input_blocks_{1 + m[0] * 3 + m[2]}_{1 if m[1] == 'attentions' else 0}_{suffix}"
-        )
-    if m := match(r"lora_unet_mid_block_(attentions|resnets)_(\d+)_(.+)"):
-        suffix = RESNET_SUFFIX.get(m[2], m[2]) if m[0] == "resnets" else m[2]
-        return f"diffusion_model_middle_block_{1 if m[0] == 'attentions' else m[1] * 2}_{suffix}"
-    if m := match(r"lora_unet_up_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)"):
-        suffix = RESNET_SUFFIX.get(m[3], m[3]) if m[1] == "resnets" else m[3]
-        return f"diffusion_model_output_blocks_{m[0] * 3 + m[2]}_{1 if m[1] == 'attentions' else 0}_{suffix}"
-    if m := match(r"lora_unet_down_blocks_(\d+)_downsamplers_0_conv"):
-        return f"diffusion_model_input_blocks_{3 + m[0] * 3}_0_op"
-    if m := match(r"lora_unet_up_blocks_(\d+)_upsamplers_0_conv"):
-        return f"diffusion_model_output_blocks_{2 + m[0] * 3}_{2 if m[0] > 0 else 1}_conv"
-    if m := match(r"lora_te_text_model_encoder_layers_(\d+)_(.+)"):
-        if is_sd2:
-            return f"model_transformer_resblocks_{m[0]}_{_openclip(m[1])}"
-        return f"transformer_text_model_encoder_layers_{m[0]}_{m[1]}"
-    if m := match(r"lora_te2_text_model_encoder_layers_(\d+)_(.+)"):
-        return f"1_model_transformer_resblocks_{m[0]}_{_openclip(m[1])}"
-    return key
-
-
-def _openclip(rest: str) -> str:
-    if "mlp_fc1" in rest:
-        return rest.replace("mlp_fc1", "mlp_c_fc")
-    if "mlp_fc2" in rest:
-        return rest.replace("mlp_fc2", "mlp_c_proj")
-    return rest.replace("self_attn", "attn")
 
 
 @dataclass
@@ -110,28 +53,6 @@ class CompatReport:
         return text
 
 
-def resolve_layer(
-    base: str, model: dict[str, tuple[int, ...]], is_sd2: bool
-) -> tuple[str | None, str | None]:
-    """(layer name, q/k/v role when it patches a fused attention) — the WebUI's lookup with its fallbacks."""
-    name = to_compvis(base, is_sd2)
-    if name in model:
-        return name, None
-    m = re.match(r"(.*)_([qkv]_proj)$", name)
-    if m and m[1] in model:
-        return m[1], m[2]
-    if base.startswith("lora_unet"):
-        alt = "diffusion_model" + name[len("lora_unet") :] if name.startswith("lora_unet") else None
-        if alt in model:
-            return alt, None
-    if name.startswith("lora_te1_text_model"):
-        for head in ("0_transformer_text_model", "transformer_text_model"):
-            alt = head + name[len("lora_te1_text_model") :]
-            if alt in model:
-                return alt, None
-    return None, None
-
-
 def _delta_shape(parts: dict[str, tuple[int, ...]]) -> tuple[int, int] | None:
     """(out, in x kernel) of the weight update a module's tensors describe."""
     if "lora_up.weight" in parts:
@@ -153,7 +74,7 @@ def _delta_shape(parts: dict[str, tuple[int, ...]]) -> tuple[int, int] | None:
 
 
 def check_webui_compat(
-    lora_shapes: dict[str, tuple[int, ...]], model_shapes: dict[str, tuple[int, ...]], family: str
+    lora_shapes: dict[str, tuple[int, ...]], model_shapes: dict[str, tuple[int, ...]], family: Family
 ) -> CompatReport:
     """Check every module of a LoRA (key -> shape) against the model's original-layout layers."""
     modules: dict[str, dict[str, tuple[int, ...]]] = {}
@@ -167,7 +88,7 @@ def check_webui_compat(
         if not any(set(t) == kinds for t in LORA_TYPES):
             report.unknown_types.append(f"{base}: {sorted(parts)}")
             continue
-        layer, role = resolve_layer(base, model_shapes, family == "sd2")
+        layer, role = family.resolve_webui_layer(base, model_shapes)
         if layer is None:
             report.unmatched.append(base)
             continue

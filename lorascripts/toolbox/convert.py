@@ -15,8 +15,10 @@ import torch
 
 from ..errors import ModelError
 from ..fileio import atomic_write_bytes
+from ..models.families import family_names, get_family
+from ..models.families.lora_detect import detect_family, family_label, peft_family
 from ..network.save import read_lora_file, read_lora_weights, save_lora_file
-from .lorafile import SD_FAMILIES, detect_family, family_label, group_modules, lora_metadata, module_tensors
+from .lorafile import group_modules, lora_metadata, module_tensors
 from .reference import kohya_targets, meta_base
 
 logger = logging.getLogger(__name__)
@@ -63,12 +65,8 @@ def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[
     downs = {k[: -len(".lora_A.weight")]: v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
     if not downs:
         raise ModelError(f"{source.name} has no `.lora_A.weight` keys: it is not a diffusers/PEFT LoRA.")
-    components = {k.split(".", 1)[0] for k in downs}
-    family = "sdxl" if "text_encoder_2" in components else "sd1"
-    for key, down in downs.items():
-        if key.endswith("attn2.to_k") and key.startswith("unet."):
-            family = {1024: "sd2", 2048: "sdxl"}.get(int(down.shape[1]), family)
-            break
+    family = peft_family(downs)
+    first_text = get_family(family).text_components[0]
     names, alphas = _kohya_names(family), _alphas(source, metadata, alpha)
     if not alphas:
         logger.warning(
@@ -82,7 +80,7 @@ def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[
         if component not in COMPONENTS:
             component, path = "unet", key.removeprefix("base_model.model.")
         role = COMPONENTS[component]
-        role = "te1" if family == "sdxl" and role == "te" else role
+        role = first_text if role == "te" else role
         name = names.get((role, path))
         if name is None:
             skipped.append(key)
@@ -115,7 +113,7 @@ def to_diffusers(source: Path, target: Path) -> dict[str, int]:
 
     tensors, metadata = read_lora_weights(source)
     family = detect_family(tensors, metadata)
-    if family not in SD_FAMILIES:
+    if family not in family_names():
         raise ModelError(
             f"{source.name} is a {family_label(family)} LoRA; conversion to diffusers names covers "
             "SD1/SD2/SDXL files only."

@@ -37,9 +37,7 @@ def extract_lora(
     base = load_base_model(str(base_path), tokenizer_path=tokenizer_path)
     tuned = load_base_model(str(tuned_path), tokenizer_path=tokenizer_path)
     if base.family != tuned.family:
-        raise ModelError(
-            f"{tuned_path.name} is {tuned.family.value}, {base_path.name} is {base.family.value}."
-        )
+        raise ModelError(f"{tuned_path.name} is {tuned.family.name}, {base_path.name} is {base.family.name}.")
     with_conv = conv_rank is not None
     tuned_targets = {(t.component, t.path): t.module for _, t in kohya_targets(tuned, with_conv)}
     out: dict[str, torch.Tensor] = {}
@@ -62,7 +60,7 @@ def extract_lora(
             f"{tuned_path.name} does not differ from {base_path.name} in any layer a LoRA can hold."
         )
     sources = json.dumps({"base": base_path.name, "tuned": tuned_path.name})
-    meta = lora_metadata(base.family.value, rank, rank, target.stem, ss_extracted_from=sources)
+    meta = lora_metadata(base.family.name, rank, rank, target.stem, ss_extracted_from=sources)
     if conv_rank:
         meta["ss_network_args"] = json.dumps({"conv_dim": str(conv_rank), "conv_alpha": str(conv_rank)})
     save_lora_file(target, out, meta, dtype)

@@ -9,9 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..models.families.lora_detect import detect_family
 from ..models.files import first_non_finite
 from ..network.save import addnet_hashes, lora_problems, read_lora_file
-from .lorafile import detect_family, group_modules, json_field, tag_frequency
+from .lorafile import group_modules, json_field, tag_frequency
 
 TRAINING_KEYS = (
     "ss_sd_model_name",

@@ -9,7 +9,6 @@ written here, small and tested against the runtime loader.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -136,84 +135,6 @@ def low_rank(
     return down, up, chosen, kept
 
 
-SD_FAMILIES = ("sd1", "sd2", "sdxl")
-# kohya's FLUX.1 names (networks/lora_flux.py): 19 double- and 38 single-stream blocks; HunyuanImage 2.1 uses the
-# same block names with 20 and 40, so higher indices prove only "a double/single-stream transformer"
-_FLUX_DOUBLE, _FLUX_SINGLE = (
-    re.compile(r"lora_unet_double_blocks_(\d+)_"),
-    re.compile(r"lora_unet_single_blocks_(\d+)_"),
-)
-_SDXL_UNET = ("lora_unet_input_blocks_", "lora_unet_output_blocks_", "lora_unet_middle_block_")
-_SD_UNET = ("lora_unet_down_blocks_", "lora_unet_up_blocks_", "lora_unet_mid_block_")
-
-
-def _family_from_metadata(metadata: dict[str, str]) -> str | None:
-    """The family the file's own metadata names: kohya's ss_base_model_version, else modelspec.architecture."""
-    version = metadata.get("ss_base_model_version", "").strip()
-    arch = metadata.get("modelspec.architecture", "").split("/")[0].strip()
-    if version.startswith("sdxl") or arch.startswith("stable-diffusion-xl"):
-        return "sdxl"
-    if (
-        version.startswith("sd_v2")
-        or metadata.get("ss_v2") == "True"
-        or arch.startswith("stable-diffusion-v2")
-    ):
-        return "sd2"
-    if version.startswith("sd_v1") or arch.startswith("stable-diffusion-v1"):
-        return "sd1"
-    if version:  # kohya's other trainers write flux1, chroma, lumina2, hunyuan-image-2.1, ...
-        return version
-    if arch.startswith("flux-1"):
-        return "flux1"
-    if arch.startswith("stable-diffusion-3"):
-        return "sd3"
-    return arch or None
-
-
-def _family_from_keys(keys: list[str]) -> str | None:
-    """What the key grammar proves: flux1, sd3, sdxl (U-Net names), "te12" (only SDXL/SD3/FLUX text-encoder
-    names), "sd" (SD1/SD2 names), "dit" (double/single blocks beyond FLUX.1's) or None."""
-    doubles = [int(m[1]) for k in keys if (m := _FLUX_DOUBLE.match(k))]
-    singles = [int(m[1]) for k in keys if (m := _FLUX_SINGLE.match(k))]
-    if doubles or singles:
-        return "flux1" if max(doubles, default=0) < 19 and max(singles, default=0) < 38 else "dit"
-    if any(k.startswith("lora_unet_joint_blocks_") for k in keys):
-        return "sd3"
-    if any(k.startswith(_SDXL_UNET) for k in keys):
-        return "sdxl"
-    two_encoders = any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys)
-    if any(k.startswith(_SD_UNET + ("lora_te_",)) for k in keys):
-        return "sdxl" if two_encoders else "sd"  # SDXL with diffusers U-Net names (some trainers write them)
-    return "te12" if two_encoders else None
-
-
-def detect_family(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
-    """sd1, sd2 or sdxl; another family by name (flux1, sd3, or what the metadata calls it); or "unknown".
-
-    The key grammar decides what kind of model the file patches; the metadata and the cross-attention width
-    then tell SD1 from SD2. A file whose keys and metadata prove nothing is "unknown", never guessed as SD1.
-    """
-    keyed, named = _family_from_keys(list(tensors)), _family_from_metadata(metadata)
-    other = named if named and named not in SD_FAMILIES else None  # a non-SD family the file names
-    if keyed == "sd":
-        if named in SD_FAMILIES:
-            return named
-        for key, tensor in tensors.items():
-            if "attn2_to_k.lora_down" in key:
-                return {1024: "sd2", 2048: "sdxl"}.get(int(tensor.shape[1]), "sd1")
-        return "sd1"  # SD1 key grammar (SD2 files carry ss_v2 or a 1024-wide cross-attention)
-    if keyed == "te12":
-        return other or "sdxl"
-    if keyed in (None, "dit"):
-        return named or "unknown"
-    return other if other and keyed != "sdxl" else keyed  # e.g. kohya's "chroma" on FLUX.1 block names
-
-
-def family_label(family: str) -> str:
-    """How a family is written in messages: SD1, SDXL, FLUX.1, ..."""
-    return {"flux1": "FLUX.1", "sd3": "SD3"}.get(family, family.upper() if family in SD_FAMILIES else family)
-
-
 def json_field(metadata: dict[str, str], key: str) -> object | None:
     """A JSON-valued metadata entry, or None when absent or not valid JSON (or JSON null)."""
     return json.loads(metadata[key]) if is_json(metadata, key) else None
@@ -242,15 +163,15 @@ def tag_frequency(metadata: dict[str, str]) -> dict[str, dict[str, int]]:
 
 def lora_metadata(family: str, rank: int, alpha: float, name: str, **extra: str) -> dict[str, str]:
     """The kohya metadata every loader needs (LORA_FORMAT.md §11.5) for a file a tool wrote."""
-    from ..models.family import ModelFamily
+    from ..models.families import get_family
 
-    fam = ModelFamily(family)
+    fields = get_family(family).lora_metadata(v_prediction=False, resolution=0)
     return {
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(rank),
         "ss_network_alpha": str(alpha),
-        "ss_base_model_version": fam.base_model_version(False),
-        "ss_v2": str(fam.v2),
+        "ss_base_model_version": fields["ss_base_model_version"],
+        "ss_v2": fields["ss_v2"],
         "ss_output_name": name,
         **extra,
     }

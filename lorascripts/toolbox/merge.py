@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, ModelError
+from ..models.families import family_names, get_family
+from ..models.families.lora_detect import detect_family
 from ..models.files import read_safetensors, refuse_pickle
 from ..network.save import read_lora_weights, save_lora_file
-from ..network.webui_check import resolve_layer
-from .lorafile import LoraModule, detect_family, group_modules, low_rank, module_tensors, tag_frequency
-from .reference import checkpoint_family, layer_keys
+from .lorafile import LoraModule, group_modules, low_rank, module_tensors, tag_frequency
+from .reference import checkpoint_family
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def _merged_metadata(
     triggers = [m.get("modelspec.trigger_phrase", "") for _, _, m in sources]
     if any(triggers):
         base["modelspec.trigger_phrase"] = ", ".join(t for t in dict.fromkeys(triggers) if t)
-    if family == "sdxl":
-        base.setdefault("ss_base_model_version", "sdxl_base_v1-0")
+    if family in family_names() and get_family(family).webui_needs_version:
+        fields = get_family(family).lora_metadata(v_prediction=False, resolution=0)
+        base.setdefault("ss_base_model_version", fields["ss_base_model_version"])
     return base
 
 
@@ -107,18 +109,19 @@ def merge_into_checkpoint(checkpoint: Path, inputs: list[tuple[Path, float]], ta
     refuse_pickle(checkpoint, "checkpoint")
     state, metadata = read_safetensors(Path(checkpoint), "checkpoint")
     state_shapes = {k: tuple(v.shape) for k, v in state.items()}
-    family, layers = checkpoint_family(state_shapes), layer_keys(state_shapes)
+    family = checkpoint_family(state_shapes)
+    layers = family.checkpoint_layers(state_shapes)
     shapes = {name: shape for name, (_, shape) in layers.items()}
     counts = {"merged": 0, "skipped": 0}
     for path, weight in inputs:
         tensors, meta = read_lora_weights(Path(path))
         lora_family = detect_family(tensors, meta)
-        if lora_family != family:
+        if lora_family != family.name:
             raise ModelError(
-                f"{Path(path).name} is a {lora_family.upper()} LoRA; {checkpoint.name} is {family.upper()}."
+                f"{Path(path).name} is a {lora_family.upper()} LoRA; {checkpoint.name} is {family.name.upper()}."
             )
         for name, module in group_modules(tensors).items():
-            layer, role = resolve_layer(name, shapes, family == "sd2")
+            layer, role = family.resolve_webui_layer(name, shapes)
             if layer is None:
                 counts["skipped"] += 1
                 logger.warning("%s: no layer for %s in the checkpoint; skipped", Path(path).name, name)

@@ -12,10 +12,12 @@ from typing import Any
 import torch
 
 from ..errors import ModelError
+from ..models.families import family_names, get_family
+from ..models.families.lora_detect import detect_family, family_label
 from ..network.save import lora_problems, read_lora_file
 from ..network.webui_check import CompatReport, check_webui_compat
-from .lorafile import SD_FAMILIES, detect_family, family_label, is_json, json_field
-from .reference import FAMILIES, checkpoint_family, checkpoint_shapes, layer_keys, reference_shapes
+from .lorafile import is_json, json_field
+from .reference import checkpoint_family, checkpoint_shapes, reference_shapes
 
 JSON_KEYS = ("ss_tag_frequency", "ss_dataset_dirs", "ss_network_args", "ss_bucket_info")
 
@@ -93,14 +95,21 @@ def _file_problems(
             warnings.append(f"metadata {key} is not valid JSON; the WebUI's tag list breaks on it")
         elif key == "ss_tag_frequency" and not isinstance(value, dict):
             warnings.append("metadata ss_tag_frequency is not a JSON object")
-    if family == "sdxl" and not metadata.get("ss_base_model_version", "").startswith("sdxl"):
-        warnings.append(
-            "no ss_base_model_version=sdxl_base_v1-0: the WebUI lists it as SD1 and hides its card"
-        )
+    warnings += _version_warning(family, metadata)
     name = metadata.get("ss_output_name")
     if name and name != path.stem:
         warnings.append(f"ss_output_name is {name!r} but the file is {path.stem!r}: the WebUI alias differs")
     return problems, warnings
+
+
+def _version_warning(family: str, metadata: dict[str, str]) -> list[str]:
+    """The WebUI lists a file of some families as SD1 (and hides its card) unless its version says otherwise."""
+    if family not in family_names() or not get_family(family).webui_needs_version:
+        return []
+    wanted = get_family(family).lora_metadata(v_prediction=False, resolution=0)["ss_base_model_version"]
+    if get_family(family).made_for(metadata.get("ss_base_model_version", "")):
+        return []
+    return [f"no ss_base_model_version={wanted}: the WebUI lists it as SD1 and hides its card"]
 
 
 def comfyui_unapplied(lora_sd: dict[str, Any], model: Any, clip: Any) -> list[str]:
@@ -147,7 +156,7 @@ def _report(
             0,
             f"this LoRA was trained for {family_label(family)} but the base model is {family_label(base_family)}",
         )
-    webui = check_webui_compat(shapes, model, base_family)
+    webui = check_webui_compat(shapes, model, get_family(base_family))
     return SelfTestReport(lora.name, family, against, base_family, webui, None, problems, warnings)
 
 
@@ -163,15 +172,16 @@ def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
     lora = Path(lora)
     loaded = read_lora_file(lora)
     target = str(against) if against else _own_family(lora, *loaded)
-    if target in FAMILIES:
+    if target in family_names():
         return _report(lora, loaded, reference_shapes(target), target, target)
     if not Path(target).is_file():
         raise ModelError(
-            f"--base must be {', '.join(FAMILIES)} or a .safetensors checkpoint; {target!r} is neither."
+            f"--base must be {', '.join(family_names())} or a .safetensors checkpoint; {target!r} is neither."
         )
     ckpt = checkpoint_shapes(Path(target))
-    model = {name: shape for name, (_, shape) in layer_keys(ckpt).items()}
-    report = _report(lora, loaded, model, checkpoint_family(ckpt), Path(target).name)
+    family = checkpoint_family(ckpt)
+    model = {name: shape for name, (_, shape) in family.checkpoint_layers(ckpt).items()}
+    report = _report(lora, loaded, model, family.name, Path(target).name)
     report.comfyui = comfyui_check(lora, Path(target))
     return report
 
@@ -180,17 +190,17 @@ def _own_family(lora: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
     """The SD family to check `lora` against when no base is given; other families are refused, not checked
     under SD rules."""
     family = detect_family(tensors, metadata)
-    if family in SD_FAMILIES:
+    if family in family_names():
         return family
     example = next(iter(tensors), "none")
     if family == "unknown":
         raise ModelError(
             f"{lora.name}: its base model family is unknown (no ss_base_model_version or "
-            f"modelspec.architecture, keys like {example}). Pass --base sd1|sd2|sdxl or a checkpoint."
+            f"modelspec.architecture, keys like {example}). Pass --base {'|'.join(family_names())} or a checkpoint."
         )
     raise ModelError(
         f"{lora.name} is a {family_label(family)} LoRA (keys like {example}); the self-test knows the "
-        f"loading rules of {', '.join(f.upper() for f in SD_FAMILIES)} only, so it cannot check this file."
+        f"loading rules of {', '.join(f.upper() for f in family_names())} only, so it cannot check this file."
     )
 
 

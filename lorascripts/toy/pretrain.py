@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.transforms import image_to_tensor
-from ..models.loader import sd_noise_scheduler
+from ..models.families.sd.objective import sd_noise_scheduler
 from ..models.tokenizer_build import train_clip_tokenizer
 from .scenes import all_scenes, augmented_scene, random_scene
 
@@ -144,10 +144,9 @@ def save(parts: dict, tokenizer, out: Path, card: dict) -> None:
     """diffusers folder (fp16 weights) + the same model as a single-file original-layout checkpoint."""
     from diffusers import StableDiffusionPipeline
 
-    from ..models.family import ModelFamily
-    from ..models.ldm_names import save_single_file
-    from ..models.loader import BaseModel
-    from ..models.single_file import ARCH_KEY
+    from ..models.families import BaseModel, get_family
+    from ..models.families.sd.ldm_names import save_single_file
+    from ..models.families.sd.single_file import ARCH_KEY
 
     scheduler = sd_noise_scheduler()
     half = {k: v.to(torch.float16) for k, v in parts.items()}
@@ -163,7 +162,7 @@ def save(parts: dict, tokenizer, out: Path, card: dict) -> None:
     )
     pipe.save_pretrained(str(out))
     base = BaseModel(
-        ModelFamily.SD1,
+        get_family("sd1"),
         half["unet"],
         half["vae"],
         [half["text_encoder"]],

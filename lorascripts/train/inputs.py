@@ -1,4 +1,4 @@
-"""Turn scanned dataset items into model inputs: bucketed pixels -> VAE latents (cached), captions, SDXL ids.
+"""Turn scanned dataset items into model inputs: bucketed pixels -> VAE latents (cached), captions, size ids.
 
 Latent caches are keyed by image content + VAE identity + bucket size, so a second run and incremental
 training reuse them (disk), or a run reuses them across epochs (memory).
@@ -30,7 +30,7 @@ STALE_PARTIAL_S = 3600.0  # a younger partial file in a shared cache_dir is anot
 
 @dataclass(frozen=True)
 class Prepared:
-    """One image ready for training: its latent and the SDXL size conditioning."""
+    """One image ready for training: its latent and its size and crop (for families that condition on them)."""
 
     latent: torch.Tensor
     original_size: tuple[int, int]  # (height, width)
@@ -63,28 +63,26 @@ class TextCache:
         if folder is not None:
             clean_partial_files(folder, older_than_s=STALE_PARTIAL_S)  # writes of killed runs
         self.identity = f"{identity}|clip_skip={clip_skip}"
-        self._memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._memory: dict[str, dict[str, torch.Tensor]] = {}
         self.disk_hits = 0
 
     def _path(self, caption: str) -> Path:
         key = hashlib.sha256(f"{self.identity}|{caption}".encode()).hexdigest()[:40]
         return self.folder / f"{key}.safetensors"  # type: ignore[operator]
 
-    def get(self, caption: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    def get(self, caption: str) -> dict[str, torch.Tensor] | None:
         found = self._memory.get(caption)
         if found is None and self.folder is not None and self._path(caption).exists():
-            data = load_file(str(self._path(caption)))
-            found = self._memory[caption] = (data["hidden"], data.get("pooled"))
+            found = self._memory[caption] = load_file(str(self._path(caption)))
             self.disk_hits += 1
         return found
 
-    def put(self, caption: str, hidden: torch.Tensor, pooled: torch.Tensor | None) -> None:
-        self._memory[caption] = (hidden, pooled)
+    def put(self, caption: str, outputs: dict[str, torch.Tensor]) -> None:
+        """Store one caption's encoder outputs (the family's names, e.g. hidden / pooled)."""
+        self._memory[caption] = outputs
         if self.folder is None:
             return
-        tensors = {"hidden": hidden.detach().cpu().contiguous()}
-        if pooled is not None:
-            tensors["pooled"] = pooled.detach().cpu().contiguous()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in outputs.items()}
         atomic_write_bytes(self._path(caption), save(tensors))  # a unique temporary name: runs share caches
 
 
@@ -92,12 +90,19 @@ class InputPipeline:
     """Buckets, latent cache and caption processing for one training run."""
 
     def __init__(
-        self, cfg: TrainConfig, items: list, buckets: BucketSet, vae_identity: str, cache_dir: Path
+        self,
+        cfg: TrainConfig,
+        items: list,
+        buckets: BucketSet,
+        vae_identity: str,
+        cache_dir: Path,
+        scale_shift: tuple[float, float],
     ) -> None:
         self.cfg = cfg
         self.items = items
         self.buckets = buckets
         self.vae_identity = vae_identity
+        self.scale_shift = scale_shift  # the family's latent normalisation: (encoded - shift) * scale
         self.cache_dir = cache_dir
         self.background = tuple(cfg.background_color[:3])
         self.sizes = [image_size(item.path) for item in items]
@@ -135,7 +140,8 @@ class InputPipeline:
             dist = vae.encode(pixels.unsqueeze(0).to(param.device, param.dtype)).latent_dist
             generator = torch.Generator().manual_seed(self.cfg.seed + index)
             noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean.device, dist.mean.dtype)
-            latent = (dist.mean + dist.std * noise) * vae.config.scaling_factor
+            scale, shift = self.scale_shift
+            latent = (dist.mean + dist.std * noise - shift) * scale
         return Prepared(latent[0].float().cpu().contiguous(), original, crop)
 
     def prepare(self, vae: torch.nn.Module, show_progress: bool = True) -> None:

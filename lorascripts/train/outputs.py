@@ -129,7 +129,7 @@ def build_metadata(
     cfg, base, spec = parts.cfg, parts.base, parts.spec
     steps, epochs = merge_training_counters(parts.initial_metadata, progress.step, progress.epochs_reached)
     data = LoraMetadataInput(
-        family=base.family.value,
+        family=base.family,
         v_prediction=base.prediction_type == "v_prediction",
         output_name=name,
         network_module="networks.lora" if spec.network_type in ("lora", "locon") else "lycoris.kohya",
@@ -292,11 +292,10 @@ def _best_fields(parts: RunParts, best: tuple[float, int] | None) -> dict:
 def self_test(parts: RunParts, path: Path, events: EventSink) -> bool | None:
     """Check the saved file against the base model it was trained on (every key under the WebUI's rules, plus
     the file-level problems the toolbox self-test knows); logged and recorded in events.jsonl."""
-    from ..models.ldm_names import original_layout_shapes
     from ..toolbox.selftest import self_test_shapes
 
-    family = parts.base.family.value
-    report = self_test_shapes(path, original_layout_shapes(parts.base), family, parts.base.name)
+    family = parts.base.family
+    report = self_test_shapes(path, family.webui_layers(parts.base), family.name, parts.base.name)
     level = logging.INFO if report.ok else logging.WARNING
     logger.log(level, "self-test: %s", report.summary())
     events.emit(

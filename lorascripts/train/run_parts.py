@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -23,10 +22,8 @@ import torch
 from ..config import TrainConfig, save_config
 from ..errors import ModelError
 from .events import EventSink
-
-if TYPE_CHECKING:
-    from ..perf.estimate import RunEstimate
 from .placement import EncoderPlacement, released_parts, text_encoder_names
+from .resources import run_estimate, set_threads
 from .setup import (
     Precision,
     attach_log_file,
@@ -40,7 +37,9 @@ from .setup import (
     use_channels_last,
 )
 from .state import Progress
-from .step import StepNoise
+
+if TYPE_CHECKING:
+    from ..models.families import StepNoise
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +66,14 @@ class RunParts:
         self._total_steps_for = total_steps_for
         cpu = not torch.cuda.is_available()
         device = torch.device("cpu") if cpu else torch.device("cuda")
-        self.estimate = _estimate(cfg, device.type)
+        self.estimate = run_estimate(cfg, device.type)
         overhead_bound = bool(self.estimate and self.estimate.overhead_bound)
         self.precision: Precision = resolve_precision(cfg, device, overhead_bound)
-        self._threads = _set_threads(cfg, device.type, overhead_bound)
+        self._threads = set_threads(cfg, device.type, overhead_bound)
         if self._threads is not None and self.estimate is not None:
             # the matmul peak depends on the thread count; the step cost is cached, so this is cheap
             self.estimate = (
-                _estimate(cfg, device.type, overhead_bound, self.estimate.base_rss_bytes) or self.estimate
+                run_estimate(cfg, device.type, overhead_bound, self.estimate.base_rss_bytes) or self.estimate
             )
         self.accelerator = Accelerator(mixed_precision=self.precision.mode, cpu=cpu)
         self.placement = EncoderPlacement(self.accelerator.device)
@@ -93,7 +92,8 @@ class RunParts:
         """Dataset, base model, caches, network, optimizer: everything that can fail on user input."""
         from ..data.buckets import BucketSet
         from ..models import load_base_model
-        from .inputs import FixedSize, InputPipeline, TextCache
+        from .conditioning import Conditioner
+        from .inputs import FixedSize, InputPipeline
         from .validation import validation_items
 
         cfg, acc = self.cfg, self.accelerator
@@ -113,8 +113,7 @@ class RunParts:
             dtype=self.precision.weight_dtype,
         )
         check_model_limits(cfg, self.base)
-        self.is_sdxl = self.base.family.value == "sdxl"
-        self.vae_scale = 2 ** (len(self.base.vae.config.block_out_channels) - 1)
+        self.objective = self.base.family.objective(self.base, min_snr_gamma=cfg.min_snr_gamma)
         self._freeze_and_place()
         width, height = resolution_for(cfg, self.base.resolution)
         self.resolution = (width, height)
@@ -129,12 +128,16 @@ class RunParts:
             buckets = FixedSize(buckets, (width, height))
         self.buckets = buckets
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.output_dir / "cache"
-        self.inputs = InputPipeline(cfg, train_items, buckets, self.vae_identity(), cache_dir)
+        self.scale_shift = self.base.family.latent_scale_shift(self.base.vae)
+        self.inputs = InputPipeline(
+            cfg, train_items, buckets, self.vae_identity(), cache_dir, self.scale_shift
+        )
         events.emit("caching", images=len(train_items), mode=cfg.cache_latents)
         self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
         self._prepare_validation(held_out, cache_dir)
-        text_disk = cache_dir / "text" if cfg.cache_text_encoder_outputs == "disk" else None
-        self._text_cache = TextCache(text_disk, self.vae_identity(), cfg.clip_skip)
+        self.conditioning = Conditioner(
+            cfg, self.base, self.placement, acc.device, self.vae_identity(), cache_dir
+        )
         self._build_network()
         self._build_optimizer()
         self._build_ema()
@@ -158,7 +161,7 @@ class RunParts:
             captions = [self.inputs.caption(e, rng) for e in self.inputs.entries()]
             captions = list(dict.fromkeys(captions + (self.validator.captions if self.validator else [])))
             for start in range(0, len(captions), 16):
-                self.text_inputs(captions[start : start + 16])
+                self.conditioning.text(captions[start : start + 16])
             for name, encoder in zip(text_encoder_names(len(base.text_encoders)), base.text_encoders):
                 self.placement.release(name, encoder)
 
@@ -199,8 +202,7 @@ class RunParts:
             )
 
     def _bucket_step(self) -> int:
-        # buckets must be multiples of the VAE factor x U-Net downsampling; small models allow finer steps
-        unit = self.vae_scale * 2 ** (len(self.base.unet.config.block_out_channels) - 1)
+        unit = self.base.family.bucket_unit(self.base)  # VAE factor x the denoiser's own unit
         step = self.cfg.bucket_reso_steps
         return max(unit, step - step % unit) if step >= unit else unit
 
@@ -213,22 +215,19 @@ class RunParts:
 
     def _freeze_and_place(self) -> None:
         base, acc, dtype = self.base, self.accelerator, self.precision.weight_dtype
-        for module in (base.unet, base.vae, *base.text_encoders):
+        for module in (base.denoiser, base.vae, *base.text_encoders):
             module.requires_grad_(False)
             module.eval()
             module.to(acc.device)  # already in `dtype`: loaded so (see load_base_model)
             if module.dtype != dtype:
                 module.to(dtype=dtype)
         if self.cfg.gradient_checkpointing:
-            base.unet.enable_gradient_checkpointing()
-            if self.cfg.train_text_encoder:
-                for te in base.text_encoders:
-                    te.gradient_checkpointing_enable()
+            base.family.enable_gradient_checkpointing(base, self.cfg.train_text_encoder)
         if use_channels_last(self.cfg.channels_last, acc.device.type, dtype):
-            for module in (base.unet, base.vae):
+            for module in (base.denoiser, base.vae):
                 module.to(memory_format=torch.channels_last)
         if self.cfg.torch_compile:
-            base.unet = torch.compile(base.unet)
+            base.denoiser = torch.compile(base.denoiser)
 
     def vae_identity(self) -> str:
         source = Path(self.base.source)
@@ -263,9 +262,7 @@ class RunParts:
         self.network_fingerprint = hashlib.sha256(
             json.dumps([cfg.network_type, shapes]).encode()
         ).hexdigest()[:16]
-        self.module = DiffusionLoRAModule(
-            self.base, self.network, clip_skip=cfg.clip_skip, min_snr_gamma=cfg.min_snr_gamma
-        )
+        self.module = DiffusionLoRAModule(self.base, self.network, self.objective, clip_skip=cfg.clip_skip)
 
     def _read_initial_lora(self) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
         if not self.cfg.initial_lora:
@@ -274,10 +271,10 @@ class RunParts:
 
         tensors, metadata = read_lora_weights(Path(self.cfg.initial_lora))
         version = metadata.get("ss_base_model_version", "")
-        family = self.base.family.value
-        if version and not _version_matches(version, family):
+        family = self.base.family
+        if version and not family.made_for(version):
             raise ModelError(
-                f"initial_lora {self.cfg.initial_lora} was trained on {version}, but the base model is {family}. "
+                f"initial_lora {self.cfg.initial_lora} was trained on {version}, but the base model is {family.name}. "
                 "Use a LoRA made for this base model."
             )
         logger.info("incremental training from %s (%d tensors)", self.cfg.initial_lora, len(tensors))
@@ -320,42 +317,7 @@ class RunParts:
 
     # --- helpers used by the loop -------------------------------------------------------------------------------------
     def draw_noise(self, shape: tuple[int, ...], seed: int) -> StepNoise:
-        return StepNoise.draw(
-            shape, self.base.noise_scheduler.config.num_train_timesteps, seed, self.cfg.noise_offset
-        )
-
-    def conditioning(self, prepared: list, captions: list[str], shape: tuple[int, ...]) -> dict[str, Any]:
-        """Keyword inputs of the training module besides latents/noise/timesteps: text, and SDXL's size ids."""
-        kwargs = self.text_inputs(captions)
-        if self.is_sdxl:
-            h, w = shape[-2] * self.vae_scale, shape[-1] * self.vae_scale
-            kwargs["time_ids"] = torch.tensor(
-                [[*x.original_size, *x.crop_top_left, h, w] for x in prepared], dtype=torch.float32
-            ).to(self.accelerator.device)
-        return kwargs
-
-    def text_inputs(self, captions: list[str]) -> dict[str, Any]:
-        """Token ids for the text encoders, or cached encoder outputs when the encoders are frozen and cached."""
-        from ..models.text import encode_tokens, tokenize
-
-        device = self.accelerator.device
-        if self.cfg.cache_text_encoder_outputs == "off":
-            return {"input_ids": [ids.to(device) for ids in tokenize(self.base, captions)]}
-        missing = [c for c in dict.fromkeys(captions) if self._text_cache.get(c) is None]
-        if missing:
-            names = text_encoder_names(len(self.base.text_encoders))
-            with torch.no_grad(), self.placement.borrowed(*names):
-                hidden, pooled = encode_tokens(
-                    self.base,
-                    [i.to(device) for i in tokenize(self.base, missing)],
-                    clip_skip=self.cfg.clip_skip,
-                )
-            for i, caption in enumerate(missing):
-                self._text_cache.put(caption, hidden[i], pooled[i] if pooled is not None else None)
-        found = [self._text_cache.get(c) for c in captions]
-        hidden = torch.stack([h for h, _ in found]).to(device)
-        pooled = None if found[0][1] is None else torch.stack([p for _, p in found]).to(device)
-        return {"cached": (hidden, pooled)}
+        return self.objective.draw(shape, seed, self.cfg.noise_offset)
 
     def log_scalars(self, step: int, loss: float, lrs: list[float]) -> None:
         if self.writer is not None:
@@ -365,7 +327,7 @@ class RunParts:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "family": self.base.family.value,
+            "family": self.base.family.name,
             "prediction_type": self.base.prediction_type,
             "images": len(self.inputs.items),
             "validation_images": len(self.validator.entries) if self.validator else 0,
@@ -451,51 +413,6 @@ class RunParts:
 
     def save_resolved_config(self, path: Path) -> None:
         save_config(self.cfg, path)
-
-
-def _version_matches(version: str, family: str) -> bool:
-    if family == "sdxl":
-        return version.startswith("sdxl")
-    return version.startswith("sd_v1" if family == "sd1" else "sd_v2")
-
-
-def _estimate(
-    cfg: TrainConfig, device_type: str, overhead_bound: bool | None = None, base_rss: int | None = None
-) -> RunEstimate | None:
-    """The pre-flight estimate (from headers; before anything is loaded). Advice only: never fails a run."""
-    from ..perf.estimate import estimate_run
-
-    try:
-        return estimate_run(cfg, device=device_type, overhead_bound=overhead_bound, base_rss_bytes=base_rss)
-    except Exception as exc:  # noqa: BLE001 - the model load reports real problems with the checkpoint
-        logger.info("no pre-flight estimate for %s (%s)", cfg.base_model, exc)
-        return None
-
-
-def _auto_threads(device_type: str, overhead_bound: bool) -> int:
-    """0 (torch's default), or 1 where more threads only wait on each other.
-
-    Two cases, both measured: a tiny model's operators take microseconds, and splitting each over OpenMP
-    threads costs more in barriers than it gains; and on a machine already busier than its cores (load
-    average >= 2x cores) every parallel region waits for a descheduled thread: there, SD1.5 at 256 px took
-    33-36 s/step on 2 threads and 5-21 s on one, the 64 px pipeline 1.6-6 s against 0.22-0.48 s.
-    """
-    if device_type != "cpu":
-        return 0
-    cores = os.cpu_count() or 1
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= 2 * cores
-    return 1 if overhead_bound or busy else 0
-
-
-def _set_threads(cfg: TrainConfig, device_type: str, overhead_bound: bool) -> int | None:
-    """Apply cpu_threads (0: _auto_threads); returns the count to restore at the end, if it was changed."""
-    wanted = cfg.cpu_threads or _auto_threads(device_type, overhead_bound)
-    if not wanted or wanted == torch.get_num_threads():
-        return None
-    before = torch.get_num_threads()
-    torch.set_num_threads(wanted)
-    logger.info("torch CPU threads: %d (was %d)", wanted, before)
-    return before
 
 
 def build_parts(cfg: TrainConfig, total_steps_for: Callable[[TrainConfig, int], int]) -> RunParts:

@@ -24,40 +24,17 @@ class _TorchvisionFallbackNote(logging.Filter):
         return not ("requires torchvision" in text and "ImageProcessorPil" in text)
 
 
-def _import_pipelines() -> tuple[type, type, type]:
+def quiet_pipeline_imports() -> None:
+    """Install the filter above once, before a family imports its diffusers pipeline classes."""
     import_logger = logging.getLogger("transformers.utils.import_utils")
     if not any(isinstance(f, _TorchvisionFallbackNote) for f in import_logger.filters):
         import_logger.addFilter(_TorchvisionFallbackNote())
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    return DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 
 def build_pipeline(base: object) -> object:
     """A diffusers text-to-image pipeline around the base model's (LoRA-hooked) components."""
-    DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline = _import_pipelines()  # noqa: N806
-
-    scheduler = DDIMScheduler.from_config(base.noise_scheduler.config)  # type: ignore[attr-defined]
-    if len(base.text_encoders) == 2:  # type: ignore[attr-defined]
-        return StableDiffusionXLPipeline(
-            vae=base.vae,
-            text_encoder=base.text_encoders[0],
-            text_encoder_2=base.text_encoders[1],  # type: ignore[attr-defined]
-            tokenizer=base.tokenizers[0],
-            tokenizer_2=base.tokenizers[1],
-            unet=base.unet,
-            scheduler=scheduler,  # type: ignore[attr-defined]
-        )
-    return StableDiffusionPipeline(
-        vae=base.vae,
-        text_encoder=base.text_encoders[0],
-        tokenizer=base.tokenizers[0],
-        unet=base.unet,  # type: ignore[attr-defined]
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    quiet_pipeline_imports()
+    return base.family.sampling_pipeline(base)  # type: ignore[attr-defined]
 
 
 def render(
@@ -74,7 +51,7 @@ def render(
 ) -> list[Image.Image]:
     """One image per prompt; prompt i uses seed + i, so the same prompt always starts from the same noise."""
     images = []
-    device = pipeline.unet.device  # type: ignore[attr-defined]
+    device = pipeline.device  # type: ignore[attr-defined]
     for i, prompt in enumerate(prompts):
         generator = torch.Generator("cpu").manual_seed(seed + i)
         kwargs = {"clip_skip": clip_skip - 1} if clip_skip > 1 else {}

@@ -77,13 +77,6 @@ def expected_share(images: int, timesteps: int, batch: int, every: int) -> float
     return validation / (validation + 3 * batch * every)
 
 
-def fixed_timesteps(count: int, num_train_timesteps: int) -> torch.Tensor:
-    """`count` timesteps at the centres of equal slices of the schedule (e.g. 4 -> 125, 375, 625, 875 of 1000)."""
-    return torch.tensor(
-        [int((k + 0.5) * num_train_timesteps / count) for k in range(count)], dtype=torch.long
-    )
-
-
 class Validator:
     """Held-out images with their fixed latents, captions, timesteps and noise; `evaluate()` -> mean loss."""
 
@@ -101,11 +94,12 @@ class Validator:
             caption_tag_dropout_rate=0.0,
         )
         self.parts = parts
-        self.inputs = InputPipeline(fixed, items, parts.buckets, parts.vae_identity(), cache_dir)
+        self.inputs = InputPipeline(
+            fixed, items, parts.buckets, parts.vae_identity(), cache_dir, parts.scale_shift
+        )
         self.entries = [Entry(i, self.inputs.item_buckets[i]) for i in range(len(items))]
         self.captions = [self.inputs.caption(e, random.Random(0)) for e in self.entries]
-        scheduler_steps = parts.base.noise_scheduler.config.num_train_timesteps
-        self.timesteps = fixed_timesteps(cfg.validation_timesteps, scheduler_steps)
+        self.timesteps = parts.objective.validation_timesteps(cfg.validation_timesteps)
         self._seed = cfg.seed * 7_919 + _NOISE_SEED
 
     def prepare(self, vae: torch.nn.Module, show_progress: bool) -> None:

@@ -14,13 +14,12 @@ TEXT_PREFIXES = {"te": "lora_te", "te1": "lora_te1", "te2": "lora_te2"}
 
 
 class KohyaNamer:
-    """Maps (component, module path) to the kohya base name for one model family."""
+    """Maps (component, module path) to the kohya base name for one SD model (`ldm_unet_names`: SDXL's)."""
 
-    def __init__(self, family: str, unet_config: Any) -> None:
-        self.family = family
+    def __init__(self, unet_config: Any, *, ldm_unet_names: bool) -> None:
         self._ldm = None
-        if family == "sdxl":
-            from ..models.ldm_names import UnetLdmNames
+        if ldm_unet_names:
+            from .ldm_names import UnetLdmNames
 
             self._ldm = UnetLdmNames(unet_config)
 

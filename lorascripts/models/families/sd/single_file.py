@@ -9,9 +9,10 @@ test fixtures) carry the exact numbers in their `lorascripts.arch` metadata, whi
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .family import ModelFamily
+if TYPE_CHECKING:
+    from .family import StableDiffusionFamily
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -23,7 +24,7 @@ def _indices(keys: list[str], pattern: str) -> list[int]:
 
 
 def unet_config(
-    shapes: dict[str, tuple[int, ...]], family: ModelFamily, arch: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]], family: StableDiffusionFamily, arch: dict[str, Any]
 ) -> dict[str, Any]:
     """diffusers UNet2DConditionModel config for the U-Net in `shapes` (keys without the `model.` prefix)."""
     keys = [k[len(UNET) :] for k in shapes if k.startswith(UNET)]
@@ -42,9 +43,7 @@ def unet_config(
         depth.append(len(_indices(keys, rf"input_blocks\.{first}\.1\.transformer_blocks\.(\d+)\.")) or 1)
     ctx_key = next(k for k in s if k.endswith("attn2.to_k.weight"))
     linear_proj = len(next(v for k, v in s.items() if k.endswith("proj_in.weight"))) == 2
-    heads = arch.get("unet_heads") or (
-        8 if family is ModelFamily.SD1 else [max(1, c // 64) for c in channels]
-    )
+    heads = arch.get("unet_heads") or (family.fixed_unet_heads or [max(1, c // 64) for c in channels])
     config: dict[str, Any] = {
         "sample_size": arch.get("sample_size", family.default_resolution // 8),
         "in_channels": in_ch,
@@ -56,7 +55,7 @@ def unet_config(
         "cross_attention_dim": s[ctx_key][1],
         "attention_head_dim": heads,
         "use_linear_projection": linear_proj,
-        "transformer_layers_per_block": depth if family is ModelFamily.SDXL else 1,
+        "transformer_layers_per_block": depth if family.per_block_transformer_depth else 1,
         "norm_num_groups": arch.get("unet_groups", 32),
     }
     if "middle_block.1.proj_in.weight" not in s:
@@ -73,7 +72,7 @@ def unet_config(
 
 
 def vae_config(
-    shapes: dict[str, tuple[int, ...]], family: ModelFamily, arch: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]], family: StableDiffusionFamily, arch: dict[str, Any]
 ) -> dict[str, Any]:
     """diffusers AutoencoderKL config for the VAE in `shapes`."""
     s = {k[len(VAE) :]: v for k, v in shapes.items() if k.startswith(VAE)}
@@ -91,7 +90,7 @@ def vae_config(
         "up_block_types": ["UpDecoderBlock2D"] * len(channels),
         "norm_num_groups": arch.get("vae_groups", 32),
         "sample_size": arch.get("sample_size", family.default_resolution // 8) * 2 ** (len(channels) - 1),
-        "scaling_factor": arch.get("scaling_factor", 0.13025 if family is ModelFamily.SDXL else 0.18215),
+        "scaling_factor": arch.get("scaling_factor", family.vae_scaling_factor),
     }
 
 

@@ -151,29 +151,17 @@ def clip_l_state(te: nn.Module) -> dict[str, torch.Tensor]:
 
 
 # --- whole checkpoints and the WebUI's view of them ----------------------------------------------------------------
-def text_encoder_layouts(family: str) -> list[tuple[str, str]]:
-    """(state-dict prefix in a single file, layout) of each text encoder."""
-    if family == "sdxl":
-        return [
-            ("conditioner.embedders.0.transformer.", "clip_l"),
-            ("conditioner.embedders.1.model.", "openclip"),
-        ]
-    if family == "sd2":
-        return [("cond_stage_model.model.", "openclip")]
-    return [("cond_stage_model.transformer.", "clip_l")]
-
-
 def original_state_dict(base: Any) -> dict[str, torch.Tensor]:
     """The whole model (U-Net, VAE, text encoders) in the original single-file layout."""
-    names = UnetLdmNames(base.unet.config)
-    out = {f"model.diffusion_model.{names.to_ldm(k)}": v for k, v in base.unet.state_dict().items()}
+    names = UnetLdmNames(base.denoiser.config)
+    out = {f"model.diffusion_model.{names.to_ldm(k)}": v for k, v in base.denoiser.state_dict().items()}
     n_up = len(base.vae.config.block_out_channels)
     for k, v in base.vae.state_dict().items():
         ldm = vae_to_ldm(k, n_up)
         if ".mid.attn_1." in ldm and ldm.endswith("weight") and v.dim() == 2:
             v = v[:, :, None, None]  # the original VAE attention uses 1x1 convs
         out[f"first_stage_model.{ldm}"] = v
-    for (prefix, layout), te in zip(text_encoder_layouts(base.family.value), base.text_encoders):
+    for (prefix, layout), te in zip(base.family.text_layouts, base.text_encoders):
         state = openclip_state(te) if layout == "openclip" else clip_l_state(te)
         out.update({prefix + k: v for k, v in state.items()})
     return out
@@ -183,7 +171,7 @@ def save_single_file(base: Any, path: Path, metadata: dict[str, str] | None = No
     """Write `base` as a single-file original-layout .safetensors (atomically)."""
     from safetensors.torch import save
 
-    from ..fileio import atomic_write_bytes
+    from ....fileio import atomic_write_bytes
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in original_state_dict(base).items()}
     # not safetensors' save_file: it leaves a 0600 file that a host running as another user cannot read
@@ -202,13 +190,13 @@ def original_layout_shapes(base: Any) -> dict[str, tuple[int, ...]]:
     OpenCLIP attention appears as one `..._attn` entry of shape (3d, d): the WebUI patches the fused
     MultiheadAttention `in_proj_weight` with q/k/v deltas.
     """
-    names = UnetLdmNames(base.unet.config)
+    names = UnetLdmNames(base.denoiser.config)
     shapes: dict[str, tuple[int, ...]] = {}
-    for path, module in _layers(base.unet):
+    for path, module in _layers(base.denoiser):
         shapes["diffusion_model_" + names.to_ldm(path).replace(".", "_")] = tuple(module.weight.shape)
-    family = base.family.value
-    for index, ((_, layout), te) in enumerate(zip(text_encoder_layouts(family), base.text_encoders)):
-        head = f"{index}_" if family == "sdxl" else ""
+    layouts = base.family.text_layouts
+    for index, ((_, layout), te) in enumerate(zip(layouts, base.text_encoders)):
+        head = f"{index}_" if len(layouts) > 1 else ""  # the WebUI numbers the encoders of two-encoder models
         if layout == "clip_l":
             for path, module in _layers(te):
                 shapes[f"{head}transformer_text_model_{_text_path(path).replace('.', '_')}"] = tuple(
