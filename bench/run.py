@@ -30,7 +30,7 @@ from .ours import run_ours
 from .reference import run_reference
 from .report import CONTENDERS, WorkloadInfo, summarise, write
 from .report import markdown as to_markdown
-from .workloads import WORKLOADS, Workload, checkpoint_file, diffusers_folder, unet_config
+from .workloads import WORKLOADS, Workload, checkpoint_file, diffusers_folder
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -101,10 +101,12 @@ def skip_reasons(w: Workload, contenders: list[str]) -> dict[str, str]:
 
 def flops_per_step(w: Workload) -> float:
     """Model FLOPs of one training step, counted once for the workload (the same for every contender)."""
+    from lorascripts.perf.configs import model_shapes
     from lorascripts.perf.flops import train_step_cost
 
+    shapes = model_shapes(str(checkpoint_file(w.model)))
     cost = train_step_cost(
-        unet_config(w.model), batch=w.batch, height=w.resolution, width=w.resolution, rank=w.rank
+        shapes.family, shapes.denoiser, batch=w.batch, height=w.resolution, width=w.resolution, rank=w.rank
     )
     return cost.flops
 

@@ -168,9 +168,9 @@ def write_diffusers_folder(single_file: str, target: str) -> None:
 
 def unet_config(model: str) -> dict[str, Any]:
     """diffusers UNet2DConditionModel config of the model, read without loading weights."""
-    from lorascripts.perf.configs import unet_config_for
+    from lorascripts.perf.configs import denoiser_config_for
 
-    return unet_config_for(str(checkpoint_file(model)))
+    return denoiser_config_for(str(checkpoint_file(model)))
 
 
 def image_set(resolution: int) -> Path:

@@ -19,12 +19,8 @@ from .host import engine_env as ee
 # own entry modules (whose imports follow the same paths as a training or captioning run).
 SMOKE_IMPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("torch", ()),
-    ("diffusers", ("AutoencoderKL", "UNet2DConditionModel", "DDPMScheduler", "StableDiffusionPipeline")),
-    ("diffusers", ("StableDiffusionXLPipeline",)),
-    (
-        "transformers",
-        ("CLIPTextModel", "CLIPTokenizer", "CLIPTextModelWithProjection", "AutoModelForCausalLM"),
-    ),
+    ("diffusers", ("AutoencoderKL", "DiffusionPipeline")),
+    ("transformers", ("AutoModelForCausalLM",)),
     ("peft", ("LoraConfig",)),
     ("lycoris", ()),
     ("accelerate", ("Accelerator",)),
@@ -59,7 +55,7 @@ def requirement_problems(requirements: Path) -> list[str]:
 def import_problems() -> list[str]:
     """Every smoke import that fails, with the package to install or repair."""
     problems = []
-    for module, names in SMOKE_IMPORTS:
+    for module, names in SMOKE_IMPORTS + _family_imports(problems):
         try:
             loaded = importlib.import_module(module)
             for name in names:
@@ -69,6 +65,16 @@ def import_problems() -> list[str]:
                 f"import {module}{' (' + ', '.join(names) + ')' if names else ''}: {describe(exc)}"
             )
     return problems
+
+
+def _family_imports(problems: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The classes each registered family loads its models with (`Family.required_imports`)."""
+    try:
+        from .models.families import all_families
+    except Exception as exc:  # noqa: BLE001 - the registry needs torch; a failure is the finding
+        problems.append(f"import lorascripts.models.families: {describe(exc)}")
+        return ()
+    return tuple(dict.fromkeys(i for family in all_families() for i in family.required_imports))
 
 
 def import_failure(exc: BaseException | None) -> ImportError | None:

@@ -12,7 +12,8 @@ from helpers_train import make_dataset, tiny_config
 from safetensors.torch import load_file
 
 from lorascripts.config import config_from_dict
-from lorascripts.perf.configs import model_shapes, unet_config_for
+from lorascripts.models.families import get_family
+from lorascripts.perf.configs import denoiser_config_for, model_shapes
 from lorascripts.perf.flops import count_flops, train_step_cost
 from lorascripts.train.events import read_events
 from lorascripts.train.trainer import train
@@ -56,8 +57,8 @@ def test_unet_forward_flops_equal_torch_counter_on_the_math_kernel(tiny_sd1) -> 
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    config = unet_config_for(str(tiny_sd1.single_file))
-    cost = train_step_cost(config, batch=2, height=64, width=64, text_len=77)
+    config = denoiser_config_for(str(tiny_sd1.single_file))
+    cost = train_step_cost(get_family("sd1"), config, batch=2, height=64, width=64, text_len=77)
     unet = UNet2DConditionModel(**config).eval()
     sample = torch.randn(2, 4, 8, 8)
     context = torch.randn(2, 77, config["cross_attention_dim"])
@@ -65,7 +66,9 @@ def test_unet_forward_flops_equal_torch_counter_on_the_math_kernel(tiny_sd1) -> 
         unet(sample, torch.tensor([10, 500]), context)
     assert cost.unet_forward_flops == counter.get_total_flops()
     assert cost.flops > 2 * cost.unet_forward_flops  # backward + LoRA
-    checkpointed = train_step_cost(config, batch=2, height=64, width=64, gradient_checkpointing=True)
+    checkpointed = train_step_cost(
+        get_family("sd1"), config, batch=2, height=64, width=64, gradient_checkpointing=True
+    )
     assert checkpointed.flops > cost.flops and checkpointed.activation_bytes < cost.activation_bytes
     assert checkpointed.lora_params == cost.lora_params > 0
 
@@ -75,9 +78,9 @@ def test_model_shapes_from_the_header_match_the_loaded_model(tiny_sd1) -> None:
 
     shapes = model_shapes(str(tiny_sd1.single_file))
     base = load_base_model(str(tiny_sd1.single_file), tokenizer_path=str(tiny_sd1.tokenizer_dir))
-    assert shapes.family == "sd1"
+    assert shapes.family.name == "sd1"
     assert shapes.params["unet"] == sum(p.numel() for p in base.denoiser.parameters())
-    assert shapes.unet["block_out_channels"] == list(base.denoiser.config.block_out_channels)
+    assert shapes.denoiser["block_out_channels"] == list(base.denoiser.config.block_out_channels)
     assert shapes.resolution == base.resolution
 
 
@@ -100,7 +103,8 @@ def test_estimate_is_emitted_before_loading_and_is_sane(tiny_sd1, tmp_path: Path
     assert est["loading_memory_bytes"] >= shapes.file_bytes + weights
     assert 0 < est["seconds_per_step"] < 60
     expected = train_step_cost(
-        shapes.unet,
+        shapes.family,
+        shapes.denoiser,
         batch=2,
         height=32,
         width=32,
@@ -270,8 +274,11 @@ def test_attention_share_is_counted_and_timed_at_its_own_rate(tiny_sd1) -> None:
     """CPU attention runs far below the matmul rate: the step estimate times its FLOPs separately."""
     from lorascripts.perf import estimate
 
-    config = model_shapes(str(tiny_sd1.single_file)).unet
-    small, large = (train_step_cost(config, batch=1, height=px, width=px, rank=4) for px in (32, 64))
+    shapes = model_shapes(str(tiny_sd1.single_file))
+    small, large = (
+        train_step_cost(shapes.family, shapes.denoiser, batch=1, height=px, width=px, rank=4)
+        for px in (32, 64)
+    )
     assert 0 < small.attention_flops < small.flops and 0 < large.attention_flops < large.flops
     # 4x the tokens: self-attention grows 16x, cross-attention 4x
     assert 4 < large.attention_flops / small.attention_flops < 16

@@ -1,8 +1,8 @@
 """Architecture of a base model without loading its weights: configs and parameter counts from file headers.
 
-A single-file checkpoint's safetensors header holds every tensor's shape, and the loader already derives the
-diffusers configs from shapes (`models/single_file.py`), so the pre-flight estimate reads the header only
-(a few MB even for SDXL). Diffusers folders carry their configs as JSON next to the weights.
+A single-file checkpoint's safetensors header holds every tensor's shape, and each family derives its configs
+from shapes as its loader does (`Family.shapes_from_checkpoint`), so the pre-flight estimate reads the header
+only (a few MB even for SDXL). Diffusers folders carry their configs as JSON next to the weights.
 """
 
 from __future__ import annotations
@@ -11,110 +11,72 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
+
+if TYPE_CHECKING:
+    from ..models.families import Family
 
 
 @dataclass
 class ModelShapes:
     """What the estimate needs to know about a base model: family, component configs, sizes on disk."""
 
-    family: str  # "sd1", "sd2" or "sdxl"
-    unet: dict[str, Any]
+    family: Family
+    denoiser: dict[str, Any]  # the denoiser's diffusers config
     vae: dict[str, Any]
     text_encoders: list[dict[str, Any]]
-    params: dict[str, int] = field(default_factory=dict)  # "unet", "vae", "text" -> parameter count
+    params: dict[str, int] = field(default_factory=dict)  # "unet" (the denoiser), "vae", "text" -> parameters
     file_bytes: int = 0  # bytes of the weight files (what a load reads into memory at once)
     single_file: bool = False
 
     @property
     def resolution(self) -> int:
         """Native resolution, as the loader computes it."""
-        return int(self.unet["sample_size"]) * 2 ** (len(self.vae["block_out_channels"]) - 1)
+        return self.family.native_resolution(self.denoiser, self.vae)
 
 
-def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+def _header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "pt") as fh:
-            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}, fh.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{path} is not a readable .safetensors file ({exc}).") from None
 
 
-def _header_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as fh:
-        return fh.metadata() or {}
-
-
-def _count(shapes: dict[str, tuple[int, ...]], prefix: str) -> int:
-    return sum(math.prod(v) for k, v in shapes.items() if k.startswith(prefix))
-
-
-def _from_single_file(path: Path) -> ModelShapes:
-    from ..models.family import ModelFamily, family_from_keys
-    from ..models.ldm_names import text_encoder_layouts
-    from ..models.single_file import ARCH_KEY, text_config, unet_config, vae_config
-
-    shapes = _header_shapes(path)
-    family = family_from_keys(list(shapes))
-    if family is None:
-        raise ModelError(f"{path.name} is not a Stable Diffusion checkpoint (no CLIP text-encoder keys).")
-    arch = json.loads(_header_metadata(path).get(ARCH_KEY, "{}"))
-    if family is ModelFamily.SDXL:
-        arch.setdefault("pooled_dim", shapes["conditioner.embedders.1.model.text_projection"][1])
-    layouts = text_encoder_layouts(family.value)
-    texts = [text_config(shapes, prefix, layout, arch, i) for i, (prefix, layout) in enumerate(layouts)]
-    return ModelShapes(
-        family=family.value,
-        unet=unet_config(shapes, family, arch),
-        vae=vae_config(shapes, family, arch),
-        text_encoders=texts,
-        params={
-            "unet": _count(shapes, "model.diffusion_model."),
-            "vae": _count(shapes, "first_stage_model."),
-            "text": sum(_count(shapes, prefix) for prefix, _ in layouts),
-        },
-        file_bytes=path.stat().st_size,
-        single_file=True,
-    )
-
-
-def _json(path: Path) -> dict[str, Any]:
+def read_config(path: Path) -> dict[str, Any]:
+    """A component's config.json without diffusers' private `_` keys."""
     return {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if not k.startswith("_")}
 
 
-def _folder_params(folder: Path) -> tuple[int, int]:
+def folder_params(folder: Path) -> tuple[int, int]:
     """(parameters, bytes) of a diffusers component folder's safetensors files."""
     files = sorted(folder.glob("*.safetensors"))
-    total = sum(_count(_header_shapes(f), "") for f in files)
+    total = sum(math.prod(shape) for f in files for shape in _header(f)[0].values())
     return total, sum(f.stat().st_size for f in files)
 
 
+def _from_single_file(path: Path) -> ModelShapes:
+    from ..models.families import family_of_checkpoint, known_kinds
+
+    shapes, metadata = _header(path)
+    family = family_of_checkpoint(list(shapes))
+    if family is None:
+        raise ModelError(f"{path.name} is not a {known_kinds()} checkpoint (no known text-encoder keys).")
+    return family.shapes_from_checkpoint(shapes, metadata, path.stat().st_size)
+
+
 def _from_folder(path: Path) -> ModelShapes:
-    text_dirs = [d for d in ("text_encoder", "text_encoder_2") if (path / d / "config.json").is_file()]
-    sizes = {name: _folder_params(path / name) for name in ("unet", "vae", *text_dirs)}
-    unet = _json(path / "unet" / "config.json")
-    if unet.get("addition_embed_type") == "text_time":
-        family = "sdxl"
-    else:
-        family = "sd2" if unet.get("cross_attention_dim") == 1024 else "sd1"
-    return ModelShapes(
-        family=family,
-        unet=unet,
-        vae=_json(path / "vae" / "config.json"),
-        text_encoders=[_json(path / d / "config.json") for d in text_dirs],
-        params={
-            "unet": sizes["unet"][0],
-            "vae": sizes["vae"][0],
-            "text": sum(sizes[d][0] for d in text_dirs),
-        },
-        file_bytes=sum(b for _, b in sizes.values()),
-    )
+    from ..models.families import family_of_diffusers
+
+    index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    family = family_of_diffusers(str(path), index, local_only=True)
+    if family is None:
+        raise ModelError(f"{path} is a {index.get('_class_name')} folder, not a model family we train.")
+    return family.shapes_from_folder(path)
 
 
 def model_shapes(source: str) -> ModelShapes:
@@ -126,7 +88,7 @@ def model_shapes(source: str) -> ModelShapes:
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".safetensors":
         return _from_single_file(path)
-    if path.is_dir() and (path / "unet" / "config.json").is_file():
+    if path.is_dir() and (path / "model_index.json").is_file():
         return _from_folder(path)
     raise ModelError(
         f"cannot read the architecture of {source} without loading it (only .safetensors files and diffusers "
@@ -134,6 +96,6 @@ def model_shapes(source: str) -> ModelShapes:
     )
 
 
-def unet_config_for(source: str) -> dict[str, Any]:
-    """diffusers UNet2DConditionModel config of a checkpoint file, a diffusers folder or `toy`."""
-    return model_shapes(source).unet
+def denoiser_config_for(source: str) -> dict[str, Any]:
+    """The denoiser's diffusers config of a checkpoint file, a diffusers folder or `toy`."""
+    return model_shapes(source).denoiser

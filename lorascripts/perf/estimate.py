@@ -94,7 +94,8 @@ class RunEstimate:
 def _cost_cached(shapes: ModelShapes, **kwargs: Any) -> StepCost:
     """train_step_cost, remembered on disk: the meta pass takes seconds, its inputs rarely change."""
     key_src = json.dumps(
-        [shapes.unet, shapes.text_encoders, {k: str(v) for k, v in kwargs.items()}], sort_keys=True
+        [shapes.family.name, shapes.denoiser, shapes.text_encoders, {k: str(v) for k, v in kwargs.items()}],
+        sort_keys=True,
     )
     # v2: StepCost gained attention_flops (entries written before it would read as 0)
     key = hashlib.sha256(f"v2|{torch.__version__}|{key_src}".encode()).hexdigest()[:32]
@@ -103,7 +104,9 @@ def _cost_cached(shapes: ModelShapes, **kwargs: Any) -> StepCost:
         return StepCost(**json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         pass
-    cost = train_step_cost(shapes.unet, text_encoder_configs=shapes.text_encoders, **kwargs)
+    cost = train_step_cost(
+        shapes.family, shapes.denoiser, text_encoder_configs=shapes.text_encoders, **kwargs
+    )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

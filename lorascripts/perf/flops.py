@@ -15,12 +15,15 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+
+if TYPE_CHECKING:
+    from ..models.families import Family
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +34,13 @@ DEFAULT_ROLES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "ff", "
 class StepCost:
     """What one training step costs, from one meta-device pass."""
 
-    flops: float  # the whole step: text encoder(s), U-Net forward + backward, LoRA
-    unet_forward_flops: float
-    activation_bytes: int  # tensors the U-Net (and trained text encoders) keep for backward
+    flops: float  # the whole step: text encoder(s), denoiser forward + backward, LoRA
+    unet_forward_flops: float  # the denoiser's forward
+    activation_bytes: int  # tensors the denoiser (and trained text encoders) keep for backward
     largest_activation_bytes: int  # the biggest single one (a transient of that size lives during backward)
     ops: int  # aten operator calls per step (CPU time per call dominates small models)
     lora_params: int
-    attention_flops: float = 0.0  # the U-Net's fused attention, forward + backward (part of `flops`)
+    attention_flops: float = 0.0  # the denoiser's fused attention, forward + backward (part of `flops`)
 
 
 class _OpCounter(TorchDispatchMode):
@@ -161,26 +164,29 @@ def _hook_lora(targets: Iterable[nn.Module], rank: int, acc: dict[str, float]) -
     return [m.register_forward_hook(hook) for m in targets]
 
 
-def _unet_targets(unet: nn.Module, roles: Iterable[str], with_conv: bool) -> list[nn.Module]:
-    from ..network.targets import unet_targets
+def _lora_targets(
+    family: Family, denoiser: nn.Module, roles: Iterable[str], with_conv: bool
+) -> list[nn.Module]:
+    """The layers training would give a LoRA, chosen by the family's own rule on the meta denoiser."""
+    from ..models.families import BaseModel
 
-    return [t.module for t in unet_targets(unet, set(roles), with_conv=with_conv)]
+    base = BaseModel(family, denoiser, None, [], [], None, "epsilon", "", "meta", 0)
+    return [t.module for t in family.lora_targets(base, set(roles), with_conv=with_conv, text=False)]
 
 
-def _meta_unet(config: dict[str, Any], dtype: torch.dtype, checkpointing: bool) -> nn.Module:
-    from diffusers import UNet2DConditionModel
-
-    clean = {k: v for k, v in config.items() if not k.startswith("_")}
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(**clean)
-    nn.Module.to(unet, dtype)  # not ModelMixin.to: its fp32-module warning is about real weights
-    unet.requires_grad_(False)
+def _meta_denoiser(
+    family: Family, config: dict[str, Any], dtype: torch.dtype, checkpointing: bool
+) -> nn.Module:
+    denoiser = family.meta_denoiser(config)
+    nn.Module.to(denoiser, dtype)  # not ModelMixin.to: its fp32-module warning is about real weights
+    denoiser.requires_grad_(False)
     if checkpointing:
-        unet.enable_gradient_checkpointing()
-    return unet.train()
+        denoiser.enable_gradient_checkpointing()
+    return denoiser.train()
 
 
-def _unet_pass(
+def _denoiser_pass(
+    family: Family,
     config: dict[str, Any],
     batch: int,
     latent_hw: tuple[int, int],
@@ -193,29 +199,17 @@ def _unet_pass(
 ) -> tuple[float, float, _SavedTensors, int, dict[str, float]]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    unet = _meta_unet(config, dtype, checkpointing)
+    denoiser = _meta_denoiser(family, config, dtype, checkpointing)
     lora = {"flops": 0.0, "params": 0}
-    handles = _hook_lora(_unet_targets(unet, roles, conv), rank, lora)
-    meta = {"device": "meta", "dtype": dtype}
-    # the latents require grad so that autograd runs the backward through every frozen layer, as the LoRA
-    # layers (which sit in almost every block) make it do in a real step
-    sample = torch.empty(batch, config.get("in_channels", 4), *latent_hw, **meta, requires_grad=True)
-    context = torch.empty(batch, text_len, config["cross_attention_dim"], **meta)
-    steps = torch.zeros(batch, device="meta", dtype=torch.long)
-    extra: dict[str, Any] = {}
-    if config.get("addition_embed_type") == "text_time":
-        pooled = config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]
-        extra["added_cond_kwargs"] = {
-            "text_embeds": torch.empty(batch, pooled, **meta),
-            "time_ids": torch.empty(batch, 6, **meta),
-        }
-    saved = _SavedTensors(unet)
+    handles = _hook_lora(_lora_targets(family, denoiser, roles, conv), rank, lora)
+    args, kwargs = family.meta_denoiser_inputs(config, batch, latent_hw, text_len, dtype)
+    saved = _SavedTensors(denoiser)
     ops = _OpCounter()
     attention = {"forward": 0.0, "backward": 0.0}
     try:
         with FlopCounterMode(display=False) as counter, ops, _fused_attention(attention):
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-                out = unet(sample, steps, context, **extra).sample
+                out = denoiser(*args, **kwargs).sample
             forward = float(counter.get_total_flops()) + attention["forward"]
             lora = dict(lora)  # checkpointing re-runs the forward in backward: count the LoRA layers once
             out.float().square().mean().backward()
@@ -227,17 +221,14 @@ def _unet_pass(
     return forward, total, saved, ops.calls, lora
 
 
-def _text_pass(config: dict[str, Any], batch: int, text_len: int, dtype: torch.dtype) -> tuple[float, int]:
-    """(forward FLOPs, aten calls) of one CLIP text encoder on a batch of prompts."""
+def _text_pass(
+    family: Family, config: dict[str, Any], batch: int, text_len: int, dtype: torch.dtype
+) -> tuple[float, int]:
+    """(forward FLOPs, aten calls) of one text encoder on a batch of prompts."""
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    with torch.device("meta"):
-        model = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in config.items() if not k.startswith("_")}))
+    model, ids = family.meta_text_encoder(config, batch, text_len)
     model.to(dtype)
-    ids = torch.zeros(
-        batch, min(text_len, config.get("max_position_embeddings", 77)), dtype=torch.long, device="meta"
-    )
     ops = _OpCounter()
     attention = {"forward": 0.0, "backward": 0.0}
     with torch.no_grad(), FlopCounterMode(display=False) as counter, ops, _fused_attention(attention):
@@ -246,7 +237,8 @@ def _text_pass(config: dict[str, Any], batch: int, text_len: int, dtype: torch.d
 
 
 def train_step_cost(
-    unet_config: dict[str, Any],
+    family: Family,
+    denoiser_config: dict[str, Any],
     *,
     batch: int,
     height: int,
@@ -264,15 +256,24 @@ def train_step_cost(
 ) -> StepCost:
     """FLOPs, saved activations and operator calls of one LoRA step on images of height x width pixels."""
     latent_hw = (height // vae_scale, width // vae_scale)
-    fwd, total, saved, ops, lora = _unet_pass(
-        unet_config, batch, latent_hw, text_len, dtype, gradient_checkpointing, rank, roles, conv_lora
+    fwd, total, saved, ops, lora = _denoiser_pass(
+        family,
+        denoiser_config,
+        batch,
+        latent_hw,
+        text_len,
+        dtype,
+        gradient_checkpointing,
+        rank,
+        roles,
+        conv_lora,
     )
     # LoRA: forward, input gradient and weight gradient, each the size of the forward
     flops = total + (4.0 if gradient_checkpointing else 3.0) * lora["flops"]
     lora_params = int(lora["params"])
     if run_text_encoder or train_text_encoder:
         for config in text_encoder_configs or []:
-            te_flops, te_ops = _text_pass(config, batch, text_len, dtype)
+            te_flops, te_ops = _text_pass(family, config, batch, text_len, dtype)
             # trained: + backward to the inputs of the frozen layers (one forward's worth) + LoRA (small)
             flops += te_flops * (2.0 if train_text_encoder else 1.0)
             ops += te_ops * (3 if train_text_encoder else 1)
@@ -280,7 +281,7 @@ def train_step_cost(
     return StepCost(flops, fwd, saved.total, largest, ops, lora_params, lora["attention"])
 
 
-def train_step_flops(unet_config: dict[str, Any], **kwargs: Any) -> float:
+def train_step_flops(family: Family, denoiser_config: dict[str, Any], **kwargs: Any) -> float:
     """Model FLOPs of one LoRA training step (the benchmark's MFU numerator); keywords as train_step_cost:
     batch, height, width (pixels), text_len, text_encoder_configs, train_text_encoder, gradient_checkpointing."""
-    return train_step_cost(unet_config, **kwargs).flops
+    return train_step_cost(family, denoiser_config, **kwargs).flops

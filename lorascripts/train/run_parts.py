@@ -7,10 +7,7 @@ so that trainer.py contains only the loop itself.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import TrainConfig, save_config
-from ..errors import ModelError
 from .events import EventSink
-from .placement import EncoderPlacement, released_parts, text_encoder_names
+from .placement import EncoderPlacement
 from .resources import run_estimate, set_threads
 from .setup import (
     Precision,
@@ -34,7 +30,6 @@ from .setup import (
     resolve_base_model,
     resolve_precision,
     scan,
-    use_channels_last,
 )
 from .state import Progress
 
@@ -92,13 +87,14 @@ class RunParts:
         """Dataset, base model, caches, network, optimizer: everything that can fail on user input."""
         from ..data.buckets import BucketSet
         from ..models import load_base_model
+        from . import run_setup as build
         from .conditioning import Conditioner
         from .inputs import FixedSize, InputPipeline
         from .validation import validation_items
 
         cfg, acc = self.cfg, self.accelerator
         self.scan = scan(cfg)
-        self._preflight()
+        build.run_preflight(self)
         train_items, held_out = validation_items(cfg, list(self.scan.items))
         if self.estimate is not None:
             logger.info("%s", self.estimate.describe())
@@ -114,14 +110,14 @@ class RunParts:
         )
         check_model_limits(cfg, self.base)
         self.objective = self.base.family.objective(self.base, min_snr_gamma=cfg.min_snr_gamma)
-        self._freeze_and_place()
+        build.freeze_and_place(self)
         width, height = resolution_for(cfg, self.base.resolution)
         self.resolution = (width, height)
         buckets = BucketSet(
             (width, height),
             min_reso=min(cfg.min_bucket_reso, width, height),
             max_reso=max(cfg.max_bucket_reso, width, height),
-            step=self._bucket_step(),
+            step=build.bucket_step(self),
             no_upscale=cfg.bucket_no_upscale,
         )
         if not cfg.enable_bucket:
@@ -134,186 +130,21 @@ class RunParts:
         )
         events.emit("caching", images=len(train_items), mode=cfg.cache_latents)
         self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
-        self._prepare_validation(held_out, cache_dir)
+        build.prepare_validation(self, held_out, cache_dir)
         self.conditioning = Conditioner(
             cfg, self.base, self.placement, acc.device, self.vae_identity(), cache_dir
         )
-        self._build_network()
-        self._build_optimizer()
-        self._build_ema()
+        build.build_network(self)
+        build.build_optimizer(self)
+        build.build_ema(self)
         # last: accelerate's prepare() moves the whole training module (text encoders included) to the device
-        self._release_cached_encoders()
-        self._start_logging()
-
-    def _release_cached_encoders(self) -> None:
-        """Frozen modules whose outputs are all cached leave the GPU (placement.py)."""
-        cfg, base, acc = self.cfg, self.base, self.accelerator
-        parts = released_parts(
-            cfg,
-            device_type=acc.device.type,
-            processes=acc.num_processes,
-            text_cached=cfg.cache_text_encoder_outputs != "off" and not cfg.train_text_encoder,
-        )
-        if "vae" in parts:
-            self.placement.release("VAE", base.vae)
-        if "text" in parts:
-            rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
-            captions = [self.inputs.caption(e, rng) for e in self.inputs.entries()]
-            captions = list(dict.fromkeys(captions + (self.validator.captions if self.validator else [])))
-            for start in range(0, len(captions), 16):
-                self.conditioning.text(captions[start : start + 16])
-            for name, encoder in zip(text_encoder_names(len(base.text_encoders)), base.text_encoders):
-                self.placement.release(name, encoder)
-
-    def _prepare_validation(self, held_out: list, cache_dir: Path) -> None:
-        """The validation images' fixed latents and captions (validation.py), or None without validation."""
-        from .validation import Validator, expected_share
-
-        self.validator = Validator(self, held_out, cache_dir) if held_out else None
-        if self.validator is not None:
-            cfg = self.cfg
-            share = expected_share(
-                len(held_out), cfg.validation_timesteps, cfg.batch_size, cfg.validate_every_n_steps
-            )
-            level = logging.WARNING if share > 0.1 else logging.INFO
-            logger.log(
-                level,
-                "validation loss on %d held-out image(s) x %d timesteps every %d steps: about %.0f%% of training "
-                "time%s",
-                len(held_out),
-                cfg.validation_timesteps,
-                cfg.validate_every_n_steps,
-                100 * share,
-                "; raise validate_every_n_steps or hold out fewer images to make it cheaper"
-                if share > 0.1
-                else "",
-            )
-            self.validator.prepare(self.base.vae, show_progress=self.accelerator.is_local_main_process)
-
-    def _build_ema(self) -> None:
-        from .ema import LoraEMA
-
-        cfg = self.cfg
-        self.ema = None
-        if cfg.ema_decay is not None:
-            device = torch.device("cpu") if cfg.ema_device == "cpu" else self.accelerator.device
-            self.ema = LoraEMA(
-                self.trainable, cfg.ema_decay, cfg.ema_start_step, cfg.ema_update_every, device
-            )
-
-    def _bucket_step(self) -> int:
-        unit = self.base.family.bucket_unit(self.base)  # VAE factor x the denoiser's own unit
-        step = self.cfg.bucket_reso_steps
-        return max(unit, step - step % unit) if step >= unit else unit
-
-    def _preflight(self) -> None:
-        if self.cfg.dataset_checks == "off":
-            return
-        from ..data.checks import preflight
-
-        preflight(self.cfg, self.scan)
-
-    def _freeze_and_place(self) -> None:
-        base, acc, dtype = self.base, self.accelerator, self.precision.weight_dtype
-        for module in (base.denoiser, base.vae, *base.text_encoders):
-            module.requires_grad_(False)
-            module.eval()
-            module.to(acc.device)  # already in `dtype`: loaded so (see load_base_model)
-            if module.dtype != dtype:
-                module.to(dtype=dtype)
-        if self.cfg.gradient_checkpointing:
-            base.family.enable_gradient_checkpointing(base, self.cfg.train_text_encoder)
-        if use_channels_last(self.cfg.channels_last, acc.device.type, dtype):
-            for module in (base.denoiser, base.vae):
-                module.to(memory_format=torch.channels_last)
-        if self.cfg.torch_compile:
-            base.denoiser = torch.compile(base.denoiser)
+        build.release_cached_encoders(self)
+        build.start_logging(self)
 
     def vae_identity(self) -> str:
         source = Path(self.base.source)
         stat = source.stat() if source.exists() else None
         return f"{source.resolve() if stat else self.base.source}|{stat.st_size if stat else ''}|{stat.st_mtime if stat else ''}"
-
-    def _build_network(self) -> None:
-        from ..network.lora import LoraNetwork, NetworkSpec
-        from .step import DiffusionLoRAModule
-
-        cfg = self.cfg
-        spec = NetworkSpec(
-            network_type=cfg.network_type,
-            rank=cfg.lora_rank,
-            alpha=cfg.lora_alpha,
-            conv_rank=cfg.conv_rank,
-            conv_alpha=cfg.conv_alpha,
-            dropout=cfg.dropout,
-            rank_dropout=cfg.rank_dropout,
-            module_dropout=cfg.module_dropout,
-            target_modules=list(cfg.target_modules),
-            train_text_encoder=cfg.train_text_encoder,
-        )
-        initial, self.initial_metadata = self._read_initial_lora()
-        # the LoRA-down init draws from the global RNG: seed it so a run is reproducible whatever ran before
-        torch.manual_seed(cfg.seed)
-        self.network = LoraNetwork.create(self.base, spec, initial=initial)
-        self.network.to(self.accelerator.device)
-        self.network.apply()
-        self.spec = spec
-        shapes = sorted((k, tuple(v.shape)) for k, v in self.network.kohya_state_dict().items())
-        self.network_fingerprint = hashlib.sha256(
-            json.dumps([cfg.network_type, shapes]).encode()
-        ).hexdigest()[:16]
-        self.module = DiffusionLoRAModule(self.base, self.network, self.objective, clip_skip=cfg.clip_skip)
-
-    def _read_initial_lora(self) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
-        if not self.cfg.initial_lora:
-            return None, {}
-        from ..network.save import read_lora_weights
-
-        tensors, metadata = read_lora_weights(Path(self.cfg.initial_lora))
-        version = metadata.get("ss_base_model_version", "")
-        family = self.base.family
-        if version and not family.made_for(version):
-            raise ModelError(
-                f"initial_lora {self.cfg.initial_lora} was trained on {version}, but the base model is {family.name}. "
-                "Use a LoRA made for this base model."
-            )
-        logger.info("incremental training from %s (%d tensors)", self.cfg.initial_lora, len(tensors))
-        return tensors, metadata
-
-    def _build_optimizer(self) -> None:
-        from .optim import create_optimizer, create_scheduler
-
-        cfg, acc = self.cfg, self.accelerator
-        groups = self.network.param_groups(cfg.effective_unet_lr, cfg.effective_text_encoder_lr)
-        self.trainable = [p for g in groups for p in g["params"]]
-        optimizer = create_optimizer(cfg, groups, acc.device)
-        self.module, self.optimizer = acc.prepare(self.module, optimizer)
-        from .batches import epoch_batches
-
-        n_batches = len(
-            epoch_batches(self.inputs.entries(), cfg.batch_size, cfg.seed, 0, world_size=acc.num_processes)
-        )
-        self.batches_per_epoch = max(1, n_batches)
-        self.total_steps = self._total_steps_for(cfg, self.batches_per_epoch)
-        # the schedule steps once per optimizer step; it is deliberately not wrapped by accelerate, which would
-        # step it once per process
-        self.scheduler = create_scheduler(cfg, self.optimizer.optimizer, self.total_steps)
-
-    def _start_logging(self) -> None:
-        from tqdm.auto import tqdm
-
-        acc = self.accelerator
-        self.progress_bar = tqdm(
-            total=self.total_steps,
-            desc="training",
-            unit="step",
-            disable=not acc.is_local_main_process,
-            dynamic_ncols=True,
-        )
-        if self.cfg.logging and acc.is_main_process:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.output_dir / "logs"))
 
     # --- helpers used by the loop -------------------------------------------------------------------------------------
     def draw_noise(self, shape: tuple[int, ...], seed: int) -> StepNoise:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import ModelError
-from .base import BaseModel, Family, LoadedParts, ModelShapes, Objective, StepNoise
+from .base import BaseModel, Family, LoadedParts, Objective, StepNoise
 from .sd1 import SD1
 from .sd2 import SD2
 from .sdxl import SDXL
@@ -21,7 +21,6 @@ __all__ = [
     "BaseModel",
     "Family",
     "LoadedParts",
-    "ModelShapes",
     "Objective",
     "StepNoise",
     "all_families",

@@ -19,6 +19,7 @@ import torch
 
 if TYPE_CHECKING:
     from ...network.targets import Target
+    from ...perf.configs import ModelShapes
 
 
 @dataclass
@@ -82,27 +83,6 @@ class LoadedParts:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ModelShapes:
-    """What the estimate needs to know about a base model without loading it (from headers and configs)."""
-
-    family: Family
-    denoiser: dict[str, Any]  # the denoiser's diffusers config
-    vae: dict[str, Any]
-    text_encoders: list[dict[str, Any]]
-    params: dict[str, int]
-    file_bytes: int
-
-    @property
-    def resolution(self) -> int:
-        return self.family.native_resolution(self.denoiser, self.vae)
-
-    @property
-    def unet(self) -> dict[str, Any]:
-        """The denoiser config (the name the estimate tables use for every family)."""
-        return self.denoiser
-
-
 class Family(ABC):
     """One model family's behaviour. Instances are stateless singletons registered in `families/__init__.py`."""
 
@@ -114,6 +94,8 @@ class Family(ABC):
     caption_token_window: int  # caption tokens the text encoder reads (dataset checks warn past it)
     text_components: tuple[str, ...]  # kohya component of each text encoder: ("te",) or ("te1", "te2")
     webui_needs_version = False  # the WebUI lists this family's LoRAs as SD1 without ss_base_model_version
+    # (module, class names) the family loads its models with: `python -m lorascripts doctor` imports them
+    required_imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
@@ -237,6 +219,7 @@ class Family(ABC):
     def checkpoint_layers(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, tuple[int, ...]]]:
         """WebUI layer name -> (single-file key, weight shape) of a checkpoint of this family."""
 
+    # --- the estimate's model (perf/) ------------------------------------------------------------------------------
     @abstractmethod
     def shapes_from_checkpoint(
         self, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], file_bytes: int
@@ -244,5 +227,26 @@ class Family(ABC):
         """The estimate's view of a single-file checkpoint of this family, from its header only."""
 
     @abstractmethod
-    def step_cost(self, shapes: ModelShapes, **kwargs: Any) -> Any:
-        """FLOPs and activation bytes of one training step (perf/flops.py's StepCost)."""
+    def shapes_from_folder(self, path: Path) -> ModelShapes:
+        """The estimate's view of a diffusers folder of this family, from its JSON configs and headers."""
+
+    @abstractmethod
+    def meta_denoiser(self, config: dict[str, Any]) -> torch.nn.Module:
+        """The denoiser built from its config on the meta device (FLOPs and saved activations are counted on it)."""
+
+    @abstractmethod
+    def meta_denoiser_inputs(
+        self,
+        config: dict[str, Any],
+        batch: int,
+        latent_hw: tuple[int, int],
+        text_len: int,
+        dtype: torch.dtype,
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """(args, kwargs) of one denoiser call on meta tensors; the latent input requires grad."""
+
+    @abstractmethod
+    def meta_text_encoder(
+        self, config: dict[str, Any], batch: int, text_len: int
+    ) -> tuple[torch.nn.Module, torch.Tensor]:
+        """A text encoder built from its config on the meta device, and token ids for one batch."""

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..base import BaseModel, Family, LoadedParts, ModelShapes
+from ..base import BaseModel, Family, LoadedParts
 from .objective import DDPMObjective, scheduler_from_config
 
 if TYPE_CHECKING:
     from ....network.targets import Target
+    from ....perf.configs import ModelShapes
 
 
 class StableDiffusionFamily(Family):
@@ -30,6 +31,11 @@ class StableDiffusionFamily(Family):
     version_prefix: str = "sd_v1"  # ss_base_model_version of this family's LoRAs starts so
     caption_token_window = 75
     kind_label = "Stable Diffusion 1.x/2.x/XL"
+    required_imports = (
+        ("diffusers", ("UNet2DConditionModel", "DDPMScheduler", "DDIMScheduler", "StableDiffusionPipeline")),
+        ("diffusers", ("StableDiffusionXLPipeline",)),
+        ("transformers", ("CLIPTextModel", "CLIPTokenizer", "CLIPTextModelWithProjection")),
+    )
     reference_unet: dict[str, Any]  # the diffusers config of the family's standard U-Net (toolbox, self-test)
     reference_texts: tuple[dict[str, Any], ...]  # and of its text encoders
     pipeline_class: str = "StableDiffusionPipeline"  # the diffusers class that draws preview samples
@@ -173,10 +179,34 @@ class StableDiffusionFamily(Family):
 
         return checkpoint_shapes(self, shapes, metadata, file_bytes)
 
-    def step_cost(self, shapes: ModelShapes, **kwargs: Any) -> Any:
-        from ....perf.flops import train_step_cost
+    def shapes_from_folder(self, path: Path) -> ModelShapes:
+        from .estimate import folder_shapes
 
-        return train_step_cost(shapes.denoiser, text_encoder_configs=shapes.text_encoders, **kwargs)
+        return folder_shapes(self, path)
+
+    def meta_denoiser(self, config: dict[str, Any]) -> torch.nn.Module:
+        from .estimate import meta_unet
+
+        return meta_unet(config)
+
+    def meta_denoiser_inputs(
+        self,
+        config: dict[str, Any],
+        batch: int,
+        latent_hw: tuple[int, int],
+        text_len: int,
+        dtype: torch.dtype,
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        from .estimate import unet_inputs
+
+        return unet_inputs(config, batch, latent_hw, text_len, dtype)
+
+    def meta_text_encoder(
+        self, config: dict[str, Any], batch: int, text_len: int
+    ) -> tuple[torch.nn.Module, torch.Tensor]:
+        from .estimate import meta_text_encoder
+
+        return meta_text_encoder(config, batch, text_len)
 
 
 def _get(config: Any, key: str) -> Any:
