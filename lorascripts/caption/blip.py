@@ -7,8 +7,7 @@ import logging
 import torch
 from PIL import Image
 
-from ..errors import ModelError
-from .base import check_native, load_kwargs
+from .loading import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +30,9 @@ class BlipCaptioner:
     ) -> None:
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
-        check_native(model, allow_remote_code)
-        kwargs = load_kwargs(model, allow_remote_code)
-        try:
-            self.processor = BlipProcessor.from_pretrained(model, **kwargs)
-            self.model = BlipForConditionalGeneration.from_pretrained(model, **kwargs).to(device).eval()
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load BLIP model {model}: {exc}") from None
+        classes = (BlipProcessor, BlipForConditionalGeneration)
+        self.processor, loaded = load_pretrained(model, allow_remote_code, classes, what="BLIP model")
+        self.model = loaded.to(device).eval()
         self.device, self.batch_size = device, batch_size
         self.max_new_tokens, self.num_beams, self.prompt = max_new_tokens, num_beams, prompt
 
