@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from ..errors import ConfigError
-from .loading import check_native, resolve_device
+from .loading import ModelSource, check_native, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +52,26 @@ def create_captioner(
 
     `preset` (prompts.PRESETS) is what the vision-language captioners are asked; the others ignore it, so a
     host form can pass its one preset choice whatever captioner is picked."""
-    model = model or DEFAULT_MODELS.get(name, "")
-    if name in ("blip", "florence2", *VLM_CAPTIONERS):
+    if name not in DEFAULT_MODELS:
+        raise ConfigError(f"unknown captioner {name!r}; choose {', '.join(DEFAULT_MODELS)}.")
+    model = model or DEFAULT_MODELS[name]
+    if name != "wd14":  # an ONNX graph runs no Python of its own
         check_native(model, allow_remote_code)  # before importing transformers: a wrong path fails in no time
+    source = ModelSource(model, resolve_device(device), batch_size, allow_remote_code)
     if name == "blip":
         from .blip import BlipCaptioner
 
-        return BlipCaptioner(model, resolve_device(device), batch_size, allow_remote_code, **options)
+        return BlipCaptioner(source, **options)
     if name == "florence2":
         from .florence import FlorenceCaptioner
 
-        return FlorenceCaptioner(model, resolve_device(device), batch_size, allow_remote_code, **options)
+        return FlorenceCaptioner(source, **options)
     if name == "wd14":
         from .wd14 import WD14Tagger
 
-        return WD14Tagger(model, device=resolve_device(device), batch_size=batch_size, **options)
-    if name in VLM_CAPTIONERS:
-        from .vlm import VLMCaptioner
+        return WD14Tagger(source, **options)
+    from .vlm import VLMCaptioner
 
-        if preset:
-            options["preset"] = preset
-        return VLMCaptioner(
-            model, resolve_device(device), batch_size, allow_remote_code, name=name, **options
-        )
-    raise ConfigError(f"unknown captioner {name!r}; choose {', '.join(DEFAULT_MODELS)}.")
+    if preset:
+        options["preset"] = preset
+    return VLMCaptioner(source, name=name, **options)

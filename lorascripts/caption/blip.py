@@ -7,7 +7,7 @@ import logging
 import torch
 from PIL import Image
 
-from .loading import load_pretrained
+from .loading import ModelSource, load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +19,7 @@ class BlipCaptioner:
 
     def __init__(
         self,
-        model: str,
-        device: str,
-        batch_size: int = 4,
-        allow_remote_code: bool = False,
+        source: ModelSource,
         *,
         max_new_tokens: int = 40,
         num_beams: int = 3,
@@ -31,9 +28,9 @@ class BlipCaptioner:
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
         classes = (BlipProcessor, BlipForConditionalGeneration)
-        self.processor, loaded = load_pretrained(model, allow_remote_code, classes, what="BLIP model")
-        self.model = loaded.to(device).eval()
-        self.device, self.batch_size = device, batch_size
+        self.processor, loaded = load_pretrained(source, classes, what="BLIP model")
+        self.model = loaded.to(source.device).eval()
+        self.device, self.batch_size = source.device, source.batch_size
         self.max_new_tokens, self.num_beams, self.prompt = max_new_tokens, num_beams, prompt
 
     def caption(self, images: list[Image.Image]) -> list[str]:

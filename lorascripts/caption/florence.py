@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError
-from .loading import load_pretrained
+from .loading import ModelSource, load_pretrained
 
 TASKS = {"caption": "<CAPTION>", "detailed": "<DETAILED_CAPTION>", "more_detailed": "<MORE_DETAILED_CAPTION>"}
 
@@ -18,10 +18,7 @@ class FlorenceCaptioner:
 
     def __init__(
         self,
-        model: str,
-        device: str,
-        batch_size: int = 4,
-        allow_remote_code: bool = False,
+        source: ModelSource,
         *,
         task: str = "detailed",
         max_new_tokens: int = 128,
@@ -33,11 +30,9 @@ class FlorenceCaptioner:
             raise ConfigError(f"unknown Florence-2 task {task!r}; choose {', '.join(TASKS)}.")
         hint = "Use a transformers-native conversion such as florence-community/Florence-2-large."
         classes = (AutoProcessor, Florence2ForConditionalGeneration)
-        self.processor, loaded = load_pretrained(
-            model, allow_remote_code, classes, what="Florence-2 model", hint=hint
-        )
-        self.model = loaded.to(device).eval()
-        self.device, self.batch_size = device, batch_size
+        self.processor, loaded = load_pretrained(source, classes, what="Florence-2 model", hint=hint)
+        self.model = loaded.to(source.device).eval()
+        self.device, self.batch_size = source.device, source.batch_size
         self.prompt, self.max_new_tokens, self.num_beams = TASKS[task], max_new_tokens, num_beams
 
     def caption(self, images: list[Image.Image]) -> list[str]:

@@ -5,10 +5,22 @@ every captioner, so imports go one way: base -> captioner -> loading."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What every captioner is built from: the model (Hugging Face id or local folder), the device it runs on,
+    the images per batch, and whether the model's own Python code may run."""
+
+    model: str
+    device: str
+    batch_size: int = 4
+    allow_remote_code: bool = False
 
 
 def resolve_device(device: str) -> str:
@@ -53,8 +65,7 @@ def load_kwargs(model: str, allow_remote_code: bool) -> dict[str, Any]:
 
 
 def load_pretrained(
-    model: str,
-    allow_remote_code: bool,
+    source: ModelSource,
     classes: tuple[Any, Any],
     *,
     what: str,
@@ -64,8 +75,9 @@ def load_pretrained(
 ) -> tuple[Any, Any]:
     """(processor, model) from the transformers `classes` (processor class, model class), checked first;
     a failure becomes "cannot load <what> <model>: <reason>. <hint>"."""
-    check_native(model, allow_remote_code)
-    kwargs = load_kwargs(model, allow_remote_code)
+    model = source.model
+    check_native(model, source.allow_remote_code)
+    kwargs = load_kwargs(model, source.allow_remote_code)
     processor_cls, model_cls = classes
     try:
         return processor_cls.from_pretrained(model, **kwargs), model_cls.from_pretrained(

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError
-from .loading import load_pretrained
+from .loading import ModelSource, load_pretrained
 from .postprocess import tidy_sentences
 from .prompts import PRESETS, SYSTEM_PROMPT
 
@@ -28,10 +28,7 @@ class VLMCaptioner:
 
     def __init__(
         self,
-        model: str,
-        device: str,
-        batch_size: int = 4,
-        allow_remote_code: bool = False,
+        source: ModelSource,
         *,
         name: str = "qwen-vl",
         preset: str = "long",
@@ -43,9 +40,9 @@ class VLMCaptioner:
 
         if preset not in PRESETS:
             raise ConfigError(f"unknown caption preset {preset!r}; choose {', '.join(PRESETS)}.")
+        device = source.device
         self.processor, self.model = load_pretrained(
-            model,
-            allow_remote_code,
+            source,
             (AutoProcessor, AutoModelForImageTextToText),
             what="vision-language model",
             hint=_load_hint(),
@@ -56,7 +53,7 @@ class VLMCaptioner:
             self.model.to(device)
         self.model.eval()
         self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
-        self.name, self.device, self.batch_size = name, device, batch_size
+        self.name, self.device, self.batch_size = name, device, source.batch_size
         self.preset, self.max_new_tokens = preset, max_new_tokens
         self.text = chat_text(self.processor, prompt or PRESETS[preset])
 
