@@ -9,6 +9,8 @@ from pathlib import Path
 
 @dataclass
 class Flag:
+    """One problem of one file; errors stop training (unless `dataset_checks: warn`), warnings do not."""
+
     file: str
     code: str
     severity: str  # "error" or "warning"
@@ -17,6 +19,8 @@ class Flag:
 
 @dataclass
 class ImageInfo:
+    """One image of the dataset: its name relative to the root, its size once read, its caption if any."""
+
     file: str
     path: Path
     size: tuple[int, int] | None
@@ -25,6 +29,8 @@ class ImageInfo:
 
 @dataclass
 class DatasetReport:
+    """Every image checked and every flag raised, for the summary and the HTML review page."""
+
     root: Path
     images: list[ImageInfo] = field(default_factory=list)
     flags: list[Flag] = field(default_factory=list)
