@@ -235,7 +235,7 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=8)
@@ -255,40 +255,21 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--data")
     parser.add_argument("--out")
-    args = parser.parse_args()
-    if args.side:
-        return child(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        model, data = make_assets(Path(tmp), args.hidden, args.layers, args.samples, args.vocab)
-        results = {}
-        for side in args.sides.split(","):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--side",
-                side,
-                "--model",
-                str(model),
-                "--data",
-                str(data if args.objective == "sft" else data.parent / "prefs.jsonl"),
-                "--objective",
-                args.objective,
-                "--out",
-                str(Path(tmp) / side),
-                "--steps",
-                str(args.steps),
-                "--batch",
-                str(args.batch),
-                "--seq",
-                str(args.seq),
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
-            if done.returncode:
-                raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
-            out = done.stdout
-            results[side] = json.loads(
-                next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]
-            )
+    return parser
+
+
+def _run_side(side: str, args: argparse.Namespace, model: Path, data: Path, out: Path) -> dict:
+    """One side in its own process (peak memory is per process); its RESULT line."""
+    cmd = [sys.executable, __file__, "--side", side, "--model", str(model), "--data", str(data)]
+    cmd += ["--objective", args.objective, "--out", str(out)]
+    cmd += ["--steps", str(args.steps), "--batch", str(args.batch), "--seq", str(args.seq)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
+    if done.returncode:
+        raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def _print_results(results: dict[str, dict], objective: str) -> None:
     for side, r in results.items():
         print(
             f"{side:9} {r['tokens'] / r['seconds']:9.0f} tokens/s  ({r['tokens']} tokens in {r['seconds']:.1f} s)  peak {r['peak_mb']:.0f} MB"
@@ -296,9 +277,23 @@ def main() -> None:
     if "ours" in results and "baseline" in results:
         rate = {k: r["tokens"] / r["seconds"] for k, r in results.items()}
         print(
-            f"ratio (ours / {'Trainer' if args.objective == 'sft' else 'trl DPOTrainer'}+peft, {args.objective}): "
+            f"ratio (ours / {'Trainer' if objective == 'sft' else 'trl DPOTrainer'}+peft, {objective}): "
             f"{rate['ours'] / rate['baseline']:.2f}x trained tokens per second (goal >= 1.5x)"
         )
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.side:
+        return child(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data = make_assets(Path(tmp), args.hidden, args.layers, args.samples, args.vocab)
+        if args.objective != "sft":
+            data = data.parent / "prefs.jsonl"
+        results = {
+            side: _run_side(side, args, model, data, Path(tmp) / side) for side in args.sides.split(",")
+        }
+    _print_results(results, args.objective)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ import csv
 import json
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -54,7 +56,17 @@ class Emitter:
         self.fh.flush()
 
 
-def main() -> None:
+class Parts(NamedTuple):
+    """The pipeline's parts a training step uses."""
+
+    tokenizer: Any
+    text_encoder: Any
+    vae: Any
+    unet: Any
+    scheduler: Any
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, type=Path)
     ap.add_argument("--data", required=True, type=Path)
@@ -65,64 +77,91 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--events", required=True, type=Path)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def load_parts(model: Path, device: torch.device) -> Parts:
+    """Tokenizer, text encoder, VAE, U-Net and noise schedule from a diffusers folder, frozen, fp32."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from peft import LoraConfig
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    torch.manual_seed(args.seed)
-    emit = Emitter(args.events)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = CLIPTokenizer.from_pretrained(args.model, subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(
-        args.model, subfolder="text_encoder", torch_dtype=torch.float32
-    )
-    vae = AutoencoderKL.from_pretrained(args.model, subfolder="vae", torch_dtype=torch.float32)
-    unet = UNet2DConditionModel.from_pretrained(args.model, subfolder="unet", torch_dtype=torch.float32)
-    scheduler = DDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
+    tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=torch.float32)
+    scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
     for module in (text_encoder, vae, unet):
         module.requires_grad_(False)
         module.to(device)
+    return Parts(tokenizer, text_encoder, vae, unet, scheduler)
+
+
+def add_lora(unet: Any, rank: int) -> list[torch.nn.Parameter]:
+    """A peft LoRA adapter on the U-Net; returns its trainable parameters."""
+    from peft import LoraConfig
+
     unet.add_adapter(
-        LoraConfig(
-            r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian", target_modules=TARGET_MODULES
-        )
+        LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=TARGET_MODULES)
     )
-    params = [p for p in unet.parameters() if p.requires_grad]
+    return [p for p in unet.parameters() if p.requires_grad]
+
+
+def batches(count: int, batch: int, steps: int, seed: int) -> Iterator[list[int]]:
+    """Image indices of each step, a fresh shuffle each epoch."""
+    order: list[int] = []
+    rng = random.Random(seed)
+    for _ in range(steps):
+        if len(order) < batch:
+            order = list(range(count))
+            rng.shuffle(order)
+        yield order[:batch]
+        order = order[batch:]
+
+
+def train_step(
+    parts: Parts, pixels: torch.Tensor, captions: list[str], optimizer: Any, params: list
+) -> float:
+    """Encode images and captions, add noise, predict it, MSE, one AdamW step."""
+    tokenizer, text_encoder, vae, unet, scheduler = parts
+    device = pixels.device
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+        ids = tokenizer(
+            captions,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
+        hidden = text_encoder(ids)[0]
+    noise = torch.randn_like(latents)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    pred = unet(noisy, timesteps, hidden).sample
+    loss = F.mse_loss(pred.float(), noise.float())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    emit = Emitter(args.events)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    parts = load_parts(args.model, device)
+    params = add_lora(parts.unet, args.rank)
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     pixels, captions = load_images(args.data, args.resolution)
-    lora_layers = sum(1 for name, _ in unet.named_modules() if name.endswith(".lora_A"))
+    lora_layers = sum(1 for name, _ in parts.unet.named_modules() if name.endswith(".lora_A"))
     emit("started", modules=lora_layers, params=sum(p.numel() for p in params), device=device.type)
 
-    unet.train()
-    order: list[int] = []
-    rng = random.Random(args.seed)
-    for step in range(1, args.steps + 1):
-        if len(order) < args.batch:  # a fresh shuffle each epoch
-            order = list(range(len(pixels)))
-            rng.shuffle(order)
-        batch, order = order[: args.batch], order[args.batch :]
-        with torch.no_grad():
-            latents = vae.encode(pixels[batch].to(device)).latent_dist.sample() * vae.config.scaling_factor
-            ids = tokenizer(
-                [captions[i] for i in batch],
-                padding="max_length",
-                max_length=tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(device)
-            hidden = text_encoder(ids)[0]
-        noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        pred = unet(noisy, timesteps, hidden).sample
-        loss = F.mse_loss(pred.float(), noise.float())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        emit("step", step=step, loss=loss.item())
+    parts.unet.train()
+    for step, batch in enumerate(batches(len(pixels), args.batch, args.steps, args.seed), start=1):
+        loss = train_step(parts, pixels[batch].to(device), [captions[i] for i in batch], optimizer, params)
+        emit("step", step=step, loss=loss)
     vram = torch.cuda.max_memory_reserved() if device.type == "cuda" else None
     emit("finished", steps=args.steps, peak_vram_bytes=vram)
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .doctor import internal_error_message
 from .errors import LoraScriptsError, StopRequested
 
 
@@ -202,19 +203,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             return error.exit_code
         print(internal_error_message(exc), file=sys.stderr)
         return 1
-
-
-def internal_error_message(exc: BaseException) -> str:
-    """What the CLIs print for an exception that is not one of ours: a bug, so say how to report it."""
-    import traceback
-
-    from .doctor import dependency_error, import_failure
-
-    if import_failure(exc) is not None:  # the environment, not our code: say which package and how to repair
-        return f"error: {dependency_error(exc)}"
-    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
-    return (
-        f"internal error: {type(exc).__name__}: {exc}{where}. This is a bug in lora-scripts, not in your input: "
-        "rerun with --debug for the traceback and report it with the command you ran."
-    )

@@ -109,6 +109,20 @@ def dependency_error(exc: BaseException) -> DependencyError:
     )
 
 
+def internal_error_message(exc: BaseException) -> str:
+    """What the CLIs print for an exception that is not one of ours: a bug, so say how to report it."""
+    import traceback
+
+    if import_failure(exc) is not None:  # the environment, not our code: say which package and how to repair
+        return f"error: {dependency_error(exc)}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    return (
+        f"internal error: {type(exc).__name__}: {exc}{where}. This is a bug in lora-scripts, not in your input: "
+        "rerun with --debug for the traceback and report it with the command you ran."
+    )
+
+
 def doctor_report(quiet: bool = False) -> tuple[list[str], bool]:
     """The report's lines and whether there is nothing to repair (quiet: only the problems)."""
     import platform

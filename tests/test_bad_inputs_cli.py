@@ -142,8 +142,57 @@ def lora_files(tiny_sd1, tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-def _cases(tmp: Path, tiny_sd1, loras: dict[str, Path]) -> dict[str, tuple[list[str], int, list[str]]]:
-    """name -> (command line, exit code, strings stderr must contain)."""
+TRAIN = ["{repo}/train.py", "--config"]
+LORA = ["-m", "lorascripts", "lora"]
+# name -> (command line, exit code, strings stderr must contain); the {names} are what _cli_inputs makes
+CLI_CASES: dict[str, tuple[list[str], int, list[str]]] = {
+    "clip_skip_deeper_than_the_model": (
+        [*TRAIN, "ok.yaml", "--set", "clip_skip=3"],
+        2,
+        ["`clip_skip` is 3", "has only 2 layers"],
+    ),
+    "merge_checkpoint_onto_itself": (
+        [*LORA, "merge", "{good}:0.5", "--checkpoint", "ck.safetensors", "-o", "./ck.safetensors"],
+        2,
+        ["ck.safetensors is the input", "--overwrite"],
+    ),
+    "config_unknown_key": ([*TRAIN, "unknown.yaml"], 2, ["unknown.yaml", "learnig_rate", "learning_rate"]),
+    "config_missing": ([*TRAIN, "missing.yaml"], 2, ["missing.yaml does not exist"]),
+    "override_unparsable": (
+        [*TRAIN, "ok.yaml", "--set", "resolution=512xabc"],
+        2,
+        ["`resolution` cannot be read"],
+    ),
+    "truncated_image": ([*TRAIN, "ok.yaml", "--set", "train_data_dir={bad_image}"], 3, ["{cut}"]),
+    "non_utf8_csv": ([*TRAIN, "ok.yaml", "--set", "train_data_dir={bad_csv}"], 3, ["metadata.csv, line 3"]),
+    "nan_initial_lora": ([*TRAIN, "initial.yaml"], 4, ["{nan_tensor}", "NaN"]),
+    "lora_merge_damaged": (
+        [*LORA, "merge", "{good}", "{alpha_not_scalar}", "-o", "m.safetensors"],
+        4,
+        ["alpha_not_scalar.safetensors", "alpha has 3 values"],
+    ),
+    "lora_selftest_header": ([*LORA, "selftest", "{header}"], 4, ["header.safetensors is not a readable"]),
+    "lora_inspect_pickle": ([*LORA, "inspect", "{tmp}/x.ckpt"], 4, ["x.ckpt: only .safetensors"]),
+    "auto_label_empty": (
+        ["{repo}/tools/auto_label.py", "--input", "empty", "--captioner", "wd14", "--model", "{wd14}"],
+        3,
+        ["empty has no images"],
+    ),
+    "auto_label_missing_model": (
+        ["{repo}/tools/auto_label.py", "--input", "empty", "--model", "./no/model"],
+        4,
+        ["./no/model does not exist"],
+    ),
+    "check_dataset_sidecar": (
+        ["{repo}/tools/check_dataset.py", "sidecar"],
+        3,
+        ["good_0.txt, line 1", "not UTF-8"],
+    ),
+}
+
+
+def _cli_inputs(tmp: Path, tiny_sd1, loras: dict[str, Path]) -> dict[str, str]:
+    """Write the files the cases read (in `tmp`, their working folder); the paths the table names."""
     (tmp / "unknown.yaml").write_text(BASE + "learnig_rate: 1\n", encoding="utf-8")
     (tmp / "ok.yaml").write_text(BASE, encoding="utf-8")
     bad_image = tmp / "bad_image"
@@ -161,80 +210,17 @@ def _cases(tmp: Path, tiny_sd1, loras: dict[str, Path]) -> dict[str, tuple[list[
     data = make_dataset(tmp / "data", n=2)
     nan_cfg = tiny_config(tiny_sd1, data, tmp / "out", initial_lora=str(loras["nan_tensor"]))
     (tmp / "initial.yaml").write_text(yaml.safe_dump(nan_cfg), encoding="utf-8")
-    train = [str(REPO / "train.py"), "--config"]
-    lora = ["-m", "lorascripts", "lora"]
     shutil.copyfile(tiny_sd1.single_file, tmp / "ck.safetensors")
+    made = {"repo": REPO, "tmp": tmp, "bad_image": bad_image, "cut": cut, "bad_csv": bad_csv, "wd14": wd14}
+    return {name: str(path) for name, path in {**made, **loras}.items()}
+
+
+def _cases(tmp: Path, tiny_sd1, loras: dict[str, Path]) -> dict[str, tuple[list[str], int, list[str]]]:
+    """CLI_CASES with the files made and their paths filled in."""
+    paths = _cli_inputs(tmp, tiny_sd1, loras)
     return {
-        "clip_skip_deeper_than_the_model": (
-            [*train, "ok.yaml", "--set", "clip_skip=3"],
-            2,
-            ["`clip_skip` is 3", "has only 2 layers"],
-        ),
-        "merge_checkpoint_onto_itself": (
-            [
-                *lora,
-                "merge",
-                f"{loras['good']}:0.5",
-                "--checkpoint",
-                "ck.safetensors",
-                "-o",
-                "./ck.safetensors",
-            ],
-            2,
-            ["ck.safetensors is the input", "--overwrite"],
-        ),
-        "config_unknown_key": (
-            [*train, "unknown.yaml"],
-            2,
-            ["unknown.yaml", "learnig_rate", "learning_rate"],
-        ),
-        "config_missing": ([*train, "missing.yaml"], 2, ["missing.yaml does not exist"]),
-        "override_unparsable": (
-            [*train, "ok.yaml", "--set", "resolution=512xabc"],
-            2,
-            ["`resolution` cannot be read"],
-        ),
-        "truncated_image": ([*train, "ok.yaml", "--set", f"train_data_dir={bad_image}"], 3, [str(cut)]),
-        "non_utf8_csv": (
-            [*train, "ok.yaml", "--set", f"train_data_dir={bad_csv}"],
-            3,
-            ["metadata.csv, line 3"],
-        ),
-        "nan_initial_lora": ([*train, "initial.yaml"], 4, [str(loras["nan_tensor"]), "NaN"]),
-        "lora_merge_damaged": (
-            [*lora, "merge", str(loras["good"]), str(loras["alpha_not_scalar"]), "-o", "m.safetensors"],
-            4,
-            ["alpha_not_scalar.safetensors", "alpha has 3 values"],
-        ),
-        "lora_selftest_header": (
-            [*lora, "selftest", str(loras["header"])],
-            4,
-            ["header.safetensors is not a readable"],
-        ),
-        "lora_inspect_pickle": ([*lora, "inspect", str(tmp / "x.ckpt")], 4, ["x.ckpt: only .safetensors"]),
-        "auto_label_empty": (
-            [
-                str(REPO / "tools/auto_label.py"),
-                "--input",
-                "empty",
-                "--captioner",
-                "wd14",
-                "--model",
-                str(wd14),
-            ],
-            3,
-            ["empty has no images"],
-        ),
-        "auto_label_missing_model": (
-            [str(REPO / "tools/auto_label.py"), "--input", "empty", "--model", "./no/model"],
-            4,
-            ["./no/model does not exist"],
-        ),
-        "check_dataset_sidecar": (
-            [str(REPO / "tools/check_dataset.py"), "sidecar"],
-            3,
-            ["good_0.txt, line 1", "not UTF-8"],
-        ),
+        name: ([a.format(**paths) for a in args], code, [n.format(**paths) for n in needles])
+        for name, (args, code, needles) in CLI_CASES.items()
     }
 
 

@@ -125,18 +125,38 @@ def build_tiny_wd14(folder: Path, size: int = 448) -> tuple[Path, list[str]]:
     return folder, names
 
 
-def build_tiny_florence(folder: Path) -> Path:
-    """Florence-2 (DaViT vision + BART text) at toy sizes, with a byte-level BPE tokenizer trained here."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import (
-        BartTokenizer,
-        CLIPImageProcessor,
-        Florence2Config,
-        Florence2ForConditionalGeneration,
-        Florence2Processor,
-    )
+# Florence-2 at toy sizes: DaViT vision tower of two stages, one-layer BART encoder and decoder
+FLORENCE_VISION = dict(
+    depths=[1, 1],
+    embed_dim=[16, 32],
+    num_heads=[2, 4],
+    num_groups=[2, 4],
+    patch_size=[7, 3],
+    patch_stride=[4, 2],
+    patch_padding=[3, 1],
+    patch_prenorm=[False, True],
+    window_size=2,
+    projection_dim=32,
+    max_position_embeddings=16,
+    max_temporal_embeddings=4,
+)
+FLORENCE_TEXT = dict(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    max_position_embeddings=128,
+)
 
-    folder.mkdir(parents=True, exist_ok=True)
+
+def _bart_tokenizer(folder: Path):  # noqa: ANN202 - transformers' BartTokenizer, imported lazily
+    """A byte-level BPE tokenizer trained here on the captions' and task prompts' words, as BART's."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import BartTokenizer
+
     bpe = ByteLevelBPETokenizer()
     prompts = "what does the image describe in detail shown with a paragraph"
     bpe.train_from_iterator(
@@ -145,11 +165,24 @@ def build_tiny_florence(folder: Path) -> Path:
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
     )
     bpe.save_model(str(folder))
-    tok = BartTokenizer(
+    return BartTokenizer(
         str(folder / "vocab.json"),
         str(folder / "merges.txt"),
         extra_special_tokens={"image_token": "<image>"},
     )
+
+
+def build_tiny_florence(folder: Path) -> Path:
+    """Florence-2 (DaViT vision + BART text) at toy sizes, with a byte-level BPE tokenizer trained here."""
+    from transformers import (
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = _bart_tokenizer(folder)
     # 32px -> patch stride 4 then 2: 4x4 = 16 patch features + 1 pooled token
     images = CLIPImageProcessor(
         size={"height": 32, "width": 32},
@@ -158,35 +191,13 @@ def build_tiny_florence(folder: Path) -> Path:
         image_seq_length=17,
     )
     processor = Florence2Processor(image_processor=images, tokenizer=tok)
+    special = dict(
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id
+    )
     config = Florence2Config(
-        vision_config=dict(
-            depths=[1, 1],
-            embed_dim=[16, 32],
-            num_heads=[2, 4],
-            num_groups=[2, 4],
-            patch_size=[7, 3],
-            patch_stride=[4, 2],
-            patch_padding=[3, 1],
-            patch_prenorm=[False, True],
-            window_size=2,
-            projection_dim=32,
-            max_position_embeddings=16,
-            max_temporal_embeddings=4,
-        ),
+        vision_config=FLORENCE_VISION,
         text_config=dict(
-            vocab_size=len(tok),
-            d_model=32,
-            encoder_layers=1,
-            decoder_layers=1,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            max_position_embeddings=128,
-            pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            decoder_start_token_id=tok.eos_token_id,
+            FLORENCE_TEXT, vocab_size=len(tok), decoder_start_token_id=tok.eos_token_id, **special
         ),
         image_token_id=tok.image_token_id,
     )

@@ -1,16 +1,18 @@
 """The captioner interface and the registry that picks one by name (`blip`, `florence2`, `wd14`, and the
-vision-language models `qwen-vl` and `joycaption`)."""
+vision-language models `qwen-vl` and `joycaption`).
+
+The captioners are imported only when picked (each pulls in transformers or onnxruntime); they import
+`loading.py`, never this module, so the imports go one way."""
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
+from .loading import ModelSource, check_native, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -36,47 +38,6 @@ class Captioner(Protocol):
     def caption(self, images: list[Image.Image]) -> list[str]: ...
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def looks_like_path(model: str) -> bool:
-    """True for what can only be a local path (Hugging Face ids are `name` or `owner/name`)."""
-    return model.startswith(("/", ".", "~")) or "\\" in model or ":" in model or model.count("/") > 1
-
-
-def check_native(model: str, allow_remote_code: bool) -> None:
-    """Refuse a missing local folder, and one whose config needs remote code unless explicitly allowed."""
-    if looks_like_path(model) and not Path(model).expanduser().is_dir():
-        raise ModelError(
-            f"captioning model folder {model} does not exist. Check the path, or give a Hugging Face id."
-        )
-    config = Path(model) / "config.json"
-    if not config.is_file():
-        return
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{config} is not valid JSON ({exc}). Re-download the model.") from None
-    if isinstance(data, dict) and data.get("auto_map") and not allow_remote_code:
-        raise ModelError(
-            f"{model} ships its own Python code (auto_map in config.json), which lora-scripts does not run by "
-            "default. Use a transformers-native version of the model, or pass --allow-remote-code if you trust it."
-        )
-
-
-def load_kwargs(model: str, allow_remote_code: bool) -> dict[str, Any]:
-    """from_pretrained arguments: local folders never touch the network; remote code only when allowed."""
-    kwargs: dict[str, Any] = {"trust_remote_code": allow_remote_code}
-    if Path(model).is_dir():
-        kwargs["local_files_only"] = True
-    return kwargs
-
-
 def create_captioner(
     name: str,
     model: str | None = None,
@@ -91,27 +52,26 @@ def create_captioner(
 
     `preset` (prompts.PRESETS) is what the vision-language captioners are asked; the others ignore it, so a
     host form can pass its one preset choice whatever captioner is picked."""
-    model = model or DEFAULT_MODELS.get(name, "")
-    if name in ("blip", "florence2", *VLM_CAPTIONERS):
+    if name not in DEFAULT_MODELS:
+        raise ConfigError(f"unknown captioner {name!r}; choose {', '.join(DEFAULT_MODELS)}.")
+    model = model or DEFAULT_MODELS[name]
+    if name != "wd14":  # an ONNX graph runs no Python of its own
         check_native(model, allow_remote_code)  # before importing transformers: a wrong path fails in no time
+    source = ModelSource(model, resolve_device(device), batch_size, allow_remote_code)
     if name == "blip":
         from .blip import BlipCaptioner
 
-        return BlipCaptioner(model, resolve_device(device), batch_size, allow_remote_code, **options)
+        return BlipCaptioner(source, **options)
     if name == "florence2":
         from .florence import FlorenceCaptioner
 
-        return FlorenceCaptioner(model, resolve_device(device), batch_size, allow_remote_code, **options)
+        return FlorenceCaptioner(source, **options)
     if name == "wd14":
         from .wd14 import WD14Tagger
 
-        return WD14Tagger(model, device=resolve_device(device), batch_size=batch_size, **options)
-    if name in VLM_CAPTIONERS:
-        from .vlm import VLMCaptioner
+        return WD14Tagger(source, **options)
+    from .vlm import VLMCaptioner
 
-        if preset:
-            options["preset"] = preset
-        return VLMCaptioner(
-            model, resolve_device(device), batch_size, allow_remote_code, name=name, **options
-        )
-    raise ConfigError(f"unknown captioner {name!r}; choose {', '.join(DEFAULT_MODELS)}.")
+    if preset:
+        options["preset"] = preset
+    return VLMCaptioner(source, name=name, **options)

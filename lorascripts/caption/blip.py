@@ -7,8 +7,7 @@ import logging
 import torch
 from PIL import Image
 
-from ..errors import ModelError
-from .base import check_native, load_kwargs
+from .loading import ModelSource, load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -20,10 +19,7 @@ class BlipCaptioner:
 
     def __init__(
         self,
-        model: str,
-        device: str,
-        batch_size: int = 4,
-        allow_remote_code: bool = False,
+        source: ModelSource,
         *,
         max_new_tokens: int = 40,
         num_beams: int = 3,
@@ -31,14 +27,10 @@ class BlipCaptioner:
     ) -> None:
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
-        check_native(model, allow_remote_code)
-        kwargs = load_kwargs(model, allow_remote_code)
-        try:
-            self.processor = BlipProcessor.from_pretrained(model, **kwargs)
-            self.model = BlipForConditionalGeneration.from_pretrained(model, **kwargs).to(device).eval()
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load BLIP model {model}: {exc}") from None
-        self.device, self.batch_size = device, batch_size
+        classes = (BlipProcessor, BlipForConditionalGeneration)
+        self.processor, loaded = load_pretrained(source, classes, what="BLIP model")
+        self.model = loaded.to(source.device).eval()
+        self.device, self.batch_size = source.device, source.batch_size
         self.max_new_tokens, self.num_beams, self.prompt = max_new_tokens, num_beams, prompt
 
     def caption(self, images: list[Image.Image]) -> list[str]:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..doctor import internal_error_message
 from ..errors import LoraScriptsError
 from .base import DEFAULT_MODELS, VLM_CAPTIONERS, create_captioner
 from .labeler import FORMATS, MODES, auto_label
@@ -106,8 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
-        from ..cli import internal_error_message
-
         if args.debug:
             raise
         print(internal_error_message(exc), file=sys.stderr)

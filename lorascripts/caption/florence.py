@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from ..errors import ConfigError, ModelError
-from .base import check_native, load_kwargs
+from ..errors import ConfigError
+from .loading import ModelSource, load_pretrained
 
 TASKS = {"caption": "<CAPTION>", "detailed": "<DETAILED_CAPTION>", "more_detailed": "<MORE_DETAILED_CAPTION>"}
 
@@ -18,10 +18,7 @@ class FlorenceCaptioner:
 
     def __init__(
         self,
-        model: str,
-        device: str,
-        batch_size: int = 4,
-        allow_remote_code: bool = False,
+        source: ModelSource,
         *,
         task: str = "detailed",
         max_new_tokens: int = 128,
@@ -31,17 +28,11 @@ class FlorenceCaptioner:
 
         if task not in TASKS:
             raise ConfigError(f"unknown Florence-2 task {task!r}; choose {', '.join(TASKS)}.")
-        check_native(model, allow_remote_code)
-        kwargs = load_kwargs(model, allow_remote_code)
-        try:
-            self.processor = AutoProcessor.from_pretrained(model, **kwargs)
-            self.model = Florence2ForConditionalGeneration.from_pretrained(model, **kwargs).to(device).eval()
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"cannot load Florence-2 model {model}: {exc}. Use a transformers-native conversion such as "
-                "florence-community/Florence-2-large."
-            ) from None
-        self.device, self.batch_size = device, batch_size
+        hint = "Use a transformers-native conversion such as florence-community/Florence-2-large."
+        classes = (AutoProcessor, Florence2ForConditionalGeneration)
+        self.processor, loaded = load_pretrained(source, classes, what="Florence-2 model", hint=hint)
+        self.model = loaded.to(source.device).eval()
+        self.device, self.batch_size = source.device, source.batch_size
         self.prompt, self.max_new_tokens, self.num_beams = TASKS[task], max_new_tokens, num_beams
 
     def caption(self, images: list[Image.Image]) -> list[str]:

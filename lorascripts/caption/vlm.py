@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import ConfigError, ModelError
-from .base import check_native, load_kwargs
+from ..errors import ConfigError
+from .loading import ModelSource, load_pretrained
 from .postprocess import tidy_sentences
 from .prompts import PRESETS, SYSTEM_PROMPT
 
@@ -28,10 +28,7 @@ class VLMCaptioner:
 
     def __init__(
         self,
-        model: str,
-        device: str,
-        batch_size: int = 4,
-        allow_remote_code: bool = False,
+        source: ModelSource,
         *,
         name: str = "qwen-vl",
         preset: str = "long",
@@ -43,20 +40,20 @@ class VLMCaptioner:
 
         if preset not in PRESETS:
             raise ConfigError(f"unknown caption preset {preset!r}; choose {', '.join(PRESETS)}.")
-        check_native(model, allow_remote_code)
-        kwargs = load_kwargs(model, allow_remote_code)
-        try:
-            self.processor = AutoProcessor.from_pretrained(model, **kwargs)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                model, **kwargs, **_weights_kwargs(device, load_in_4bit)
-            )
-        except (OSError, ValueError, TypeError, ImportError, AttributeError) as exc:
-            raise ModelError(f"cannot load vision-language model {model}: {exc}. {_load_hint()}") from None
+        device = source.device
+        self.processor, self.model = load_pretrained(
+            source,
+            (AutoProcessor, AutoModelForImageTextToText),
+            what="vision-language model",
+            hint=_load_hint(),
+            errors=(OSError, ValueError, TypeError, ImportError, AttributeError),
+            **_weights_kwargs(device, load_in_4bit),
+        )
         if not load_in_4bit or device != "cuda":
             self.model.to(device)
         self.model.eval()
         self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
-        self.name, self.device, self.batch_size = name, device, batch_size
+        self.name, self.device, self.batch_size = name, device, source.batch_size
         self.preset, self.max_new_tokens = preset, max_new_tokens
         self.text = chat_text(self.processor, prompt or PRESETS[preset])
 

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelError
+from .loading import ModelSource
 
 logger = logging.getLogger(__name__)
 KAOMOJI = {
@@ -79,10 +80,8 @@ class WD14Tagger:
 
     def __init__(
         self,
-        model: str,
+        source: ModelSource,
         *,
-        device: str = "cpu",
-        batch_size: int = 4,
         general_threshold: float = 0.35,
         character_threshold: float = 0.85,
         replace_underscores: bool = True,
@@ -92,10 +91,10 @@ class WD14Tagger:
     ) -> None:
         import onnxruntime as ort
 
-        onnx, tags = _files(model)
+        onnx, tags = _files(source.model)
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if device == "cuda"
+            if source.device == "cuda"
             else ["CPUExecutionProvider"]
         )
         available = set(ort.get_available_providers())
@@ -103,7 +102,7 @@ class WD14Tagger:
         self.input = self.session.get_inputs()[0]
         self.size = int(self.input.shape[1]) if isinstance(self.input.shape[1], int) else 448
         self.tags = read_tags(tags)
-        self.batch_size = batch_size
+        self.batch_size = source.batch_size
         self.general_threshold, self.character_threshold = general_threshold, character_threshold
         self.replace_underscores = replace_underscores
         self.exclude = {t.strip().replace(" ", "_") for t in exclude_tags}

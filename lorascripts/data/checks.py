@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,10 @@ from PIL import Image
 
 from ..caption.postprocess import GENERIC_WORDS, hedging_opener, repeated_sentences
 from ..errors import DatasetError
+from .captions import normalise_name, read_caption_file, read_metadata
+from .findings import DatasetReport, Flag, ImageInfo
 from .images import IMAGE_EXTENSIONS, has_image_suffix, is_animated, load_image
+from .report import write_html_report
 
 logger = logging.getLogger(__name__)
 BLUR_THRESHOLD = 0.02  # sharpness = var(Laplacian) / var(image); sharp pictures score well above this
@@ -35,46 +37,6 @@ TOKEN_WINDOWS = {"sd1": 75, "sd2": 75, "sdxl": 75, "flux1": 512, "zimage": 512}
 def token_window(family: str | None) -> int:
     """The caption window of a family (CLIP's 75 when unknown or `auto`: every SD family has it)."""
     return TOKEN_WINDOWS.get(family or "", TOKEN_WINDOW)
-
-
-@dataclass
-class Flag:
-    file: str
-    code: str
-    severity: str  # "error" or "warning"
-    message: str
-
-
-@dataclass
-class ImageInfo:
-    file: str
-    path: Path
-    size: tuple[int, int] | None
-    caption: str | None
-
-
-@dataclass
-class DatasetReport:
-    root: Path
-    images: list[ImageInfo] = field(default_factory=list)
-    flags: list[Flag] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Flag]:
-        return [f for f in self.flags if f.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Flag]:
-        return [f for f in self.flags if f.severity == "warning"]
-
-    def flags_for(self, file: str) -> list[Flag]:
-        return [f for f in self.flags if f.file == file]
-
-    def summary(self) -> str:
-        lines = [f"{len(self.images)} images: {len(self.errors)} errors, {len(self.warnings)} warnings"]
-        for flag in self.flags:
-            lines.append(f"  [{flag.severity}] {flag.file}: {flag.message}")
-        return "\n".join(lines)
 
 
 def sharpness(image: Image.Image) -> float:
@@ -210,8 +172,6 @@ def _image_files(root: Path) -> list[Path]:
 
 def collect_images(root: Path, metadata_path: Path | None = None) -> list[ImageInfo]:
     """Every file with an image extension under `root`, with its caption (metadata.csv, then .txt/.caption)."""
-    from .captions import normalise_name, read_caption_file, read_metadata
-
     metadata_file = metadata_path or root / "metadata.csv"
     rows = read_metadata(metadata_file) if metadata_file.is_file() else {}
     out = []
@@ -250,8 +210,6 @@ def check_dataset(
 
 def preflight(cfg: Any, scan: Any) -> DatasetReport:
     """Training's pre-flight: check the scanned items, write the HTML report, refuse errors when configured."""
-    from .report import write_html_report
-
     root = Path(cfg.train_data_dir)
     images = [
         ImageInfo(item.path.relative_to(root).as_posix(), item.path, None, item.caption)

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..fileio import atomic_write_text
-from .checks import DatasetReport
+from .findings import DatasetReport
 from .images import load_image
 
 STYLE = """

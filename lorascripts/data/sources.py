@@ -115,6 +115,53 @@ def _readable_images(folder: Path, bad_images: str, result: ScanResult) -> list[
     return readable
 
 
+@dataclass
+class _Captions:
+    """Where the captions of one scan come from (metadata.csv rows, else sidecars), and which rows were used."""
+
+    root: Path
+    metadata: dict[str, str]
+    extensions: tuple[str, ...]
+    used_rows: set[str] = field(default_factory=set)
+
+    def find(self, path: Path, folder: Path) -> str | None:
+        rel = normalise_name(path.relative_to(self.root).as_posix())
+        short = normalise_name(path.name)
+        caption = self.metadata.get(rel, self.metadata.get(short) if folder != self.root else None)
+        if caption is None:
+            return _sidecar(path, self.extensions)
+        self.used_rows.add(rel if rel in self.metadata else short)
+        return caption
+
+    def unused_rows(self, skipped: list[Path]) -> list[str]:
+        """Rows naming no image; rows of skipped images were already warned about as unreadable."""
+        used = set(self.used_rows)
+        used |= {normalise_name(p.relative_to(self.root).as_posix()) for p in skipped}
+        used |= {normalise_name(p.name) for p in skipped}
+        return sorted(set(self.metadata) - used)
+
+
+def _read_rows(root: Path, metadata_path: Path | None) -> dict[str, str]:
+    metadata_file = metadata_path or root / "metadata.csv"
+    if metadata_path is not None and not metadata_file.is_file():
+        raise DatasetError(f"metadata_path {metadata_file} does not exist.")
+    return read_metadata(metadata_file) if metadata_file.is_file() else {}
+
+
+def _add_subset(result: ScanResult, subset: str, repeats: int, count: int, trigger_word: str) -> None:
+    """kohya's per-folder metadata: image count, repeats and tag frequency."""
+    if not count:
+        return
+    result.dataset_dirs[subset] = {"n_repeats": repeats, "img_count": count}
+    tags = Counter(
+        t
+        for item in result.items
+        if item.subset == subset
+        for t in split_tags(with_trigger(item.caption, trigger_word))
+    )
+    result.tag_frequency[subset] = dict(tags.most_common())
+
+
 def scan_dataset(
     root: Path,
     *,
@@ -127,23 +174,13 @@ def scan_dataset(
     """All images under `root` with captions; unreadable images raise (naming the file) or are skipped."""
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder. Point train_data_dir at the folder with your images.")
-    metadata_file = metadata_path or root / "metadata.csv"
-    if metadata_path is not None and not metadata_file.is_file():
-        raise DatasetError(f"metadata_path {metadata_file} does not exist.")
-    metadata = read_metadata(metadata_file) if metadata_file.is_file() else {}
+    captions = _Captions(root, _read_rows(root, metadata_path), caption_extensions)
     result = ScanResult(items=[])
-    used_rows: set[str] = set()
     missing: list[Path] = []
     for folder, repeats, subset in _subsets(root, result.warnings):
         count = 0
         for path in _readable_images(folder, bad_images, result):
-            rel = normalise_name(path.relative_to(root).as_posix())
-            short = normalise_name(path.name)
-            caption = metadata.get(rel, metadata.get(short) if folder != root else None)
-            if caption is not None:
-                used_rows.add(rel if rel in metadata else short)
-            else:
-                caption = _sidecar(path, caption_extensions)
+            caption = captions.find(path, folder)
             if caption is None and missing_captions == "error":
                 missing.append(path)
                 continue
@@ -151,21 +188,10 @@ def scan_dataset(
                 caption = _fallback_caption(path, missing_captions, trigger_word, subset)
             result.items.append(DatasetItem(path, caption, repeats, subset))
             count += 1
-        if count:
-            result.dataset_dirs[subset] = {"n_repeats": repeats, "img_count": count}
-            tags = Counter(
-                t
-                for item in result.items
-                if item.subset == subset
-                for t in split_tags(with_trigger(item.caption, trigger_word))
-            )
-            result.tag_frequency[subset] = dict(tags.most_common())
+        _add_subset(result, subset, repeats, count, trigger_word)
     if missing:
         raise _missing_error(root, missing)
-    # rows of skipped images are not "rows for files that do not exist": those were already warned about
-    used_rows |= {normalise_name(p.relative_to(root).as_posix()) for p in result.skipped}
-    used_rows |= {normalise_name(p.name) for p in result.skipped}
-    unused = sorted(set(metadata) - used_rows)
+    unused = captions.unused_rows(result.skipped)
     if unused:
         result.warnings.append(
             f"{len(unused)} metadata.csv rows name no image in the dataset (e.g. {unused[0]})."
