@@ -29,14 +29,15 @@ logger = logging.getLogger(__name__)
 BLUR_THRESHOLD = 0.02  # sharpness = var(Laplacian) / var(image); sharp pictures score well above this
 DUPLICATE_DISTANCE = 4  # of 64 pHash bits
 MAX_ASPECT = 3.0
-TOKEN_WINDOW = 75  # CLIP: 77 tokens minus start/end
-# tokens of caption each family's text encoder reads (CLIP for SD; T5 for FLUX.1-dev, Qwen3 for Z-Image)
-TOKEN_WINDOWS = {"sd1": 75, "sd2": 75, "sdxl": 75, "flux1": 512, "zimage": 512}
+TOKEN_WINDOW = 75  # CLIP: 77 tokens minus start/end; the window when the family is not known (`auto`)
 
 
 def token_window(family: str | None) -> int:
-    """The caption window of a family (CLIP's 75 when unknown or `auto`: every SD family has it)."""
-    return TOKEN_WINDOWS.get(family or "", TOKEN_WINDOW)
+    """The caption window of a family's text encoder (`Family.caption_token_window`); CLIP's 75 when the family
+    is unknown or `auto`."""
+    from ..models.families import family_names, get_family
+
+    return get_family(family).caption_token_window if family in family_names() else TOKEN_WINDOW
 
 
 def sharpness(image: Image.Image) -> float:
