@@ -84,7 +84,7 @@ def resolve_base_model(name: str) -> str:
 
 def check_model_limits(cfg: TrainConfig, base: Any) -> None:
     """Config values whose range depends on the loaded model, checked as soon as it is loaded."""
-    depth = min(te.config.num_hidden_layers for te in base.text_encoders)
+    depth = base.family.clip_skip_limit(base)
     if cfg.clip_skip > depth:
         raise ConfigError(
             f"`clip_skip` is {cfg.clip_skip}, but the text encoder of {cfg.base_model} has only {depth} layers. "

@@ -164,6 +164,10 @@ class Family(ABC):
     ) -> torch.Tensor:
         """The denoiser's prediction for a batch (latent layout in, latent layout out)."""
 
+    def clip_skip_limit(self, base: BaseModel) -> int:
+        """The largest `clip_skip` this model allows (1: its conditioning has no choice of layer)."""
+        return 1
+
     def latent_scale_shift(self, vae: Any) -> tuple[float, float]:
         """(scale, shift): training latents are (encoded - shift) * scale."""
         config = vae.config

@@ -99,6 +99,9 @@ class StableDiffusionFamily(Family):
         hidden, pooled = encode_tokens(base, ids, clip_skip=clip_skip)
         return {"hidden": hidden} if pooled is None else {"hidden": hidden, "pooled": pooled}
 
+    def clip_skip_limit(self, base: BaseModel) -> int:
+        return min(te.config.num_hidden_layers for te in base.text_encoders)
+
     def predict(
         self,
         base: BaseModel,
