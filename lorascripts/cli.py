@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    from .train.events import StopControl
+    from .run.events import StopControl
     from .train.trainer import train
 
     stop = StopControl(None)

@@ -156,7 +156,7 @@ def test_optimizer_args_fail_at_load_or_not_at_all(optimizer, args):
     import torch
 
     from lorascripts.errors import ConfigError
-    from lorascripts.train.optim import create_optimizer
+    from lorascripts.run.optim import create_optimizer
 
     raw = {"base_model": "toy", "train_data_dir": "d", "optimizer": optimizer, "optimizer_args": args}
     try:

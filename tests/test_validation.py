@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from lorascripts.config import config_from_dict
 from lorascripts.errors import ConfigError, DatasetError, StopRequested
-from lorascripts.train.early_stop import BestTracker
-from lorascripts.train.events import STOP_FILE_NAME, read_events
+from lorascripts.run.early_stop import BestTracker
+from lorascripts.run.events import STOP_FILE_NAME, read_events
 from lorascripts.train.trainer import train
 from lorascripts.train.validation import fixed_timesteps, split_validation, validation_items
 

@@ -86,7 +86,7 @@ def _try_values(cfg: Any, class_name: str, source: str) -> None:
     import torch
 
     # the run's own builder, imported here: the config package is loaded before (and without) the trainer
-    from ..train.optim import build_optimizer
+    from ..run.optim import build_optimizer
 
     probe = torch.zeros(1, requires_grad=True)
     try:

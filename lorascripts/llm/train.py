@@ -19,11 +19,11 @@ import torch
 
 from ..errors import ModelError, StopRequested
 from ..fileio import ordinary_permissions
-from ..train.early_stop import BestTracker
-from ..train.events import EventCallback, EventSink, StopControl, report_outcome
-from ..train.optim import adamw_kernel
-from ..train.setup import resolve_precision
-from ..train.state import (
+from ..run.early_stop import BestTracker
+from ..run.events import EventCallback, EventSink, StopControl, report_outcome
+from ..run.optim import adamw_kernel
+from ..run.precision import resolve_precision
+from ..run.state import (
     Progress,
     clean_partial,
     list_checkpoints,

@@ -116,7 +116,7 @@ def _cost_cached(shapes: ModelShapes, **kwargs: Any) -> StepCost:
 
 def resolve_mode(cfg: TrainConfig, device: str, overhead_bound: bool) -> str:
     """mixed_precision with `auto` resolved as the trainer resolves it."""
-    from ..train.setup import auto_precision
+    from ..run.precision import auto_precision
 
     return auto_precision(device, overhead_bound) if cfg.mixed_precision == "auto" else cfg.mixed_precision
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .events import EventSink
-from .state import Progress
+from ..run.events import EventSink
+from ..run.state import Progress
 
 if TYPE_CHECKING:
     from .run_parts import RunParts, TrainResult
@@ -25,8 +25,8 @@ SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.floa
 
 
 def _training_hyperparameters(parts: RunParts) -> dict[str, str]:
+    from ..run.optim import optimizer_label
     from .batches import steps_per_epoch
-    from .optim import optimizer_label
 
     cfg = parts.cfg
     text_trained = any(c != "unet" for c in parts.network.components.values())

@@ -22,24 +22,23 @@ import torch
 
 from ..config import TrainConfig, save_config
 from ..errors import ModelError
-from .events import EventSink
+from ..run.events import EventSink
+from ..run.precision import Precision, resolve_precision
 
 if TYPE_CHECKING:
     from ..perf.estimate import RunEstimate
+from ..run.state import Progress
 from .placement import EncoderPlacement, released_parts, text_encoder_names
 from .setup import (
-    Precision,
     attach_log_file,
     check_model_limits,
     output_name_for,
     prepare_output_dir,
     resolution_for,
     resolve_base_model,
-    resolve_precision,
     scan,
     use_channels_last,
 )
-from .state import Progress
 from .step import StepNoise
 
 logger = logging.getLogger(__name__)
@@ -284,7 +283,7 @@ class RunParts:
         return tensors, metadata
 
     def _build_optimizer(self) -> None:
-        from .optim import create_optimizer, create_scheduler
+        from ..run.optim import create_optimizer, create_scheduler
 
         cfg, acc = self.cfg, self.accelerator
         groups = self.network.param_groups(cfg.effective_unet_lr, cfg.effective_text_encoder_lr)

@@ -19,12 +19,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import TrainConfig
 from ..errors import StopRequested, TrainingError
-from .batches import epoch_batches, shard, steps_per_epoch
-from .early_stop import BestTracker
-from .ema import split_ema_tensors
-from .events import EventCallback, EventSink, StopControl, report_outcome
-from .run_parts import RunParts, build_parts
-from .state import (
+from ..run.early_stop import BestTracker
+from ..run.events import EventCallback, EventSink, StopControl, report_outcome
+from ..run.state import (
     Progress,
     clean_partial,
     list_checkpoints,
@@ -32,6 +29,9 @@ from .state import (
     prune_checkpoints,
     save_checkpoint,
 )
+from .batches import epoch_batches, shard, steps_per_epoch
+from .ema import split_ema_tensors
+from .run_parts import RunParts, build_parts
 
 logger = logging.getLogger(__name__)
 
