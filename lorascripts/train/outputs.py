@@ -17,7 +17,8 @@ from ..run.events import EventSink
 from ..run.state import Progress
 
 if TYPE_CHECKING:
-    from .run_parts import RunParts, TrainResult
+    from ..run.result import TrainResult
+    from .run_parts import RunParts
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def finish_run(
     """Final LoRA, WebUI sidecar, resolved config, samples, and the WebUI compatibility self-test; `best` is the
     lowest validation loss and its step, named in the `finished` event with the best LoRA file."""
     from ..network.save import write_webui_sidecar
-    from .run_parts import TrainResult
+    from ..run.result import TrainResult
 
     acc, cfg = parts.accelerator, parts.cfg
     path = parts.output_dir / f"{parts.output_name}.safetensors"

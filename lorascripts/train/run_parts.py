@@ -14,7 +14,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from ..config import TrainConfig, save_config
 from ..errors import ModelError
 from ..run.events import EventSink
 from ..run.precision import Precision, resolve_precision
+from ..run.result import TrainResult
 
 if TYPE_CHECKING:
     from ..perf.estimate import RunEstimate
@@ -42,18 +42,6 @@ from .setup import (
 from .step import StepNoise
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced."""
-
-    lora_path: Path
-    output_dir: Path
-    steps: int
-    final_loss: float | None
-    compat_ok: bool | None = None
-    files: list[Path] = field(default_factory=list)
 
 
 class RunParts:

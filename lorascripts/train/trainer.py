@@ -10,7 +10,6 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from ..config import TrainConfig
 from ..errors import StopRequested, TrainingError
 from ..run.early_stop import BestTracker
 from ..run.events import EventCallback, EventSink, StopControl, report_outcome
+from ..run.result import TrainResult
 from ..run.state import (
     Progress,
     clean_partial,
@@ -34,18 +34,6 @@ from .ema import split_ema_tensors
 from .run_parts import RunParts, build_parts
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced."""
-
-    lora_path: Path
-    output_dir: Path
-    steps: int
-    final_loss: float | None
-    compat_ok: bool | None = None
-    files: list[Path] = field(default_factory=list)
 
 
 def _seed_everything(seed: int) -> None:
