@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from lorascripts.config import TrainConfig, config_from_dict
+from lorascripts.config.llm import LLMConfig
 from lorascripts.data.captions import read_metadata
 from lorascripts.errors import LoraScriptsError
-from lorascripts.llm.config import LLMConfig
 from lorascripts.llm.data import read_jsonl
 
 KEYS = sorted(

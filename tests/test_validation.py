@@ -207,7 +207,7 @@ def test_chart_and_webui_session_show_the_validation_loss() -> None:
 
     session = TrainingSession()
     for event in (
-        {"event": "step", "step": 2, "total": 4, "loss": 0.5},
+        {"event": "step", "step": 2, "total_steps": 4, "loss": 0.5},
         {"event": "validation", "step": 2, "loss": 0.6},
     ):
         session._on_event(event)  # the events a training child reports, as the session's reader hands them on

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..config.llm import LLMConfig
 from ..errors import ModelError, StopRequested
 from ..fileio import ordinary_permissions
 from ..run.early_stop import BestTracker
@@ -32,7 +33,6 @@ from ..run.state import (
     save_checkpoint,
 )
 from .batches import as_rows, collate, epoch_batches, token_loss
-from .config import LLMConfig
 from .data import IGNORE, chat_template, encode, read_jsonl, truncation_report
 from .model import attach_lora, load_causal_lm, load_tokenizer
 from .preference import attach_reference, pair_loss, preference_datasets
