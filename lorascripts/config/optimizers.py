@@ -1,4 +1,4 @@
-"""The optimizer classes behind `optimizer:` and the check of `optimizer_args` against them at config load.
+"""The check of `optimizer_args` against the optimizer at config load (the optimizers are in run/optimizers.py).
 
 `optimizer_args` goes straight into a library constructor; unchecked, an unknown name is a TypeError from torch
 minutes into a run (after the model loaded and latents were cached). Here it is checked when the config is read:
