@@ -62,7 +62,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     stop.stop_file = Path(cfg.output_dir) / "STOP"
     stop.clear_stale_file()
-    if getattr(cfg, "task", "image") == "llm":
+    if cfg.task == "llm":
         from .llm.train import train_llm
 
         outcome = train_llm(cfg, stop=stop)

@@ -1,8 +1,9 @@
 """Text-LoRA training: JSONL -> peft adapter, with eval loss, early stopping, events, checkpoints and resume.
 
-The loop is hand-written (not transformers.Trainer) for two reasons: packed rows need the block-diagonal mask
-and per-token loss of batches.py, and the run must speak the same event/STOP/checkpoint protocol as the image
-trainer so every host follows it the same way.
+`TextTask` plugs the text model into the run loop shared with image training (run/loop.py) rather than
+transformers.Trainer, for two reasons: packed rows need the block-diagonal mask and per-token loss of
+batches.py, and the run must speak the same event/STOP/checkpoint protocol as the image trainer so every host
+follows it the same way.
 """
 
 from __future__ import annotations

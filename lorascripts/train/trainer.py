@@ -1,7 +1,8 @@
-"""The training loop: `train(cfg)` turns a validated config into a kohya-format LoRA file.
+"""Image training: `train(cfg)` turns a validated config into a kohya-format LoRA file.
 
 Order of work: output folder -> dataset scan -> base model -> buckets and latent cache -> network ->
-optimizer -> (resume) -> steps with saves, samples, events -> final file, sidecar, config, self-test.
+optimizer -> (resume) -> steps on the shared run loop (run/loop.py, with `ImageTask` below) -> final file,
+sidecar, config, self-test.
 """
 
 from __future__ import annotations
