@@ -131,7 +131,7 @@ def run_trainer(
 ) -> tuple[RunResult, dict[str, dict[str, Any]]]:
     """Run a trainer that writes events.jsonl (`started`, one `step` per step); the result and the first event
     of each kind."""
-    from lorascripts.train.events import read_events
+    from lorascripts.run.events import read_events
 
     launched = time.time()
     code, rss, vram = run_child(args, log, timeout, child_env())

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lorascripts.config import config_from_dict
 from lorascripts.config.schema import TrainConfig
+from lorascripts.run.events import read_events
 from lorascripts.toy.dataset import make_style_dataset
-from lorascripts.train.events import read_events
 from lorascripts.train.trainer import train
 from lorascripts.train.validation import expected_share
 

@@ -126,7 +126,7 @@ app.registerExtension({
       if (detail.event === "estimate") st.estimate = detail.summary;
       if (detail.event === "started") { st.losses = []; st.validation = []; st.total = detail.total_steps; st.step = detail.start_step; }
       if (detail.event === "validation") st.validation.push([detail.step, detail.loss]);
-      if (detail.event === "step") { st.step = detail.step; st.total = detail.total; st.eta = detail.eta_s; st.losses.push([detail.step, detail.loss]); }
+      if (detail.event === "step") { st.step = detail.step; st.total = detail.total_steps; st.eta = detail.eta_s; st.losses.push([detail.step, detail.loss]); }
       if (detail.event === "sample" && detail.images?.length) {
         const ref = detail.images[detail.images.length - 1];
         const query = new URLSearchParams({ filename: ref.filename, subfolder: ref.subfolder, type: ref.type });

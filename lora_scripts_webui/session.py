@@ -115,7 +115,7 @@ class TrainingSession:
         elif kind == "step":
             with self._lock:
                 s = self._state
-                s.step, s.total = event["step"], event["total"]
+                s.step, s.total = event["step"], event["total_steps"]
                 s.eta_s, s.it_per_s = event.get("eta_s"), event.get("it_per_s", 0.0)
                 s.losses.append((event["step"], float(event["loss"])))
         elif kind == "validation":

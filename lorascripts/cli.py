@@ -50,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    from .train.events import StopControl
+    from .run.events import StopControl
     from .train.trainer import train
 
     stop = StopControl(None)
@@ -63,7 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     stop.stop_file = Path(cfg.output_dir) / "STOP"
     stop.clear_stale_file()
-    if getattr(cfg, "task", "image") == "llm":
+    if cfg.task == "llm":
         from .llm.train import train_llm
 
         outcome = train_llm(cfg, stop=stop)

@@ -235,7 +235,7 @@ class TrainLoRA:
                 progress(event.get("start_step", 0), event.get("total_steps"))
             elif kind == "step":
                 losses.append((event["step"], event["loss"]))
-                progress(event["step"], event["total"])
+                progress(event["step"], event["total_steps"])
             elif kind == "validation":
                 validation.append((event["step"], event["loss"]))
             elif kind == "sample":

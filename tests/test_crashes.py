@@ -29,8 +29,8 @@ from lorascripts.config import config_from_dict
 from lorascripts.errors import StorageError, TrainingError
 from lorascripts.fileio import write_synced
 from lorascripts.host.jobs import TrainingJob
-from lorascripts.train.events import read_events
-from lorascripts.train.state import list_checkpoints, load_checkpoint
+from lorascripts.run.events import read_events
+from lorascripts.run.state import list_checkpoints, load_checkpoint
 from lorascripts.train.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent

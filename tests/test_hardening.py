@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from lorascripts.config import TrainConfig, config_from_dict
+from lorascripts.config.llm import LLMConfig
 from lorascripts.data.captions import read_metadata
 from lorascripts.errors import LoraScriptsError
-from lorascripts.llm.config import LLMConfig
 from lorascripts.llm.data import read_jsonl
 
 KEYS = sorted(
@@ -156,7 +156,7 @@ def test_optimizer_args_fail_at_load_or_not_at_all(optimizer, args):
     import torch
 
     from lorascripts.errors import ConfigError
-    from lorascripts.train.optim import create_optimizer
+    from lorascripts.run.optim import create_optimizer
 
     raw = {"base_model": "toy", "train_data_dir": "d", "optimizer": optimizer, "optimizer_args": args}
     try:

@@ -15,7 +15,7 @@ from lorascripts.config import config_from_dict
 from lorascripts.models.families import get_family
 from lorascripts.perf.configs import denoiser_config_for, model_shapes
 from lorascripts.perf.flops import count_flops, train_step_cost
-from lorascripts.train.events import read_events
+from lorascripts.run.events import read_events
 from lorascripts.train.trainer import train
 
 
@@ -154,7 +154,7 @@ def test_speed_options_change_nothing_but_speed(tiny_sd1, tmp_path: Path, option
 
 
 def test_speed_defaults_pick_the_measured_winners(tiny_sd1, tmp_path: Path) -> None:
-    from lorascripts.train.optim import create_optimizer
+    from lorascripts.run.optim import create_optimizer
     from lorascripts.train.setup import use_channels_last
 
     # channels-last where it was measured to help (bf16 convolutions on CPU), the user's choice otherwise

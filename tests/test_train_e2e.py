@@ -27,7 +27,7 @@ from lorascripts.models import load_base_model
 from lorascripts.models.families.sd.ldm_names import original_layout_shapes
 from lorascripts.network.lora import LoraNetwork, NetworkSpec
 from lorascripts.network.webui_check import check_webui_compat
-from lorascripts.train.events import read_events
+from lorascripts.run.events import read_events
 from lorascripts.train.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from lorascripts.errors import ModelError
 from lorascripts.models import load_base_model
 from lorascripts.models.families.sd.ldm_names import original_layout_shapes
 from lorascripts.network.webui_check import check_webui_compat
-from lorascripts.train.events import read_events
+from lorascripts.run.events import read_events
 from lorascripts.train.trainer import train
 
 
@@ -111,7 +111,7 @@ def test_v_prediction_metadata(tiny_sd2, tmp_path: Path) -> None:
 
 def test_stop_file_saves_and_resumes(tiny_sd1, tmp_path: Path) -> None:
     from lorascripts.errors import StopRequested
-    from lorascripts.train.events import STOP_FILE_NAME
+    from lorascripts.run.events import STOP_FILE_NAME
 
     data = make_dataset(tmp_path / "data", n=2)
     cfg = tiny_config(tiny_sd1, data, tmp_path / "out", max_train_steps=6)

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from lorascripts.config import config_from_dict
 from lorascripts.errors import ConfigError, DatasetError, StopRequested
 from lorascripts.models.families.sd.objective import DDPMObjective, sd_noise_scheduler
-from lorascripts.train.early_stop import BestTracker
-from lorascripts.train.events import STOP_FILE_NAME, read_events
+from lorascripts.run.early_stop import BestTracker
+from lorascripts.run.events import STOP_FILE_NAME, read_events
 from lorascripts.train.trainer import train
 from lorascripts.train.validation import split_validation, validation_items
 
@@ -209,7 +209,7 @@ def test_chart_and_webui_session_show_the_validation_loss() -> None:
 
     session = TrainingSession()
     for event in (
-        {"event": "step", "step": 2, "total": 4, "loss": 0.5},
+        {"event": "step", "step": 2, "total_steps": 4, "loss": 0.5},
         {"event": "validation", "step": 2, "loss": 0.6},
     ):
         session._on_event(event)  # the events a training child reports, as the session's reader hands them on

@@ -71,7 +71,7 @@ def assert_resume_matches_straight(straight_cfg: object, cfg: object, stop_at: i
 
     from lorascripts.errors import StopRequested
     from lorascripts.llm.train import train_llm
-    from lorascripts.train.events import StopControl
+    from lorascripts.run.events import StopControl
 
     straight = train_llm(straight_cfg)
     stop = StopControl(Path(cfg.output_dir))

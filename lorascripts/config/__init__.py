@@ -1,7 +1,8 @@
 """Typed, versioned, validated training config (YAML in and out)."""
 
+from .base import CONFIG_VERSION
 from .load import config_from_dict, dump_config, load_config, parse_overrides, save_config
-from .schema import CONFIG_VERSION, TrainConfig
+from .schema import TrainConfig
 
 __all__ = [
     "CONFIG_VERSION",

@@ -1,4 +1,4 @@
-"""YAML in, typed TrainConfig out (and back): aliases, migrations, `--set` overrides, cross-key checks."""
+"""YAML in, typed TrainConfig / LLMConfig out (and back): aliases, migrations, `--set` overrides."""
 
 from __future__ import annotations
 
@@ -14,39 +14,13 @@ import yaml
 
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
+from .base import CONFIG_VERSION, unset_zero
 from .fields import field_meta
-from .optimizers import check_optimizer_args
-from .schema import CONFIG_VERSION, DEFAULT_TARGET_MODULES, TrainConfig
+from .llm import LLMConfig
+from .schema import TrainConfig
 from .validate import check_range, coerce, field_types, short_repr, suggest
 
 logger = logging.getLogger(__name__)
-
-# target_modules names people use, mapped to the leaf-module names they select in the U-Net and text encoder.
-TARGET_ALIASES: dict[str, str] = {
-    "q_proj": "q_proj",
-    "to_q": "q_proj",
-    "q": "q_proj",
-    "k_proj": "k_proj",
-    "to_k": "k_proj",
-    "k": "k_proj",
-    "v_proj": "v_proj",
-    "to_v": "v_proj",
-    "v": "v_proj",
-    "out_proj": "out_proj",
-    "to_out": "out_proj",
-    "o_proj": "out_proj",
-    "to_out.0": "out_proj",
-    "fc1": "fc1",
-    "fc2": "fc2",
-    "mlp": "mlp",
-    "ff": "ff",
-    "ff_net": "ff",
-    "proj_in": "proj_in",
-    "proj_out": "proj_out",
-    "attn": "attn",
-    "all": "all",
-    "default": "all",
-}
 
 
 def _alias_table(cls: type = TrainConfig) -> dict[str, str]:
@@ -75,6 +49,7 @@ def _migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def _special_values(key: str, value: Any) -> Any:
+    value = unset_zero(key, value)
     # kohya spells v-prediction as a boolean flag; lora-scripts spells it as a choice.
     if key == "prediction_type" and isinstance(value, bool):
         return "v_prediction" if value else "epsilon"
@@ -185,18 +160,19 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str = "config", base_dir
         )
     raw = _migrate(dict(raw), source)
     if raw.get("task") == "llm":
-        from ..llm.config import LLMConfig
-
-        return LLMConfig(**fill_fields(LLMConfig, raw, source, base_dir))
-    values = fill_fields(TrainConfig, _flatten_nested(raw, source), source, base_dir, _special_values)
+        cls, values = LLMConfig, fill_fields(LLMConfig, raw, source, base_dir, unset_zero)
+    else:
+        values = fill_fields(TrainConfig, _flatten_nested(raw, source), source, base_dir, _special_values)
+        cls = TrainConfig
     if base_dir is not None and values.get("base_model"):
         # base_model may also be a repo id or `toy`: only treat it as relative to the config when a file is there
         candidate = base_dir / str(values["base_model"])
         if not Path(values["base_model"]).exists() and candidate.exists():
             values["base_model"] = str(candidate)
-    cfg = TrainConfig(**values)
-    check_consistency(cfg, source)
-    return cfg
+    try:
+        return cls(**values)  # the object checks itself (__post_init__): the cross-key rules run there
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 NESTED_KEYS = {"ema": ("decay", "start_step", "update_every", "device", "save", "samples")}
@@ -236,65 +212,6 @@ def _resolve_path(value: str, base_dir: Path | None) -> str:
         return str(path)
     candidate = Path(os.path.normpath(base_dir / path))  # base_dir is resolved: `..` cannot cross a link
     return str(candidate) if candidate.exists() else str(path)
-
-
-def check_consistency(cfg: TrainConfig, source: str = "config") -> None:
-    """Cross-key rules that single-key validation cannot express."""
-    if len(cfg.resolution) not in (0, 1, 2):
-        raise ConfigError(
-            f"{source}: `resolution` must be one number or [width, height]; got {cfg.resolution}."
-        )
-    if any(r < 8 or r % 8 for r in cfg.resolution):
-        raise ConfigError(
-            f"{source}: `resolution` sides must be multiples of 8 and at least 8; got {cfg.resolution}."
-        )
-    if cfg.min_bucket_reso > cfg.max_bucket_reso:
-        raise ConfigError(
-            f"{source}: `min_bucket_reso` ({cfg.min_bucket_reso}) is larger than `max_bucket_reso` "
-            f"({cfg.max_bucket_reso}). Swap them."
-        )
-    unknown = [t for t in cfg.target_modules if t not in TARGET_ALIASES]
-    if unknown:
-        raise ConfigError(
-            f"{source}: `target_modules` has unknown names {unknown}.{suggest(unknown[0], list(TARGET_ALIASES))} "
-            f"Known: {', '.join(DEFAULT_TARGET_MODULES)} (or `all`)."
-        )
-    if cfg.cache_text_encoder_outputs != "off" and cfg.train_text_encoder:
-        raise ConfigError(
-            f"{source}: `cache_text_encoder_outputs` needs a frozen text encoder, but `train_text_encoder` is true. "
-            "Set train_text_encoder: false, or cache_text_encoder_outputs: off."
-        )
-    if cfg.flip_aug and cfg.cache_latents != "off":
-        raise ConfigError(
-            f"{source}: `flip_aug` changes the image every time, so latents cannot be cached. "
-            "Set cache_latents: off, or flip_aug: false."
-        )
-    if cfg.output_name and not re.fullmatch(r"[^/\\:*?\"<>|\x00-\x1f]+", cfg.output_name):
-        raise ConfigError(
-            f"{source}: `output_name` {cfg.output_name!r} is not a valid file name; use letters, digits, '-' and '_'."
-        )
-    _check_validation(cfg, source)
-    check_optimizer_args(cfg, source)
-    if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
-        raise ConfigError(
-            f"{source}: `resume` must be none, auto or an existing checkpoint folder; {cfg.resume!r} does not exist."
-        )
-
-
-def _check_validation(cfg: TrainConfig, source: str) -> None:
-    if cfg.validation_dir and cfg.validation_split:
-        raise ConfigError(
-            f"{source}: `validation_split` and `validation_dir` both choose validation images; keep only one."
-        )
-    if cfg.validation_split > 1 and not float(cfg.validation_split).is_integer():
-        raise ConfigError(
-            f"{source}: `validation_split` is a fraction below 1 or a whole count of images; got {cfg.validation_split}."
-        )
-    if cfg.early_stopping_patience and not (cfg.validation_dir or cfg.validation_split):
-        raise ConfigError(
-            f"{source}: `early_stopping_patience` needs a validation loss: set validation_split (e.g. 0.1) or "
-            "validation_dir, or set early_stopping_patience: 0."
-        )
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -365,7 +282,7 @@ def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str,
         base_dir = path.resolve().parent
         source = str(path)
     extra = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
-    aliases = _alias_table() if raw.get("task", extra.get("task")) != "llm" else {}
+    aliases = _alias_table(LLMConfig if raw.get("task", extra.get("task")) == "llm" else TrainConfig)
     for key, value in extra.items():
         # an override replaces the key and any alias spelling of it already in the file
         name = aliases.get(key, key)

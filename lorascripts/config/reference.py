@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from .base import RunConfig
 from .fields import field_meta
+from .llm import LLMConfig
 from .schema import TrainConfig
 from .validate import field_types
 
@@ -21,17 +23,16 @@ def _default_text(f: dataclasses.Field) -> str:
 
 
 def config_reference_markdown() -> str:
-    """One table per section: key, type, default, allowed values, aliases, meaning (image keys, then `task: llm`)."""
-    from ..llm.config import LLMConfig
-
+    """One table per section: key, type, default, allowed values, aliases, meaning (the keys both tasks share and the image keys, then the `task: llm` ones)."""
     sections: dict[str, list[str]] = {}
+    shared = {f.name for f in dataclasses.fields(RunConfig)}
+    text = {f.name: f for f in dataclasses.fields(LLMConfig)}
     fields = [(f, field_types(TrainConfig)) for f in dataclasses.fields(TrainConfig)]
-    fields += [
-        (f, field_types(LLMConfig))
-        for f in dataclasses.fields(LLMConfig)
-        if f.name not in ("task", "config_version")
-    ]
+    fields += [(f, field_types(LLMConfig)) for f in text.values() if f.name not in shared]
     for f, types_ in fields:
+        default = f"`{_default_text(f)}`"
+        if f.name in shared and _default_text(text[f.name]) != _default_text(f):
+            default += f" (llm: `{_default_text(text[f.name])}`)"
         meta = field_meta(f)
         tp = (
             str(types_[f.name])
@@ -49,7 +50,7 @@ def config_reference_markdown() -> str:
                 else (f">= {lo}" if lo is not None else f"<= {hi}")
             )
         aliases = ", ".join(f"`{a}`" for a in meta["aliases"])
-        row = f"| `{f.name}` | {tp} | `{_default_text(f)}` | {allowed} | {aliases} | {meta['help']} |"
+        row = f"| `{f.name}` | {tp} | {default} | {allowed} | {aliases} | {meta['help']} |"
         sections.setdefault(meta["section"], []).append(row.replace("`**required**`", "**required**"))
     out = [BEGIN]
     for section, rows in sections.items():

@@ -1,6 +1,6 @@
 """The training config: one typed, versioned object that YAML files, ComfyUI widgets and the WebUI form fill.
 
-Every key is declared once here with its help text, allowed values and aliases; the validator, the `--set`
+The keys image and text training share are declared in base.py; every image key is declared once here with its help text, allowed values and aliases; the validator, the `--set`
 parser and the README's config reference are all derived from these declarations.
 """
 
@@ -8,66 +8,39 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
+from ..models.families import family_names
+from .base import MAX_SEED, MODEL, NETWORK, SAMPLE, SAVE, TRAIN, RunConfig
 from .fields import option
-
-CONFIG_VERSION = 1
+from .rules import DEFAULT_TARGET_MODULES, check_consistency
 
 NETWORK_TYPES = ("lora", "locon", "loha", "lokr")
-# Upper bounds where a larger value is never meant and would fail deep inside a library (torch's seed is 64-bit,
-# numpy's and the WebUI's 32-bit; image sides beyond 16384 px exceed what a VAE or PIL handles in memory).
-MAX_SEED = 2**32 - 1
 # the strength the WebUI card suggests (`<lora:name:0.7>`); the forms read it from here
 PREFERRED_WEIGHT = 0.7
+# image sides beyond 16384 px exceed what a VAE or PIL handles in memory
 MAX_SIDE = 16_384
-OPTIMIZERS = ("adamw", "adamw8bit", "prodigy", "adafactor")
-SCHEDULERS = (
-    "constant",
-    "constant_with_warmup",
-    "linear",
-    "cosine",
-    "cosine_with_restarts",
-    "polynomial",
-)
-# The kohya default module set, spelled the way people write target_modules in the lora-scripts articles.
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "ff", "proj_in", "proj_out")
 
-MODEL = "Base model"
 DATA = "Dataset and captions"
-NETWORK = "Network"
-TRAIN = "Training"
-SAVE = "Saving and output"
-SAMPLE = "Samples and logging"
 JUDGE = "Validation and EMA"
 
 
-@dataclass
-class TrainConfig:
-    """Everything one image-LoRA training run needs. See the README's config reference for each key."""
+@dataclass(kw_only=True)  # the shared keys come first: every key is passed by name
+class TrainConfig(RunConfig):
+    """Everything one image-LoRA training run needs (the keys of `RunConfig` and the image ones below). See the
+    README's config reference for each key."""
 
     # --- base model -------------------------------------------------------------------------------------
-    base_model: str = option(
-        help="Base checkpoint: a single-file .safetensors (original SD layout), a diffusers folder, a Hugging "
-        "Face repo id, or `toy` for the built-in toy model.",
-        section=MODEL,
-        aliases=("pretrained_model_name_or_path", "model"),
-    )
     train_data_dir: str = option(
         help="Folder of training images (metadata.csv, .txt/.caption sidecars and N_name repeat folders work).",
         section=DATA,
         path=True,
         aliases=("data_dir", "dataset_dir"),
     )
-    config_version: int = option(CONFIG_VERSION, help="Config format version.", section=MODEL, min=1)
-    task: str = option(
-        "image", help="What to train: image (SD LoRA) or llm.", section=MODEL, choices=("image", "llm")
-    )
     model_family: str = option(
         "auto",
         help="Expected family of the base model; `auto` detects it from the weights and reports it.",
         section=MODEL,
-        choices=("auto", "sd1", "sd2", "sdxl"),
+        choices=("auto", *family_names()),
     )
     prediction_type: str = option(
         "auto",
@@ -173,16 +146,6 @@ class TrainConfig:
         choices=NETWORK_TYPES,
         aliases=("algo", "network_module"),
     )
-    lora_rank: int = option(
-        16, help="LoRA rank (dim).", section=NETWORK, min=1, max=1024, aliases=("network_dim", "rank", "r")
-    )
-    lora_alpha: float = option(
-        16.0,
-        help="LoRA alpha; the update is scaled by alpha / rank.",
-        section=NETWORK,
-        min=0.0,
-        aliases=("network_alpha", "alpha"),
-    )
     conv_rank: int | None = option(
         None,
         help="Rank of 3x3 conv layers (locon, loha, lokr). Defaults to lora_rank for locon.",
@@ -201,14 +164,6 @@ class TrainConfig:
         section=NETWORK,
         default_factory=lambda: list(DEFAULT_TARGET_MODULES),
     )
-    dropout: float = option(
-        0.0,
-        help="Dropout on the LoRA path.",
-        section=NETWORK,
-        min=0.0,
-        max=1.0,
-        aliases=("lora_dropout", "network_dropout"),
-    )
     rank_dropout: float = option(0.0, help="Dropout of whole ranks.", section=NETWORK, min=0.0, max=1.0)
     module_dropout: float = option(
         0.0, help="Probability of skipping a whole LoRA module for a step.", section=NETWORK, min=0.0, max=1.0
@@ -223,68 +178,16 @@ class TrainConfig:
     )
 
     # --- training ------------------------------------------------------------------------------------------------
-    batch_size: int = option(
-        1, help="Images per step per device.", section=TRAIN, min=1, max=1024, aliases=("train_batch_size",)
-    )
-    epochs: int = option(
-        10,
-        help="Passes over the dataset (ignored when max_train_steps is set).",
-        section=TRAIN,
-        min=1,
-        max=1_000_000,
-        aliases=("max_train_epochs", "num_epochs"),
-    )
-    max_train_steps: int | None = option(
-        None, help="Stop after this many optimizer steps.", section=TRAIN, min=1, max=100_000_000
-    )
-    gradient_accumulation_steps: int = option(
-        1, help="Micro-batches per optimizer step.", section=TRAIN, min=1, max=10_000
-    )
-    learning_rate: float = option(
-        1e-4,
-        help="Learning rate (U-Net LoRA unless unet_lr is set).",
-        section=TRAIN,
-        min=0.0,
-        max=10.0,
-        aliases=("lr",),
-    )
     unet_lr: float | None = option(None, help="Learning rate of the U-Net LoRA.", section=TRAIN, min=0.0)
     text_encoder_lr: float | None = option(
         None, help="Learning rate of the text-encoder LoRA.", section=TRAIN, min=0.0
     )
-    optimizer: str = option(
-        "adamw",
-        help="adamw, adamw8bit (CUDA + bitsandbytes), prodigy or adafactor.",
-        section=TRAIN,
-        choices=OPTIMIZERS,
-        aliases=("optimizer_type",),
-    )
-    optimizer_args: dict[str, Any] = option(
-        help="Extra optimizer keyword arguments.", section=TRAIN, default_factory=dict
-    )
-    weight_decay: float = option(0.01, help="Weight decay.", section=TRAIN, min=0.0)
-    max_grad_norm: float = option(1.0, help="Gradient clipping norm (0 disables).", section=TRAIN, min=0.0)
-    lr_scheduler: str = option("constant", help="Learning-rate schedule.", section=TRAIN, choices=SCHEDULERS)
-    lr_warmup_steps: float = option(
-        0, help="Warm-up steps, or a fraction of all steps when < 1.", section=TRAIN, min=0, max=100_000_000
-    )
-    lr_scheduler_num_cycles: int = option(
-        1, help="Restarts for cosine_with_restarts.", section=TRAIN, min=1, max=10_000
-    )
-    mixed_precision: str = option(
-        "auto",
-        help="bf16, fp16 (CUDA only), no, or auto (bf16 where the hardware has it).",
-        section=TRAIN,
-        choices=("auto", "no", "bf16", "fp16"),
-    )
-    gradient_checkpointing: bool = option(False, help="Trade compute for memory.", section=TRAIN)
     noise_offset: float = option(
         0.0, help="Noise offset (helps very dark/bright images).", section=TRAIN, min=0.0, max=1.0
     )
     min_snr_gamma: float | None = option(
         None, help="Min-SNR loss weighting gamma (5 is typical).", section=TRAIN, min=0.0
     )
-    seed: int = option(42, help="Random seed.", section=TRAIN, min=0, max=MAX_SEED)
     cache_latents: str = option(
         "memory",
         help="Cache VAE latents: memory, disk or off.",
@@ -328,34 +231,12 @@ class TrainConfig:
     num_workers: int = option(0, help="Data-loading worker processes.", section=TRAIN, min=0, max=64)
 
     # --- saving ---------------------------------------------------------------------------------------------------
-    output_dir: str = option(
-        "output", help="Where LoRA files, checkpoints, samples and logs go.", section=SAVE, path=True
-    )
     output_name: str = option(
         "", help="File stem of the LoRA (defaults to the dataset folder name).", section=SAVE
     )
-    save_steps: int | None = option(
-        None,
-        help="Save a LoRA and a resumable checkpoint every N steps.",
-        section=SAVE,
-        min=1,
-        aliases=("save_every_n_steps",),
-    )
     save_every_n_epochs: int | None = option(None, help="Save every N epochs.", section=SAVE, min=1)
-    keep_last_n: int = option(
-        3,
-        help="Keep the last N intermediate saves (0 keeps all).",
-        section=SAVE,
-        min=0,
-        aliases=("save_last_n_steps",),
-    )
     save_precision: str = option(
         "fp16", help="dtype of the saved LoRA.", section=SAVE, choices=("fp16", "bf16", "fp32")
-    )
-    resume: str = option(
-        "none",
-        help="`auto` continues from the latest checkpoint in output_dir; or a checkpoint folder.",
-        section=SAVE,
     )
     preferred_weight: float = option(
         PREFERRED_WEIGHT,
@@ -383,10 +264,6 @@ class TrainConfig:
         section=SAMPLE,
         min=0,
         max=MAX_SEED,
-    )
-    logging: bool = option(True, help="Write TensorBoard logs under <output_dir>/logs.", section=SAMPLE)
-    log_every_n_steps: int = option(
-        1, help="How often loss is synchronised, logged and checked for NaN.", section=SAMPLE, min=1
     )
 
     # --- validation loss, best LoRA, early stop, EMA ---------------------------------------------------------------
@@ -423,12 +300,6 @@ class TrainConfig:
         help="With validation: write <output_name>-best.safetensors whenever the validation loss improves.",
         section=JUDGE,
     )
-    early_stopping_patience: int = option(
-        0,
-        help="Stop after N validations without improvement (the best LoRA is kept); 0: off.",
-        section=JUDGE,
-        min=0,
-    )
     ema_decay: float | None = option(
         None,
         help="EMA of the LoRA weights (e.g. 0.999); empty: off. Also written as `ema: {decay: ...}`.",
@@ -454,9 +325,10 @@ class TrainConfig:
     )
     ema_samples: bool = option(True, help="Draw samples with the EMA weights.", section=JUDGE)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict in declaration order (for YAML and metadata)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    def check(self) -> None:
+        """The shared rules, then the image config's cross-key rules (rules.py)."""
+        super().check()
+        check_consistency(self)
 
     @property
     def effective_unet_lr(self) -> float:

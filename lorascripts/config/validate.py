@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import reprlib
 import types
@@ -183,7 +184,8 @@ def check_range(key: str, value: Any, meta: dict[str, Any]) -> None:
                 )
 
 
+@functools.cache  # every config object's __post_init__ asks; the answer never changes for a class
 def field_types(cls: type) -> dict[str, Any]:
-    """Resolved type hints of a dataclass (the module uses postponed annotations)."""
+    """Resolved type hints of a dataclass (the module uses postponed annotations); do not mutate the result."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

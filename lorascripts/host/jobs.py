@@ -24,7 +24,7 @@ import yaml
 
 from ..errors import StopRequested, TrainingError
 from ..fileio import atomic_copy, atomic_write_text, clean_partial_files
-from ..train.events import STOP_FILE_NAME
+from ..run.events import STOP_FILE_NAME
 from .engine_env import PACKAGE_ROOT, engine_python
 from .fingerprint import training_fingerprint
 

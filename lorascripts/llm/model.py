@@ -74,7 +74,7 @@ def attach_lora(model: Any, cfg: Any) -> Any:
     config = LoraConfig(
         r=cfg.lora_rank,
         lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
+        lora_dropout=cfg.dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,

@@ -1,8 +1,9 @@
 """Text-LoRA training: JSONL -> peft adapter, with eval loss, early stopping, events, checkpoints and resume.
 
-The loop is hand-written (not transformers.Trainer) for two reasons: packed rows need the block-diagonal mask
-and per-token loss of batches.py, and the run must speak the same event/STOP/checkpoint protocol as the image
-trainer so every host follows it the same way.
+`TextTask` plugs the text model into the run loop shared with image training (run/loop.py) rather than
+transformers.Trainer, for two reasons: packed rows need the block-diagonal mask and per-token loss of
+batches.py, and the run must speak the same event/STOP/checkpoint protocol as the image trainer so every host
+follows it the same way.
 """
 
 from __future__ import annotations
@@ -17,22 +18,14 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError, StopRequested
+from ..config.llm import LLMConfig
+from ..errors import ModelError
 from ..fileio import ordinary_permissions
-from ..train.early_stop import BestTracker
-from ..train.events import EventCallback, EventSink, StopControl, report_outcome
-from ..train.optim import adamw_kernel
-from ..train.setup import resolve_precision
-from ..train.state import (
-    Progress,
-    clean_partial,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from ..run.events import EventCallback, EventSink, StopControl
+from ..run.loop import RunLoop, run_session
+from ..run.optim import create_optimizer, create_scheduler
+from ..run.precision import resolve_precision
 from .batches import as_rows, collate, epoch_batches, token_loss
-from .config import LLMConfig
 from .data import IGNORE, chat_template, encode, read_jsonl, truncation_report
 from .model import attach_lora, load_causal_lm, load_tokenizer
 from .preference import attach_reference, pair_loss, preference_datasets
@@ -67,20 +60,14 @@ def _datasets(cfg: LLMConfig, tokenizer: Any) -> tuple[list, list]:
     )
 
 
-def _scheduler(cfg: LLMConfig, optimizer: torch.optim.Optimizer, total: int) -> Any:
-    from transformers import get_scheduler
+class TextTask:
+    """The text half of a run for the shared loop (run/loop.py): model, data, optimizer, token/pair losses."""
 
-    return get_scheduler(
-        cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total
-    )
+    is_main_process = True
 
-
-class LLMRun:
-    """One run: model, data, optimizer and the loop state."""
-
-    def __init__(self, cfg: LLMConfig, events: EventSink, stop: StopControl) -> None:
-        self.cfg, self.events, self.stop = cfg, events, stop
-        self.out = Path(cfg.output_dir)
+    def __init__(self, cfg: LLMConfig, events: EventSink) -> None:
+        self.cfg, self.events = cfg, events
+        self.out = self.output_dir = Path(cfg.output_dir)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         precision = resolve_precision(cfg, self.device)
         self.autocast = precision.autocast_dtype
@@ -103,17 +90,14 @@ class LLMRun:
             attach_reference(self.model, pairs, pad, cfg.batch_size, self.autocast, cfg.packing)
             self.reference_s = time.perf_counter() - started
         self.metrics: dict[str, float] = {}  # preference metrics of the last step (margin, accuracy)
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=cfg.learning_rate, **adamw_kernel({"weight_decay": cfg.weight_decay}, self.device)
-        )
+        self.optimizer = create_optimizer(cfg, [{"params": self.params}], self.device)
         per_epoch = math.ceil(len(self.train_rows) / (cfg.batch_size * cfg.gradient_accumulation_steps))
-        self.total = cfg.max_train_steps or per_epoch * cfg.epochs
-        self.scheduler = _scheduler(cfg, self.optimizer, self.total)
-        self.progress = Progress()
-        self.tracker = BestTracker(cfg.early_stopping_patience)  # the rule shared with the image trainer
-        self.first_step = 0
+        self.total_steps = cfg.max_train_steps or per_epoch * cfg.epochs
+        self.scheduler = create_scheduler(cfg, self.optimizer, self.total_steps)
         self.tokens_seen = 0  # real (non-padding) tokens trained on, for throughput figures
         self.writer: Any = None
+        self._last_loss = 0.0
+        self._eval_metrics: dict[str, float] = {}
 
     # --- state ------------------------------------------------------------------------------------------
     def adapter_state(self) -> dict[str, torch.Tensor]:
@@ -121,35 +105,19 @@ class LLMRun:
 
         return {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(self.model).items()}
 
-    def maybe_resume(self) -> None:
+    def checkpoint_payload(self, progress: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict]:
+        return self.adapter_state(), {}, {}
+
+    def restore(self, weights: dict[str, torch.Tensor], extra: dict[str, Any], checkpoint: Path) -> None:
         from peft import set_peft_model_state_dict
 
-        clean_partial(self.out)
-        if self.cfg.resume == "none":
-            return
-        found = [Path(self.cfg.resume)] if self.cfg.resume != "auto" else list_checkpoints(self.out)[-1:]
-        if not found:
-            return
-        progress, weights, optimizer, scheduler, extra = load_checkpoint(found[-1])
         set_peft_model_state_dict(self.model, weights)
-        self.optimizer.load_state_dict(optimizer)
-        self.scheduler.load_state_dict(scheduler)
-        self.progress = progress
-        self.tracker.restore(extra)
-        self.events.emit("resumed", step=progress.step, checkpoint=str(found[-1]))
 
-    def save(self) -> Path:
-        path = save_checkpoint(
-            self.out,
-            self.progress,
-            self.adapter_state(),
-            self.optimizer,
-            self.scheduler,
-            self.tracker.state(),
-        )
-        prune_checkpoints(self.out, self.cfg.keep_last_n)
-        self.events.emit("checkpoint", step=self.progress.step, path=str(path))
-        return path
+    def after_checkpoint(self) -> None:
+        """Nothing besides the checkpoint: the adapter folder is written at the end."""
+
+    def wait_for_everyone(self) -> None:
+        """One process."""
 
     # --- steps ------------------------------------------------------------------------------------------
     def _loss(self, rows: list, metrics: dict[str, float] | None = None) -> tuple[torch.Tensor, int]:
@@ -175,8 +143,11 @@ class LLMRun:
             return sum(len(rows) for rows in window)
         return sum(sum(1 for r in rows for lab in r.labels[1:] if lab != IGNORE) for rows in window)
 
-    def step(self, window: list[list]) -> float:
-        """One optimizer step over `window` micro-batches; returns the mean loss (per token, or per pair)."""
+    def epoch_batches(self, epoch: int) -> list[list]:
+        return epoch_batches(self.train_rows, self.cfg.batch_size, self.cfg.seed, epoch)
+
+    def optimizer_step(self, window: list[list], step: int) -> None:
+        """One optimizer step over `window` micro-batches; its mean loss (per token, or per pair) is kept."""
         tokens = self._count(window)
         self.tokens_seen += sum(len(r.input_ids) for rows in window for r in rows)
         total, sums = 0.0, {}
@@ -190,10 +161,26 @@ class LLMRun:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / max(1, tokens)
+        self._last_loss = total / max(1, tokens)
+
+    def after_optimizer_step(self, step: int) -> None:
+        """No per-step bookkeeping besides the loop's."""
+
+    def step_loss(self, step: int) -> float:
+        return self._last_loss
+
+    def step_report(self, step: int, loss: float) -> dict[str, Any]:
+        if self.writer:
+            self.writer.add_scalar("loss/train", loss, step)
+        return {"lr": self.scheduler.get_last_lr()[0], "tokens_seen": self.tokens_seen, **self.metrics}
+
+    def evaluate(self, step: int) -> float:
+        """The loop's evaluation: eval loss, with its preference metrics kept for the `eval` event."""
+        self._eval_metrics = {}
+        return self.eval_loss(self._eval_metrics)
 
     @torch.no_grad()
-    def evaluate(self, metrics: dict[str, float] | None = None) -> float | None:
+    def eval_loss(self, metrics: dict[str, float] | None = None) -> float | None:
         """Mean eval loss; preference metrics (means over the eval pairs) go into `metrics`."""
         if not self.eval_rows:
             return None
@@ -207,89 +194,29 @@ class LLMRun:
             metrics.update({f"eval_{k}": v / max(1, count) for k, v in sums.items()})
         return total / max(1, count)
 
+    # --- the loop's evaluation and save hooks -------------------------------------------------------------------
+    def evaluation_due(self, step: int, end_of_epoch: bool, at_end: bool) -> bool:
+        every = self.cfg.eval_every_n_steps
+        return bool(self.eval_rows) and ((every and step % every == 0) or (not every and end_of_epoch))
 
-def _windows(run: LLMRun) -> list[list[list]]:
-    """This epoch's optimizer steps: lists of micro-batches of rows."""
-    cfg = run.cfg
-    batches = epoch_batches(run.train_rows, cfg.batch_size, cfg.seed, run.progress.epoch)
-    accum = cfg.gradient_accumulation_steps
-    return [batches[s : s + accum] for s in range(0, len(batches), accum)]
+    def report_evaluation(self, step: int, value: float, best: tuple[float, int] | None) -> None:
+        self.events.emit("eval", step=step, eval_loss=value, **self._eval_metrics)
+        if self.writer:
+            self.writer.add_scalar("loss/eval", value, step)
 
+    def keep_best(self, value: float, step: int) -> None:
+        if self.cfg.early_stopping_patience:
+            self.model.save_pretrained(str(self.out / "best"))
+            ordinary_permissions(self.out / "best")
 
-def _after_step(run: LLMRun, loss: float, started: float, end_of_epoch: bool) -> bool:
-    """Report, evaluate, save; True when early stopping ends the run."""
-    cfg, step = run.cfg, run.progress.step
-    if step % cfg.log_every_n_steps == 0 or step == run.total:
-        rate = (step - run.first_step) / max(1e-9, time.time() - started)
-        eta = (run.total - step) / rate if rate else None
-        run.events.emit(
-            "step",
-            step=step,
-            total=run.total,
-            epoch=run.progress.epoch,
-            loss=loss,
-            lr=run.scheduler.get_last_lr()[0],
-            it_per_s=round(rate, 4),
-            tokens_seen=run.tokens_seen,
-            eta_s=round(eta, 1) if eta else None,
-            **run.metrics,
-        )
-        if run.writer:
-            run.writer.add_scalar("loss/train", loss, step)
-    due_eval = (cfg.eval_every_n_steps and step % cfg.eval_every_n_steps == 0) or (
-        not cfg.eval_every_n_steps and end_of_epoch
-    )
-    if due_eval and run.eval_rows:
-        stop_early = _eval_and_track(run)
-        if stop_early:
-            return True
-    if cfg.save_steps and step % cfg.save_steps == 0 and step < run.total:
-        run.save()
-    if run.stop.requested:
-        run.save()
-        raise StopRequested(
-            f"training stopped at step {step} ({run.stop.reason}); run again with resume: auto."
-        )
-    return False
+    def between_steps(self, step: int, at_end: bool) -> None:
+        """No extras between steps (samples are the image task's)."""
+
+    def save_due(self, step: int, end_of_epoch: bool, epoch: int) -> bool:
+        return bool(self.cfg.save_steps and step % self.cfg.save_steps == 0)
 
 
-def _eval_and_track(run: LLMRun) -> bool:
-    metrics: dict[str, float] = {}
-    value = run.evaluate(metrics)
-    step = run.progress.step
-    run.events.emit("eval", step=step, eval_loss=value, **metrics)
-    if run.writer:
-        run.writer.add_scalar("loss/eval", value, step)
-    verdict = run.tracker.update(value, step)
-    if verdict.improved and run.cfg.early_stopping_patience:
-        run.model.save_pretrained(str(run.out / "best"))
-        ordinary_permissions(run.out / "best")
-    if verdict.stop:
-        best_loss, best_step = run.tracker.best
-        run.events.emit("early_stop", step=step, best_step=best_step, best_eval_loss=best_loss)
-    return verdict.stop
-
-
-def _loop(run: LLMRun) -> float | None:
-    run.model.train()
-    run.first_step, started, loss = run.progress.step, time.time(), None
-    while run.progress.step < run.total:
-        windows = _windows(run)
-        while run.progress.position < len(windows) and run.progress.step < run.total:
-            loss = run.step(windows[run.progress.position])
-            run.progress.step += 1
-            run.progress.position += 1
-            end = run.progress.position >= len(windows)
-            if end:
-                run.progress.epoch, run.progress.position = run.progress.epoch + 1, 0
-            if _after_step(run, loss, started, end):
-                return loss
-            if end:
-                break
-    return loss
-
-
-def _write_outputs(run: LLMRun, loss: float | None) -> LLMResult:
+def _write_outputs(run: TextTask, loop: RunLoop) -> LLMResult:
     """Adapter folder (best one when early stopping kept one), resolved config, optional merged model."""
     from ..config.load import dump_config
 
@@ -316,11 +243,12 @@ def _write_outputs(run: LLMRun, loss: float | None) -> LLMResult:
         model.merge_and_unload().save_pretrained(str(merged), safe_serialization=True)
         tokenizer.save_pretrained(str(merged))
         ordinary_permissions(merged)
-    eval_loss = run.tracker.best[0] if run.tracker.best else run.evaluate()
-    return LLMResult(final, run.progress.step, loss, eval_loss, merged, _serving_check(run, final))
+    eval_loss = loop.tracker.best[0] if loop.tracker.best else run.eval_loss()
+    serving = _serving_check(run, final)
+    return LLMResult(final, loop.progress.step, loop.last_loss, eval_loss, merged, serving)
 
 
-def _serving_check(run: LLMRun, adapter: Path) -> dict[str, Any] | None:
+def _serving_check(run: TextTask, adapter: Path) -> dict[str, Any] | None:
     """Will vLLM and TGI serve the adapter? Logged and sent as an event; never fails the finished run."""
     try:
         report = check_adapter(adapter, base=run.cfg.base_model)
@@ -338,33 +266,31 @@ def train_llm(
     """Train a text LoRA; events go to <output_dir>/events.jsonl and the callbacks."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    events = EventSink(out / "events.jsonl", callbacks)
-    if stop is None:
-        stop = StopControl(out)
-        stop.clear_stale_file()
-    with report_outcome(events):
-        run = LLMRun(cfg, events, stop)
-        run.maybe_resume()
+    with run_session(out, callbacks, stop) as (events, stop):
+        task = TextTask(cfg, events)
+        loop = RunLoop(task, cfg, events, stop)
+        loop.maybe_resume()
         if cfg.logging:
             from torch.utils.tensorboard import SummaryWriter
 
-            run.writer = SummaryWriter(str(out / "logs"))
+            task.writer = SummaryWriter(str(out / "logs"))
         events.emit(
             "started",
-            total_steps=run.total,
-            start_step=run.progress.step,
-            rows=len(run.train_rows),
-            eval_rows=len(run.eval_rows),
+            total_steps=task.total_steps,
+            start_step=loop.progress.step,
+            rows=len(task.train_rows),
+            eval_rows=len(task.eval_rows),
             objective=cfg.objective,
-            reference_s=round(run.reference_s, 3),
+            reference_s=round(task.reference_s, 3),
         )
-        loss = _loop(run)
-        result = _write_outputs(run, loss)
+        task.model.train()
+        loop.run()
+        result = _write_outputs(task, loop)
         events.emit(
             "finished",
             adapter=str(result.adapter_dir),
             steps=result.steps,
-            loss=loss,
+            loss=result.train_loss,
             eval_loss=result.eval_loss,
         )
         return result

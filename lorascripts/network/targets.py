@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..config.load import TARGET_ALIASES
+from ..config.rules import TARGET_ALIASES
 
 logger = logging.getLogger(__name__)
 

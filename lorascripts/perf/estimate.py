@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
+from ..run.optimizers import state_bytes_per_param
 from .configs import ModelShapes, model_shapes
 from .flops import DEFAULT_ROLES, StepCost, train_step_cost
 from .peak import matmul_peak, user_cache_dir
@@ -46,7 +47,6 @@ ATTENTION_EFFICIENCY = {"cpu": 0.1, "cuda": 0.6}
 OP_OVERHEAD_S = {"cpu": 30e-6, "cuda": 15e-6}
 ACTIVATION_FACTOR = 1.15  # allocator slack and the autograd bookkeeping not seen by the pack hook
 LIBRARY_RSS = 350 * 2**20  # diffusers/transformers/lycoris imported after the estimate
-OPTIMIZER_STATES = {"adamw": 2, "adamw8bit": 0.5, "prodigy": 4, "adafactor": 1}
 GIB = 2**30
 PRECISION_NAMES = {"no": "fp32"}
 
@@ -119,7 +119,7 @@ def _cost_cached(shapes: ModelShapes, **kwargs: Any) -> StepCost:
 
 def resolve_mode(cfg: TrainConfig, device: str, overhead_bound: bool) -> str:
     """mixed_precision with `auto` resolved as the trainer resolves it."""
-    from ..train.setup import auto_precision
+    from ..run.precision import auto_precision
 
     return auto_precision(device, overhead_bound) if cfg.mixed_precision == "auto" else cfg.mixed_precision
 
@@ -189,7 +189,8 @@ def _memory(
     cost = _cost(cfg, shapes, plan)
     item = torch.tensor([], dtype=_dtype(mode)).element_size()
     frozen = sum(n for part, n in shapes.params.items() if part not in _released(cfg, plan, device)) * item
-    states = 2 + OPTIMIZER_STATES.get(cfg.optimizer, 2)  # parameter + gradient + optimizer state, fp32
+    # parameter + gradient (fp32) + optimizer state, in fp32 copies
+    states = 2 + state_bytes_per_param(cfg.optimizer) / 4
     states += int(cfg.ema_decay is not None and (cfg.ema_device == "device" or device == "cpu"))  # EMA copy
     lora = cost.lora_params * 4 * states
     activations = (int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes) * item // 4

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .events import EventSink
-from .state import Progress
+from ..run.events import EventSink
+from ..run.state import Progress
 
 if TYPE_CHECKING:
-    from .run_parts import RunParts, TrainResult
+    from ..run.result import TrainResult
+    from .run_parts import RunParts
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.floa
 
 
 def _training_hyperparameters(parts: RunParts) -> dict[str, str]:
+    from ..run.optim import optimizer_label
     from .batches import steps_per_epoch
-    from .optim import optimizer_label
 
     cfg = parts.cfg
     text_trained = any(c != "unet" for c in parts.network.components.values())
@@ -234,7 +235,7 @@ def finish_run(
     """Final LoRA, WebUI sidecar, resolved config, samples, and the WebUI compatibility self-test; `best` is the
     lowest validation loss and its step, named in the `finished` event with the best LoRA file."""
     from ..network.save import write_webui_sidecar
-    from .run_parts import TrainResult
+    from ..run.result import TrainResult
 
     acc, cfg = parts.accelerator, parts.cfg
     path = parts.output_dir / f"{parts.output_name}.safetensors"

@@ -10,45 +10,32 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..config import TrainConfig, save_config
-from .events import EventSink
+from ..run.events import EventSink
+from ..run.precision import Precision, resolve_precision
+from ..run.result import TrainResult
+from ..run.state import Progress
 from .placement import EncoderPlacement
 from .resources import run_estimate, set_threads
 from .setup import (
-    Precision,
     attach_log_file,
     check_model_limits,
     output_name_for,
     prepare_output_dir,
     resolution_for,
     resolve_base_model,
-    resolve_precision,
     scan,
 )
-from .state import Progress
 
 if TYPE_CHECKING:
     from ..models.families import StepNoise
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced."""
-
-    lora_path: Path
-    output_dir: Path
-    steps: int
-    final_loss: float | None
-    compat_ok: bool | None = None
-    files: list[Path] = field(default_factory=list)
 
 
 class RunParts:

@@ -161,7 +161,7 @@ def read_initial_lora(parts: RunParts) -> tuple[dict[str, torch.Tensor] | None, 
 
 
 def build_optimizer(parts: RunParts) -> None:
-    from .optim import create_optimizer, create_scheduler
+    from ..run.optim import create_optimizer, create_scheduler
 
     cfg, acc = parts.cfg, parts.accelerator
     groups = parts.network.param_groups(cfg.effective_unet_lr, cfg.effective_text_encoder_lr)

@@ -1,7 +1,8 @@
-"""The training loop: `train(cfg)` turns a validated config into a kohya-format LoRA file.
+"""Image training: `train(cfg)` turns a validated config into a kohya-format LoRA file.
 
 Order of work: output folder -> dataset scan -> base model -> buckets and latent cache -> network ->
-optimizer -> (resume) -> steps with saves, samples, events -> final file, sidecar, config, self-test.
+optimizer -> (resume) -> steps on the shared run loop (run/loop.py, with `ImageTask` below) -> final file,
+sidecar, config, self-test.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +17,20 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import TrainConfig
-from ..errors import StopRequested, TrainingError
-from .batches import epoch_batches, shard, steps_per_epoch
-from .early_stop import BestTracker
-from .ema import split_ema_tensors
-from .events import EventCallback, EventSink, StopControl, report_outcome
-from .run_parts import RunParts, build_parts
-from .state import (
+from ..errors import TrainingError
+from ..run.events import EventCallback, EventSink, StopControl
+from ..run.loop import RunLoop, check_finite_loss, run_session
+from ..run.result import TrainResult
+from ..run.state import (
     Progress,
-    clean_partial,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
 )
+from .batches import epoch_batches, shard, steps_per_epoch
+from .ema import split_ema_tensors
+from .run_parts import RunParts, build_parts
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class TrainResult:
-    """What a finished run produced."""
-
-    lora_path: Path
-    output_dir: Path
-    steps: int
-    final_loss: float | None
-    compat_ok: bool | None = None
-    files: list[Path] = field(default_factory=list)
+DIVERGED_ADVICE = "Lower learning_rate, use mixed_precision: bf16 or no instead of fp16, or check the images."
 
 
 def _seed_everything(seed: int) -> None:
@@ -59,60 +44,25 @@ def _seed_everything(seed: int) -> None:
         pass
 
 
-class TrainingRun:
-    """State of one run between setup and the final save; each method is one phase of the loop."""
+class ImageTask:
+    """The image half of a run for the shared loop (run/loop.py): diffusion loss, validation, LoRA files."""
 
-    def __init__(self, parts: RunParts, events: EventSink, stop: StopControl) -> None:
-        self.p = parts
-        self.cfg: TrainConfig = parts.cfg
-        self.events = events
-        self.stop = stop
-        self.progress = Progress()
-        self.last_loss: float | None = None
+    def __init__(self, parts: RunParts, events: EventSink) -> None:
+        self.p, self.cfg, self.events = parts, parts.cfg, events
+        self.output_dir = parts.output_dir
+        self.total_steps = parts.total_steps
+        self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
+        self.is_main_process = parts.accelerator.is_main_process
+        self.entries = parts.inputs.entries()
+        self.loop: RunLoop | None = None  # set by train(): progress and last loss for the files written
         self._loss_sum = torch.zeros(())
         self._loss_count = 0
-        self._started = time.time()
-        self._first_step_at: float | None = None
-        self.tracker = BestTracker(self.cfg.early_stopping_patience)  # the rule shared with the text trainer
-        self.early_stopped = False
-
-    # --- resume ----------------------------------------------------------------------------------------------------
-    def maybe_resume(self) -> None:
-        """Continue from `resume: auto` (latest checkpoint) or an explicit checkpoint folder."""
-        cfg, out = self.cfg, self.p.output_dir
-        clean_partial(out)
-        if cfg.resume == "none":
-            return
-        found = list_checkpoints(out) if cfg.resume == "auto" else [Path(cfg.resume)]
-        if not found:
-            logger.info("resume: auto found no checkpoint in %s; starting from step 0", out)
-            return
-        progress, network, optimizer, scheduler, extra = load_checkpoint(found[-1])
-        if extra.get("network_fingerprint") != self.p.network_fingerprint:
-            raise TrainingError(
-                f"checkpoint {found[-1]} was made with different network settings ({extra.get('network_fingerprint')}); "
-                "use a new output_dir or restore the old settings."
-            )
-        network, ema = split_ema_tensors(network)
-        self.p.network.load_kohya_state_dict(network)
-        self.p.optimizer.load_state_dict(optimizer)
-        self.p.scheduler.load_state_dict(scheduler)
-        if self.p.ema is not None and not self.p.ema.load_state_dict(ema):
-            logger.warning(
-                "checkpoint %s has no EMA weights; the EMA starts from the resumed weights", found[-1]
-            )
-        self.tracker.restore(extra)
-        self.progress = progress
-        logger.info(
-            "resumed from %s at step %d (epoch %d, batch %d)",
-            found[-1].name,
-            progress.step,
-            progress.epoch,
-            progress.position,
-        )
-        self.events.emit("resumed", step=progress.step, checkpoint=str(found[-1]))
 
     # --- one optimizer step -------------------------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[list]:
+        cfg, acc = self.cfg, self.p.accelerator
+        return epoch_batches(self.entries, cfg.batch_size, cfg.seed, epoch, world_size=acc.num_processes)
+
     def _micro_batch(self, entries: list, seed: int) -> torch.Tensor:
         p = self.p
         acc = p.accelerator
@@ -125,9 +75,9 @@ class TrainingRun:
         with acc.autocast():
             return p.module(latents, noise.noise.to(acc.device), noise.timesteps.to(acc.device), **kwargs)
 
-    def _optimizer_step(self, window: list[list]) -> None:
+    def optimizer_step(self, window: list[list], step: int) -> None:
         p, acc = self.p, self.p.accelerator
-        step_seed = self.cfg.seed * 1_000_003 + self.progress.step * 7919 + acc.process_index
+        step_seed = self.cfg.seed * 1_000_003 + step * 7919 + acc.process_index
         _seed_everything(step_seed)  # dropout and friends: reproducible after resume
         for j, global_batch in enumerate(window):
             entries = shard(global_batch, acc.process_index, acc.num_processes)
@@ -135,7 +85,7 @@ class TrainingRun:
             with sync:
                 loss = self._micro_batch(entries, step_seed * 31 + j) / len(window)
                 acc.backward(loss)
-            # stays on the device: a .cpu() here would wait for the GPU every step (synchronised in _log_step)
+            # stays on the device: a .cpu() here would wait for the GPU every step (synchronised in step_loss)
             self._loss_sum = self._loss_sum + loss.detach().float()
         if self.cfg.max_grad_norm > 0:
             acc.clip_grad_norm_(p.trainable, self.cfg.max_grad_norm)
@@ -144,67 +94,45 @@ class TrainingRun:
         p.optimizer.zero_grad(set_to_none=True)
         self._loss_count += 1
 
-    # --- bookkeeping after a step ------------------------------------------------------------------------------------------
-    def _log_step(self) -> None:
-        """Synchronise the loss only every log_every_n_steps (no per-step host sync), check it, report it."""
-        cfg, step = self.cfg, self.progress.step
-        if step % cfg.log_every_n_steps and step != self.p.total_steps:
-            return
-        loss_t = self.p.accelerator.reduce(self._loss_sum.to(self.p.accelerator.device), "mean")
-        loss = float(loss_t) / max(1, self._loss_count)
-        self._loss_sum, self._loss_count = torch.zeros(()), 0
-        if not torch.isfinite(torch.tensor(loss)):
-            last = list_checkpoints(self.p.output_dir)
-            raise TrainingError(
-                f"loss became {loss} at step {step}: training diverged. "
-                f"The last good checkpoint is {last[-1] if last else 'none (no save yet)'}. "
-                "Lower learning_rate, use mixed_precision: bf16 or no instead of fp16, or check the images."
-            )
-        self.last_loss = loss
-        lrs = [g["lr"] for g in self.p.optimizer.param_groups]
-        self.p.log_scalars(step, loss, lrs)
-        elapsed = time.time() - (self._first_step_at or self._started)
-        done = step - self._resumed_at
-        rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
-        eta = (self.p.total_steps - step) / rate if rate else None
-        self.p.progress_bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lrs[0]:.2e}", refresh=False)
-        self.events.emit(
-            "step",
-            step=step,
-            total=self.p.total_steps,
-            epoch=self.progress.epoch,
-            loss=loss,
-            lr=lrs[0],
-            it_per_s=round(rate, 4),
-            eta_s=round(eta, 1) if eta is not None else None,
-        )
-
-    def _validate(self) -> None:
-        """Validation loss (with the weights the LoRA files hold), its event, the best LoRA, early stopping."""
-        p, step = self.p, self.progress.step
-        with p.file_weights():
-            value = p.validator.evaluate()
-        verdict = self.tracker.update(value, step)
-        best_loss, best_step = self.tracker.best or (None, None)
-        p.log_validation(step, value)
-        self.events.emit("validation", step=step, loss=value, best_step=best_step, best_loss=best_loss)
-        if verdict.improved and self.cfg.keep_best and p.accelerator.is_main_process:
-            p.write_lora(self.progress, final=False, loss=self.last_loss, best=value)
-        if verdict.stop:
-            logger.info(
-                "early stop at step %d: best validation loss %.5f at step %d", step, best_loss, best_step
-            )
-            self.events.emit("early_stop", step=step, best_step=best_step, best_loss=best_loss)
-            self.early_stopped = True
-
-    def _after_step(self, end_of_epoch: bool) -> None:
-        cfg, step = self.cfg, self.progress.step
+    def after_optimizer_step(self, step: int) -> None:
+        self.p.progress_bar.update(1)
         if self.p.ema is not None:
             self.p.ema.update(step)
-        self._log_step()
-        at_end = step >= self.p.total_steps
-        if self.p.validator is not None and (step % cfg.validate_every_n_steps == 0 or at_end):
-            self._validate()  # before a save: the checkpoint holds this evaluation's best/patience
+
+    # --- reports ---------------------------------------------------------------------------------------------------
+    def step_loss(self, step: int) -> float:
+        """Synchronised only on report steps (no per-step host sync), then checked."""
+        acc = self.p.accelerator
+        loss = float(acc.reduce(self._loss_sum.to(acc.device), "mean")) / max(1, self._loss_count)
+        self._loss_sum, self._loss_count = torch.zeros(()), 0
+        check_finite_loss(loss, step, self.output_dir, DIVERGED_ADVICE)
+        return loss
+
+    def step_report(self, step: int, loss: float) -> dict[str, Any]:
+        lrs = [g["lr"] for g in self.p.optimizer.param_groups]
+        self.p.log_scalars(step, loss, lrs)
+        self.p.progress_bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lrs[0]:.2e}", refresh=False)
+        return {"lr": lrs[0]}
+
+    # --- validation --------------------------------------------------------------------------------------------------
+    def evaluation_due(self, step: int, end_of_epoch: bool, at_end: bool) -> bool:
+        return self.p.validator is not None and (step % self.cfg.validate_every_n_steps == 0 or at_end)
+
+    def evaluate(self, step: int) -> float:
+        with self.p.file_weights():  # the weights the LoRA files hold (EMA when it is on)
+            return self.p.validator.evaluate()
+
+    def report_evaluation(self, step: int, value: float, best: tuple[float, int] | None) -> None:
+        best_loss, best_step = best or (None, None)
+        self.p.log_validation(step, value)
+        self.events.emit("validation", step=step, loss=value, best_step=best_step, best_loss=best_loss)
+
+    def keep_best(self, value: float, step: int) -> None:
+        if self.cfg.keep_best and self.is_main_process:
+            self.p.write_lora(self.loop.progress, final=False, loss=self.loop.last_loss, best=value)
+
+    def between_steps(self, step: int, at_end: bool) -> None:
+        cfg = self.cfg
         if (
             cfg.sample_prompts
             and cfg.sample_every_n_steps
@@ -212,76 +140,46 @@ class TrainingRun:
             and not at_end
         ):
             self.p.sample(step, self.events)
+
+    # --- saves ---------------------------------------------------------------------------------------------------
+    def save_due(self, step: int, end_of_epoch: bool, epoch: int) -> bool:
+        cfg = self.cfg
         due = bool(cfg.save_steps and step % cfg.save_steps == 0)
-        due |= bool(
-            end_of_epoch
-            and cfg.save_every_n_epochs
-            and (self.progress.epoch + 1) % cfg.save_every_n_epochs == 0
+        return due or bool(
+            end_of_epoch and cfg.save_every_n_epochs and (epoch + 1) % cfg.save_every_n_epochs == 0
         )
-        if due and not at_end:
-            self.save_intermediate()
-        if self.stop.requested:
-            self.save_intermediate()
-            raise StopRequested(
-                f"training stopped at step {step} ({self.stop.reason}); "
-                "run again with `resume: auto` to continue."
+
+    def checkpoint_payload(self, progress: Progress) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict]:
+        """A LoRA file for this step, then the weights (with the EMA copy) for the checkpoint."""
+        p = self.p
+        if not p.network.all_finite():
+            raise TrainingError(
+                f"LoRA weights contain NaN/inf at step {progress.step}; not saving over good checkpoints."
+            )
+        lora = p.write_lora(progress, final=False, loss=self.loop.last_loss)
+        network = p.network.kohya_state_dict()
+        if p.ema is not None:
+            network.update(p.ema.state_dict())
+        return network, {"network_fingerprint": p.network_fingerprint}, {"lora": str(lora)}
+
+    def after_checkpoint(self) -> None:
+        self.p.prune_intermediate_loras()
+
+    def restore(self, weights: dict[str, torch.Tensor], extra: dict[str, Any], checkpoint: Path) -> None:
+        if extra.get("network_fingerprint") != self.p.network_fingerprint:
+            raise TrainingError(
+                f"checkpoint {checkpoint} was made with different network settings "
+                f"({extra.get('network_fingerprint')}); use a new output_dir or restore the old settings."
+            )
+        network, ema = split_ema_tensors(weights)
+        self.p.network.load_kohya_state_dict(network)
+        if self.p.ema is not None and not self.p.ema.load_state_dict(ema):
+            logger.warning(
+                "checkpoint %s has no EMA weights; the EMA starts from the resumed weights", checkpoint
             )
 
-    def save_intermediate(self) -> None:
-        """A LoRA file for this step plus a resumable checkpoint; old ones beyond keep_last_n are removed."""
-        p, step = self.p, self.progress.step
-        if p.accelerator.is_main_process:
-            if not p.network.all_finite():
-                raise TrainingError(
-                    f"LoRA weights contain NaN/inf at step {step}; not saving over good checkpoints."
-                )
-            lora = p.write_lora(self.progress, final=False, loss=self.last_loss)
-            network = p.network.kohya_state_dict()
-            if p.ema is not None:
-                network.update(p.ema.state_dict())
-            ckpt = save_checkpoint(
-                p.output_dir,
-                self.progress,
-                network,
-                p.optimizer,
-                p.scheduler,
-                extra={"network_fingerprint": p.network_fingerprint, **self.tracker.state()},
-            )
-            prune_checkpoints(p.output_dir, self.cfg.keep_last_n)
-            p.prune_intermediate_loras()
-            self.events.emit("checkpoint", step=step, path=str(ckpt), lora=str(lora))
-        p.accelerator.wait_for_everyone()
-
-    # --- the loop --------------------------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Train until max steps, saving, sampling and reporting along the way."""
-        p, cfg = self.p, self.cfg
-        entries = p.inputs.entries()
-        accum = cfg.gradient_accumulation_steps
-        self._resumed_at = self.progress.step
-        p.progress_bar.update(self.progress.step)
-        p.module.train()
-        while self.progress.step < p.total_steps:
-            batches = epoch_batches(
-                entries, cfg.batch_size, cfg.seed, self.progress.epoch, world_size=p.accelerator.num_processes
-            )
-            while self.progress.position < len(batches) and self.progress.step < p.total_steps:
-                window = batches[self.progress.position : self.progress.position + accum]
-                # the clock starts before the first step (after it, step 1 took "no time": the WebUI showed 915 it/s)
-                self._first_step_at = self._first_step_at or time.time()
-                self._optimizer_step(window)
-                self.progress.step += 1
-                self.progress.position += len(window)
-                p.progress_bar.update(1)
-                end_of_epoch = self.progress.position >= len(batches)
-                if end_of_epoch:
-                    self.progress.epoch += 1
-                    self.progress.position = 0
-                self._after_step(end_of_epoch)
-                if end_of_epoch or self.early_stopped:
-                    break
-            if self.early_stopped:
-                break
+    def wait_for_everyone(self) -> None:
+        self.p.accelerator.wait_for_everyone()
 
 
 def total_steps_for(cfg: TrainConfig, n_batches: int) -> int:
@@ -296,18 +194,18 @@ def train(
 ) -> TrainResult:
     """Run one training job described by `cfg`. Raises LoraScriptsError subclasses with actionable messages."""
     parts = build_parts(cfg, total_steps_for)
-    events = EventSink(
-        parts.output_dir / "events.jsonl" if parts.accelerator.is_main_process else None, callbacks
-    )
-    if stop is None:
-        stop = StopControl(parts.output_dir)
-        stop.clear_stale_file()  # a STOP file from an earlier run must not end this one at once
     try:
-        with report_outcome(events):
+        with run_session(parts.output_dir, callbacks, stop, parts.accelerator.is_main_process) as (
+            events,
+            stop,
+        ):
             parts.setup_rest(events)
-            run = TrainingRun(parts, events, stop)
+            task = ImageTask(parts, events)
+            run = task.loop = RunLoop(task, cfg, events, stop)
             run.maybe_resume()
             events.emit("started", **parts.describe(), start_step=run.progress.step)
+            parts.progress_bar.update(run.progress.step)
+            parts.module.train()
             # log lines (saves, samples) print above the bar instead of breaking its line
             with logging_redirect_tqdm():
                 run.run()

@@ -1,7 +1,8 @@
 """Events out, commands in: the one small interface between a training run and whatever hosts it.
 
 Events are JSON objects written one per line to `<output_dir>/events.jsonl` and passed to callbacks:
-started, step (loss, lr, it/s, eta), sample, checkpoint, saved, finished, stopped, error. The ComfyUI and
+started, step (loss, lr, it/s, eta), sample, checkpoint, finished, stopped, error, ...; the fields of each
+kind are typed in event_types.py. The ComfyUI and
 WebUI integrations follow that file (or pass callbacks in-process). A stop is requested by creating
 `<output_dir>/STOP` (any process can do that) or by calling `StopControl.request()`; the run then saves a
 checkpoint and ends with StopRequested.
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .event_types import event_problems
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class EventSink:
         self.callbacks = list(callbacks or [])
         self._lock = threading.Lock()
         self._write_failed = False
+        self._misfits: set[str] = set()  # event kinds already reported as not fitting the schema
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             _end_torn_line(path)
@@ -52,6 +56,10 @@ class EventSink:
     def emit(self, event: str, **data: Any) -> dict[str, Any]:
         """Record one event and hand it to every callback."""
         record = {"event": event, "time": round(time.time(), 3), **_jsonable(data)}
+        problems = event_problems(record)
+        if problems and event not in self._misfits:  # a bug of ours, reported once per kind, never fatal
+            self._misfits.add(event)
+            logger.warning("event %s does not fit its schema (run/event_types.py): %s", event, problems)
         if self.path is not None:
             line = json.dumps(record, ensure_ascii=False)
             try:

@@ -1,0 +1,1 @@
+"""What image and text training share: the run loop, events, checkpoints, optimizers, precision."""
