@@ -146,3 +146,13 @@ def test_target_modules_subset(tiny_sd1, tmp_path: Path) -> None:
                 }
             )
         )
+
+
+def test_save_every_n_epochs_counts_completed_epochs(tiny_sd1, tmp_path: Path) -> None:
+    """With one batch per epoch and save_every_n_epochs 2, the checkpoints are after epochs 2 and 4 (steps 2, 4),
+    not after epochs 1 and 3; the last step (5) is the final save, not a periodic one."""
+    data = make_dataset(tmp_path / "data", n=2)
+    cfg = tiny_config(tiny_sd1, data, tmp_path / "out", max_train_steps=5, save_every_n_epochs=2)
+    result = train(config_from_dict(cfg))
+    saved = [e["step"] for e in read_events(result.output_dir / "events.jsonl") if e["event"] == "checkpoint"]
+    assert saved == [2, 4]

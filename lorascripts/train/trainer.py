@@ -146,7 +146,9 @@ class ImageTask:
         cfg = self.cfg
         due = bool(cfg.save_steps and step % cfg.save_steps == 0)
         return due or bool(
-            end_of_epoch and cfg.save_every_n_epochs and (epoch + 1) % cfg.save_every_n_epochs == 0
+            end_of_epoch
+            and cfg.save_every_n_epochs
+            and epoch % cfg.save_every_n_epochs == 0  # epochs completed
         )
 
     def checkpoint_payload(self, progress: Progress) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict]:
