@@ -27,15 +27,15 @@ logger = logging.getLogger(__name__)
 def release_cached_encoders(parts: RunParts) -> None:
     """Frozen modules whose outputs are all cached leave the GPU (placement.py)."""
     cfg, base, acc = parts.cfg, parts.base, parts.accelerator
-    parts = released_parts(
+    released = released_parts(
         cfg,
         device_type=acc.device.type,
         processes=acc.num_processes,
         text_cached=cfg.cache_text_encoder_outputs != "off" and not cfg.train_text_encoder,
     )
-    if "vae" in parts:
+    if "vae" in released:
         parts.placement.release("VAE", base.vae)
-    if "text" in parts:
+    if "text" in released:
         rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
         captions = [parts.inputs.caption(e, rng) for e in parts.inputs.entries()]
         captions = list(dict.fromkeys(captions + (parts.validator.captions if parts.validator else [])))
