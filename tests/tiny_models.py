@@ -133,7 +133,6 @@ def build_tiny(
     `standard`: SD1 only; sizes follow the rules real checkpoints follow, and the single file carries no
     architecture metadata (the path every downloaded checkpoint takes).
     """
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTokenizer
 
     fam = get_family(family)
@@ -174,7 +173,16 @@ def build_tiny(
     }
     save_single_file(base, single, metadata=None if standard else {ARCH_KEY: json.dumps(arch)})
     folder = root / f"tiny-{family}-diffusers"
-    if family == "sdxl":
+    _save_diffusers(base, scheduler, folder)
+    return TinyModel(family, single, folder, tokenizer_dir)
+
+
+def _save_diffusers(base: BaseModel, scheduler: object, folder: Path) -> None:
+    """The same model as a diffusers folder (what `from_pretrained` users have)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    encoders, tokenizers = base.text_encoders, base.tokenizers
+    if len(encoders) == 2:
         pipe = StableDiffusionXLPipeline(
             vae=base.vae,
             text_encoder=encoders[0],
@@ -196,4 +204,3 @@ def build_tiny(
             requires_safety_checker=False,
         )
     pipe.save_pretrained(str(folder))
-    return TinyModel(family, single, folder, tokenizer_dir)
