@@ -21,6 +21,14 @@ from ..lorascripts.host.safety import (
 )
 
 CATEGORY = "lora-scripts"
+
+
+def named_output(kind: Any, name: str, tooltip: str | None = None) -> Any:
+    """A V3 output shown as `name` (its id differs: V3 wants output ids apart from the input ids, and saved
+    workflows address outputs by position and shown name only)."""
+    return kind.Output(f"out_{name}", display_name=name, tooltip=tooltip)
+
+
 _APPROVED: set[Path] = set()  # absolute dataset folders Load Dataset accepted in this server process
 
 
