@@ -178,9 +178,10 @@ def _rooted(cfg: TrainConfig, base: Path) -> TrainConfig:
 
 def form_config(form: HostForm, source: str = "the form") -> TrainConfig:
     """The validated training config for a host form (errors name the key and the fix)."""
-    cfg = config_from_dict(form_settings(form), source=source)
-    if not isinstance(cfg, TrainConfig):
-        raise ConfigError("this form trains image LoRAs; remove `task` from the advanced YAML.")
+    settings = form_settings(form)
+    if settings.get("task", "image") != "image":  # before the preset's image keys confuse the text trainer
+        raise ConfigError(f"{source} trains image LoRAs; remove `task` from the advanced YAML.")
+    cfg = config_from_dict(settings, source=source)
     cfg = _rooted(cfg, Path(form.paths_base))
     if form.roots is not None:
         fixed = {"base_model": form.base_model, "train_data_dir": form.dataset}

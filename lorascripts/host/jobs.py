@@ -146,12 +146,17 @@ class TrainingJob:
             and (lora.stat().st_size == record.get("size"))
         )
 
+    def write_config(self, resume: bool = True) -> Path:
+        """Write the config the child reads: exactly the validated one (paths absolute, see host/form.py)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        save_config(dataclasses.replace(self.config, resume="auto" if resume else "none"), self.config_path)
+        return self.config_path
+
     def start(self, resume: bool = True) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / STOP_FILE_NAME).unlink(missing_ok=True)
         clean_partial_files(self.destination, f"{self.name}.")  # copies a killed host left half-done
-        # the child reads back exactly the validated config (all paths absolute: see host/form.py)
-        save_config(dataclasses.replace(self.config, resume="auto" if resume else "none"), self.config_path)
+        self.write_config(resume)
         log = open(self.work_dir / "train_output.log", "wb")  # noqa: SIM115 - closed in wait()
         self._log = log
         self._tail = _EventTail(self.work_dir / "events.jsonl")
