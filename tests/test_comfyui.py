@@ -87,7 +87,12 @@ def test_nodes_are_listed(comfy) -> None:
     for node in OUR_NODES:
         inputs = {**info[node]["input"]["required"], **info[node]["input"].get("optional", {})}
         assert all("tooltip" in spec[1] for spec in inputs.values()), node
-    assert "sd15-random.safetensors" in train["ckpt_name"][0]
+    assert train["ckpt_name"][0] == "COMBO"  # the V3 node API's form of a list widget
+    assert "sd15-random.safetensors" in train["ckpt_name"][1]["options"]
+    ours = [line for line in server.server_log().splitlines() if "custom_nodes/lora-scripts" in line]
+    assert ours and not any("IMPORT FAILED" in x or "Skip" in x or "comfy_entrypoint" in x for x in ours), (
+        ours
+    )
 
 
 def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
@@ -273,12 +278,13 @@ def test_each_preset_reaches_the_config_unless_a_widget_changed(comfy) -> None:
     assert all(declared[f.name][1]["tooltip"] == f.tooltip for f in FIELDS if f.in_node)
     data = make_dataset(server.base / "input" / "ls_presets", n=2, size=64)
     (data / "img_01.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # the child stops at the scan: fast
-    cases = {"style": {}, "character": {}, "concept": {"rank": 24}}
+    relative = "initial_lora: models/loras/ls_old.safetensors\n"  # taken from the ComfyUI folder, not the cwd
+    cases = {"style": {}, "character": {}, "concept": {"rank": 24, "advanced_yaml": relative}}
     for preset, changed in cases.items():
         workflow = _workflow(server, "", f"ls_preset_{preset}", steps=0, folder="ls_presets")
         workflow.pop("3")
         node = workflow["4"]["inputs"]
-        node.update(dataset=["2", 0], preset=preset, advanced_yaml="", **untouched, **changed)
+        node.update({"dataset": ["2", 0], "preset": preset, "advanced_yaml": "", **untouched, **changed})
         entry = server.wait(server.queue(workflow))
         assert entry["status"]["status_str"] == "error"  # the broken image, after the config was written
         written = server.base / "output" / "lora-scripts" / "runs" / f"ls_preset_{preset}" / "config.yaml"
@@ -290,6 +296,8 @@ def test_each_preset_reaches_the_config_unless_a_widget_changed(comfy) -> None:
         shown = form_defaults(preset)
         assert all(config[k] == (v or config[k]) for k, v in shown.items() if k != "lora_rank" or not changed)
         assert config["max_train_steps"] is None and config["resolution"] == []  # 0: epochs, the family's
+        old = server.base / "models" / "loras" / "ls_old.safetensors"
+        assert config["initial_lora"] == (str(old) if changed else None)
     shutil.rmtree(data)
 
 
