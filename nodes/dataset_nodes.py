@@ -10,7 +10,14 @@ from typing import Any
 from comfy_api.latest import io
 
 from ..lorascripts.caption.prompts import PRESETS as CAPTION_PRESETS
-from .paths import CATEGORY, checked_dataset, local_model_path, named_output, resolve_input_folder, work_root
+from .paths import (
+    checked_dataset,
+    local_model_path,
+    named_output,
+    node_schema,
+    resolve_input_folder,
+    work_root,
+)
 
 logger = logging.getLogger(__name__)
 DATASET = io.Custom("LORA_SCRIPTS_DATASET")
@@ -79,10 +86,9 @@ class LoadDataset(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="LoraScriptsLoadDataset",
-            display_name="Load Dataset (lora-scripts)",
-            category=CATEGORY,
+        return node_schema(
+            "LoadDataset",
+            "Load Dataset",
             description="Load a folder of training images (metadata.csv or .txt captions) or an IMAGE batch.",
             inputs=[
                 io.String.Input(
@@ -143,10 +149,9 @@ class AutoCaption(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="LoraScriptsAutoCaption",
-            display_name="Auto Caption (lora-scripts)",
-            category=CATEGORY,
+        return node_schema(
+            "AutoCaption",
+            "Auto Caption",
             description="Write captions for every image; edit them in the list on the node.",
             inputs=[
                 DATASET.Input("dataset", tooltip="From Load Dataset."),

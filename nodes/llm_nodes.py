@@ -12,7 +12,7 @@ from typing import Any
 
 from comfy_api.latest import io
 
-from .paths import CATEGORY, named_output
+from .paths import named_output, node_schema
 
 NO_ADAPTER = "none"
 _CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -63,10 +63,9 @@ class GenerateText(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="LoraScriptsGenerateText",
-            display_name="Generate Text with LoRA (lora-scripts)",
-            category=CATEGORY,
+        return node_schema(
+            "GenerateText",
+            "Generate Text with LoRA",
             description="Text from a causal LM in models/LLM and a text LoRA adapter trained with lora-scripts.",
             inputs=[
                 io.Combo.Input(

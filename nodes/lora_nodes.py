@@ -8,7 +8,7 @@ from typing import Any
 
 from comfy_api.latest import io
 
-from .paths import CATEGORY, named_output
+from .paths import named_output, node_schema
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,9 @@ class LoadLoRA(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="LoraScriptsLoadLoRA",
-            display_name="Load LoRA (lora-scripts)",
-            category=CATEGORY,
+        return node_schema(
+            "LoadLoRA",
+            "Load LoRA",
             inputs=[
                 *_model_and_clip(),
                 io.Combo.Input("lora_name", options=_lora_names(), tooltip="A LoRA from models/loras."),
@@ -113,10 +112,9 @@ class LoraPromptTags(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="LoraScriptsPromptTags",
-            display_name="LoRA Prompt Tags (lora-scripts)",
-            category=CATEGORY,
+        return node_schema(
+            "PromptTags",
+            "LoRA Prompt Tags",
             inputs=[
                 *_model_and_clip(),
                 io.String.Input(

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import folder_paths
+from comfy_api.latest import io
 
 from ..lorascripts.host.safety import (
     ALLOW_ABSOLUTE_ENV,
@@ -21,6 +22,21 @@ from ..lorascripts.host.safety import (
 )
 
 CATEGORY = "lora-scripts"
+
+
+def node_schema(
+    node_id: str, title: str, inputs: list, outputs: list, category: str = CATEGORY, **options: Any
+) -> io.Schema:
+    """One of our nodes' V3 schemas: id `LoraScripts<node_id>` (the ids saved workflows use), shown as
+    `<title> (lora-scripts)` in our menu category; `options` are further `io.Schema` fields."""
+    return io.Schema(
+        node_id=f"LoraScripts{node_id}",
+        display_name=f"{title} (lora-scripts)",
+        category=category,
+        inputs=inputs,
+        outputs=outputs,
+        **options,
+    )
 
 
 def named_output(kind: Any, name: str, tooltip: str | None = None) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 from comfy_api.latest import io
 
 from ..lorascripts.host.names import safe_name
-from .paths import CATEGORY, named_output
+from .paths import CATEGORY, named_output, node_schema
 
 OWN_FAMILY = "(the LoRA's own family)"
 TOOLBOX = f"{CATEGORY}/toolbox"
@@ -63,13 +63,13 @@ def _output_name(default: str, folder: str) -> io.Input:
 
 def _schema(node_id: str, title: str, description: str, inputs: list, output: str) -> io.Schema:
     """A toolbox node: one STRING output, its text also shown on the node."""
-    return io.Schema(
-        node_id=node_id,
-        display_name=f"{title} (lora-scripts)",
+    return node_schema(
+        node_id,
+        title,
+        inputs,
+        [named_output(io.String, output)],
         category=TOOLBOX,
         description=description,
-        inputs=inputs,
-        outputs=[named_output(io.String, output)],
         is_output_node=True,
     )
 
@@ -85,7 +85,7 @@ class InspectLoRA(io.ComfyNode):
             tooltip="Check against a family's standard layout or a real checkpoint (slower, exact).",
         )
         return _schema(
-            "LoraScriptsInspectLoRA",
+            "InspectLoRA",
             "Inspect / Self-test LoRA",
             "Family, type, rank/alpha, trigger words, training settings, hash, and a self-test per loader.",
             [_lora_input("lora_name", "A LoRA from models/loras."), against],
@@ -136,7 +136,7 @@ class MergeLoRAs(io.ComfyNode):
             _weight("weight_3", 1.0, "Weight of the third LoRA.", optional=True),
         ]
         description = "Σ weight·LoRA as one file in models/loras; rank 0 keeps the exact stacked update."
-        return _schema("LoraScriptsMergeLoRAs", "Merge LoRAs", description, inputs, "lora_name")
+        return _schema("MergeLoRAs", "Merge LoRAs", description, inputs, "lora_name")
 
     @classmethod
     def execute(
@@ -179,7 +179,7 @@ class ResizeLoRA(io.ComfyNode):
             _output_name("resized_lora", "loras"),
         ]
         description = "Smaller LoRA file; the report says how much of each update was kept."
-        return _schema("LoraScriptsResizeLoRA", "Resize LoRA", description, inputs, "lora_name")
+        return _schema("ResizeLoRA", "Resize LoRA", description, inputs, "lora_name")
 
     @classmethod
     def execute(cls, lora_name: str, mode: str, rank: int, energy: float, output_name: str) -> io.NodeOutput:
@@ -211,9 +211,7 @@ class MergeLoRAIntoCheckpoint(io.ComfyNode):
             _output_name("merged_checkpoint", "checkpoints"),
         ]
         description = "Checkpoint + weight·LoRA written as a new single-file .safetensors checkpoint."
-        return _schema(
-            "LoraScriptsMergeIntoCheckpoint", "Merge LoRA into Checkpoint", description, inputs, "ckpt_name"
-        )
+        return _schema("MergeIntoCheckpoint", "Merge LoRA into Checkpoint", description, inputs, "ckpt_name")
 
     @classmethod
     def execute(cls, ckpt_name: str, lora_name: str, weight: float, output_name: str) -> io.NodeOutput:

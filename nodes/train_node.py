@@ -17,7 +17,15 @@ from ..lorascripts.host.form import FIELDS, FormField, HostForm, RequestRoots, f
 from ..lorascripts.host.names import safe_name
 from ..lorascripts.host.presets import PRESET_CHOICES
 from .dataset_nodes import DATASET
-from .paths import CATEGORY, checked_dataset, loras_dir, named_output, read_roots, tokenizer_folder, work_root
+from .paths import (
+    checked_dataset,
+    loras_dir,
+    named_output,
+    node_schema,
+    read_roots,
+    tokenizer_folder,
+    work_root,
+)
 from .train_progress import TrainProgress
 
 logger = logging.getLogger(__name__)
@@ -51,10 +59,9 @@ class TrainLoRA(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="LoraScriptsTrainLoRA",
-            display_name="Train LoRA (lora-scripts)",
-            category=CATEGORY,
+        return node_schema(
+            "TrainLoRA",
+            "Train LoRA",
             description="Train a kohya-format LoRA (loads in ComfyUI, A1111/Forge, diffusers). "
             "Cancel saves a checkpoint.",
             inputs=[
