@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..lorascripts.caption.prompts import PRESETS as CAPTION_PRESETS
 from .paths import (
     checked_dataset,
+    listed_choices,
     local_model_path,
     named_output,
     node_schema,
@@ -188,6 +189,10 @@ class AutoCaption(io.ComfyNode):
             ],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, captioner: str, mode: str, preset: str = "long") -> bool | str:
+        return listed_choices(cls, captioner=captioner, mode=mode, preset=preset)
 
     @classmethod
     def execute(

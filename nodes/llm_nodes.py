@@ -12,7 +12,7 @@ from typing import Any
 
 from comfy_api.latest import io
 
-from .paths import named_output, node_schema
+from .paths import listed_choices, named_output, node_schema
 
 NO_ADAPTER = "none"
 _CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -94,6 +94,10 @@ class GenerateText(io.ComfyNode):
             outputs=[named_output(io.String, "text")],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, base_model: str, adapter: str) -> bool | str:
+        return listed_choices(cls, base_model=base_model, adapter=adapter)
 
     @classmethod
     def execute(

@@ -39,6 +39,17 @@ def node_schema(
     )
 
 
+def listed_choices(node: type[io.ComfyNode], **values: Any) -> bool | str:
+    """True, or which list widget holds a value its list does not: ComfyUI 0.3.75 checks the value of a V1 list
+    widget against the list, but not that of a V3 Combo, and a request may send anything (validate_inputs)."""
+    options = {i.id: i.options for i in node.define_schema().inputs if isinstance(i, io.Combo.Input)}
+    for name, value in values.items():
+        if value is not None and value not in options[name]:
+            shown = ", ".join(map(str, options[name][:20])) + (", ..." if len(options[name]) > 20 else "")
+            return f"{name} {value!r} is not in its list ({shown or 'empty'}); choose one of those."
+    return True
+
+
 def named_output(kind: Any, name: str, tooltip: str | None = None) -> Any:
     """A V3 output shown as `name` (its id differs: V3 wants output ids apart from the input ids, and saved
     workflows address outputs by position and shown name only)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from comfy_api.latest import io
 
 from ..lorascripts.host.names import safe_name
-from .paths import CATEGORY, named_output, node_schema
+from .paths import CATEGORY, listed_choices, named_output, node_schema
 
 OWN_FAMILY = "(the LoRA's own family)"
 TOOLBOX = f"{CATEGORY}/toolbox"
@@ -93,6 +93,10 @@ class InspectLoRA(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, lora_name: str, against: str) -> bool | str:
+        return listed_choices(cls, lora_name=lora_name, against=against)
+
+    @classmethod
     def execute(cls, lora_name: str, against: str) -> io.NodeOutput:
         from ..lorascripts.errors import ModelError
         from ..lorascripts.toolbox.inspect import format_inspection, inspect_lora
@@ -139,6 +143,10 @@ class MergeLoRAs(io.ComfyNode):
         return _schema("MergeLoRAs", "Merge LoRAs", description, inputs, "lora_name")
 
     @classmethod
+    def validate_inputs(cls, lora_1: str, lora_2: str, lora_3: str = "none") -> bool | str:
+        return listed_choices(cls, lora_1=lora_1, lora_2=lora_2, lora_3=lora_3)
+
+    @classmethod
     def execute(
         cls,
         lora_1: str,
@@ -182,6 +190,10 @@ class ResizeLoRA(io.ComfyNode):
         return _schema("ResizeLoRA", "Resize LoRA", description, inputs, "lora_name")
 
     @classmethod
+    def validate_inputs(cls, lora_name: str, mode: str) -> bool | str:
+        return listed_choices(cls, lora_name=lora_name, mode=mode)
+
+    @classmethod
     def execute(cls, lora_name: str, mode: str, rank: int, energy: float, output_name: str) -> io.NodeOutput:
         from ..lorascripts.toolbox.resize import resize_lora
 
@@ -212,6 +224,10 @@ class MergeLoRAIntoCheckpoint(io.ComfyNode):
         ]
         description = "Checkpoint + weight·LoRA written as a new single-file .safetensors checkpoint."
         return _schema("MergeIntoCheckpoint", "Merge LoRA into Checkpoint", description, inputs, "ckpt_name")
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name: str, lora_name: str) -> bool | str:
+        return listed_choices(cls, ckpt_name=ckpt_name, lora_name=lora_name)
 
     @classmethod
     def execute(cls, ckpt_name: str, lora_name: str, weight: float, output_name: str) -> io.NodeOutput:

@@ -19,6 +19,7 @@ from ..lorascripts.host.presets import PRESET_CHOICES
 from .dataset_nodes import DATASET
 from .paths import (
     checked_dataset,
+    listed_choices,
     loras_dir,
     named_output,
     node_schema,
@@ -94,6 +95,10 @@ class TrainLoRA(io.ComfyNode):
             hidden=[io.Hidden.unique_id],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, ckpt_name: str, preset: str) -> bool | str:
+        return listed_choices(cls, ckpt_name=ckpt_name, preset=preset)
 
     @classmethod
     def execute(

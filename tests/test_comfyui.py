@@ -299,6 +299,9 @@ def test_each_preset_reaches_the_config_unless_a_widget_changed(comfy) -> None:
         old = server.base / "models" / "loras" / "ls_old.safetensors"
         assert config["initial_lora"] == (str(old) if changed else None)
     shutil.rmtree(data)
+    # ComfyUI 0.3.75 does not check a V3 list widget's value against its list; the node does, before running
+    workflow["4"]["inputs"]["preset"] = "characterr"
+    assert server.post_raw("/prompt", {"prompt": workflow, "client_id": server.client_id}) == 400
 
 
 def standard_sd15_lora(path: Path, seed: int = 0) -> Path:
@@ -434,7 +437,7 @@ def test_generate_text_node_speaks_in_the_trained_voice(comfy, tmp_path) -> None
     assert entry["outputs"]["1"]["text"][0] == PAIRS[5][1]
     bad = {"1": {**workflow["1"], "inputs": {**workflow["1"]["inputs"], "base_model": "../../../etc"}}}
     refused = server.post_raw("/prompt", {"prompt": bad, "client_id": server.client_id})
-    assert refused >= 400  # not in the list of models/LLM folders: ComfyUI's validation refuses it
+    assert refused >= 400  # not in the list of models/LLM folders: the node's validate_inputs refuses it
 
 
 def test_pack_in_a_comfyui_without_the_v3_api_says_what_to_update() -> None:
