@@ -3,6 +3,7 @@ as in AUTOMATIC1111 and 4.40 as in Forge), around the stand-in WebUI hooks (test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -196,7 +197,7 @@ def test_session_failure_shows_its_cause(webui, tiny_sd1, tmp_path):
     data = make_dataset(tmp_path / "data", n=3)
     (data / "img_01.png").write_bytes(b"not a png at all")
     config, form = _form_config(webui, tiny_sd1, data, lora_name="broken", rank=4, steps=2)
-    config["dataset_checks"] = "error"
+    config = dataclasses.replace(config, dataset_checks="error")
     session = TrainingSession()
     session.start(config, form.lora_name)
     snap = session.wait(300)
