@@ -92,6 +92,10 @@ def test_bad_forms_say_what_to_fix(tmp_path: Path) -> None:
         form_config(_form(tmp_path, advanced_yaml="lora_rnak: 4"))
     with pytest.raises(ConfigError, match="unknown form fields"):
         form_config(_form(tmp_path, values={"rnak": 4}))
+    with pytest.raises(ConfigError, match="Rank must be a number, got 'many'"):
+        form_config(_form(tmp_path, values={"rank": "many"}))
+    with pytest.raises(ConfigError, match="unknown preset 'charcter'; choose one of style, character"):
+        form_config(_form(tmp_path, preset="charcter"))
     with pytest.raises(ConfigError, match="trains image LoRAs"):
         form_config(_form(tmp_path, advanced_yaml="task: llm\ndata_path: x.jsonl"))
     roots = RequestRoots([tmp_path / "data"], [tmp_path / "out"])

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import TrainConfig, config_from_dict
 from ..errors import ConfigError
-from .presets import PRESETS, preset, preset_summary, schema_default
+from .presets import PRESET_CHOICES, PRESETS, preset, preset_summary, schema_default
 from .safety import check_request_config, path_keys
 
 
@@ -138,9 +138,12 @@ def _field_values(values: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in values.items():
         spec = FIELD_BY_NAME[name]
-        if value is None or value == "" or (spec.zero and not float(value)):
-            continue
-        out[spec.key] = spec.kind(value)
+        try:
+            if value is None or value == "" or (spec.zero and not float(value)):
+                continue
+            out[spec.key] = spec.kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{spec.label} must be a number, got {value!r}.") from None
     return out
 
 
@@ -178,6 +181,8 @@ def _rooted(cfg: TrainConfig, base: Path) -> TrainConfig:
 
 def form_config(form: HostForm, source: str = "the form") -> TrainConfig:
     """The validated training config for a host form (errors name the key and the fix)."""
+    if form.preset not in PRESET_CHOICES:
+        raise ConfigError(f"unknown preset {form.preset!r}; choose one of {', '.join(PRESET_CHOICES)}.")
     settings = form_settings(form)
     if settings.get("task", "image") != "image":  # before the preset's image keys confuse the text trainer
         raise ConfigError(f"{source} trains image LoRAs; remove `task` from the advanced YAML.")
