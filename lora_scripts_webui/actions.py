@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorascripts.config import TrainConfig
 from lorascripts.errors import LoraScriptsError
 
 from . import hooks
@@ -126,19 +127,19 @@ def caption_now(
 
 @dataclass
 class TrainForm:
-    """The tab's training fields."""
+    """The tab's training fields (numbers left None take the preset's value, else the config schema's:
+    `lorascripts.host.form`, the one form -> config step both hosts use)."""
 
     dataset: str
     checkpoint: str
     lora_name: str
     preset: str = "style"
-    # None: the preset's value, else the config schema's (lorascripts.host.presets.form_defaults, one source)
     rank: int | None = None
     alpha: float | None = None
-    steps: int = 1000
+    steps: int | None = None  # None or 0: train for the preset's epochs
     learning_rate: float | None = None
-    resolution: int = 512
-    batch_size: int = 1
+    resolution: int | None = None  # None or 0: the model family's
+    batch_size: int | None = None
     trigger_word: str = ""
     preferred_weight: float | None = None
     sample_prompt: str = ""
@@ -155,45 +156,29 @@ def base_model_file(choice: str) -> str:
     raise UserError(f"base model {choice!r} is not in the WebUI's checkpoint list; press the refresh button.")
 
 
-def _maybe(kind: type, value: Any) -> Any:
-    """A form number, or None (the preset's) when the field is empty."""
-    return None if value is None or value == "" else kind(value)
+NUMBERS = ("rank", "alpha", "steps", "learning_rate", "resolution", "batch_size", "preferred_weight")
 
 
-def build_config(form: TrainForm) -> dict[str, Any]:
-    """The engine config for a form: preset, fields, advanced YAML; validated so errors show before training."""
-    from lorascripts.config import config_from_dict
-    from lorascripts.host.presets import merged_settings
+def build_config(form: TrainForm) -> TrainConfig:
+    """The validated engine config for the form (errors show before training); relative paths in the
+    advanced YAML are taken from the WebUI's folder."""
+    from lorascripts.host.form import HostForm, RequestRoots, form_config
 
-    steps = int(form.steps)
-    values: dict[str, Any] = {
-        "lora_rank": _maybe(int, form.rank),
-        "lora_alpha": _maybe(float, form.alpha),
-        "learning_rate": _maybe(float, form.learning_rate),
-        "resolution": int(form.resolution),
-        "batch_size": int(form.batch_size),
-        "trigger_word": form.trigger_word.strip(),
-        "preferred_weight": _maybe(float, form.preferred_weight),
-        "log_every_n_steps": 1,
-        "max_train_steps": steps,
-        "save_steps": max(1, steps // 4),
-    }
-    if form.sample_prompt.strip():
-        values.update(sample_prompts=[form.sample_prompt.strip()], sample_every_n_steps=max(1, steps // 4))
+    network = hooks.reachable_from_network()
     try:
-        config = merged_settings(form.preset, values, form.advanced_yaml)
-        config["base_model"] = base_model_file(form.checkpoint)
-        config["train_data_dir"] = str(dataset_folder(form.dataset))
-        tokenizer = hooks.tokenizer_folder()
-        if tokenizer and "tokenizer_path" not in config:
-            config["tokenizer_path"] = tokenizer
-        cfg = config_from_dict({**config, "output_dir": str(hooks.work_dir())})
-        if hooks.reachable_from_network():
-            from lorascripts.host.safety import check_request_config
-
-            fixed = {k: config[k] for k in ("base_model", "train_data_dir")}
-            ours = [Path(tokenizer)] if tokenizer and config.get("tokenizer_path") == tokenizer else []
-            check_request_config(cfg, fixed, [hooks.webui_root()], [hooks.work_dir()], ours)
+        host_form = HostForm(
+            base_model=base_model_file(form.checkpoint),
+            dataset=str(dataset_folder(form.dataset)),
+            paths_base=hooks.webui_root(),
+            output_dir=str(hooks.work_dir()),
+            preset=form.preset,
+            values={name: getattr(form, name) for name in NUMBERS},
+            trigger_word=form.trigger_word,
+            sample_prompt=form.sample_prompt,
+            advanced_yaml=form.advanced_yaml,
+            tokenizer_path=hooks.tokenizer_folder(),
+            roots=RequestRoots([hooks.webui_root()], [hooks.work_dir()]) if network else None,
+        )
+        return form_config(host_form)
     except LoraScriptsError as exc:
-        raise UserError(str(exc) + (NETWORK_NOTE if hooks.reachable_from_network() else "")) from None
-    return config
+        raise UserError(str(exc) + (NETWORK_NOTE if network else "")) from None

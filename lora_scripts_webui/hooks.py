@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lorascripts.host.presets import PRESET_CHOICES
+
 logger = logging.getLogger(__name__)
 
 SECTION = ("lora_scripts", "LoRA Training")
-PRESET_CHOICES = ["style", "character", "concept", "custom"]
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 # Forge ships the CLIP tokenizer files of the SD families it supports; A1111 caches them in the HF cache.
 FORGE_TOKENIZERS = (
@@ -166,6 +167,10 @@ def register_settings() -> None:
     shared.opts.add_option(
         "lora_scripts_default_preset",
         shared.OptionInfo(
-            "style", "Default training preset", gr.Dropdown, {"choices": PRESET_CHOICES}, section=SECTION
+            "style",
+            "Default training preset",
+            gr.Dropdown,
+            {"choices": list(PRESET_CHOICES)},
+            section=SECTION,
         ),
     )

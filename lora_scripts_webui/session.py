@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorascripts.config import TrainConfig
 from lorascripts.errors import StopRequested, TrainingError
 from lorascripts.fileio import atomic_copy
 from lorascripts.host.jobs import TrainingJob
 from lorascripts.host.names import safe_name
-from lorascripts.host.presets import schema_default
 
 from . import hooks
 
@@ -77,7 +77,7 @@ class TrainingSession:
             for key, value in changes.items():
                 setattr(self._state, key, value)
 
-    def start(self, config: dict[str, Any], name: str, unload_model: bool = True) -> None:
+    def start(self, config: TrainConfig, name: str, unload_model: bool = True) -> None:
         """Begin training in the background; refuses while another run is going."""
         with self._lock:
             if self._state.running:
@@ -141,8 +141,7 @@ class TrainingSession:
                 partial.unlink(missing_ok=True)
             self._partials.clear()
             refreshed = hooks.refresh_loras()
-            weight = job.config.get("preferred_weight", schema_default("preferred_weight"))
-            tag = f"<lora:{job.name}:{weight}>"
+            tag = f"<lora:{job.name}:{job.config.preferred_weight}>"
             note = "" if refreshed else " (press Refresh on the Lora tab to see it)"
             verb = "reused the finished" if result.reused else "saved"
             self_test = self.snapshot().self_test

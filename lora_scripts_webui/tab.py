@@ -16,7 +16,8 @@ import gradio as gr
 
 from lorascripts.caption.prompts import PRESETS as CAPTION_PRESETS
 from lorascripts.host.charts import loss_chart
-from lorascripts.host.presets import PRESETS, form_defaults
+from lorascripts.host.form import FIELD_BY_NAME, FormField
+from lorascripts.host.presets import PRESET_CHOICES, PRESETS
 
 from . import hooks
 from .actions import (
@@ -34,6 +35,11 @@ from .session import Snapshot, TrainingSession
 logger = logging.getLogger(__name__)
 SESSION = TrainingSession()
 POLL_SECONDS = 1.0
+# elem_ids the browser tests and users' scripts address (kept from before the fields came from host/form.py)
+ELEM = {n: n for n in ("rank", "alpha", "steps", "resolution")} | {
+    "learning_rate": "lr",
+    "batch_size": "batch",
+}
 
 
 def _clock(seconds: float | None) -> str:
@@ -129,11 +135,13 @@ def _save(folder: str, table: Any) -> str:
         return str(exc)
 
 
+PRESET_FIELDS = ("rank", "alpha", "learning_rate")  # the fields a preset fills when chosen
+
+
 def _preset_values(name: str) -> tuple:
     if name not in PRESETS:  # custom: the user's own values stay
-        return gr.update(), gr.update(), gr.update()
-    values = form_defaults(name)
-    return values["lora_rank"], values["lora_alpha"], values["learning_rate"]
+        return tuple(gr.update() for _ in PRESET_FIELDS)
+    return tuple(FIELD_BY_NAME[f].shown(name) for f in PRESET_FIELDS)
 
 
 def _refresh_checkpoints() -> Any:
@@ -183,6 +191,24 @@ def _dataset_section() -> dict[str, Any]:
     return c
 
 
+def _number(spec: FormField, preset: str) -> Any:
+    """A form field of host/form.py: its value for the preset, its label and what 0 means."""
+    label = f"{spec.label} (0: {spec.zero.split(' (')[0]})" if spec.zero else spec.label
+    if spec.name == "preferred_weight":
+        return gr.Slider(
+            0.0,
+            spec.maximum,
+            value=spec.shown(preset),
+            step=spec.step,
+            label=f"{label} (Lora card)",
+            elem_id="lora_scripts_weight",
+        )
+    precision = 0 if spec.kind is int else None
+    return gr.Number(
+        value=spec.shown(preset), precision=precision, label=label, elem_id=f"lora_scripts_{ELEM[spec.name]}"
+    )
+
+
 def _train_section() -> dict[str, Any]:
     c: dict[str, Any] = {}
     gr.Markdown("### 2. Train")
@@ -196,26 +222,15 @@ def _train_section() -> dict[str, Any]:
         )
         c["refresh"] = gr.Button("Refresh", scale=0, min_width=100, elem_id="lora_scripts_refresh")
     preset = hooks.option("lora_scripts_default_preset", "style")
-    values = form_defaults(preset)
     c["lora_name"] = gr.Textbox(value="my_lora", label="LoRA name", elem_id="lora_scripts_name")
     c["preset"] = gr.Dropdown(
-        hooks.PRESET_CHOICES, value=preset, label="Preset", elem_id="lora_scripts_preset"
+        list(PRESET_CHOICES), value=preset, label="Preset", elem_id="lora_scripts_preset"
     )
-    with gr.Row():
-        c["rank"] = gr.Number(
-            value=values["lora_rank"], precision=0, label="Rank", elem_id="lora_scripts_rank"
-        )
-        c["alpha"] = gr.Number(value=values["lora_alpha"], label="Alpha", elem_id="lora_scripts_alpha")
-        c["steps"] = gr.Number(value=1000, precision=0, label="Steps", elem_id="lora_scripts_steps")
-    with gr.Row():
-        c["lr"] = gr.Number(value=values["learning_rate"], label="Learning rate", elem_id="lora_scripts_lr")
-        c["resolution"] = gr.Number(
-            value=512, precision=0, label="Resolution", elem_id="lora_scripts_resolution"
-        )
-        c["batch"] = gr.Number(value=1, precision=0, label="Batch size", elem_id="lora_scripts_batch")
-    c["weight"] = gr.Slider(
-        0.0, 2.0, value=values["preferred_weight"], step=0.05, label="Preferred weight (Lora card)"
-    )
+    for row in (("rank", "alpha", "steps"), ("learning_rate", "resolution", "batch_size")):
+        with gr.Row():
+            for name in row:
+                c[name] = _number(FIELD_BY_NAME[name], preset)
+    c["preferred_weight"] = _number(FIELD_BY_NAME["preferred_weight"], preset)
     c["sample_prompt"] = gr.Textbox(
         label="Sample prompt (rendered during training)", elem_id="lora_scripts_sample"
     )
@@ -248,18 +263,11 @@ def build_tab() -> gr.Blocks:
             table_out,
         )
         d["save"].click(_save, [d["dataset"], d["table"]], [d["dataset_status"]])
-        t["preset"].change(_preset_values, [t["preset"]], [t["rank"], t["alpha"], t["lr"]])
+        t["preset"].change(_preset_values, [t["preset"]], [t[f] for f in PRESET_FIELDS])
         t["refresh"].click(_refresh_checkpoints, None, [t["checkpoint"]])
-        form = [d["dataset"], t["checkpoint"], t["lora_name"], t["preset"], t["rank"], t["alpha"], t["steps"]]
-        form += [
-            t["lr"],
-            t["resolution"],
-            t["batch"],
-            d["trigger"],
-            t["weight"],
-            t["sample_prompt"],
-            t["advanced"],
-        ]
+        numbers = ["rank", "alpha", "steps", "learning_rate", "resolution", "batch_size"]
+        form = [d["dataset"], t["checkpoint"], t["lora_name"], t["preset"], *(t[n] for n in numbers)]
+        form += [d["trigger"], t["preferred_weight"], t["sample_prompt"], t["advanced"]]
         outputs = [t["progress"], t["status"], t["loss"], t["samples"]]
         t["train"].click(on_train, form + [t["unload"]], outputs)
         t["stop"].click(on_stop, None, [t["status"]], queue=False)

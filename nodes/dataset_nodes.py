@@ -7,11 +7,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from comfy_api.latest import io
+
 from ..lorascripts.caption.prompts import PRESETS as CAPTION_PRESETS
-from .paths import CATEGORY, checked_dataset, local_model_path, resolve_input_folder, work_root
+from .paths import (
+    checked_dataset,
+    listed_choices,
+    local_model_path,
+    named_output,
+    node_schema,
+    resolve_input_folder,
+    work_root,
+)
 
 logger = logging.getLogger(__name__)
-DATASET = "LORA_SCRIPTS_DATASET"
+DATASET = io.Custom("LORA_SCRIPTS_DATASET")
 
 
 def _preview(folder: Path, files: list[str], limit: int = 16) -> Any:
@@ -72,51 +82,48 @@ def _from_batch(images: Any, captions: str) -> Path:
     return folder
 
 
-class LoadDataset:
+class LoadDataset(io.ComfyNode):
     """A training dataset: a folder under ComfyUI's input directory, or images + captions from the graph."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (DATASET, "IMAGE", "STRING")
-    RETURN_NAMES = ("dataset", "preview", "captions")
-    DESCRIPTION = "Load a folder of training images (metadata.csv or .txt captions) or an IMAGE batch."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return node_schema(
+            "LoadDataset",
+            "Load Dataset",
+            description="Load a folder of training images (metadata.csv or .txt captions) or an IMAGE batch.",
+            inputs=[
+                io.String.Input(
+                    "folder",
+                    default="my_dataset",
+                    tooltip="Folder inside ComfyUI's input directory "
+                    "with images and metadata.csv (file_name,caption) or .txt captions.",
+                ),
+                io.Image.Input("images", optional=True, tooltip="Use these images instead of a folder."),
+                io.String.Input(
+                    "captions",
+                    multiline=True,
+                    default="",
+                    optional=True,
+                    tooltip="One caption per image (one per line), used with `images`.",
+                ),
+                io.Boolean.Input(
+                    "allow_absolute_path",
+                    default=False,
+                    optional=True,
+                    tooltip="Allow a folder outside the input directory (an absolute path).",
+                ),
+            ],
+            outputs=[
+                named_output(DATASET, "dataset"),
+                named_output(io.Image, "preview"),
+                named_output(io.String, "captions"),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "folder": (
-                    "STRING",
-                    {
-                        "default": "my_dataset",
-                        "tooltip": "Folder inside ComfyUI's input directory "
-                        "with images and metadata.csv (file_name,caption) or .txt captions.",
-                    },
-                ),
-            },
-            "optional": {
-                "images": ("IMAGE", {"tooltip": "Use these images instead of a folder."}),
-                "captions": (
-                    "STRING",
-                    {
-                        "multiline": True,
-                        "default": "",
-                        "tooltip": "One caption per image (one per line), used with `images`.",
-                    },
-                ),
-                "allow_absolute_path": (
-                    "BOOLEAN",
-                    {
-                        "default": False,
-                        "tooltip": "Allow a folder outside the input directory (an absolute path).",
-                    },
-                ),
-            },
-        }
-
-    def load(
-        self, folder: str, images: Any = None, captions: str = "", allow_absolute_path: bool = False
-    ) -> tuple:
+    def execute(
+        cls, folder: str, images: Any = None, captions: str = "", allow_absolute_path: bool = False
+    ) -> io.NodeOutput:
         root = (
             _from_batch(images, captions)
             if images is not None
@@ -128,64 +135,68 @@ class LoadDataset:
             )
         data = _dataset(root, None)
         text = "\n".join(f"{n}: {data['captions'].get(n, '')}" for n in data["files"])
-        return data, _preview(root, data["files"]), text
+        return io.NodeOutput(data, _preview(root, data["files"]), text)
 
 
-class AutoCaption:
+CAPTIONERS = ["blip", "florence2", "wd14", "qwen-vl", "joycaption"]
+CAPTIONER_TOOLTIP = (
+    "blip: sentences; florence2: detailed sentences; wd14: booru tags; qwen-vl (Qwen2.5-VL / Qwen3-VL) and "
+    "joycaption: vision-language models, asked by `preset`."
+)
+
+
+class AutoCaption(io.ComfyNode):
     """Caption a DATASET with BLIP, Florence-2 or WD14; captions go to a metadata.csv under ComfyUI's output."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "caption"
-    RETURN_TYPES = (DATASET, "STRING")
-    RETURN_NAMES = ("dataset", "captions")
-    OUTPUT_NODE = True
-    DESCRIPTION = "Write captions for every image; edit them in the list on the node."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return node_schema(
+            "AutoCaption",
+            "Auto Caption",
+            description="Write captions for every image; edit them in the list on the node.",
+            inputs=[
+                DATASET.Input("dataset", tooltip="From Load Dataset."),
+                io.Combo.Input("captioner", options=CAPTIONERS, default="blip", tooltip=CAPTIONER_TOOLTIP),
+                io.String.Input("trigger_word", default="", tooltip="Put first in every caption."),
+                io.Combo.Input(
+                    "mode",
+                    options=["skip_existing", "overwrite", "append"],
+                    default="skip_existing",
+                    tooltip="What to do with images that already have a caption.",
+                ),
+                io.String.Input(
+                    "model",
+                    default="",
+                    optional=True,
+                    tooltip="Hugging Face id or local folder of the captioning model (empty: the captioner's "
+                    "default).",
+                ),
+                io.Int.Input(
+                    "batch_size", default=4, min=1, max=64, optional=True, tooltip="Images per batch."
+                ),
+                io.Combo.Input(
+                    "preset",
+                    options=list(CAPTION_PRESETS),
+                    default="long",
+                    optional=True,
+                    tooltip="qwen-vl / joycaption: long or short description, the style, the character, "
+                    "or booru-like tags.",
+                ),
+            ],
+            outputs=[
+                named_output(DATASET, "dataset"),
+                named_output(io.String, "captions"),
+            ],
+            is_output_node=True,
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "dataset": (DATASET, {"tooltip": "From Load Dataset."}),
-                "captioner": (
-                    ["blip", "florence2", "wd14", "qwen-vl", "joycaption"],
-                    {
-                        "default": "blip",
-                        "tooltip": "blip: sentences; florence2: detailed sentences; wd14: booru tags; qwen-vl "
-                        "(Qwen2.5-VL / Qwen3-VL) and joycaption: vision-language models, asked by `preset`.",
-                    },
-                ),
-                "trigger_word": ("STRING", {"default": "", "tooltip": "Put first in every caption."}),
-                "mode": (
-                    ["skip_existing", "overwrite", "append"],
-                    {
-                        "default": "skip_existing",
-                        "tooltip": "What to do with images that already have a caption.",
-                    },
-                ),
-            },
-            "optional": {
-                "model": (
-                    "STRING",
-                    {
-                        "default": "",
-                        "tooltip": "Hugging Face id or local folder of the captioning "
-                        "model (empty: the captioner's default).",
-                    },
-                ),
-                "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Images per batch."}),
-                "preset": (
-                    list(CAPTION_PRESETS),
-                    {
-                        "default": "long",
-                        "tooltip": "qwen-vl / joycaption: long or short description, the style, the character, "
-                        "or booru-like tags.",
-                    },
-                ),
-            },
-        }
+    def validate_inputs(cls, captioner: str, mode: str, preset: str = "long") -> bool | str:
+        return listed_choices(cls, captioner=captioner, mode=mode, preset=preset)
 
-    def caption(
-        self,
+    @classmethod
+    def execute(
+        cls,
         dataset: dict,
         captioner: str,
         trigger_word: str,
@@ -193,9 +204,7 @@ class AutoCaption:
         model: str = "",
         batch_size: int = 4,
         preset: str = "long",
-    ) -> dict:
-        import shutil
-
+    ) -> io.NodeOutput:
         import comfy.model_management as mm
 
         from ..lorascripts.errors import StopRequested
@@ -204,11 +213,7 @@ class AutoCaption:
         dataset = checked_dataset(dataset)
         model = local_model_path(model) if model.strip() else ""
         folder = Path(dataset["folder"])
-        digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
-        out = work_root() / "captions" / f"{folder.name}-{digest}" / "metadata.csv"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if dataset.get("metadata_path") and not out.exists():
-            shutil.copyfile(dataset["metadata_path"], out)  # start from the user's captions; never edit them
+        out = _captions_file(folder, dataset.get("metadata_path"))
         mm.unload_all_models()
         mm.soft_empty_cache()
         # a child of the engine's Python: the captioners' libraries may live only in the engine environment
@@ -223,7 +228,19 @@ class AutoCaption:
         data = _dataset(folder, out)
         rows = [{"file": n, "caption": data["captions"].get(n, "")} for n in data["files"]]
         text = "\n".join(f"{r['file']}: {r['caption']}" for r in rows)
-        return {
-            "ui": {"lora_scripts_captions": [{"metadata_path": str(out), "rows": rows}]},
-            "result": (data, text),
-        }
+        return io.NodeOutput(
+            data, text, ui={"lora_scripts_captions": [{"metadata_path": str(out), "rows": rows}]}
+        )
+
+
+def _captions_file(folder: Path, metadata_path: str | None) -> Path:
+    """<output>/lora-scripts/captions/<folder>-<hash>/metadata.csv, started from the user's captions (which are
+    never edited)."""
+    import shutil
+
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    out = work_root() / "captions" / f"{folder.name}-{digest}" / "metadata.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if metadata_path and not out.exists():
+        shutil.copyfile(metadata_path, out)
+    return out

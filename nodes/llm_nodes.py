@@ -10,7 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .paths import CATEGORY
+from comfy_api.latest import io
+
+from .paths import listed_choices, named_output, node_schema
 
 NO_ADAPTER = "none"
 _CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -56,52 +58,50 @@ def _generate_here(key: tuple[str, str], base: str, lora: str | None, prompt: st
         return generate_text(model, tokenizer, prompt, **options)
 
 
-class GenerateText:
+class GenerateText(io.ComfyNode):
     """Write text in your trained voice: base LM + adapter + prompt."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "generate"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("text",)
-    OUTPUT_NODE = True
-    DESCRIPTION = "Text from a causal LM in models/LLM and a text LoRA adapter trained with lora-scripts."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return node_schema(
+            "GenerateText",
+            "Generate Text with LoRA",
+            description="Text from a causal LM in models/LLM and a text LoRA adapter trained with lora-scripts.",
+            inputs=[
+                io.Combo.Input(
+                    "base_model", options=_folders("config.json"), tooltip="A model folder in models/LLM."
+                ),
+                io.Combo.Input(
+                    "adapter",
+                    options=[NO_ADAPTER, *_folders("adapter_config.json")],
+                    tooltip="A text LoRA folder in models/LLM (output of `task: llm` training).",
+                ),
+                io.String.Input("prompt", multiline=True, default="", tooltip="What to write about."),
+                io.Int.Input("max_new_tokens", default=128, min=1, max=4096, tooltip="Length limit."),
+                io.Float.Input(
+                    "temperature",
+                    default=0.0,
+                    min=0.0,
+                    max=2.0,
+                    step=0.05,
+                    tooltip="0: always the most likely.",
+                ),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Sampling seed."),
+                io.String.Input(
+                    "system", multiline=True, default="", optional=True, tooltip="Optional system message."
+                ),
+            ],
+            outputs=[named_output(io.String, "text")],
+            is_output_node=True,
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "base_model": (_folders("config.json"), {"tooltip": "A model folder in models/LLM."}),
-                "adapter": (
-                    [NO_ADAPTER, *_folders("adapter_config.json")],
-                    {"tooltip": "A text LoRA folder in models/LLM (output of `task: llm` training)."},
-                ),
-                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "What to write about."}),
-                "max_new_tokens": (
-                    "INT",
-                    {"default": 128, "min": 1, "max": 4096, "tooltip": "Length limit."},
-                ),
-                "temperature": (
-                    "FLOAT",
-                    {
-                        "default": 0.0,
-                        "min": 0.0,
-                        "max": 2.0,
-                        "step": 0.05,
-                        "tooltip": "0: always the most likely.",
-                    },
-                ),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Sampling seed."}),
-            },
-            "optional": {
-                "system": (
-                    "STRING",
-                    {"multiline": True, "default": "", "tooltip": "Optional system message."},
-                ),
-            },
-        }
+    def validate_inputs(cls, base_model: str, adapter: str) -> bool | str:
+        return listed_choices(cls, base_model=base_model, adapter=adapter)
 
-    def generate(
-        self,
+    @classmethod
+    def execute(
+        cls,
         base_model: str,
         adapter: str,
         prompt: str,
@@ -109,7 +109,7 @@ class GenerateText:
         temperature: float,
         seed: int,
         system: str = "",
-    ) -> dict:
+    ) -> io.NodeOutput:
         import sys
 
         from ..lorascripts.host.engine_env import engine_python
@@ -128,4 +128,4 @@ class GenerateText:
             text = generate_in_child(base, lora, prompt, **options)
         else:
             text = _generate_here((base_model, adapter), base, lora, prompt, options)
-        return {"ui": {"text": [text]}, "result": (text,)}
+        return io.NodeOutput(text, ui={"text": [text]})

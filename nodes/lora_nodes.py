@@ -6,7 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .paths import CATEGORY
+from comfy_api.latest import io
+
+from .paths import named_output, node_schema
 
 logger = logging.getLogger(__name__)
 
@@ -44,98 +46,95 @@ def _report(name: str, unapplied: list[str]) -> str:
     return f"WARNING {name}: {len(unapplied)} keys did not apply (e.g. {', '.join(unapplied[:3])})"
 
 
-MODEL_AND_CLIP = {
-    "model": ("MODEL", {"tooltip": "The diffusion model."}),
-    "clip": ("CLIP", {"tooltip": "The text encoder."}),
-}
+def _model_and_clip() -> list[io.Input]:
+    return [
+        io.Model.Input("model", tooltip="The diffusion model."),
+        io.Clip.Input("clip", tooltip="The text encoder."),
+    ]
 
 
-class LoadLoRA:
+def _strength(name: str, tooltip: str) -> io.Input:
+    return io.Float.Input(name, default=1.0, min=-10.0, max=10.0, step=0.05, tooltip=tooltip)
+
+
+class LoadLoRA(io.ComfyNode):
     """Apply a LoRA to MODEL and CLIP at the given strengths."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = ("MODEL", "CLIP", "STRING")
-    RETURN_NAMES = ("model", "clip", "report")
-    OUTPUT_NODE = True
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return node_schema(
+            "LoadLoRA",
+            "Load LoRA",
+            inputs=[
+                *_model_and_clip(),
+                io.Combo.Input("lora_name", options=_lora_names(), tooltip="A LoRA from models/loras."),
+                _strength("strength_model", "U-Net strength."),
+                _strength("strength_clip", "Text-encoder strength."),
+                io.String.Input(
+                    "trained_lora",
+                    optional=True,
+                    force_input=True,
+                    tooltip="lora_name output of Train LoRA (wins over the list).",
+                ),
+            ],
+            outputs=[
+                named_output(io.Model, "model"),
+                named_output(io.Clip, "clip"),
+                named_output(io.String, "report"),
+            ],
+            is_output_node=True,
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                **MODEL_AND_CLIP,
-                "lora_name": (_lora_names(), {"tooltip": "A LoRA from models/loras."}),
-                "strength_model": (
-                    "FLOAT",
-                    {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05, "tooltip": "U-Net strength."},
-                ),
-                "strength_clip": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": -10.0,
-                        "max": 10.0,
-                        "step": 0.05,
-                        "tooltip": "Text-encoder strength.",
-                    },
-                ),
-            },
-            "optional": {
-                "trained_lora": (
-                    "STRING",
-                    {"forceInput": True, "tooltip": "lora_name output of Train LoRA (wins over the list)."},
-                ),
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, lora_name: str = "", **_: Any) -> bool:
+    def validate_inputs(cls, lora_name: str = "", **_: Any) -> bool:
         return True  # a freshly trained LoRA is not in the list the graph was validated against
 
-    def load(
-        self,
+    @classmethod
+    def execute(
+        cls,
         model: Any,
         clip: Any,
         lora_name: str,
         strength_model: float,
         strength_clip: float,
         trained_lora: str | None = None,
-    ) -> dict:
+    ) -> io.NodeOutput:
         name = trained_lora or lora_name
         model, clip, unapplied = apply_lora(model, clip, _resolve(name), strength_model, strength_clip)
         report = _report(name, unapplied)
         if unapplied:
             logger.warning("%s", report)
-        return {"ui": {"text": [report]}, "result": (model, clip, report)}
+        return io.NodeOutput(model, clip, report, ui={"text": [report]})
 
 
-class LoraPromptTags:
+class LoraPromptTags(io.ComfyNode):
     """Apply `<lora:name:0.7>` / `<lora:name:te:unet>` tags from a prompt (the WebUI syntax); return the clean prompt."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL", "CLIP", "STRING", "STRING")
-    RETURN_NAMES = ("model", "clip", "prompt", "report")
-    OUTPUT_NODE = True
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return node_schema(
+            "PromptTags",
+            "LoRA Prompt Tags",
+            inputs=[
+                *_model_and_clip(),
+                io.String.Input(
+                    "text",
+                    multiline=True,
+                    default="a photo <lora:my_lora:0.7>",
+                    tooltip="Prompt with <lora:name:weight> or <lora:name:te_weight:unet_weight> tags.",
+                ),
+            ],
+            outputs=[
+                named_output(io.Model, "model"),
+                named_output(io.Clip, "clip"),
+                named_output(io.String, "prompt"),
+                named_output(io.String, "report"),
+            ],
+            is_output_node=True,
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                **MODEL_AND_CLIP,
-                "text": (
-                    "STRING",
-                    {
-                        "multiline": True,
-                        "default": "a photo <lora:my_lora:0.7>",
-                        "tooltip": "Prompt with "
-                        "<lora:name:weight> or <lora:name:te_weight:unet_weight> tags.",
-                    },
-                ),
-            }
-        }
-
-    def apply(self, model: Any, clip: Any, text: str) -> dict:
+    def execute(cls, model: Any, clip: Any, text: str) -> io.NodeOutput:
         from ..lorascripts.host.prompt_tags import parse_prompt_tags
 
         prompt, tags = parse_prompt_tags(text)
@@ -149,4 +148,4 @@ class LoraPromptTags:
             model, clip, unapplied = apply_lora(model, clip, _resolve(names[tag.name]), tag.unet, tag.te)
             lines.append(_report(tag.name, unapplied))
         report = "\n".join(lines) or "no <lora:...> tags"
-        return {"ui": {"text": [report]}, "result": (model, clip, prompt, report)}
+        return io.NodeOutput(model, clip, prompt, report, ui={"text": [report]})

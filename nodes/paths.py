@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import folder_paths
+from comfy_api.latest import io
 
 from ..lorascripts.host.safety import (
     ALLOW_ABSOLUTE_ENV,
@@ -21,6 +22,40 @@ from ..lorascripts.host.safety import (
 )
 
 CATEGORY = "lora-scripts"
+
+
+def node_schema(
+    node_id: str, title: str, inputs: list, outputs: list, category: str = CATEGORY, **options: Any
+) -> io.Schema:
+    """One of our nodes' V3 schemas: id `LoraScripts<node_id>` (the ids saved workflows use), shown as
+    `<title> (lora-scripts)` in our menu category; `options` are further `io.Schema` fields."""
+    return io.Schema(
+        node_id=f"LoraScripts{node_id}",
+        display_name=f"{title} (lora-scripts)",
+        category=category,
+        inputs=inputs,
+        outputs=outputs,
+        **options,
+    )
+
+
+def listed_choices(node: type[io.ComfyNode], **values: Any) -> bool | str:
+    """True, or which list widget holds a value its list does not: ComfyUI 0.3.75 checks the value of a V1 list
+    widget against the list, but not that of a V3 Combo, and a request may send anything (validate_inputs)."""
+    options = {i.id: i.options for i in node.define_schema().inputs if isinstance(i, io.Combo.Input)}
+    for name, value in values.items():
+        if value is not None and value not in options[name]:
+            shown = ", ".join(map(str, options[name][:20])) + (", ..." if len(options[name]) > 20 else "")
+            return f"{name} {value!r} is not in its list ({shown or 'empty'}); choose one of those."
+    return True
+
+
+def named_output(kind: Any, name: str, tooltip: str | None = None) -> Any:
+    """A V3 output shown as `name` (its id differs: V3 wants output ids apart from the input ids, and saved
+    workflows address outputs by position and shown name only)."""
+    return kind.Output(f"out_{name}", display_name=name, tooltip=tooltip)
+
+
 _APPROVED: set[Path] = set()  # absolute dataset folders Load Dataset accepted in this server process
 
 

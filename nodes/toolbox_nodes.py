@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from comfy_api.latest import io
+
 from ..lorascripts.host.names import safe_name
-from .paths import CATEGORY
+from ..lorascripts.models.families import family_names
+from .paths import CATEGORY, listed_choices, named_output, node_schema
 
 OWN_FAMILY = "(the LoRA's own family)"
 TOOLBOX = f"{CATEGORY}/toolbox"
@@ -40,52 +43,70 @@ def _output(kind: str, name: str, inputs: list[Path]) -> Path:
     return target
 
 
-def _done(text: str, value: str) -> dict:
+def _done(text: str, value: str) -> io.NodeOutput:
     """The node's text on the canvas and its STRING output."""
-    return {"ui": {"text": [text]}, "result": (value,)}
+    return io.NodeOutput(value, ui={"text": [text]})
 
 
-def _lora_input(tooltip: str) -> tuple:
-    return (_names("loras"), {"tooltip": tooltip})
+def _lora_input(name: str, tooltip: str) -> io.Input:
+    return io.Combo.Input(name, options=_names("loras"), tooltip=tooltip)
 
 
-def _weight(default: float, tooltip: str) -> tuple:
-    return ("FLOAT", {"default": default, "min": -4.0, "max": 4.0, "step": 0.05, "tooltip": tooltip})
-
-
-class InspectLoRA:
-    """What a LoRA holds, and whether every key applies to a base model."""
-
-    CATEGORY, FUNCTION, OUTPUT_NODE = TOOLBOX, "inspect", True
-    RETURN_TYPES, RETURN_NAMES = ("STRING",), ("report",)
-    DESCRIPTION = (
-        "Family, type, rank/alpha, trigger words, training settings, hash, and a self-test per loader."
+def _weight(name: str, default: float, tooltip: str, optional: bool = False) -> io.Input:
+    return io.Float.Input(
+        name, default=default, min=-4.0, max=4.0, step=0.05, tooltip=tooltip, optional=optional
     )
 
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "lora_name": _lora_input("A LoRA from models/loras."),
-                "against": (
-                    [OWN_FAMILY, "sd1", "sd2", "sdxl", *_names("checkpoints")],
-                    {
-                        "tooltip": "Check against a family's standard layout or a real checkpoint (slower, exact)."
-                    },
-                ),
-            }
-        }
 
-    def inspect(self, lora_name: str, against: str) -> dict:
+def _output_name(default: str, folder: str) -> io.Input:
+    return io.String.Input("output_name", default=default, tooltip=f"File name in models/{folder}.")
+
+
+def _schema(node_id: str, title: str, description: str, inputs: list, output: str) -> io.Schema:
+    """A toolbox node: one STRING output, its text also shown on the node."""
+    return node_schema(
+        node_id,
+        title,
+        inputs,
+        [named_output(io.String, output)],
+        category=TOOLBOX,
+        description=description,
+        is_output_node=True,
+    )
+
+
+class InspectLoRA(io.ComfyNode):
+    """What a LoRA holds, and whether every key applies to a base model."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        against = io.Combo.Input(
+            "against",
+            options=[OWN_FAMILY, *family_names(), *_names("checkpoints")],
+            tooltip="Check against a family's standard layout or a real checkpoint (slower, exact).",
+        )
+        return _schema(
+            "InspectLoRA",
+            "Inspect / Self-test LoRA",
+            "Family, type, rank/alpha, trigger words, training settings, hash, and a self-test per loader.",
+            [_lora_input("lora_name", "A LoRA from models/loras."), against],
+            "report",
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str, against: str) -> bool | str:
+        return listed_choices(cls, lora_name=lora_name, against=against)
+
+    @classmethod
+    def execute(cls, lora_name: str, against: str) -> io.NodeOutput:
+        from ..lorascripts.errors import ModelError
         from ..lorascripts.toolbox.inspect import format_inspection, inspect_lora
         from ..lorascripts.toolbox.selftest import self_test
 
         path = _path("loras", lora_name)
         target = None if against == OWN_FAMILY else against
-        if target and target not in ("sd1", "sd2", "sdxl"):
+        if target and target not in family_names():
             target = str(_path("checkpoints", target))
-        from ..lorascripts.errors import ModelError
-
         try:
             checked = self_test(path, target).summary()
         except ModelError as exc:  # a family the self-test has no rules for: say so, keep the inspection
@@ -94,46 +115,41 @@ class InspectLoRA:
         return _done(text, text)
 
 
-class MergeLoRAs:
+class MergeLoRAs(io.ComfyNode):
     """Two or three LoRAs with weights -> one LoRA (exact, or SVD to a rank)."""
 
-    CATEGORY, FUNCTION, OUTPUT_NODE = TOOLBOX, "merge", True
-    RETURN_TYPES, RETURN_NAMES = ("STRING",), ("lora_name",)
-    DESCRIPTION = "Σ weight·LoRA as one file in models/loras; rank 0 keeps the exact stacked update."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        rank = io.Int.Input(
+            "rank", default=0, min=0, max=1024, tooltip="0: exact (ranks add up); N: SVD to rank N."
+        )
+        third = io.Combo.Input(
+            "lora_3",
+            options=[*_names("loras"), "none"],
+            default="none",
+            optional=True,
+            tooltip="Optional third LoRA.",
+        )
+        inputs = [
+            _lora_input("lora_1", "First LoRA."),
+            _weight("weight_1", 1.0, "Weight of the first LoRA."),
+            _lora_input("lora_2", "Second LoRA."),
+            _weight("weight_2", 1.0, "Weight of the second LoRA."),
+            rank,
+            _output_name("merged_lora", "loras"),
+            third,
+            _weight("weight_3", 1.0, "Weight of the third LoRA.", optional=True),
+        ]
+        description = "Σ weight·LoRA as one file in models/loras; rank 0 keeps the exact stacked update."
+        return _schema("MergeLoRAs", "Merge LoRAs", description, inputs, "lora_name")
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "lora_1": _lora_input("First LoRA."),
-                "weight_1": _weight(1.0, "Weight of the first LoRA."),
-                "lora_2": _lora_input("Second LoRA."),
-                "weight_2": _weight(1.0, "Weight of the second LoRA."),
-                "rank": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 1024,
-                        "tooltip": "0: exact (ranks add up); N: SVD to rank N.",
-                    },
-                ),
-                "output_name": (
-                    "STRING",
-                    {"default": "merged_lora", "tooltip": "File name in models/loras."},
-                ),
-            },
-            "optional": {
-                "lora_3": (
-                    [*_names("loras"), "none"],
-                    {"default": "none", "tooltip": "Optional third LoRA."},
-                ),
-                "weight_3": _weight(1.0, "Weight of the third LoRA."),
-            },
-        }
+    def validate_inputs(cls, lora_1: str, lora_2: str, lora_3: str = "none") -> bool | str:
+        return listed_choices(cls, lora_1=lora_1, lora_2=lora_2, lora_3=lora_3)
 
-    def merge(
-        self,
+    @classmethod
+    def execute(
+        cls,
         lora_1: str,
         weight_1: float,
         lora_2: str,
@@ -142,7 +158,7 @@ class MergeLoRAs:
         output_name: str,
         lora_3: str = "none",
         weight_3: float = 1.0,
-    ) -> dict:
+    ) -> io.NodeOutput:
         from ..lorascripts.toolbox.merge import merge_loras
 
         inputs = [(_path("loras", lora_1), weight_1), (_path("loras", lora_2), weight_2)]
@@ -153,41 +169,33 @@ class MergeLoRAs:
         return _done(f"wrote {target.name}", target.name)
 
 
-class ResizeLoRA:
+class ResizeLoRA(io.ComfyNode):
     """SVD rank reduction: a fixed rank, or the rank that keeps a fraction of each update's energy."""
 
-    CATEGORY, FUNCTION, OUTPUT_NODE = TOOLBOX, "resize", True
-    RETURN_TYPES, RETURN_NAMES = ("STRING",), ("lora_name",)
-    DESCRIPTION = "Smaller LoRA file; the report says how much of each update was kept."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        inputs = [
+            _lora_input("lora_name", "The LoRA to shrink."),
+            io.Combo.Input(
+                "mode",
+                options=["rank", "energy"],
+                tooltip="rank: fixed rank; energy: keep this fraction per layer.",
+            ),
+            io.Int.Input("rank", default=8, min=1, max=1024, tooltip="Target rank (mode rank)."),
+            io.Float.Input(
+                "energy", default=0.95, min=0.01, max=1.0, step=0.01, tooltip="Fraction kept (mode energy)."
+            ),
+            _output_name("resized_lora", "loras"),
+        ]
+        description = "Smaller LoRA file; the report says how much of each update was kept."
+        return _schema("ResizeLoRA", "Resize LoRA", description, inputs, "lora_name")
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "lora_name": _lora_input("The LoRA to shrink."),
-                "mode": (
-                    ["rank", "energy"],
-                    {"tooltip": "rank: fixed rank; energy: keep this fraction per layer."},
-                ),
-                "rank": ("INT", {"default": 8, "min": 1, "max": 1024, "tooltip": "Target rank (mode rank)."}),
-                "energy": (
-                    "FLOAT",
-                    {
-                        "default": 0.95,
-                        "min": 0.01,
-                        "max": 1.0,
-                        "step": 0.01,
-                        "tooltip": "Fraction kept (mode energy).",
-                    },
-                ),
-                "output_name": (
-                    "STRING",
-                    {"default": "resized_lora", "tooltip": "File name in models/loras."},
-                ),
-            }
-        }
+    def validate_inputs(cls, lora_name: str, mode: str) -> bool | str:
+        return listed_choices(cls, lora_name=lora_name, mode=mode)
 
-    def resize(self, lora_name: str, mode: str, rank: int, energy: float, output_name: str) -> dict:
+    @classmethod
+    def execute(cls, lora_name: str, mode: str, rank: int, energy: float, output_name: str) -> io.NodeOutput:
         from ..lorascripts.toolbox.resize import resize_lora
 
         source = _path("loras", lora_name)
@@ -200,31 +208,30 @@ class ResizeLoRA:
         return _done(text, target.name)
 
 
-class MergeLoRAIntoCheckpoint:
+class MergeLoRAIntoCheckpoint(io.ComfyNode):
     """Bake a LoRA into a checkpoint (a new file in models/checkpoints that every app loads)."""
 
-    CATEGORY, FUNCTION, OUTPUT_NODE = TOOLBOX, "bake", True
-    RETURN_TYPES, RETURN_NAMES = ("STRING",), ("ckpt_name",)
-    DESCRIPTION = "Checkpoint + weight·LoRA written as a new single-file .safetensors checkpoint."
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        inputs = [
+            io.Combo.Input(
+                "ckpt_name",
+                options=_names("checkpoints"),
+                tooltip="Base single-file .safetensors checkpoint.",
+            ),
+            _lora_input("lora_name", "The LoRA to bake in."),
+            _weight("weight", 1.0, "Strength of the LoRA."),
+            _output_name("merged_checkpoint", "checkpoints"),
+        ]
+        description = "Checkpoint + weight·LoRA written as a new single-file .safetensors checkpoint."
+        return _schema("MergeIntoCheckpoint", "Merge LoRA into Checkpoint", description, inputs, "ckpt_name")
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "ckpt_name": (
-                    _names("checkpoints"),
-                    {"tooltip": "Base single-file .safetensors checkpoint."},
-                ),
-                "lora_name": _lora_input("The LoRA to bake in."),
-                "weight": _weight(1.0, "Strength of the LoRA."),
-                "output_name": (
-                    "STRING",
-                    {"default": "merged_checkpoint", "tooltip": "File name in models/checkpoints."},
-                ),
-            }
-        }
+    def validate_inputs(cls, ckpt_name: str, lora_name: str) -> bool | str:
+        return listed_choices(cls, ckpt_name=ckpt_name, lora_name=lora_name)
 
-    def bake(self, ckpt_name: str, lora_name: str, weight: float, output_name: str) -> dict:
+    @classmethod
+    def execute(cls, ckpt_name: str, lora_name: str, weight: float, output_name: str) -> io.NodeOutput:
         from ..lorascripts.toolbox.merge import merge_into_checkpoint
 
         checkpoint, lora = _path("checkpoints", ckpt_name), _path("loras", lora_name)

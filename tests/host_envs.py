@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import site
 import subprocess
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from comfy_host import CACHE, REPO, SITECUSTOMIZE, venv_purelib
 
-HOSTS = REPO.parent / "shared" / "hosts"
+# the shared references beside the repository; a checkout elsewhere (a git worktree) names them in LORA_SCRIPTS_SHARED
+HOSTS = Path(os.environ.get("LORA_SCRIPTS_SHARED") or REPO.parent / "shared") / "hosts"
 TORCH = "torch==2.13.0"  # the CPU build on this machine's disk; an unpinned torch would fetch a CUDA build
 # Forge's pins of what the engine also uses (requirements_versions.txt, 2026-12-02): all older than ours.
 FORGE_PINS = [

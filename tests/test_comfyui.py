@@ -44,72 +44,39 @@ def comfy(tmp_path_factory):
     server.stop()
 
 
-def _workflow(tagger: str, lora: str, steps: int, folder: str = "ls_data") -> dict:
+TRAIN_EXAMPLE = "lora-scripts train a style and use it"
+CKPT = "sd15-random.safetensors"
+
+
+def _example(server: ComfyServer, title: str) -> dict:
+    """A shipped example workflow as ComfyUI's editor loads it: the UI file -> an API prompt, read with the live
+    node definitions (so widget order and names must still match what the nodes declare)."""
+    from workflow_format import to_api
+
+    committed = json.loads((REPO / "example_workflows" / f"{title}.json").read_text(encoding="utf-8"))
+    return to_api(committed, server.get("/object_info"))
+
+
+def _workflow(server: ComfyServer, tagger: str, lora: str, steps: int, folder: str = "ls_data") -> dict:
+    """The shipped train-a-style example, made small: the test checkpoint and dataset, the tiny WD14 tagger,
+    64 px, a few steps, rank 4."""
     advanced = "mixed_precision: 'no'\ndataset_checks: warn\nsave_precision: fp16\ntrain_text_encoder: true\n"
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15-random.safetensors"}},
-        "2": {"class_type": "LoraScriptsLoadDataset", "inputs": {"folder": folder}},
-        "3": {
-            "class_type": "LoraScriptsAutoCaption",
-            "inputs": {
-                "dataset": ["2", 0],
-                "captioner": "wd14",
-                "trigger_word": "zk",
-                "mode": "overwrite",
-                "model": tagger,
-                "batch_size": 2,
-            },
-        },
-        "4": {
-            "class_type": "LoraScriptsTrainLoRA",
-            "inputs": {
-                "ckpt_name": "sd15-random.safetensors",
-                "dataset": ["3", 0],
-                "lora_name": lora,
-                "preset": "style",
-                "rank": 4,
-                "alpha": 4.0,
-                "steps": steps,
-                "epochs": 1,
-                "learning_rate": 1e-4,
-                "resolution": 64,
-                "batch_size": 1,
-                "trigger_word": "zk",
-                "advanced_yaml": advanced,
-            },
-        },
-        "5": {
-            "class_type": "LoraScriptsLoadLoRA",
-            "inputs": {
-                "model": ["1", 0],
-                "clip": ["1", 1],
-                "lora_name": f"{lora}.safetensors",
-                "strength_model": 1.0,
-                "strength_clip": 1.0,
-                "trained_lora": ["4", 0],
-            },
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "zk, a red circle", "clip": ["5", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["5", 1]}},
-        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "9": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["5", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["8", 0],
-                "seed": 1,
-                "steps": 2,
-                "cfg": 5.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-        },
-        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
-        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "ls_test"}},
-    }
+    prompt = _example(server, TRAIN_EXAMPLE)
+    prompt["1"]["inputs"]["ckpt_name"] = CKPT
+    prompt["2"]["inputs"]["folder"] = folder
+    prompt["3"]["inputs"].update(
+        captioner="wd14", trigger_word="zk", mode="overwrite", model=tagger, batch_size=2
+    )
+    train = dict(lora_name=lora, rank=4, alpha=4.0, steps=steps, epochs=1, learning_rate=1e-4, resolution=64)
+    prompt["4"]["inputs"].update(
+        ckpt_name=CKPT, trigger_word="zk", advanced_yaml=advanced, sample_prompt="", **train
+    )
+    prompt["5"]["inputs"].update(lora_name=f"{lora}.safetensors", strength_model=1.0, strength_clip=1.0)
+    prompt["6"]["inputs"]["text"], prompt["7"]["inputs"]["text"] = "zk, a red circle", ""
+    prompt["8"]["inputs"].update(width=64, height=64)
+    prompt["9"]["inputs"].update(seed=1, steps=2, cfg=5.0)
+    prompt["11"]["inputs"]["filename_prefix"] = "ls_test"
+    return prompt
 
 
 def test_nodes_are_listed(comfy) -> None:
@@ -120,14 +87,19 @@ def test_nodes_are_listed(comfy) -> None:
     for node in OUR_NODES:
         inputs = {**info[node]["input"]["required"], **info[node]["input"].get("optional", {})}
         assert all("tooltip" in spec[1] for spec in inputs.values()), node
-    assert "sd15-random.safetensors" in train["ckpt_name"][0]
+    assert train["ckpt_name"][0] == "COMBO"  # the V3 node API's form of a list widget
+    assert "sd15-random.safetensors" in train["ckpt_name"][1]["options"]
+    ours = [line for line in server.server_log().splitlines() if "custom_nodes/lora-scripts" in line]
+    assert ours and not any("IMPORT FAILED" in x or "Skip" in x or "comfy_entrypoint" in x for x in ours), (
+        ours
+    )
 
 
 def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
     server, events = comfy
     tagger = build_tiny_wd14(tmp_path_factory.mktemp("wd14"))[0]
     make_dataset(server.base / "input" / "ls_data", n=3, size=64)
-    entry = server.wait(server.queue(_workflow(str(tagger), "ls_comfy", steps=2)))
+    entry = server.wait(server.queue(_workflow(server, str(tagger), "ls_comfy", steps=2)))
     log = server.server_log()
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:] + log[-3000:]
     lora = server.base / "models" / "loras" / "ls_comfy.safetensors"
@@ -150,7 +122,7 @@ def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
     # queue again with an input that ComfyUI sees as changed but that does not change what is learned
     # (log frequency): the node runs, and the finished LoRA is reused instead of retrained
     mtime = lora.stat().st_mtime_ns
-    rerun = _workflow(str(tagger), "ls_comfy", steps=2)
+    rerun = _workflow(server, str(tagger), "ls_comfy", steps=2)
     rerun["4"]["inputs"]["advanced_yaml"] += "log_every_n_steps: 2\n"
     again = server.wait(server.queue(rerun))
     assert again["status"]["status_str"] == "success"
@@ -176,7 +148,9 @@ def test_train_and_use_in_one_graph(comfy, tmp_path_factory) -> None:
         )
 
 
-def test_example_workflows_match_and_prompt_tags_run(comfy) -> None:
+def test_example_workflows_match_and_run(comfy, tmp_path_factory) -> None:
+    """The three shipped workflows match their definitions and the live nodes; the train-a-style one is what
+    every training test here runs (`_workflow`); the other two run here as loaded from their files."""
     from example_prompts import EXAMPLES, lora_prompt_tags
     from workflow_format import to_api, to_ui
 
@@ -203,6 +177,14 @@ def test_example_workflows_match_and_prompt_tags_run(comfy) -> None:
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-2000:]
     report = entry["outputs"]["2"]["text"][0]
     assert report.count("every key applied") == 2, report
+    tagger = build_tiny_wd14(tmp_path_factory.mktemp("wd14ex"))[0]
+    caption = _example(server, "lora-scripts caption a folder")
+    caption["1"]["inputs"]["folder"] = "ls_data"  # the folder the training test captioned
+    caption["2"]["inputs"].update(captioner="wd14", model=str(tagger), mode="overwrite", trigger_word="zkex")
+    entry = server.wait(server.queue(caption))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-2000:]
+    rows = entry["outputs"]["2"]["lora_scripts_captions"][0]["rows"]
+    assert len(rows) == 3 and all(r["caption"].startswith("zkex") for r in rows)
 
 
 def test_front_end_renders_chart_and_caption_editor(comfy, tmp_path_factory) -> None:
@@ -212,7 +194,9 @@ def test_front_end_renders_chart_and_caption_editor(comfy, tmp_path_factory) -> 
     server, _ = comfy
     tagger = build_tiny_wd14(tmp_path_factory.mktemp("wd14ui"))[0]
     info = server.get("/object_info")
-    workflow = to_ui(_workflow(str(tagger), "ls_comfy", steps=2), info)  # the LoRA trained above: reused
+    workflow = to_ui(
+        _workflow(server, str(tagger), "ls_comfy", steps=2), info
+    )  # the LoRA trained above: reused
     artifacts = REPO / ".cache" / "test-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     for setting in ("Comfy.TutorialCompleted",):  # no first-run template dialog over the graph
@@ -248,7 +232,7 @@ def test_cancel_keeps_a_checkpoint(comfy, tmp_path_factory) -> None:
     make_dataset(server.base / "input" / "ls_data2", n=2, size=64)
     server.wait_idle()
     before = len(events.of("lora_scripts.progress"))
-    prompt = server.queue(_workflow(str(tagger), "ls_cancel", steps=200, folder="ls_data2"))
+    prompt = server.queue(_workflow(server, str(tagger), "ls_cancel", steps=200, folder="ls_data2"))
     deadline = time.time() + 600
     while time.time() < deadline:
         if any(e.get("event") == "step" for e in events.of("lora_scripts.progress")[before:]):
@@ -267,7 +251,7 @@ def test_failed_training_shows_the_cause(comfy) -> None:
     server, _ = comfy
     data = make_dataset(server.base / "input" / "ls_bad", n=2, size=64)
     (data / "img_01.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    workflow = _workflow("", "ls_bad", steps=2, folder="ls_bad")
+    workflow = _workflow(server, "", "ls_bad", steps=2, folder="ls_bad")
     workflow["4"]["inputs"]["dataset"] = ["2", 0]  # no captioning step
     for node in ("3",):
         workflow.pop(node)
@@ -280,32 +264,44 @@ def test_failed_training_shows_the_cause(comfy) -> None:
 
 
 def test_each_preset_reaches_the_config_unless_a_widget_changed(comfy) -> None:
-    """ComfyUI sends every widget's value; the preset must still decide what the user did not change."""
+    """ComfyUI sends every widget's value: with the widgets the node declares left untouched, the preset decides
+    (character trains at rank 32), and a changed widget wins. Asserted on the config the job wrote."""
     import yaml
 
-    from lorascripts.host.presets import PRESETS, form_defaults
+    from lorascripts.host.form import FIELDS, form_defaults
+    from lorascripts.host.presets import PRESETS
 
     server, _ = comfy
+    declared = server.get("/object_info")["LoraScriptsTrainLoRA"]["input"]["required"]
+    untouched = {f.name: declared[f.name][1]["default"] for f in FIELDS if f.in_node}
+    assert untouched == {f.name: f.node_default for f in FIELDS if f.in_node}  # the node reads the one table
+    assert all(declared[f.name][1]["tooltip"] == f.tooltip for f in FIELDS if f.in_node)
     data = make_dataset(server.base / "input" / "ls_presets", n=2, size=64)
     (data / "img_01.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # the child stops at the scan: fast
-    cases = {"style": {}, "character": {}, "concept": {"rank": 24}}
+    relative = "initial_lora: models/loras/ls_old.safetensors\n"  # taken from the ComfyUI folder, not the cwd
+    cases = {"style": {}, "character": {}, "concept": {"rank": 24, "advanced_yaml": relative}}
     for preset, changed in cases.items():
-        workflow = _workflow("", f"ls_preset_{preset}", steps=0, folder="ls_presets")
+        workflow = _workflow(server, "", f"ls_preset_{preset}", steps=0, folder="ls_presets")
         workflow.pop("3")
         node = workflow["4"]["inputs"]
-        node.update(dataset=["2", 0], preset=preset, rank=0, alpha=0.0, epochs=0, learning_rate=0.0)
-        node.update(changed)
+        node.update({"dataset": ["2", 0], "preset": preset, "advanced_yaml": "", **untouched, **changed})
         entry = server.wait(server.queue(workflow))
         assert entry["status"]["status_str"] == "error"  # the broken image, after the config was written
         written = server.base / "output" / "lora-scripts" / "runs" / f"ls_preset_{preset}" / "config.yaml"
         config = yaml.safe_load(written.read_text(encoding="utf-8"))
         expected = {**PRESETS[preset], **({"lora_rank": 24} if changed else {})}
         assert {k: config[k] for k in expected} == expected, (preset, config)
+        assert config["lora_rank"] == {"style": 16, "character": 32, "concept": 24}[preset]
         # the defaults a form shows for the preset are what a run with untouched fields trains with
-        assert all(
-            config.get(k, v) == v for k, v in form_defaults(preset).items() if k != "lora_rank" or not changed
-        )
+        shown = form_defaults(preset)
+        assert all(config[k] == (v or config[k]) for k, v in shown.items() if k != "lora_rank" or not changed)
+        assert config["max_train_steps"] is None and config["resolution"] == []  # 0: epochs, the family's
+        old = server.base / "models" / "loras" / "ls_old.safetensors"
+        assert config["initial_lora"] == (str(old) if changed else None)
     shutil.rmtree(data)
+    # ComfyUI 0.3.75 does not check a V3 list widget's value against its list; the node does, before running
+    workflow["4"]["inputs"]["preset"] = "characterr"
+    assert server.post_raw("/prompt", {"prompt": workflow, "client_id": server.client_id}) == 400
 
 
 def standard_sd15_lora(path: Path, seed: int = 0) -> Path:
@@ -440,4 +436,20 @@ def test_generate_text_node_speaks_in_the_trained_voice(comfy, tmp_path) -> None
     assert entry["outputs"]["1"]["text"][0] == PAIRS[5][1]
     bad = {"1": {**workflow["1"], "inputs": {**workflow["1"]["inputs"], "base_model": "../../../etc"}}}
     refused = server.post_raw("/prompt", {"prompt": bad, "client_id": server.client_id})
-    assert refused >= 400  # not in the list of models/LLM folders: ComfyUI's validation refuses it
+    assert refused >= 400  # not in the list of models/LLM folders: the node's validate_inputs refuses it
+
+
+def test_pack_in_a_comfyui_without_the_v3_api_says_what_to_update() -> None:
+    """An older ComfyUI (no comfy_api.latest) imports the pack and gets one actionable line, not a traceback."""
+    import subprocess
+    import sys
+
+    load = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('pack', {str(REPO / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(REPO)!r}])\n"
+        "module = importlib.util.module_from_spec(spec); sys.modules['pack'] = module\n"
+        "try:\n    spec.loader.exec_module(module)\nexcept ImportError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=60, check=True)
+    assert "need ComfyUI 0.3.75 or newer" in out.stdout and "Update ComfyUI" in out.stdout, out

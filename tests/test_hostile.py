@@ -315,7 +315,7 @@ def test_webui_reachable_from_the_network_stays_in_its_folder(
         dataset_folder(str(elsewhere))
     assert dataset_folder(str(inside_root)) == inside_root
     form = TrainForm(dataset=str(inside_root), checkpoint=checkpoint, lora_name="x", steps=4)
-    assert build_config(form)["train_data_dir"] == str(inside_root)
+    assert build_config(form).train_data_dir == str(inside_root)
     for advanced in (f"cache_dir: {elsewhere}", f"initial_lora: {elsewhere / 'x.safetensors'}"):
         with pytest.raises(UserError, match="reachable from the network"):
             build_config(TrainForm(**{**form.__dict__, "advanced_yaml": advanced}))

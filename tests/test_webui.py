@@ -3,6 +3,7 @@ as in AUTOMATIC1111 and 4.40 as in Forge), around the stand-in WebUI hooks (test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -84,13 +85,22 @@ def test_form_errors_are_clear_before_training(webui, tiny_sd1, tmp_path):
     data = make_dataset(tmp_path / "data", n=2)
     form = TrainForm(dataset=str(data), checkpoint=title, lora_name="x", preset="character", rank=4, steps=8)
     config = build_config(form)
-    assert config["base_model"].endswith(title_less) and config["lora_rank"] == 4
-    assert config["keep_tokens"] == 1 and config["save_steps"] == 2  # preset value kept, save every quarter
+    assert config.base_model.endswith(title_less) and config.lora_rank == 4
+    assert config.keep_tokens == 1 and config.save_steps == 2  # preset value kept, save every quarter
+    from lorascripts.host.form import form_defaults
     from lorascripts.host.presets import PRESETS
 
     for preset, values in PRESETS.items():  # fields left empty (None) take the preset's values
         untouched = build_config(TrainForm(dataset=str(data), checkpoint=title, lora_name="x", preset=preset))
-        assert {k: untouched[k] for k in values} == values, preset
+        assert {k: getattr(untouched, k) for k in values} == values, preset
+        shown = form_defaults(preset)  # ... the values the tab shows for the preset (test_tab_... reads them)
+        assert all(getattr(untouched, k) == v for k, v in shown.items() if v), (preset, shown)
+    # relative paths in the advanced YAML are taken from the WebUI's folder
+    (webui["root"] / "models" / "Lora").mkdir(parents=True, exist_ok=True)
+    (webui["root"] / "models" / "Lora" / "old.safetensors").write_bytes(b"{}")
+    advanced = "initial_lora: models/Lora/old.safetensors"
+    cfg = build_config(TrainForm(dataset=str(data), checkpoint=title, lora_name="x", advanced_yaml=advanced))
+    assert cfg.initial_lora == str(webui["root"] / "models" / "Lora" / "old.safetensors")
     with pytest.raises(UserError, match="not in the WebUI's checkpoint list"):
         build_config(TrainForm(dataset=str(data), checkpoint="sd_xl_base.safetensors", lora_name="x"))
     with pytest.raises(UserError, match="advanced YAML"):
@@ -187,7 +197,7 @@ def test_session_failure_shows_its_cause(webui, tiny_sd1, tmp_path):
     data = make_dataset(tmp_path / "data", n=3)
     (data / "img_01.png").write_bytes(b"not a png at all")
     config, form = _form_config(webui, tiny_sd1, data, lora_name="broken", rank=4, steps=2)
-    config["dataset_checks"] = "error"
+    config = dataclasses.replace(config, dataset_checks="error")
     session = TrainingSession()
     session.start(config, form.lora_name)
     snap = session.wait(300)
@@ -217,6 +227,41 @@ def _edit_cell(browser, row: int, text: str) -> None:
         browser.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
 
 
+def _caption_and_edit_in_browser(browser, tagger, data: Path) -> None:
+    """Caption now with the tiny tagger, edit a cell, save: metadata.csv holds the edit."""
+    _set(browser, "lora_scripts_caption_model", tagger)
+    _set(browser, "lora_scripts_trigger", "zkwebui")
+    _click(browser, "lora_scripts_caption")
+    assert "captioned 3 images" in browser.wait_for(
+        f"{_text('lora_scripts_dataset_status')}.includes('captioned') && {_text('lora_scripts_dataset_status')}"
+    )
+    cells = browser.wait_for(
+        f"(() => {{ const t = {ROWS}.map(r => r.innerText);"
+        " return t.length === 3 && t.every(x => x.includes('zkwebui')) && t; })()"
+    )
+    assert any("red" in c and "theme" in c for c in cells), cells
+    _edit_cell(browser, 1, "zkwebui, edited in the browser")
+    _click(browser, "lora_scripts_save")
+    browser.wait_for(f"{_text('lora_scripts_dataset_status')}.includes('saved 3 captions')")
+    from lorascripts.data.captions import read_metadata
+
+    captions = read_metadata(data / "metadata.csv")
+    assert captions["img_01.png"] == "zkwebui, edited in the browser"
+    assert all(c.startswith("zkwebui") for c in captions.values()) and len(captions) == 3
+
+
+def _assert_the_tab_shows_the_form_defaults(browser) -> None:
+    """The numbers the tab shows for the style preset are host/form.py's (the presets', then the schema's)."""
+    from lorascripts.host.form import FIELD_BY_NAME
+
+    shown = browser.evaluate(
+        "['rank', 'alpha', 'steps', 'lr', 'resolution', 'batch']"
+        ".map(n => Number(document.querySelector(`#lora_scripts_${n} input`).value))"
+    )
+    names = ["rank", "alpha", "steps", "learning_rate", "resolution", "batch_size"]
+    assert shown == [FIELD_BY_NAME[n].shown("style") for n in names]
+
+
 @pytest.mark.parametrize("gradio", ["3", "4"])
 def test_tab_caption_train_finish_in_browser(gradio, tiny_sd1, tmp_path):
     from browser import Browser
@@ -235,25 +280,8 @@ def test_tab_caption_train_finish_in_browser(gradio, tiny_sd1, tmp_path):
     browser = Browser()
     try:
         assert "3 images, 3 without a caption" in webui_load_dataset(browser, server.url, data, timeout=120)
-        _set(browser, "lora_scripts_caption_model", tagger)
-        _set(browser, "lora_scripts_trigger", "zkwebui")
-        _click(browser, "lora_scripts_caption")
-        assert "captioned 3 images" in browser.wait_for(
-            f"{_text('lora_scripts_dataset_status')}.includes('captioned') && {_text('lora_scripts_dataset_status')}"
-        )
-        cells = browser.wait_for(
-            f"(() => {{ const t = {ROWS}.map(r => r.innerText);"
-            " return t.length === 3 && t.every(x => x.includes('zkwebui')) && t; })()"
-        )
-        assert any("red" in c and "theme" in c for c in cells), cells
-        _edit_cell(browser, 1, "zkwebui, edited in the browser")
-        _click(browser, "lora_scripts_save")
-        browser.wait_for(f"{_text('lora_scripts_dataset_status')}.includes('saved 3 captions')")
-        from lorascripts.data.captions import read_metadata
-
-        captions = read_metadata(data / "metadata.csv")
-        assert captions["img_01.png"] == "zkwebui, edited in the browser"
-        assert all(c.startswith("zkwebui") for c in captions.values()) and len(captions) == 3
+        _caption_and_edit_in_browser(browser, tagger, data)
+        _assert_the_tab_shows_the_form_defaults(browser)
         for elem_id, value in [("lora_scripts_name", "webui_lora"), ("lora_scripts_rank", 4)]:
             _set(browser, elem_id, value)
         _set(browser, "lora_scripts_steps", 30)

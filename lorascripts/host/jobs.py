@@ -8,6 +8,7 @@ needs (`child_environment`), not the host's secrets.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,13 +16,12 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config import TrainConfig, config_from_dict, save_config
 from ..errors import StopRequested, TrainingError
 from ..fileio import atomic_copy, atomic_write_text, clean_partial_files
 from ..run.events import STOP_FILE_NAME
@@ -107,12 +107,23 @@ class _EventTail:
 class TrainingJob:
     """One LoRA training run for a host; the final file is copied to `destination`."""
 
-    def __init__(self, config: dict[str, Any], work_dir: Path, destination: Path, name: str) -> None:
-        self.config = {**config, "output_dir": str(work_dir), "output_name": name}
+    def __init__(
+        self, config: TrainConfig | Mapping[str, Any], work_dir: Path, destination: Path, name: str
+    ) -> None:
+        """`config`: the validated config of the run (`host/form.py` makes it from a form; a mapping is
+        validated into one here). The job's folder and name replace its output_dir and output_name."""
+        if not isinstance(config, TrainConfig):
+            config = config_from_dict(config, source="the training job")
+        self.config = dataclasses.replace(config, output_dir=str(work_dir), output_name=name)
         self.work_dir, self.destination, self.name = work_dir, destination, name
-        self.fingerprint = training_fingerprint(self.config)
+        self.fingerprint = training_fingerprint(self.config.to_dict())
         self.process: subprocess.Popen | None = None
         self.events: list[dict[str, Any]] = []
+
+    @property
+    def config_path(self) -> Path:
+        """The config file the training child reads."""
+        return self.work_dir / "config.yaml"
 
     @property
     def final_path(self) -> Path:
@@ -135,12 +146,17 @@ class TrainingJob:
             and (lora.stat().st_size == record.get("size"))
         )
 
+    def write_config(self, resume: bool = True) -> Path:
+        """Write the config the child reads: exactly the validated one (paths absolute, see host/form.py)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        save_config(dataclasses.replace(self.config, resume="auto" if resume else "none"), self.config_path)
+        return self.config_path
+
     def start(self, resume: bool = True) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / STOP_FILE_NAME).unlink(missing_ok=True)
         clean_partial_files(self.destination, f"{self.name}.")  # copies a killed host left half-done
-        config = {**self.config, "resume": "auto" if resume else "none"}
-        atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.write_config(resume)
         log = open(self.work_dir / "train_output.log", "wb")  # noqa: SIM115 - closed in wait()
         self._log = log
         self._tail = _EventTail(self.work_dir / "events.jsonl")
@@ -150,7 +166,7 @@ class TrainingJob:
             else 0
         )
         self.process = subprocess.Popen(
-            [engine_python(), "-m", "lorascripts", "train", "--config", str(self.work_dir / "config.yaml")],
+            [engine_python(), "-m", "lorascripts", "train", "--config", str(self.config_path)],
             cwd=str(PACKAGE_ROOT),
             env=child_environment(),
             stdout=log,
