@@ -11,11 +11,12 @@ from typing import Any
 
 from ...errors import ModelError
 from .base import BaseModel, Family, LoadedParts, Objective, StepNoise
+from .flux1 import Flux1
 from .sd1 import SD1
 from .sd2 import SD2
 from .sdxl import SDXL
 
-_FAMILIES: tuple[Family, ...] = (SDXL(), SD2(), SD1())
+_FAMILIES: tuple[Family, ...] = (Flux1(), SDXL(), SD2(), SD1())
 
 __all__ = [
     "BaseModel",

@@ -1,0 +1,214 @@
+"""FLUX.1 on the family seam: the files people have (BFL transformer + ae/clip_l/t5 in ComfyUI's folders, the
+all-in-one checkpoint, a diffusers folder) loaded through `load_base_model`, a CLI-config training run whose
+loss falls and whose file holds only kohya FLUX keys, the fused-layer file layout, and bad inputs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_train import make_dataset, tiny_config
+from safetensors.torch import load_file
+from tiny_flux import bfl_transformer, build_tiny_flux
+
+from lorascripts.config import config_from_dict
+from lorascripts.errors import ModelError
+from lorascripts.models import load_base_model
+from lorascripts.models.families import get_family
+from lorascripts.models.families.flux1 import lora_layout
+from lorascripts.train.events import read_events
+from lorascripts.train.trainer import train
+
+KOHYA_FLUX_KEY = (
+    r"^lora_(unet_(double_blocks_\d+_(img|txt)_(attn_qkv|attn_proj|mlp_0|mlp_2|mod_lin)"
+    r"|single_blocks_\d+_(linear1|linear2|modulation_lin))|te1_text_model_[a-z0-9_]+)"
+    r"\.(lora_down\.weight|lora_up\.weight|alpha)$"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_flux(tmp_path_factory, tiny_tokenizer):
+    return build_tiny_flux(tmp_path_factory.mktemp("flux"), tiny_tokenizer)
+
+
+def _output(base, seed: int = 0) -> torch.Tensor:
+    family = base.family
+    gen = torch.Generator().manual_seed(seed)
+    ids = family.tokenize(base, ["a red circle on a blue picture"])
+    with torch.no_grad():
+        cond = family.encode_tokens(base, ids, clip_skip=1)
+        noisy = torch.randn(1, 16, 4, 4, generator=gen)
+        return family.predict(base, noisy, torch.tensor([0.4]), cond)
+
+
+def test_every_form_loads_to_the_same_model(tiny_flux) -> None:
+    """BFL transformer (its parts found in ComfyUI's folders), all-in-one checkpoint, diffusers folder."""
+    tok = str(tiny_flux.tokenizer_dir)
+    bases = [
+        load_base_model(str(tiny_flux.transformer), tokenizer_path=tok),
+        load_base_model(str(tiny_flux.all_in_one), tokenizer_path=tok, expected_family="flux1"),
+        load_base_model(str(tiny_flux.diffusers_dir)),
+    ]
+    reference = _output(bases[0])
+    for base in bases:
+        assert base.family.name == "flux1" and base.prediction_type == "flow"
+        assert base.denoiser.config.guidance_embeds  # dev: guidance embedding present
+        assert base.family.latent_scale_shift(base.vae) == pytest.approx((0.3611, 0.1159))
+        assert base.family.bucket_unit(base) == 4  # 2x VAE (two levels) x 2x2 packing; FLUX.1's VAE: 16
+        assert hasattr(base.denoiser.transformer_blocks[0].attn, "to_qkv")  # fused as BFL's qkv
+        assert torch.allclose(_output(base), reference, atol=1e-5)
+    assert reference.shape == (1, 16, 4, 4) and reference.abs().mean() > 0.1
+    ids = bases[0].family.tokenize(bases[0], ["a"])
+    assert [tuple(i.shape) for i in ids] == [(1, 77), (1, 512)]  # dev: 512 T5 tokens by default
+
+
+def test_schnell_is_detected_and_named(tiny_flux, tmp_path: Path) -> None:
+    folder = tiny_flux.transformer.parent
+    schnell = folder / "flux1-tiny-schnell.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(bfl_transformer(5, guidance=False), str(schnell))
+    try:
+        base = load_base_model(str(schnell), tokenizer_path=str(tiny_flux.tokenizer_dir))
+    finally:
+        schnell.unlink()
+    family = base.family
+    assert not base.denoiser.config.guidance_embeds
+    assert family.model_metadata(base) == {"modelspec.architecture": "flux-1-schnell/lora"}
+    assert base.noise_scheduler.config.shift == 1.0 and not base.noise_scheduler.config.use_dynamic_shifting
+    assert family.tokenize(base, ["a"])[1].shape == (1, 256)
+
+
+def test_linear1_file_layout_is_the_same_update(tiny_flux) -> None:
+    """The single blocks' q/k/v and MLP parts written as kohya's one linear1 module (and read back) change the
+    layer by exactly the same matrix."""
+    rows = {"qkv": 6, "mlp": 8}
+    gen = torch.Generator().manual_seed(1)
+    name = "lora_unet_single_blocks_0_linear1"
+    net = {}
+    for part, rank, alpha in (("qkv", 4, 2.0), ("mlp", 3, 3.0)):
+        net[f"{name}__{part}.lora_down.weight"] = torch.randn(rank, 5, generator=gen)
+        net[f"{name}__{part}.lora_up.weight"] = torch.randn(rows[part], rank, generator=gen)
+        net[f"{name}__{part}.alpha"] = torch.tensor(alpha)
+
+    def delta(t: dict, base: str) -> torch.Tensor:
+        down, up = t[f"{base}.lora_down.weight"], t[f"{base}.lora_up.weight"]
+        return up @ down * (float(t[f"{base}.alpha"]) / down.shape[0])
+
+    fused = lora_layout.to_file(net, rows)
+    assert set(fused) == {f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha"}
+    assert fused[f"{name}.lora_down.weight"].shape == (7, 5)
+    expected = torch.cat([delta(net, f"{name}__qkv"), delta(net, f"{name}__mlp")])
+    assert torch.allclose(delta(fused, name), expected, atol=1e-5)
+    back = lora_layout.from_file(fused, rows)
+    again = torch.cat([delta(back, f"{name}__qkv"), delta(back, f"{name}__mlp")])
+    assert torch.allclose(again, expected, atol=1e-5)
+    only_qkv = lora_layout.to_file({k: v for k, v in net.items() if "__qkv" in k}, rows)
+    assert torch.allclose(delta(only_qkv, name)[6:], torch.zeros(8, 5))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_flux, tmp_path_factory):
+    root = tmp_path_factory.mktemp("flux_train")
+    data = make_dataset(root / "data", n=4)
+    cfg = tiny_config(
+        tiny_flux,
+        data,
+        root / "out",
+        base_model=str(tiny_flux.transformer),
+        model_family="flux1",
+        max_train_steps=40,
+        learning_rate=5e-3,
+        batch_size=4,
+        t5_max_length=32,
+        timestep_sampling="sigmoid",
+    )
+    train(config_from_dict(cfg))
+    return root / "out"
+
+
+def test_training_run_loss_falls_and_file_is_kohya_flux(trained, tiny_flux) -> None:
+    losses = [e["loss"] for e in read_events(trained / "events.jsonl") if e["event"] == "step"]
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < first * 0.9, f"loss did not fall: first {first:.4f}, last {last:.4f}"
+    from safetensors import safe_open
+
+    path = trained / "tiny.safetensors"
+    tensors = load_file(str(path))
+    bad = [k for k in tensors if not re.match(KOHYA_FLUX_KEY, k)]
+    assert not bad, f"not kohya FLUX keys: {bad[:5]}"
+    modules = {k.split(".")[0] for k in tensors}
+    assert all(f"{m}.alpha" in tensors for m in modules)
+    assert (
+        "lora_unet_double_blocks_0_img_attn_qkv" in modules and "lora_unet_single_blocks_0_linear1" in modules
+    )
+    assert any(m.startswith("lora_te1_") for m in modules)
+    assert not any("mod_lin" in m or "modulation" in m for m in modules)  # kohya's default leaves them out
+    assert tensors["lora_unet_single_blocks_0_linear1.lora_up.weight"].shape == (7 * 64, 8)  # rank 4 + 4
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    assert meta["ss_base_model_version"] == "flux1"
+    assert meta["modelspec.architecture"] == "flux-1-dev/lora"
+    events = [e for e in read_events(trained / "events.jsonl") if e["event"] == "self_test"]
+    assert events and events[-1]["ok"], events
+
+
+def test_saved_file_reproduces_the_trained_network(trained, tiny_flux) -> None:
+    """Loading our file back (linear1 split again) changes the model as the file's fused modules say."""
+    from lorascripts.network.from_file import load_lora
+
+    base = load_base_model(str(tiny_flux.transformer), tokenizer_path=str(tiny_flux.tokenizer_dir))
+    before = _output(base)
+    network = load_lora(base, trained / "tiny.safetensors")
+    after = _output(base)
+    network.set_multiplier(0.0)
+    assert torch.allclose(_output(base), before, atol=1e-6)
+    assert (after - before).abs().max() > 1e-3
+    layer = base.denoiser.single_transformer_blocks[0]
+    fused = load_file(str(trained / "tiny.safetensors"))
+    name = "lora_unet_single_blocks_0_linear1"
+    down, up = fused[f"{name}.lora_down.weight"], fused[f"{name}.lora_up.weight"]
+    file_delta = up @ down * (float(fused[f"{name}.alpha"]) / down.shape[0])
+    ours = [network.lora_modules[f"{name}__{p}"] for p in ("qkv", "mlp")]
+    net_delta = torch.cat([m.get_diff_weight(multiplier=1)[0].detach() for m in ours])
+    assert torch.allclose(net_delta.reshape(file_delta.shape), file_delta, atol=1e-5)
+    assert layer.attn.to_qkv.weight.shape[0] + layer.proj_mlp.weight.shape[0] == file_delta.shape[0]
+
+
+def test_bad_inputs_name_the_file(tiny_flux, tiny_sd1, tmp_path: Path) -> None:
+    with pytest.raises(
+        ModelError, match=r"tiny-sd1\.safetensors is a SD1\.x model, but model_family is flux1"
+    ):
+        load_base_model(
+            str(tiny_sd1.single_file), tokenizer_path=str(tiny_sd1.tokenizer_dir), expected_family="flux1"
+        )
+    alone = tmp_path / "flux1-alone.safetensors"
+    shutil.copy(tiny_flux.transformer, alone)
+    with pytest.raises(
+        ModelError, match=r"flux1-alone\.safetensors holds only the FLUX transformer; its VAE"
+    ):
+        load_base_model(str(alone), tokenizer_path=str(tiny_flux.tokenizer_dir))
+    models = tiny_flux.transformer.parent.parent
+    shutil.copy(models / "vae" / "ae.safetensors", tmp_path / "ae.safetensors")
+    shutil.copy(models / "text_encoders" / "clip_l.safetensors", tmp_path / "clip_l.safetensors")
+    with pytest.raises(
+        ModelError, match=r"flux1-alone\.safetensors .*its T5 \(t5xxl_\*\.safetensors\) was not found"
+    ):
+        load_base_model(str(alone), tokenizer_path=str(tiny_flux.tokenizer_dir))
+    with pytest.raises(ModelError, match=r"clip_l\.safetensors is not a T5"):
+        load_base_model(
+            str(alone),
+            tokenizer_path=str(tiny_flux.tokenizer_dir),
+            components={"t5": str(tmp_path / "clip_l.safetensors")},
+        )
+
+
+def test_family_is_registered_with_its_config_choices() -> None:
+    from lorascripts.config.schema import TrainConfig
+
+    family = get_family("flux1")
+    assert family.made_for("flux1") and not family.made_for("sdxl_base_v1-0")
+    assert TrainConfig.__dataclass_fields__["model_family"].metadata["choices"][-1] == "flux1"
