@@ -212,3 +212,71 @@ def test_family_is_registered_with_its_config_choices() -> None:
     family = get_family("flux1")
     assert family.made_for("flux1") and not family.made_for("sdxl_base_v1-0")
     assert TrainConfig.__dataclass_fields__["model_family"].metadata["choices"][-1] == "flux1"
+
+
+def _flux_width_transformer() -> torch.nn.Module:
+    """A transformer of FLUX.1's own width (24 heads of 128) with 1 double + 1 single block, random bf16 weights:
+    diffusers' kohya converter splits linear1 at FLUX's fixed sizes, so a narrower model cannot be used."""
+    from diffusers import FluxTransformer2DModel
+
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(
+            num_layers=1,
+            num_single_layers=1,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=True,
+        )
+    model = model.to_empty(device="cpu").to(torch.bfloat16)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            fan_in = param.shape[-1] if param.dim() > 1 else 1
+            param.copy_(torch.randn(param.shape, generator=gen) * fan_in**-0.5 if param.dim() > 1 else 1.0)
+    return model.eval()
+
+
+def test_diffusers_load_lora_weights_reproduces_our_output(tmp_path: Path) -> None:
+    """diffusers' FluxPipeline.load_lora_weights reads our kohya file (fused qkv and linear1) and changes its
+    transformer as our LoRA changes ours."""
+    import copy
+
+    from diffusers import FluxPipeline
+    from safetensors.torch import save_file
+
+    from lorascripts.models.families import BaseModel
+    from lorascripts.models.families.flux1.load import fuse_projections
+    from lorascripts.network.lora import LoraNetwork, NetworkSpec
+
+    theirs = _flux_width_transformer()
+    ours = fuse_projections(copy.deepcopy(theirs))
+    family = get_family("flux1")
+    base = BaseModel(family, ours, None, [], [], None, "flow", "", "flux-width", 1024)
+    network = LoraNetwork.create(base, NetworkSpec(rank=4, alpha=2.0, train_text_encoder=False))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in network.lora_modules.values():
+            module.lora_up.weight.copy_(torch.randn(module.lora_up.weight.shape, generator=gen) * 0.3)
+    network.to(torch.bfloat16)
+    tensors = family.lora_file_tensors(base, network.kohya_state_dict())
+    path = tmp_path / "flux-width.safetensors"
+    save_file(tensors, str(path))
+    g = torch.Generator().manual_seed(2)
+    cond = {"hidden": torch.randn(1, 8, 32, generator=g), "pooled": torch.randn(1, 32, generator=g)}
+    noisy = torch.randn(1, 16, 4, 4, generator=g)
+
+    def run(model: torch.nn.Module) -> torch.Tensor:
+        from lorascripts.models.families.flux1.predict import predict
+
+        with torch.no_grad():
+            return predict(model, noisy, torch.tensor([0.5]), cond, 1.0).float()
+
+    before = run(theirs)
+    network.apply()
+    mine = run(ours)
+    pipe = FluxPipeline(None, None, None, None, None, None, theirs)
+    pipe.load_lora_weights(str(path))
+    after = run(theirs)
+    change = (mine - before).norm()
+    assert change > 0.05 * before.norm()
+    assert (after - mine).norm() < 0.05 * change, f"diffusers differs by {(after - mine).norm() / change:.3f}"
