@@ -280,3 +280,24 @@ def test_diffusers_load_lora_weights_reproduces_our_output(tmp_path: Path) -> No
     change = (mine - before).norm()
     assert change > 0.05 * before.norm()
     assert (after - mine).norm() < 0.05 * change, f"diffusers differs by {(after - mine).norm() / change:.3f}"
+
+
+def test_estimate_reads_flux_headers_and_counts_a_step(tiny_flux, trained) -> None:
+    from lorascripts.perf.configs import model_shapes
+    from lorascripts.perf.flops import train_step_cost
+
+    base = load_base_model(str(tiny_flux.all_in_one), tokenizer_path=str(tiny_flux.tokenizer_dir))
+    shapes = model_shapes(str(tiny_flux.all_in_one))
+    assert shapes.family.name == "flux1"
+    assert shapes.params["unet"] == sum(p.numel() for p in base.denoiser.parameters())
+    assert shapes.params["vae"] == sum(p.numel() for p in base.vae.parameters())
+    assert shapes.text_encoders[1]["d_model"] == base.text_encoders[1].config.d_model
+    alone = model_shapes(str(tiny_flux.transformer))  # parts not in the file: FLUX.1's published sizes
+    assert alone.params["unet"] == shapes.params["unet"] and alone.text_encoders[1]["d_model"] == 4096
+    costs = [
+        train_step_cost(shapes.family, shapes.denoiser, batch=1, height=px, width=px, text_len=32, rank=4)
+        for px in (32, 64)
+    ]
+    assert 0 < costs[0].flops < costs[1].flops
+    estimate = next(e for e in read_events(trained / "events.jsonl") if e["event"] == "estimate")
+    assert estimate["flops_per_step"] > 0 and estimate["peak_memory_bytes"] > 0

@@ -95,7 +95,8 @@ def meta_transformer(config: dict[str, Any]) -> nn.Module:
 def transformer_inputs(
     config: dict[str, Any], batch: int, latent_hw: tuple[int, int], text_len: int, dtype: torch.dtype
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Keyword inputs of one transformer step on the meta device (packed 2x2 latents require grad)."""
+    """Keyword inputs of one transformer step on the meta device (packed 2x2 latents require grad); the output
+    is diffusers' `Transformer2DModelOutput` (`.sample`), as perf/ reads it."""
     meta = {"device": "meta", "dtype": dtype}
     tokens = (latent_hw[0] // 2) * (latent_hw[1] // 2)
     kwargs = {
@@ -110,7 +111,6 @@ def transformer_inputs(
         "img_ids": torch.empty(tokens, 3, **meta),
         "txt_ids": torch.empty(text_len, 3, **meta),
         "guidance": torch.empty(batch, **meta) if config.get("guidance_embeds") else None,
-        "return_dict": False,
     }
     return (), kwargs
 
