@@ -12,7 +12,6 @@ import torch
 from ....errors import ModelError
 from ..base import BaseModel, Family, LoadedParts
 from ..flow_matching import FlowMatchingObjective, FlowSettings
-from . import lora_layout
 from .layout import transformer_prefix
 
 if TYPE_CHECKING:
@@ -129,21 +128,29 @@ class Flux1(Family):
 
     # --- LoRA files ------------------------------------------------------------------------------------------------
     def lora_targets(self, base: BaseModel, roles: set[str], *, with_conv: bool, text: bool) -> list[Target]:
+        from . import lora_layout
+
         targets = lora_layout.transformer_targets(base.denoiser, roles)
         if text:
             targets += lora_layout.text_targets(base.text_encoders[0], roles)
         return targets
 
     def kohya_name(self, base: BaseModel) -> Any:
-        return lora_layout.FluxNamer().name
+        from .lora_layout import FluxNamer
+
+        return FluxNamer().name
 
     def lora_file_tensors(self, base: BaseModel, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return lora_layout.to_file(tensors, lora_layout.linear1_rows(base.denoiser))
+        from .lora_layout import linear1_rows, to_file
+
+        return to_file(tensors, linear1_rows(base.denoiser))
 
     def lora_network_tensors(
         self, base: BaseModel, tensors: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        return lora_layout.from_file(tensors, lora_layout.linear1_rows(base.denoiser))
+        from .lora_layout import from_file, linear1_rows
+
+        return from_file(tensors, linear1_rows(base.denoiser))
 
     def lora_metadata(self, *, v_prediction: bool, resolution: int) -> dict[str, str]:
         return {

@@ -104,11 +104,10 @@ class FluxNamer:
 
 
 def _modules(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
-        base, _, part = key.partition(".")
-        out.setdefault(base, {})[part] = tensor
-    return out
+    """`<module>.<part>` keys grouped by module, as the network groups them."""
+    from ....network.lora import _group
+
+    return _group(tensors)
 
 
 def _scale(parts: dict[str, torch.Tensor]) -> float:
