@@ -301,3 +301,34 @@ def test_estimate_reads_flux_headers_and_counts_a_step(tiny_flux, trained) -> No
     assert 0 < costs[0].flops < costs[1].flops
     estimate = next(e for e in read_events(trained / "events.jsonl") if e["event"] == "estimate")
     assert estimate["flops_per_step"] > 0 and estimate["peak_memory_bytes"] > 0
+
+
+def test_cached_text_and_preview_samples_through_fluxpipeline(tiny_flux, tmp_path: Path) -> None:
+    """T5 + CLIP outputs cached on disk (text encoders frozen), preview samples drawn by diffusers' FluxPipeline,
+    and a second run in another folder reuses the caches."""
+    data = make_dataset(tmp_path / "data", n=2)
+    common = dict(
+        base_model=str(tiny_flux.transformer),
+        max_train_steps=2,
+        batch_size=2,
+        train_text_encoder=False,
+        cache_text_encoder_outputs="disk",
+        cache_dir=str(tmp_path / "cache"),
+        t5_max_length=16,
+        sample_prompts=["zkstyle a red circle"],
+        sample_every_n_steps=2,
+        sample_steps=2,
+    )
+    train(config_from_dict(tiny_config(tiny_flux, data, tmp_path / "a", **common)))
+    samples = sorted((tmp_path / "a" / "samples").glob("*.png"))
+    assert samples, "no preview sample was drawn"
+    from PIL import Image
+
+    assert Image.open(samples[0]).size == (32, 32)
+    tensors = load_file(str(tmp_path / "a" / "tiny.safetensors"))
+    assert not any(k.startswith("lora_te") for k in tensors)
+    cached = sorted((tmp_path / "cache").rglob("*.safetensors"))
+    assert cached, "no text/latent cache on disk"
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    train(config_from_dict(tiny_config(tiny_flux, data, tmp_path / "b", **common)))
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # reused, not rewritten
