@@ -113,7 +113,7 @@ def test_linear1_file_layout_is_the_same_update(tiny_flux) -> None:
 @pytest.fixture(scope="module")
 def trained(tiny_flux, tmp_path_factory):
     root = tmp_path_factory.mktemp("flux_train")
-    data = make_dataset(root / "data", n=4)
+    data = make_dataset(root / "data", n=5)
     cfg = tiny_config(
         tiny_flux,
         data,
@@ -125,6 +125,8 @@ def trained(tiny_flux, tmp_path_factory):
         batch_size=4,
         t5_max_length=32,
         timestep_sampling="sigmoid",
+        validation_split=1,
+        validate_every_n_steps=20,
     )
     train(config_from_dict(cfg))
     return root / "out"
@@ -154,6 +156,8 @@ def test_training_run_loss_falls_and_file_is_kohya_flux(trained, tiny_flux) -> N
     assert meta["modelspec.architecture"] == "flux-1-dev/lora"
     events = [e for e in read_events(trained / "events.jsonl") if e["event"] == "self_test"]
     assert events and events[-1]["ok"], events
+    validation = [e["loss"] for e in read_events(trained / "events.jsonl") if e["event"] == "validation"]
+    assert len(validation) >= 2 and all(0 < v < 10 for v in validation)  # fixed sigmas 1/8 .. 7/8
 
 
 def test_saved_file_reproduces_the_trained_network(trained, tiny_flux) -> None:
