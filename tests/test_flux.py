@@ -106,6 +106,17 @@ def test_linear1_file_layout_is_the_same_update(tiny_flux) -> None:
     back = lora_layout.from_file(fused, rows)
     again = torch.cat([delta(back, f"{name}__qkv"), delta(back, f"{name}__mlp")])
     assert torch.allclose(again, expected, atol=1e-5)
+    # our block-diagonal file gives each part back its own rank (incremental training does not grow linear1)
+    assert [back[f"{name}__{p}.lora_down.weight"].shape[0] for p in ("qkv", "mlp")] == [4, 3]
+    kohya = {  # kohya's own layout: every rank column shared by q, k, v and the MLP rows
+        f"{name}.lora_down.weight": torch.randn(2, 5, generator=gen),
+        f"{name}.lora_up.weight": torch.randn(14, 2, generator=gen),
+        f"{name}.alpha": torch.tensor(1.0),
+    }
+    split = lora_layout.from_file(kohya, rows)
+    assert split[f"{name}__mlp.lora_down.weight"].shape[0] == 2
+    joined = torch.cat([delta(split, f"{name}__qkv"), delta(split, f"{name}__mlp")])
+    assert torch.allclose(joined, delta(kohya, name), atol=1e-5)
     only_qkv = lora_layout.to_file({k: v for k, v in net.items() if "__qkv" in k}, rows)
     assert torch.allclose(delta(only_qkv, name)[6:], torch.zeros(8, 5))
 

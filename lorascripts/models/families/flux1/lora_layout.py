@@ -168,22 +168,47 @@ def to_file(tensors: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str,
     return out
 
 
+def _own_columns(up: torch.Tensor, rows: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Per part, the rank columns only its rows use; {} unless every column belongs to exactly one part (the
+    block-diagonal layout `to_file` writes; kohya's files share every column)."""
+    offsets, start = {}, 0
+    for part, size in rows.items():
+        offsets[part], start = (start, start + size), start + size
+    used = {part: up[a:b].abs().sum(dim=0) > 0 for part, (a, b) in offsets.items()}
+    owned = {
+        part: cols & ~torch.stack([u for p, u in used.items() if p != part]).any(dim=0)
+        for part, cols in used.items()
+    }
+    every_column_once = torch.stack(list(owned.values())).sum(dim=0) == 1
+    return owned if bool(every_column_once.all()) and all(bool(c.any()) for c in owned.values()) else {}
+
+
+def _split(name: str, parts: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str, torch.Tensor]:
+    """One kohya linear1 module -> its qkv and mlp parts, each the same update on its rows (exact)."""
+    if "lora_up.weight" not in parts:
+        raise ModelError(
+            f"{name}: only LoRA layers of FLUX's fused linear1 can be loaded (found {sorted(parts)})."
+        )
+    up, down = parts["lora_up.weight"], parts["lora_down.weight"]
+    owned = _own_columns(up, rows)  # our own files: give each part back only its rank, not the sum
+    out, offset = {}, 0
+    for part, size in rows.items():
+        cols = owned.get(part, torch.ones(up.shape[1], dtype=torch.bool))
+        key = f"{name}{PART_MARK}{part}"
+        out[f"{key}.lora_up.weight"] = up[offset : offset + size][:, cols]
+        out[f"{key}.lora_down.weight"] = down[cols]
+        if "alpha" in parts:  # the same alpha / rank scale with the part's rank
+            out[f"{key}.alpha"] = parts["alpha"] * int(cols.sum()) / up.shape[1]
+        offset += size
+    return out
+
+
 def from_file(tensors: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str, torch.Tensor]:
     """A kohya FLUX file's tensors -> the network's: each linear1 split into its qkv and mlp parts (exact)."""
     out: dict[str, torch.Tensor] = {}
     for name, parts in _modules(tensors).items():
-        if not (name.startswith("lora_unet_single_blocks_") and name.endswith("_linear1")):
+        if name.startswith("lora_unet_single_blocks_") and name.endswith("_linear1"):
+            out.update(_split(name, parts, rows))
+        else:
             out.update({f"{name}.{k}": v for k, v in parts.items()})
-            continue
-        if "lora_up.weight" not in parts:
-            raise ModelError(
-                f"{name}: only LoRA layers of FLUX's fused linear1 can be loaded (found {sorted(parts)})."
-            )
-        up, offset = parts["lora_up.weight"], 0
-        for part, size in rows.items():
-            out[f"{name}{PART_MARK}{part}.lora_up.weight"] = up[offset : offset + size]
-            out[f"{name}{PART_MARK}{part}.lora_down.weight"] = parts["lora_down.weight"]
-            if "alpha" in parts:
-                out[f"{name}{PART_MARK}{part}.alpha"] = parts["alpha"]
-            offset += size
     return out
