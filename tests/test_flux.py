@@ -347,3 +347,15 @@ def test_cached_text_and_preview_samples_through_fluxpipeline(tiny_flux, tmp_pat
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     train(config_from_dict(tiny_config(tiny_flux, data, tmp_path / "b", **common)))
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # reused, not rewritten
+
+
+def test_incremental_training_from_our_flux_file_keeps_its_ranks(trained, tiny_flux, tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=2)
+    start = trained / "tiny.safetensors"
+    cfg = tiny_config(
+        tiny_flux, data, tmp_path / "out", max_train_steps=1, initial_lora=str(start), t5_max_length=16
+    )
+    train(config_from_dict(cfg))
+    before, after = load_file(str(start)), load_file(str(tmp_path / "out" / "tiny.safetensors"))
+    assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from there
