@@ -190,7 +190,7 @@ def test_files_whose_keys_and_metadata_prove_nothing_are_unknown_not_sd1(tmp_pat
     odd = {"lora_unet_layers_0_attention_qkv": ((4, 64), (192, 4))}  # e.g. a Lumina-style DiT, no metadata
     path = kohya_file(tmp_path / "odd.safetensors", odd, {})
     assert inspect_lora(path)["family"] == "unknown"
-    with pytest.raises(ModelError, match="family is unknown .*Pass --base sd1\\|sd2\\|sdxl"):
+    with pytest.raises(ModelError, match="family is unknown .*Pass --base flux1\\|sd1\\|sd2\\|sdxl"):
         self_test(path)
     named = kohya_file(tmp_path / "lumina.safetensors", odd, {"ss_base_model_version": "lumina2"})
     assert inspect_lora(named)["family"] == "lumina2"
