@@ -389,3 +389,31 @@ def test_stop_and_resume_ends_with_the_uninterrupted_weights(tiny_flux, tmp_path
     assert a.keys() == b.keys()
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert worst < 1e-6, f"resumed weights differ from an uninterrupted run by {worst}"
+
+
+def test_fp8_transformer_and_t5_files_load_in_the_run_dtype(tiny_flux, tmp_path: Path) -> None:
+    """ComfyUI's `flux1-dev-fp8` / `t5xxl_fp8_e4m3fn` files: weights stored fp8 are computed in the run's dtype."""
+    from safetensors.torch import save_file
+
+    models = tiny_flux.transformer.parent.parent
+    fp8 = {
+        k: v.to(torch.float8_e4m3fn) if v.dim() == 2 else v
+        for k, v in load_file(str(tiny_flux.transformer)).items()
+    }
+    save_file(fp8, str(tmp_path / "flux1-tiny-fp8.safetensors"))
+    t5 = load_file(str(models / "text_encoders" / "t5xxl_fp16.safetensors"))
+    save_file(
+        {k: v.to(torch.float8_e4m3fn) for k, v in t5.items()}, str(tmp_path / "t5xxl_fp8_e4m3fn.safetensors")
+    )
+    shutil.copy(models / "vae" / "ae.safetensors", tmp_path / "ae.safetensors")
+    shutil.copy(models / "text_encoders" / "clip_l.safetensors", tmp_path / "clip_l.safetensors")
+    shutil.copytree(tiny_flux.transformer.parent / "t5_tokenizer", tmp_path / "t5_tokenizer")
+    base = load_base_model(
+        str(tmp_path / "flux1-tiny-fp8.safetensors"),
+        tokenizer_path=str(tiny_flux.tokenizer_dir),
+        dtype=torch.bfloat16,
+    )
+    assert base.denoiser.dtype == torch.bfloat16 and base.text_encoders[1].dtype == torch.bfloat16
+    reference = load_base_model(str(tiny_flux.transformer), tokenizer_path=str(tiny_flux.tokenizer_dir))
+    out, ref = _output(base).float(), _output(reference)
+    assert torch.isfinite(out).all() and (out - ref).norm() < 0.25 * ref.norm()  # fp8 rounding, same model
