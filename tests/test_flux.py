@@ -417,3 +417,32 @@ def test_fp8_transformer_and_t5_files_load_in_the_run_dtype(tiny_flux, tmp_path:
     reference = load_base_model(str(tiny_flux.transformer), tokenizer_path=str(tiny_flux.tokenizer_dir))
     out, ref = _output(base).float(), _output(reference)
     assert torch.isfinite(out).all() and (out - ref).norm() < 0.25 * ref.norm()  # fp8 rounding, same model
+
+
+def test_target_modules_select_attention_only_or_modulation_too(tiny_flux) -> None:
+    from lorascripts.network.targets import expand_roles
+
+    base = load_base_model(str(tiny_flux.transformer), tokenizer_path=str(tiny_flux.tokenizer_dir))
+    namer = base.family.kohya_name(base)
+
+    def names(*modules: str) -> set[str]:
+        targets = base.family.lora_targets(base, expand_roles(modules), with_conv=False, text=False)
+        return {namer(t.component, t.path).removeprefix("lora_unet_") for t in targets}
+
+    default = names("all")
+    assert "double_blocks_0_img_attn_qkv" in default and "single_blocks_0_linear1__mlp" in default
+    assert not any("mod" in n for n in default)
+    assert names("all", "modulation") - default == {
+        "double_blocks_0_img_mod_lin",
+        "double_blocks_0_txt_mod_lin",
+        "single_blocks_0_modulation_lin",
+    }
+    attention = names("attn")
+    assert attention == {
+        "double_blocks_0_img_attn_qkv",
+        "double_blocks_0_txt_attn_qkv",
+        "double_blocks_0_img_attn_proj",
+        "double_blocks_0_txt_attn_proj",
+        "single_blocks_0_linear1__qkv",
+        "single_blocks_0_linear2",
+    }
