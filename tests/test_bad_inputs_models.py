@@ -100,7 +100,9 @@ def test_lora_for_another_model_is_refused(good_lora: Path, sd1_base, tiny_sd1, 
     with pytest.raises(ModelError, match="is a SDXL LoRA; tiny-sd1.safetensors is SD1"):
         merge_into_checkpoint(tiny_sd1.single_file, [(wrong_family, 1.0)], tmp_path / "c.safetensors")
     assert "trained for SDXL but the base model is SD1" in self_test(wrong_family, "sd1").problems[0]
-    with pytest.raises(ModelError, match="--base must be sd1, sd2, sdxl or a .safetensors checkpoint; 'sd5'"):
+    with pytest.raises(
+        ModelError, match="--base must be flux1, sd1, sd2, sdxl or a .safetensors checkpoint; 'sd5'"
+    ):
         self_test(good_lora, "sd5")
     wrong_shape = _variant(good_lora, "wrong_layer_shape", tmp_path)
     with pytest.raises(ModelError, match="does not fit this model"):
@@ -199,7 +201,7 @@ CHECKPOINTS = {
     "bad_arch_metadata": ({"meta": {"lorascripts.arch": "{not json"}}, r"cannot work out the architecture"),
     "only_text_encoder": (
         {"drop": "model.diffusion_model."},
-        r"not a Stable Diffusion 1\.x/2\.x/XL checkpoint",
+        r"not a FLUX\.1, Stable Diffusion 1\.x/2\.x/XL checkpoint",
     ),
 }
 
@@ -230,7 +232,7 @@ def test_checkpoint_nan_wrong_family_and_shapes(tiny_sd1, tmp_path: Path, good_l
         load_base_model(
             str(tiny_sd1.single_file), tokenizer_path=str(tiny_sd1.tokenizer_dir), expected_family="sdxl"
         )
-    with pytest.raises(ModelError, match="good.safetensors is not a Stable Diffusion.*Is it a LoRA"):
+    with pytest.raises(ModelError, match="good.safetensors is not a FLUX.1, Stable Diffusion.*Is it a LoRA"):
         load_base_model(str(good_lora))
 
 

@@ -160,7 +160,7 @@ def test_wrong_family_and_wrong_file_are_explained(tiny_sd2, tmp_path: Path) -> 
     assert "SD2.x" in str(err.value) and "sd1" in str(err.value)
     lora = tmp_path / "some_lora.safetensors"
     save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2)}, str(lora))
-    with pytest.raises(ModelError, match="not a Stable Diffusion"):
+    with pytest.raises(ModelError, match="not a FLUX.1, Stable Diffusion"):
         load_base_model(str(lora))
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 100)

@@ -35,6 +35,8 @@ TARGET_ALIASES: dict[str, str] = {
     "proj_in": "proj_in",
     "proj_out": "proj_out",
     "attn": "attn",
+    "modulation": "mod",  # FLUX's img_mod/txt_mod/modulation layers (kohya leaves them out by default)
+    "mod": "mod",
     "all": "all",
     "default": "all",
 }

@@ -325,6 +325,65 @@ class TrainConfig(RunConfig):
     )
     ema_samples: bool = option(True, help="Draw samples with the EMA weights.", section=JUDGE)
 
+    # --- diffusion transformers (FLUX.1) ---------------------------------------------------------------------
+    vae: str | None = option(
+        None,
+        help="FLUX: the VAE file (ae.safetensors); found beside the transformer or in ComfyUI's models/vae if empty.",
+        section=MODEL,
+        path=True,
+    )
+    clip_l: str | None = option(
+        None,
+        help="FLUX: the CLIP-L file (clip_l.safetensors); found beside the transformer or in models/clip if empty.",
+        section=MODEL,
+        path=True,
+    )
+    t5: str | None = option(
+        None,
+        help="FLUX: the T5-XXL file (t5xxl_fp16.safetensors); found beside the transformer or in "
+        "models/text_encoders if empty.",
+        section=MODEL,
+        path=True,
+    )
+    t5_max_length: int | None = option(
+        None,
+        help="FLUX: T5 tokens per caption; empty = 512 for dev, 256 for schnell.",
+        section=MODEL,
+        min=16,
+        max=512,
+    )
+    timestep_sampling: str = option(
+        "shift",
+        help="Flow-matching models: how sigmas are drawn (shift: sigmoid moved by discrete_flow_shift, kohya's "
+        "FLUX recipe).",
+        section=TRAIN,
+        choices=("sigmoid", "logit_normal", "uniform", "shift"),
+    )
+    discrete_flow_shift: float = option(
+        3.1582,
+        help="Flow-matching models: the sigma shift of timestep_sampling shift.",
+        section=TRAIN,
+        min=0.01,
+    )
+    sigmoid_scale: float = option(
+        1.0,
+        help="Flow-matching models: scale of the normal draw of sigmoid/shift sampling.",
+        section=TRAIN,
+        min=0.01,
+    )
+    loss_weighting: str = option(
+        "none",
+        help="Flow-matching models: loss weights per sigma (diffusers' SD3 schemes).",
+        section=TRAIN,
+        choices=("none", "sigma_sqrt", "cosmap"),
+    )
+    guidance_scale: float = option(
+        1.0,
+        help="FLUX.1-dev: the distilled guidance value the transformer is trained with.",
+        section=TRAIN,
+        min=0.0,
+    )
+
     def check(self) -> None:
         """The shared rules, then the image config's cross-key rules (rules.py)."""
         super().check()

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def _single_file(
-    path: Path, allow_pickle: bool, tokenizer_path: str | None, dtype: torch.dtype
+    path: Path, allow_pickle: bool, tokenizer_path: str | None, dtype: torch.dtype, components: dict
 ) -> tuple[Family, LoadedParts]:
     state, metadata = read_checkpoint(path, allow_pickle)
     family = family_of_checkpoint(list(state))
@@ -46,7 +46,9 @@ def _single_file(
         raise ModelError(
             f"{path.name}: weight {bad} contains NaN/inf values; the file is damaged. Re-download it."
         )
-    return family, family.load_checkpoint(path, state, metadata, tokenizer_path=tokenizer_path, dtype=dtype)
+    return family, family.load_checkpoint(
+        path, state, metadata, tokenizer_path=tokenizer_path, dtype=dtype, components=components
+    )
 
 
 def _model_index(source: str, local_only: bool) -> dict[str, Any]:
@@ -71,11 +73,11 @@ def _diffusers(source: str, dtype: torch.dtype) -> tuple[Family, LoadedParts]:
 
 
 def _open(
-    source: str, allow_pickle: bool, tokenizer_path: str | None, dtype: torch.dtype
+    source: str, allow_pickle: bool, tokenizer_path: str | None, dtype: torch.dtype, components: dict
 ) -> tuple[Family, LoadedParts]:
     path = Path(source)
     if path.is_file():
-        return _single_file(path, allow_pickle, tokenizer_path, dtype)
+        return _single_file(path, allow_pickle, tokenizer_path, dtype, components)
     if path.is_dir() and (path / "model_index.json").is_file():
         return _diffusers(source, dtype)
     if path.is_dir():
@@ -93,10 +95,11 @@ def load_base_model(
     tokenizer_path: str | None = None,
     expected_family: str | None = None,
     dtype: torch.dtype = torch.float32,
+    components: dict[str, str | None] | None = None,
 ) -> BaseModel:
     """Load a base model for training, its weights in `dtype`; raises ModelError with what was found when it
-    cannot."""
-    family, parts = _open(source, allow_pickle, tokenizer_path, dtype)
+    cannot. `components`: files of parts a transformer file does not hold (FLUX: vae, clip_l, t5)."""
+    family, parts = _open(source, allow_pickle, tokenizer_path, dtype, components or {})
     path = Path(source)
     if expected_family and expected_family != family.name:
         wanted = get_family(expected_family)

@@ -51,6 +51,7 @@ def spec_from_metadata(metadata: dict[str, str], tensors: dict[str, Any]) -> Net
 def load_lora(base: Any, path: Path, multiplier: float = 1.0) -> LoraNetwork:
     """Build, load and hook the LoRA in `path` into `base` at `multiplier` (call `.remove()` to detach)."""
     tensors, metadata = read_lora_weights(path)
+    tensors = base.family.lora_network_tensors(base, tensors)
     try:
         network = LoraNetwork.create(base, spec_from_metadata(metadata, tensors), initial=tensors)
     except ModelError as exc:

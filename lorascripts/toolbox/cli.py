@@ -129,7 +129,7 @@ def add_lora_commands(sub: argparse._SubParsersAction) -> None:
     p = group.add_parser("selftest", help="does every key apply? (WebUI rules; ComfyUI's when importable)")
     p.add_argument("lora")
     p.add_argument(
-        "--base", help="sd1, sd2, sdxl or a single-file checkpoint (default: the LoRA's own family)"
+        "--base", help="sd1, sd2, sdxl, flux1 or a single-file checkpoint (default: the LoRA's own family)"
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_selftest)

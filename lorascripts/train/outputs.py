@@ -162,6 +162,7 @@ def build_metadata(
 
 def _extra_metadata(parts: RunParts, loss: float | None, best: float | None) -> dict[str, str]:
     extra = {"ls_final_loss": f"{loss:.6f}" if loss is not None else "None"}
+    extra.update(parts.base.family.model_metadata(parts.base))
     if best is not None:
         extra["ls_validation_loss"] = f"{best:.6f}"
     if parts.ema is not None:
@@ -185,7 +186,7 @@ def write_lora_file(
     name = parts.output_name if final else f"{parts.output_name}-step{progress.step:08d}"
     name = (f"{parts.output_name}-best" if best is not None else name) + suffix
     path = parts.output_dir / f"{name}.safetensors"
-    tensors = parts.network.kohya_state_dict()
+    tensors = parts.base.family.lora_file_tensors(parts.base, parts.network.kohya_state_dict())
     metadata = build_metadata(parts, progress, name, final=final, loss=loss, best=best)
     save_lora_file(path, tensors, metadata, dtype=SAVE_DTYPES[parts.cfg.save_precision])
     logger.info("saved %s", path)

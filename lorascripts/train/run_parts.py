@@ -94,7 +94,9 @@ class RunParts:
             tokenizer_path=cfg.tokenizer_path,
             expected_family=None if cfg.model_family == "auto" else cfg.model_family,
             dtype=self.precision.weight_dtype,
+            components={"vae": cfg.vae, "clip_l": cfg.clip_l, "t5": cfg.t5},
         )
+        self.base.extra["config"] = cfg  # the family's own settings (FLUX: sampling, shift, guidance)
         check_model_limits(cfg, self.base)
         self.objective = self.base.family.objective(self.base, min_snr_gamma=cfg.min_snr_gamma)
         build.freeze_and_place(self)

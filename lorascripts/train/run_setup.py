@@ -157,7 +157,7 @@ def read_initial_lora(parts: RunParts) -> tuple[dict[str, torch.Tensor] | None, 
             "Use a LoRA made for this base model."
         )
     logger.info("incremental training from %s (%d tensors)", parts.cfg.initial_lora, len(tensors))
-    return tensors, metadata
+    return family.lora_network_tensors(parts.base, tensors), metadata
 
 
 def build_optimizer(parts: RunParts) -> None:

@@ -20,7 +20,12 @@ if TYPE_CHECKING:
     from .base import BaseModel, Family, LoadedParts, Objective, StepNoise
 
 # family name -> "module:class" inside this package, in detection order
-REGISTERED: dict[str, str] = {"sdxl": "sdxl:SDXL", "sd2": "sd2:SD2", "sd1": "sd1:SD1"}
+REGISTERED: dict[str, str] = {
+    "flux1": "flux1:Flux1",
+    "sdxl": "sdxl:SDXL",
+    "sd2": "sd2:SD2",
+    "sd1": "sd1:SD1",
+}
 _BASE_NAMES = ("BaseModel", "Family", "LoadedParts", "Objective", "StepNoise")
 
 

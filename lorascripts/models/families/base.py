@@ -118,8 +118,12 @@ class Family(ABC):
         *,
         tokenizer_path: str | None,
         dtype: torch.dtype,
+        components: dict[str, str | None] | None = None,
     ) -> LoadedParts:
-        """The model in a single-file checkpoint this family claimed (ModelError naming what is wrong)."""
+        """The model in a single-file checkpoint this family claimed (ModelError naming what is wrong).
+
+        `components`: files of parts kept apart from the denoiser (FLUX: `vae`, `clip_l`, `t5`), None = find them.
+        """
 
     @abstractmethod
     def load_diffusers(self, source: str, *, dtype: torch.dtype, local_only: bool) -> LoadedParts:
@@ -191,6 +195,20 @@ class Family(ABC):
     @abstractmethod
     def kohya_name(self, base: BaseModel) -> Any:
         """A callable (component, module path) -> kohya base name for this model."""
+
+    def lora_file_tensors(self, base: BaseModel, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The network's kohya tensors as the LoRA file holds them (FLUX fuses the parts of a fused layer)."""
+        return tensors
+
+    def lora_network_tensors(
+        self, base: BaseModel, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """A LoRA file's tensors as the network holds them (the inverse of `lora_file_tensors`)."""
+        return tensors
+
+    def model_metadata(self, base: BaseModel) -> dict[str, str]:
+        """Metadata that depends on the loaded model, not only the family (FLUX: dev or schnell)."""
+        return {}
 
     @abstractmethod
     def lora_metadata(self, *, v_prediction: bool, resolution: int) -> dict[str, str]:

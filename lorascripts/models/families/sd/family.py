@@ -58,6 +58,7 @@ class StableDiffusionFamily(Family):
         *,
         tokenizer_path: str | None,
         dtype: torch.dtype,
+        components: dict[str, str | None] | None = None,  # an SD file holds every part
     ) -> LoadedParts:
         from .load import load_single_file
 

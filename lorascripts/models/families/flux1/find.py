@@ -1,0 +1,98 @@
+"""Finding the parts a FLUX transformer file does not hold: the VAE, CLIP-L and T5 files and the T5 tokenizer.
+
+Looked for where ComfyUI users keep them: the file the config names, beside the transformer, or in the ComfyUI
+`models/` folder the transformer sits in (`models/unet` or `models/diffusion_models` -> `models/vae`,
+`models/clip`, `models/text_encoders`). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from ....errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+# file names in the order they are preferred (full precision before fp8)
+PART_FILES = {
+    "vae": ("ae.safetensors", "flux_vae.safetensors", "flux1_vae.safetensors"),
+    "clip_l": ("clip_l.safetensors",),
+    "t5": ("t5xxl_fp16.safetensors", "t5xxl.safetensors", "t5xxl_fp8_e4m3fn.safetensors"),
+}
+COMFY_FOLDERS = {"vae": ("vae",), "clip_l": ("clip", "text_encoders"), "t5": ("text_encoders", "clip")}
+TRANSFORMER_FOLDERS = ("unet", "diffusion_models", "checkpoints")
+PART_LABELS = {
+    "vae": "VAE (ae.safetensors)",
+    "clip_l": "CLIP-L (clip_l.safetensors)",
+    "t5": "T5 (t5xxl_*.safetensors)",
+}
+T5_TOKENIZER_REPOS = ("google/t5-v1_1-xxl", "black-forest-labs/FLUX.1-dev")
+
+
+def _folders(part: str, transformer: Path) -> list[Path]:
+    folders = [transformer.parent]
+    if transformer.parent.name in TRANSFORMER_FOLDERS:
+        folders += [transformer.parent.parent / name for name in COMFY_FOLDERS[part]]
+    return folders
+
+
+def find_part(part: str, given: str | None, transformer: Path) -> Path:
+    """The file of one FLUX part: `given` (the config's `vae` / `clip_l` / `t5`) or the first one found."""
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise ModelError(
+                f"{part} file {given} does not exist (the {PART_LABELS[part]} of {transformer.name})."
+            )
+        return path
+    folders = _folders(part, transformer)
+    for folder in folders:
+        for name in PART_FILES[part]:
+            if (folder / name).is_file():
+                logger.info("%s: %s", part, folder / name)
+                return folder / name
+    looked = ", ".join(str(f) for f in folders)
+    raise ModelError(
+        f"{transformer.name} holds only the FLUX transformer; its {PART_LABELS[part]} was not found (looked in "
+        f"{looked} for {', '.join(PART_FILES[part])}). Set `{part}` to the file's path."
+    )
+
+
+def _tokenizer_folders(transformer: Path) -> list[Path]:
+    found = [transformer.parent / "t5_tokenizer", transformer.parent / "tokenizer_2"]
+    spec = importlib.util.find_spec("comfy")
+    if spec is not None and spec.submodule_search_locations:
+        # ComfyUI ships the T5 tokenizer with its code
+        found.append(Path(next(iter(spec.submodule_search_locations))) / "text_encoders" / "t5_tokenizer")
+    return found
+
+
+def _from_hub_cache() -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for repo in T5_TOKENIZER_REPOS:
+        for name in ("tokenizer.json", "tokenizer_2/tokenizer.json", "spiece.model"):
+            hit = try_to_load_from_cache(repo, name)
+            if isinstance(hit, str):
+                return Path(hit).parent
+    return None
+
+
+def find_t5_tokenizer(transformer: Path) -> Any:
+    """T5TokenizerFast from a folder beside the transformer, ComfyUI's copy or the Hugging Face cache."""
+    from transformers import T5TokenizerFast
+
+    for folder in _tokenizer_folders(transformer):
+        if (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file():
+            logger.info("T5 tokenizer: %s", folder)
+            return T5TokenizerFast.from_pretrained(str(folder))
+    cached = _from_hub_cache()
+    if cached is not None:
+        return T5TokenizerFast.from_pretrained(str(cached))
+    raise ModelError(
+        f"no T5 tokenizer found for {transformer.name}: put its files (tokenizer.json or spiece.model) in a "
+        f"`t5_tokenizer` folder beside it, or cache {T5_TOKENIZER_REPOS[0]}'s tokenizer in the Hugging Face cache."
+    )

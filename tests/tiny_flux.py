@@ -1,0 +1,196 @@
+"""A tiny but architecturally real FLUX.1: transformer (1 double + 1 single block, hidden 64), 16-channel VAE,
+CLIP-L and T5 encoders and their tokenizers, all built locally, saved the ways users have them:
+
+- BFL's layout: `flux1-tiny.safetensors` (transformer only) + `ae.safetensors`, `clip_l.safetensors`,
+  `t5xxl_fp16.safetensors` (ComfyUI's models/ folders or side by side);
+- ComfyUI's all-in-one checkpoint (`model.diffusion_model.`, `text_encoders.*.transformer.`, `vae.`);
+- a diffusers FluxPipeline folder.
+
+The BFL transformer file is the source: random weights in BFL's key layout; the diffusers folder is made from it
+with diffusers' converter, so both forms hold the same model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from lorascripts.models.families.sd.ldm_names import clip_l_state, vae_to_ldm
+
+HIDDEN, HEAD_DIM, TEXT, POOLED, LATENT = 64, 32, 32, 32, 16
+WORDS = "a an the red green blue yellow circle square shape small large on in of with picture zkstyle".split()
+
+
+@dataclass(frozen=True)
+class TinyFlux:
+    root: Path
+    transformer: Path  # BFL layout, transformer only (models/diffusion_models)
+    all_in_one: Path
+    diffusers_dir: Path
+    tokenizer_dir: Path  # CLIP tokenizer
+
+    @property
+    def single_file(self) -> Path:  # what helpers_train.tiny_config reads
+        return self.transformer
+
+
+def bfl_transformer(seed: int, guidance: bool = True) -> dict[str, torch.Tensor]:
+    """Random weights of a FLUX transformer in BFL's key layout."""
+    gen = torch.Generator().manual_seed(seed)
+    h, mlp = HIDDEN, 4 * HIDDEN
+    shapes: dict[str, tuple[int, ...]] = {
+        "img_in": (h, 4 * LATENT), "txt_in": (h, TEXT), "time_in.in_layer": (h, 256), "time_in.out_layer": (h, h),
+        "vector_in.in_layer": (h, POOLED), "vector_in.out_layer": (h, h), "final_layer.linear": (4 * LATENT, h),
+        "final_layer.adaLN_modulation.1": (2 * h, h),
+        "double_blocks.0.img_mod.lin": (6 * h, h), "double_blocks.0.txt_mod.lin": (6 * h, h),
+        "double_blocks.0.img_attn.qkv": (3 * h, h), "double_blocks.0.txt_attn.qkv": (3 * h, h),
+        "double_blocks.0.img_attn.proj": (h, h), "double_blocks.0.txt_attn.proj": (h, h),
+        "double_blocks.0.img_mlp.0": (mlp, h), "double_blocks.0.img_mlp.2": (h, mlp),
+        "double_blocks.0.txt_mlp.0": (mlp, h), "double_blocks.0.txt_mlp.2": (h, mlp),
+        "single_blocks.0.modulation.lin": (3 * h, h), "single_blocks.0.linear1": (3 * h + mlp, h),
+        "single_blocks.0.linear2": (h, h + mlp),
+    }  # fmt: skip
+    if guidance:
+        shapes.update({"guidance_in.in_layer": (h, 256), "guidance_in.out_layer": (h, h)})
+    state = {}
+    for name, shape in shapes.items():
+        state[f"{name}.weight"] = torch.randn(shape, generator=gen) * shape[1] ** -0.5
+        state[f"{name}.bias"] = torch.randn(shape[0], generator=gen) * 0.02
+    for norm in ("double_blocks.0.img_attn", "double_blocks.0.txt_attn", "single_blocks.0"):
+        for which in ("query_norm", "key_norm"):
+            state[f"{norm}.norm.{which}.scale"] = torch.ones(HEAD_DIM)
+    return state
+
+
+def _vae(seed: int) -> torch.nn.Module:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=LATENT,
+        norm_num_groups=32,
+        layers_per_block=1,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+    ).eval()
+
+
+def ae_state(vae: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The VAE in BFL's `ae.safetensors` layout (LDM names, 1x1-conv attention, no quant convs)."""
+    out = {}
+    for key, value in vae.state_dict().items():
+        name = vae_to_ldm(key, len(vae.config.block_out_channels))
+        out[name] = value[:, :, None, None] if ".mid.attn_1." in name and value.dim() == 2 else value
+    return out
+
+
+def _clip(vocab: int, seed: int) -> torch.nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=vocab, hidden_size=POOLED, intermediate_size=64, num_hidden_layers=2, num_attention_heads=1,
+        max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=vocab - 2, eos_token_id=vocab - 1,
+        pad_token_id=vocab - 1,
+    )  # fmt: skip
+    return CLIPTextModel(config).eval()
+
+
+def _t5(vocab: int, seed: int) -> torch.nn.Module:
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=vocab, d_model=TEXT, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+        feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
+    )  # fmt: skip
+    return T5EncoderModel(config).eval()
+
+
+def build_t5_tokenizer(folder: Path) -> Path:
+    """A sentencepiece-style Unigram tokenizer trained on the test vocabulary, saved as T5TokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import T5TokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    specials = ["<pad>", "</s>", "<unk>"]
+    trainer = trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="<unk>")
+    tok.train_from_iterator([" ".join(WORDS)] * 4 + [f"a {w} picture" for w in WORDS], trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = T5TokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0
+    )
+    fast.save_pretrained(str(folder))
+    return folder
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def build_tiny_flux(root: Path, clip_tokenizer_dir: Path, seed: int = 0, guidance: bool = True) -> TinyFlux:
+    """Build and save the tiny FLUX in ComfyUI's folders, as an all-in-one file and as a diffusers folder."""
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    models = root / "models"
+    clip_tok = CLIPTokenizer.from_pretrained(str(clip_tokenizer_dir))
+    name = "flux1-tiny" if guidance else "flux1-tiny-schnell"
+    t5_tok_dir = build_t5_tokenizer(models / "diffusion_models" / "t5_tokenizer")
+    t5_tok = T5TokenizerFast.from_pretrained(str(t5_tok_dir))
+    transformer = bfl_transformer(seed, guidance)
+    vae, clip, t5 = _vae(seed + 1), _clip(len(clip_tok), seed + 2), _t5(len(t5_tok), seed + 3)
+    parts = {
+        "vae": ae_state(vae),
+        "clip_l": clip_l_state(clip),
+        "t5": {k: v for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"},
+    }
+    single = _save(transformer, models / "diffusion_models" / f"{name}.safetensors")
+    _save(parts["vae"], models / "vae" / "ae.safetensors")
+    _save(parts["clip_l"], models / "text_encoders" / "clip_l.safetensors")
+    _save(parts["t5"], models / "text_encoders" / "t5xxl_fp16.safetensors")
+    prefixes = {
+        "vae": "vae.",
+        "clip_l": "text_encoders.clip_l.transformer.",
+        "t5": "text_encoders.t5xxl.transformer.",
+    }
+    aio = {f"model.diffusion_model.{k}": v for k, v in transformer.items()}
+    for part, state in parts.items():
+        aio.update({prefixes[part] + k: v for k, v in state.items()})
+    aio_path = _save(aio, models / "checkpoints" / f"{name}-aio.safetensors")
+    (models / "checkpoints" / "t5_tokenizer").mkdir(exist_ok=True)
+    t5_tok.save_pretrained(str(models / "checkpoints" / "t5_tokenizer"))
+    folder = _diffusers_folder(
+        root / f"{name}-diffusers", transformer, vae, clip, t5, clip_tok, t5_tok, guidance
+    )
+    return TinyFlux(root, single, aio_path, folder, clip_tokenizer_dir)
+
+
+def _diffusers_folder(folder, transformer, vae, clip, t5, clip_tok, t5_tok, guidance) -> Path:  # noqa: ANN001
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    from lorascripts.models.families.flux1.layout import transformer_config
+    from lorascripts.models.families.flux1.load import _convert, scheduler_config
+
+    config = transformer_config({k: tuple(v.shape) for k, v in transformer.items()})
+    model = FluxTransformer2DModel(**config)
+    model.load_state_dict(_convert(transformer, config))
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**scheduler_config(model)),
+        vae=vae, text_encoder=clip, tokenizer=clip_tok, text_encoder_2=t5, tokenizer_2=t5_tok, transformer=model,
+    )  # fmt: skip
+    pipe.save_pretrained(str(folder))
+    return folder
