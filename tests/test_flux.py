@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_train import make_dataset, tiny_config
-from lorascripts.train.events import read_events
+from lorascripts.run.events import read_events
 from safetensors.torch import load_file
 from tiny_flux import bfl_transformer, build_tiny_flux
 
@@ -369,7 +369,7 @@ def test_incremental_training_from_our_flux_file_keeps_its_ranks(trained, tiny_f
 
 def test_stop_and_resume_ends_with_the_uninterrupted_weights(tiny_flux, tmp_path: Path) -> None:
     """Sigmas and noise are drawn from the step's seed: a stopped and resumed run ends where one run ends."""
-    from lorascripts.train.events import STOP_FILE_NAME
+    from lorascripts.run.events import STOP_FILE_NAME
 
     from lorascripts.errors import StopRequested
 
