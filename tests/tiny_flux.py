@@ -37,10 +37,17 @@ class TinyFlux:
         return self.transformer
 
 
-def bfl_transformer(seed: int, guidance: bool = True) -> dict[str, torch.Tensor]:
-    """Random weights of a FLUX transformer in BFL's key layout."""
+def bfl_transformer(
+    seed: int,
+    guidance: bool = True,
+    hidden: int = HIDDEN,
+    head_dim: int = HEAD_DIM,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """Random weights of a FLUX transformer in BFL's key layout (`hidden` 3072 with `head_dim` 128: the width
+    ComfyUI detects as FLUX.1, HOSTS.md)."""
     gen = torch.Generator().manual_seed(seed)
-    h, mlp = HIDDEN, 4 * HIDDEN
+    h, mlp = hidden, 4 * hidden
     shapes: dict[str, tuple[int, ...]] = {
         "img_in": (h, 4 * LATENT), "txt_in": (h, TEXT), "time_in.in_layer": (h, 256), "time_in.out_layer": (h, h),
         "vector_in.in_layer": (h, POOLED), "vector_in.out_layer": (h, h), "final_layer.linear": (4 * LATENT, h),
@@ -57,11 +64,11 @@ def bfl_transformer(seed: int, guidance: bool = True) -> dict[str, torch.Tensor]
         shapes.update({"guidance_in.in_layer": (h, 256), "guidance_in.out_layer": (h, h)})
     state = {}
     for name, shape in shapes.items():
-        state[f"{name}.weight"] = torch.randn(shape, generator=gen) * shape[1] ** -0.5
-        state[f"{name}.bias"] = torch.randn(shape[0], generator=gen) * 0.02
+        state[f"{name}.weight"] = (torch.randn(shape, generator=gen) * shape[1] ** -0.5).to(dtype)
+        state[f"{name}.bias"] = (torch.randn(shape[0], generator=gen) * 0.02).to(dtype)
     for norm in ("double_blocks.0.img_attn", "double_blocks.0.txt_attn", "single_blocks.0"):
         for which in ("query_norm", "key_norm"):
-            state[f"{norm}.norm.{which}.scale"] = torch.ones(HEAD_DIM)
+            state[f"{norm}.norm.{which}.scale"] = torch.ones(head_dim, dtype=dtype)
     return state
 
 
