@@ -13,6 +13,7 @@ import torch
 
 from .lora_layout import PART_MARK, FluxNamer, text_targets, transformer_targets
 
+CLIP_L_PREFIX = "text_encoders.clip_l.transformer."  # CLIP-L inside ComfyUI's all-in-one checkpoint
 ALL = {"q_proj", "k_proj", "v_proj", "out_proj", "ff", "fc1", "fc2", "mod"}
 
 
@@ -36,7 +37,8 @@ def resolve_layer(lora_name: str, layers: dict[str, tuple[int, ...]]) -> tuple[s
 
 
 def checkpoint_layers(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """kohya base name -> (key in a BFL-layout file, weight shape) of every block Linear."""
+    """kohya base name -> (key in a BFL-layout file, weight shape) of every block Linear, and of CLIP-L's layers
+    when the file holds it (ComfyUI's all-in-one checkpoint)."""
     from .layout import transformer_prefix
 
     prefix = transformer_prefix(set(shapes)) or ""
@@ -49,6 +51,11 @@ def checkpoint_layers(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str
             and len(shape) == 2
         ):
             out["lora_unet_" + inner.removesuffix(".weight").replace(".", "_")] = (key, shape)
+        elif key.startswith(CLIP_L_PREFIX + "text_model.encoder.layers.") and len(shape) == 2:
+            out["lora_te1_" + key[len(CLIP_L_PREFIX) :].removesuffix(".weight").replace(".", "_")] = (
+                key,
+                shape,
+            )
     return out
 
 

@@ -1,0 +1,124 @@
+"""The toolbox on FLUX.1 LoRA files trained by our trainer on the tiny FLUX (2 steps): inspect, self-test against
+the all-in-one checkpoint (transformer and CLIP-L), merge of two FLUX LoRAs and into a FLUX checkpoint, resize,
+and each tool refusing an SD file given as FLUX and the reverse, by name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers_train import make_dataset, tiny_config
+from safetensors.torch import load_file
+from tiny_flux import build_tiny_flux
+
+from lorascripts.config import config_from_dict
+from lorascripts.errors import ModelError
+from lorascripts.network.save import read_lora_weights
+from lorascripts.toolbox.inspect import inspect_lora
+from lorascripts.toolbox.lorafile import group_modules
+from lorascripts.toolbox.merge import merge_into_checkpoint, merge_loras
+from lorascripts.toolbox.resize import resize_lora
+from lorascripts.toolbox.selftest import self_test
+from lorascripts.train.trainer import train
+
+REPO = Path(__file__).resolve().parent.parent
+LINEAR1 = "lora_unet_single_blocks_0_linear1"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_tokenizer, tiny_sd1) -> dict[str, Path]:
+    """Two FLUX LoRAs and one SD1 LoRA (2 steps each), the FLUX all-in-one checkpoint and the SD1 checkpoint."""
+    root = tmp_path_factory.mktemp("flux_toolbox")
+    flux = build_tiny_flux(root / "flux", tiny_tokenizer)
+    data = make_dataset(root / "data", n=2)
+    out = {"flux_ckpt": flux.all_in_one, "sd1_ckpt": tiny_sd1.single_file}
+    for name, model, seed in (("flux_a", flux, 1), ("flux_b", flux, 2), ("sd1", tiny_sd1, 1)):
+        cfg = tiny_config(model, data, root / name, max_train_steps=2, seed=seed, output_name=name)
+        cfg["learning_rate"] = 1e-2
+        if name.startswith("flux"):
+            cfg.update(model_family="flux1", t5_max_length=32)
+        train(config_from_dict(cfg))
+        out[name] = root / name / f"{name}.safetensors"
+    return out
+
+
+def _deltas(path: Path) -> dict[str, torch.Tensor]:
+    return {name: m.delta() for name, m in group_modules(read_lora_weights(path)[0]).items()}
+
+
+def test_inspect_and_selftest_name_flux_and_apply_every_module(files) -> None:
+    info = inspect_lora(files["flux_a"])
+    assert info["family"] == "flux1" and "unet single_blocks_0" in info["rank_alpha_by_block"]
+    report = self_test(files["flux_a"], files["flux_ckpt"])  # transformer and CLIP-L in one file
+    assert report.ok and report.webui.applied == len(_deltas(files["flux_a"])), report.summary()
+    assert report.lora_family == report.base_family == "flux1"
+    wrong = self_test(files["sd1"], files["flux_ckpt"])
+    assert not wrong.ok and "trained for SD1 but the base model is FLUX.1" in wrong.problems[0]
+    wrong = self_test(files["flux_a"], files["sd1_ckpt"])
+    assert not wrong.ok and "trained for FLUX.1 but the base model is SD1" in wrong.problems[0]
+
+
+def test_merge_of_two_flux_loras_adds_their_updates(files, tmp_path: Path) -> None:
+    out = merge_loras([(files["flux_a"], 1.0), (files["flux_b"], 0.5)], tmp_path / "m.safetensors")
+    a, b, merged = _deltas(files["flux_a"]), _deltas(files["flux_b"]), _deltas(out)
+    assert inspect_lora(out)["family"] == "flux1" and set(merged) == set(a)
+    for name in (LINEAR1, "lora_unet_double_blocks_0_txt_attn_qkv"):
+        want = a[name] + 0.5 * b[name]
+        assert want.norm() > 0 and torch.allclose(
+            merged[name], want, atol=1e-6 * want.abs().max().item() + 1e-9
+        )
+    assert self_test(out, files["flux_ckpt"]).ok
+
+
+def test_merge_into_the_flux_checkpoint_changes_each_layer_by_its_update(files, tmp_path: Path) -> None:
+    out = tmp_path / "merged.safetensors"
+    counts = merge_into_checkpoint(files["flux_ckpt"], [(files["flux_a"], 1.0)], out)
+    deltas = _deltas(files["flux_a"])
+    assert counts == {"merged": len(deltas), "skipped": 0}
+    before, after = load_file(str(files["flux_ckpt"])), load_file(str(out))
+    assert set(before) == set(after)
+    for name, key in (
+        (LINEAR1, "model.diffusion_model.single_blocks.0.linear1.weight"),
+        (
+            "lora_te1_text_model_encoder_layers_0_self_attn_q_proj",
+            "text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight",
+        ),
+    ):
+        change = after[key].float() - before[key].float()
+        assert deltas[name].norm() > 0 and torch.allclose(change, deltas[name], atol=1e-6), name
+    assert torch.equal(
+        before["model.diffusion_model.img_in.weight"], after["model.diffusion_model.img_in.weight"]
+    )
+
+
+def test_resize_keeps_a_flux_file(files, tmp_path: Path) -> None:
+    out = tmp_path / "r.safetensors"
+    resize_lora(files["flux_a"], out, rank=2)
+    info = inspect_lora(out)
+    assert info["family"] == "flux1" and info["rank_alpha"][0] == 2
+    assert self_test(out, files["flux_ckpt"]).ok
+
+
+def test_each_tool_refuses_the_other_family_by_name(files, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"flux_a\.safetensors: FLUX\.1, sd1\.safetensors: SD1"):
+        merge_loras([(files["flux_a"], 1.0), (files["sd1"], 1.0)], tmp_path / "m.safetensors")
+    with pytest.raises(
+        ModelError, match=r"flux_a\.safetensors is a FLUX\.1 LoRA; tiny-sd1\.safetensors is SD1"
+    ):
+        merge_into_checkpoint(files["sd1_ckpt"], [(files["flux_a"], 1.0)], tmp_path / "c.safetensors")
+    with pytest.raises(
+        ModelError, match=r"sd1\.safetensors is a SD1 LoRA; flux1-tiny-aio\.safetensors is FLUX\.1"
+    ):
+        merge_into_checkpoint(files["flux_ckpt"], [(files["sd1"], 1.0)], tmp_path / "c.safetensors")
+    cli = subprocess.run(
+        [sys.executable, "-m", "lorascripts", "lora", "merge", str(files["sd1"]), "--checkpoint"]
+        + [str(files["flux_ckpt"]), "-o", str(tmp_path / "c.safetensors")],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+    )
+    assert cli.returncode != 0 and "is a SD1 LoRA" in cli.stdout + cli.stderr
+    assert not (tmp_path / "c.safetensors").exists()
