@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_train import make_dataset, tiny_config
-from lorascripts.run.events import read_events
 from safetensors.torch import load_file
 from tiny_flux import bfl_transformer, build_tiny_flux
 
@@ -20,6 +19,7 @@ from lorascripts.errors import ModelError
 from lorascripts.models import load_base_model
 from lorascripts.models.families import get_family
 from lorascripts.models.families.flux1 import lora_layout
+from lorascripts.run.events import read_events
 from lorascripts.train.trainer import train
 
 KOHYA_FLUX_KEY = (
@@ -369,9 +369,8 @@ def test_incremental_training_from_our_flux_file_keeps_its_ranks(trained, tiny_f
 
 def test_stop_and_resume_ends_with_the_uninterrupted_weights(tiny_flux, tmp_path: Path) -> None:
     """Sigmas and noise are drawn from the step's seed: a stopped and resumed run ends where one run ends."""
-    from lorascripts.run.events import STOP_FILE_NAME
-
     from lorascripts.errors import StopRequested
+    from lorascripts.run.events import STOP_FILE_NAME
 
     data = make_dataset(tmp_path / "data", n=2)
     cfg = tiny_config(tiny_flux, data, tmp_path / "ref", max_train_steps=4, t5_max_length=16, dropout=0.1)
