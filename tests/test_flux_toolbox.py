@@ -34,7 +34,12 @@ def files(tmp_path_factory, tiny_tokenizer, tiny_sd1) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("flux_toolbox")
     flux = build_tiny_flux(root / "flux", tiny_tokenizer)
     data = make_dataset(root / "data", n=2)
-    out = {"flux_ckpt": flux.all_in_one, "sd1_ckpt": tiny_sd1.single_file}
+    out = {
+        "flux_ckpt": flux.all_in_one,
+        "sd1_ckpt": tiny_sd1.single_file,
+        "flux_diffusers": flux.diffusers_dir,
+    }
+    out.update(flux_transformer=flux.transformer, tokenizer=flux.tokenizer_dir)
     for name, model, seed in (("flux_a", flux, 1), ("flux_b", flux, 2), ("sd1", tiny_sd1, 1)):
         cfg = tiny_config(model, data, root / name, max_train_steps=2, seed=seed, output_name=name)
         cfg["learning_rate"] = 1e-2
@@ -100,6 +105,46 @@ def test_resize_keeps_a_flux_file(files, tmp_path: Path) -> None:
     info = inspect_lora(out)
     assert info["family"] == "flux1" and info["rank_alpha"][0] == 2
     assert self_test(out, files["flux_ckpt"]).ok
+
+
+def test_convert_writes_the_names_diffusers_loads_with_our_update(files, tmp_path: Path) -> None:
+    """kohya -> diffusers (`transformer.…`, q/k/v and linear1 unfused): FluxPipeline.load_lora_weights changes
+    diffusers' transformer as our engine's LoRA changes ours; the reverse is refused by name."""
+    from diffusers import FluxPipeline
+
+    from lorascripts.models import load_base_model
+    from lorascripts.models.families.flux1.predict import predict
+    from lorascripts.network.from_file import load_lora
+    from lorascripts.toolbox.convert import to_diffusers, to_kohya
+
+    out = tmp_path / "d.safetensors"
+    assert to_diffusers(files["flux_a"], out)["skipped"] == 0
+    keys = set(load_file(str(out)))
+    assert all(k.startswith(("transformer.", "text_encoder.")) for k in keys)
+    assert {
+        f"transformer.single_transformer_blocks.0.{p}.lora_B.weight" for p in ("attn.to_q", "proj_mlp")
+    } <= keys
+    gen = torch.Generator().manual_seed(2)
+    cond = {"hidden": torch.randn(1, 8, 32, generator=gen), "pooled": torch.randn(1, 32, generator=gen)}
+    noisy = torch.randn(1, 16, 4, 4, generator=gen)
+
+    def run(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return predict(model, noisy, torch.tensor([0.5]), cond, 1.0).float()
+
+    base = load_base_model(str(files["flux_transformer"]), tokenizer_path=str(files["tokenizer"]))
+    before = run(base.denoiser)
+    load_lora(base, files["flux_a"])
+    mine = run(base.denoiser)
+    pipe = FluxPipeline.from_pretrained(str(files["flux_diffusers"]))
+    assert torch.allclose(run(pipe.transformer), before, atol=1e-4)
+    pipe.load_lora_weights(str(out))
+    change = (mine - before).norm()
+    assert change > 1e-3 * before.norm()
+    diff = (run(pipe.transformer) - mine).norm()
+    assert diff < 0.02 * change, f"diffusers differs by {diff / change:.3f}"
+    with pytest.raises(ModelError, match=r"d\.safetensors is a diffusers FLUX\.1 LoRA"):
+        to_kohya(out, tmp_path / "k.safetensors")
 
 
 def test_each_tool_refuses_the_other_family_by_name(files, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from ..fileio import atomic_write_bytes
 from ..models.families import family_names, get_family
 from ..models.families.lora_detect import detect_family, family_label, peft_family
 from ..network.save import read_lora_file, read_lora_weights, save_lora_file
-from .lorafile import group_modules, lora_metadata, module_tensors
+from .lorafile import LoraModule, group_modules, lora_metadata, module_tensors
 from .reference import kohya_targets, meta_base
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,14 @@ def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[
     if not downs:
         raise ModelError(f"{source.name} has no `.lora_A.weight` keys: it is not a diffusers/PEFT LoRA.")
     family = peft_family(downs)
+    sample = next(iter(downs.values()))
+    if (
+        get_family(family).diffusers_lora_names("", sample, sample) is not None
+    ):  # the family names them itself
+        raise ModelError(
+            f"{source.name} is a diffusers {family_label(family)} LoRA (`transformer.…` keys): converting it to "
+            "kohya names is not supported; ComfyUI loads it as it is (LoraLoaderModelOnly)."
+        )
     first_text = get_family(family).text_components[0]
     names, alphas = _kohya_names(family), _alphas(source, metadata, alpha)
     if not alphas:
@@ -107,6 +116,26 @@ def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[
     return {"converted": len(out) // 3, "skipped": len(skipped)}
 
 
+@lru_cache(maxsize=4)
+def _diffusers_paths(family: str) -> dict[str, tuple[str, str]]:
+    """kohya name -> (component, diffusers module path) in the family's reference model."""
+    return {kohya: key for key, kohya in _kohya_names(family).items()}
+
+
+def _diffusers_heads(family: str, name: str, module: LoraModule) -> list[tuple[str, torch.Tensor]]:
+    """diffusers' module keys of one kohya module, each with its lora_B rows ([]: no diffusers layer)."""
+    down, up = module.parts["lora_down.weight"], module.parts["lora_up.weight"]
+    own = get_family(family).diffusers_lora_names(name, down, up)
+    if own is not None:
+        return own
+    reverse = _diffusers_paths(family)
+    where = reverse.get(name) or reverse.get(name.replace("lora_te1_", "lora_te_"))
+    if where is None:
+        return []
+    prefix = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}
+    return [(f"{prefix[where[0]]}.{where[1]}", up)]
+
+
 def to_diffusers(source: Path, target: Path) -> dict[str, int]:
     """A kohya LoRA in diffusers' PEFT key format (`unet.…lora_A.weight`), scale folded into lora_B."""
     from safetensors.torch import save
@@ -118,21 +147,17 @@ def to_diffusers(source: Path, target: Path) -> dict[str, int]:
             f"{source.name} is a {family_label(family)} LoRA; conversion to diffusers names covers "
             "SD1/SD2/SDXL files only."
         )
-    reverse = {name: key for key, name in _kohya_names(family).items()}
-    prefix = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}
     out: dict[str, torch.Tensor] = {}
     skipped = []
     for name, module in group_modules(tensors).items():
-        where = reverse.get(name) or reverse.get(name.replace("lora_te1_", "lora_te_"))
-        if where is None or module.kind != "lora":
+        heads = _diffusers_heads(family, name, module) if module.kind == "lora" else []
+        if not heads:
             skipped.append(name)
             continue
-        component, path = where
         scale = module.alpha / module.rank
-        head = f"{prefix[component]}.{path}"
-        out[f"{head}.lora_A.weight"] = module.parts["lora_down.weight"].contiguous()
-        up = module.parts["lora_up.weight"]
-        out[f"{head}.lora_B.weight"] = (up.float() * scale).to(up.dtype).contiguous()
+        for head, up in heads:
+            out[f"{head}.lora_A.weight"] = module.parts["lora_down.weight"].clone()  # one copy per layer
+            out[f"{head}.lora_B.weight"] = (up.float() * scale).to(up.dtype).contiguous()
     if skipped:
         logger.warning(
             "%d modules were left out (no diffusers name or not plain LoRA), e.g. %s",

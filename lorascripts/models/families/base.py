@@ -206,6 +206,14 @@ class Family(ABC):
         """A LoRA file's tensors as the network holds them (the inverse of `lora_file_tensors`)."""
         return tensors
 
+    def diffusers_lora_names(
+        self, name: str, down: torch.Tensor, up: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor]] | None:
+        """diffusers' PEFT module keys of one kohya module, each with its lora_B (the rows of `up` it gets; the
+        down is shared), where the family names them itself ([]: no such layer). Default None: the toolbox
+        names them from the reference model's paths (`unet.…`, `text_encoder.…`)."""
+        return None
+
     def model_metadata(self, base: BaseModel) -> dict[str, str]:
         """Metadata that depends on the loaded model, not only the family (FLUX: dev or schnell)."""
         return {}

@@ -152,6 +152,13 @@ class Flux1(Family):
 
         return from_file(tensors, linear1_rows(base.denoiser))
 
+    def diffusers_lora_names(
+        self, name: str, down: torch.Tensor, up: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor]] | None:
+        from .diffusers_lora import diffusers_names
+
+        return diffusers_names(name, down, up) or []
+
     def lora_metadata(self, *, v_prediction: bool, resolution: int) -> dict[str, str]:
         return {
             "ss_v2": "False",
