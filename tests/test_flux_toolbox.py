@@ -99,6 +99,28 @@ def test_merge_into_the_flux_checkpoint_changes_each_layer_by_its_update(files, 
     )
 
 
+def test_extract_from_a_merged_flux_checkpoint_gives_back_the_update(files, tmp_path: Path) -> None:
+    """extract writes the file's names (one fused linear1, not the network's two parts) and the LoRA's update."""
+    from lorascripts.toolbox.extract import extract_lora
+
+    tuned = files["flux_ckpt"].with_name(
+        "tuned.safetensors"
+    )  # beside the all-in-one: its t5_tokenizer folder
+    merge_into_checkpoint(files["flux_ckpt"], [(files["flux_a"], 1.0)], tuned)
+    out = tmp_path / "e.safetensors"
+    extract_lora(
+        files["flux_ckpt"], tuned, out, rank=8, tokenizer_path=str(files["tokenizer"]), dtype=torch.float32
+    )
+    want, got = _deltas(files["flux_a"]), _deltas(out)
+    assert set(got) == set(want)
+    for name in (LINEAR1, "lora_unet_double_blocks_0_img_mlp_0"):
+        assert (got[name] - want[name]).norm() < 1e-3 * want[name].norm(), name
+    with pytest.raises(ModelError, match=r"tuned\.safetensors is FLUX\.1, tiny-sd1\.safetensors is SD1"):
+        extract_lora(
+            files["sd1_ckpt"], tuned, tmp_path / "x.safetensors", tokenizer_path=str(files["tokenizer"])
+        )
+
+
 def test_resize_keeps_a_flux_file(files, tmp_path: Path) -> None:
     out = tmp_path / "r.safetensors"
     resize_lora(files["flux_a"], out, rank=2)
