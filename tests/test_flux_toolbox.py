@@ -66,6 +66,28 @@ def test_inspect_and_selftest_name_flux_and_apply_every_module(files) -> None:
     assert not wrong.ok and "trained for FLUX.1 but the base model is SD1" in wrong.problems[0]
 
 
+def test_flux_files_say_flow_and_samples_use_the_family_guidance(files) -> None:
+    from types import SimpleNamespace
+
+    from safetensors import safe_open
+
+    from lorascripts.models.families import get_family
+    from lorascripts.train.outputs import sample_guidance
+
+    for name, prediction in (("flux_a", "flow"), ("sd1", "epsilon")):
+        with safe_open(str(files[name]), "pt") as f:
+            assert f.metadata()["modelspec.prediction_type"] == prediction, name
+    assert config_from_dict({"base_model": "x", "train_data_dir": "y"}).sample_guidance_scale is None
+
+    def guidance(family: str, value: float | None) -> float:
+        parts = SimpleNamespace(
+            cfg=SimpleNamespace(sample_guidance_scale=value), base=SimpleNamespace(family=get_family(family))
+        )
+        return sample_guidance(parts)
+
+    assert (guidance("flux1", None), guidance("sd1", None), guidance("flux1", 2.0)) == (3.5, 7.0, 2.0)
+
+
 def test_merge_of_two_flux_loras_adds_their_updates(files, tmp_path: Path) -> None:
     out = merge_loras([(files["flux_a"], 1.0), (files["flux_b"], 0.5)], tmp_path / "m.safetensors")
     a, b, merged = _deltas(files["flux_a"]), _deltas(files["flux_b"]), _deltas(out)

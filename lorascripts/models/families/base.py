@@ -206,6 +206,10 @@ class Family(ABC):
         """A LoRA file's tensors as the network holds them (the inverse of `lora_file_tensors`)."""
         return tensors
 
+    def sample_defaults(self) -> dict[str, float]:
+        """Preview-sampling settings this family's models expect when the run does not set them."""
+        return {"guidance_scale": 7.0}
+
     def diffusers_lora_names(
         self, name: str, down: torch.Tensor, up: torch.Tensor
     ) -> list[tuple[str, torch.Tensor]] | None:

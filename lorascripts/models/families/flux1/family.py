@@ -165,7 +165,11 @@ class Flux1(Family):
             "ss_base_model_version": "flux1",
             "modelspec.architecture": "flux-1-dev/lora",
             "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+            "modelspec.prediction_type": "flow",
         }
+
+    def sample_defaults(self) -> dict[str, float]:
+        return {"guidance_scale": 3.5}  # FLUX.1-dev's distilled guidance (BFL's and diffusers' default)
 
     def model_metadata(self, base: BaseModel) -> dict[str, str]:
         variant = "dev" if is_dev(base.denoiser.config) else "schnell"
