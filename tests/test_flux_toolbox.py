@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers_train import make_dataset, tiny_config
 from safetensors.torch import load_file
-from tiny_flux import build_tiny_flux
+from tiny_flux import build_tiny_flux, transformer_runner
 
 from lorascripts.config import config_from_dict
 from lorascripts.errors import ModelError
@@ -157,7 +157,6 @@ def test_convert_writes_the_names_diffusers_loads_with_our_update(files, tmp_pat
     from diffusers import FluxPipeline
 
     from lorascripts.models import load_base_model
-    from lorascripts.models.families.flux1.predict import predict
     from lorascripts.network.from_file import load_lora
     from lorascripts.toolbox.convert import to_diffusers, to_kohya
 
@@ -168,14 +167,7 @@ def test_convert_writes_the_names_diffusers_loads_with_our_update(files, tmp_pat
     assert {
         f"transformer.single_transformer_blocks.0.{p}.lora_B.weight" for p in ("attn.to_q", "proj_mlp")
     } <= keys
-    gen = torch.Generator().manual_seed(2)
-    cond = {"hidden": torch.randn(1, 8, 32, generator=gen), "pooled": torch.randn(1, 32, generator=gen)}
-    noisy = torch.randn(1, 16, 4, 4, generator=gen)
-
-    def run(model: torch.nn.Module) -> torch.Tensor:
-        with torch.no_grad():
-            return predict(model, noisy, torch.tensor([0.5]), cond, 1.0).float()
-
+    run = transformer_runner()
     base = load_base_model(str(files["flux_transformer"]), tokenizer_path=str(files["tokenizer"]))
     before = run(base.denoiser)
     load_lora(base, files["flux_a"])

@@ -12,6 +12,7 @@ with diffusers' converter, so both forms hold the same model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,21 @@ def bfl_transformer(
         for which in ("query_norm", "key_norm"):
             state[f"{norm}.norm.{which}.scale"] = torch.ones(head_dim, dtype=dtype)
     return state
+
+
+def transformer_runner(seed: int = 2) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """A function running a FLUX transformer (text width 32) on fixed random inputs, without gradients."""
+    from lorascripts.models.families.flux1.predict import predict
+
+    gen = torch.Generator().manual_seed(seed)
+    cond = {"hidden": torch.randn(1, 8, TEXT, generator=gen), "pooled": torch.randn(1, POOLED, generator=gen)}
+    noisy = torch.randn(1, LATENT, 4, 4, generator=gen)
+
+    def run(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return predict(model, noisy, torch.tensor([0.5]), cond, 1.0).float()
+
+    return run
 
 
 def _vae(seed: int) -> torch.nn.Module:
