@@ -4,6 +4,7 @@ and each tool refusing an SD file given as FLUX and the reverse, by name."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,12 +55,19 @@ def _deltas(path: Path) -> dict[str, torch.Tensor]:
     return {name: m.delta() for name, m in group_modules(read_lora_weights(path)[0]).items()}
 
 
-def test_inspect_and_selftest_name_flux_and_apply_every_module(files) -> None:
+def test_inspect_and_selftest_name_flux_and_apply_every_module(files, tmp_path: Path) -> None:
     info = inspect_lora(files["flux_a"])
     assert info["family"] == "flux1" and "unet single_blocks_0" in info["rank_alpha_by_block"]
     report = self_test(files["flux_a"], files["flux_ckpt"])  # transformer and CLIP-L in one file
     assert report.ok and report.webui.applied == len(_deltas(files["flux_a"])), report.summary()
     assert report.lora_family == report.base_family == "flux1"
+    # a BFL transformer-only file: CLIP-L's layers come from the clip_l file the loader would use
+    assert self_test(files["flux_a"], files["flux_transformer"]).ok
+    alone = tmp_path / "alone" / files["flux_transformer"].name
+    alone.parent.mkdir()
+    shutil.copy(files["flux_transformer"], alone)
+    lonely = self_test(files["flux_a"], alone)
+    assert not lonely.ok and "lora_te1_" in lonely.summary(), lonely.summary()
     wrong = self_test(files["sd1"], files["flux_ckpt"])
     assert not wrong.ok and "trained for SD1 but the base model is FLUX.1" in wrong.problems[0]
     wrong = self_test(files["flux_a"], files["sd1_ckpt"])

@@ -206,6 +206,13 @@ class Family(ABC):
         """A LoRA file's tensors as the network holds them (the inverse of `lora_file_tensors`)."""
         return tensors
 
+    def companion_shapes(
+        self, checkpoint: Path, shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, tuple[int, ...]]:
+        """Tensor shapes of the parts a checkpoint of this family keeps in other files, keyed as in the family's
+        all-in-one layout (FLUX: CLIP-L beside a transformer-only file); default none."""
+        return {}
+
     def sample_defaults(self) -> dict[str, float]:
         """Preview-sampling settings this family's models expect when the run does not set them."""
         return {"guidance_scale": 7.0}

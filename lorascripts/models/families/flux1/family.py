@@ -168,6 +168,13 @@ class Flux1(Family):
             "modelspec.prediction_type": "flow",
         }
 
+    def companion_shapes(
+        self, checkpoint: Path, shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, tuple[int, ...]]:
+        from .webui import clip_l_shapes
+
+        return clip_l_shapes(checkpoint, shapes)
+
     def sample_defaults(self) -> dict[str, float]:
         return {"guidance_scale": 3.5}  # FLUX.1-dev's distilled guidance (BFL's and diffusers' default)
 
