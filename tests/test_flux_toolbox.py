@@ -161,7 +161,7 @@ def test_resize_keeps_a_flux_file(files, tmp_path: Path) -> None:
 
 def test_convert_writes_the_names_diffusers_loads_with_our_update(files, tmp_path: Path) -> None:
     """kohya -> diffusers (`transformer.…`, q/k/v and linear1 unfused): FluxPipeline.load_lora_weights changes
-    diffusers' transformer as our engine's LoRA changes ours; the reverse is refused by name."""
+    diffusers' transformer as our engine's LoRA changes ours; converting back gives the same updates."""
     from diffusers import FluxPipeline
 
     from lorascripts.models import load_base_model
@@ -187,8 +187,12 @@ def test_convert_writes_the_names_diffusers_loads_with_our_update(files, tmp_pat
     assert change > 1e-3 * before.norm()
     diff = (run(pipe.transformer) - mine).norm()
     assert diff < 0.02 * change, f"diffusers differs by {diff / change:.3f}"
-    with pytest.raises(ModelError, match=r"d\.safetensors is a diffusers FLUX\.1 LoRA"):
-        to_kohya(out, tmp_path / "k.safetensors")
+    back = tmp_path / "k.safetensors"  # and back: q/k/v and linear1 fused again, every update kept
+    assert to_kohya(out, back) == {"converted": len(_deltas(files["flux_a"])), "skipped": 0}
+    want, got = _deltas(files["flux_a"]), _deltas(back)
+    assert set(got) == set(want) and inspect_lora(back)["family"] == "flux1"
+    for name in want:
+        assert (got[name] - want[name]).norm() <= 1e-5 * want[name].norm() + 1e-12, name
 
 
 def test_each_tool_refuses_the_other_family_by_name(files, tmp_path: Path) -> None:

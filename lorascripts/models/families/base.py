@@ -213,6 +213,14 @@ class Family(ABC):
         all-in-one layout (FLUX: CLIP-L beside a transformer-only file); default none."""
         return {}
 
+    def kohya_from_diffusers(
+        self, modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]] | None:
+        """kohya modules {name: (down, up)} and the unmapped keys, from diffusers' PEFT modules {key: (lora_A,
+        scaled lora_B)}, where the family names them itself (the inverse of `diffusers_lora_names`). Default None:
+        the toolbox maps them through the reference model's paths."""
+        return None
+
     def sample_defaults(self) -> dict[str, float]:
         """Preview-sampling settings this family's models expect when the run does not set them."""
         return {"guidance_scale": 7.0}

@@ -5,7 +5,8 @@ diffusers' FLUX layers are unfused: BFL's `img_attn.qkv` is `attn.to_q/to_k/to_v
 is `attn.to_q/to_k/to_v` + `proj_mlp`. A fused module's update `up @ down` is split by the rows of `up` with the
 same `down` (exact for our block-diagonal `linear1` and for kohya's shared-rank one alike); the rows come from the
 file itself (a fused qkv is 3 × its input width), so any width converts. The scale alpha/rank is folded into
-`lora_B`.
+`lora_B`. Back to kohya (`kohya_modules`), the parts of one BFL layer are fused again: downs stacked, ups
+block-diagonal (exact; rank = the sum).
 """
 
 from __future__ import annotations
@@ -62,3 +63,66 @@ def diffusers_names(name: str, down: torch.Tensor, up: torch.Tensor) -> list[tup
         return [(f"transformer.{block}.{index}.{path}", part) for path, part in groups]
     template = DIRECT.get((kind, inner))
     return None if template is None else [(template.format(index), up)]
+
+
+KEY_RX = re.compile(r"^transformer\.(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)$")
+TEXT_KEY_RX = re.compile(r"^text_encoder\.text_model\.encoder\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)$")
+SPLIT_IN = {"transformer_blocks": ("img_attn.qkv", "txt_attn.qkv"), "single_transformer_blocks": ("linear1",)}
+
+
+def kohya_part(key: str) -> tuple[str, int, int] | None:
+    """(kohya module, part index, parts) of one diffusers FLUX module key (no `.lora_A.weight`); None: no layer."""
+    text = TEXT_KEY_RX.match(key)
+    if text:
+        return f"lora_te1_text_model_encoder_layers_{text[1]}_{text[2]}_{text[3]}", 0, 1
+    match = KEY_RX.match(key)
+    if not match:
+        return None
+    container, index, path = match.groups()
+    kind = "double" if container == "transformer_blocks" else "single"
+    for bfl in SPLIT_IN[container]:
+        if path in SPLIT[bfl]:
+            return (
+                f"lora_unet_{kind}_blocks_{index}_{bfl.replace('.', '_')}",
+                SPLIT[bfl].index(path),
+                len(SPLIT[bfl]),
+            )
+    for (k, bfl), template in DIRECT.items():
+        if k == kind and template.format(index) == f"transformer.{container}.{index}.{path}":
+            return f"lora_unet_{kind}_blocks_{index}_{bfl}", 0, 1
+    return None
+
+
+def fuse_parts(
+    parts: dict[int, tuple[torch.Tensor, torch.Tensor]], count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One kohya module from the (down, scaled up) of its diffusers parts: downs stacked, ups block-diagonal (a
+    part not in the file is a zero block: q/k/v are the input's width, the MLP input 4 times it)."""
+    width = next(iter(parts.values()))[0].shape[1]
+    downs, ups = [], []
+    for i in range(count):
+        down, up = parts.get(i, (None, None))
+        if down is None:
+            rows = width if i < 3 else 4 * width
+            down, up = torch.zeros(1, width), torch.zeros(rows, 1)
+        downs.append(down.float())
+        ups.append(up.float())
+    return torch.cat(downs), torch.block_diag(*ups)
+
+
+def kohya_modules(
+    modules: dict[str, tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+    """kohya modules {name: (down, up)} from diffusers modules {key: (lora_A, lora_B with its scale folded in)},
+    and the keys with no FLUX layer."""
+    grouped: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+    counts: dict[str, int] = {}
+    skipped = []
+    for key, parts in modules.items():
+        where = kohya_part(key)
+        if where is None:
+            skipped.append(key)
+            continue
+        name, index, counts[name] = where
+        grouped.setdefault(name, {})[index] = parts
+    return {name: fuse_parts(parts, counts[name]) for name, parts in grouped.items()}, skipped

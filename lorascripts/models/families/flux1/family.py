@@ -175,6 +175,13 @@ class Flux1(Family):
 
         return clip_l_shapes(checkpoint, shapes)
 
+    def kohya_from_diffusers(
+        self, modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]] | None:
+        from .diffusers_lora import kohya_modules
+
+        return kohya_modules(modules)
+
     def sample_defaults(self) -> dict[str, float]:
         return {"guidance_scale": 3.5}  # FLUX.1-dev's distilled guidance (BFL's and diffusers' default)
 
