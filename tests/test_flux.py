@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers_train import make_dataset, tiny_config
 from safetensors.torch import load_file
-from tiny_flux import bfl_transformer, build_tiny_flux
+from tiny_flux import bfl_transformer, build_tiny_flux, transformer_runner
 
 from lorascripts.config import config_from_dict
 from lorascripts.errors import ModelError
@@ -279,16 +279,7 @@ def test_diffusers_load_lora_weights_reproduces_our_output(tmp_path: Path) -> No
     tensors = family.lora_file_tensors(base, network.kohya_state_dict())
     path = tmp_path / "flux-width.safetensors"
     save_file(tensors, str(path))
-    g = torch.Generator().manual_seed(2)
-    cond = {"hidden": torch.randn(1, 8, 32, generator=g), "pooled": torch.randn(1, 32, generator=g)}
-    noisy = torch.randn(1, 16, 4, 4, generator=g)
-
-    def run(model: torch.nn.Module) -> torch.Tensor:
-        from lorascripts.models.families.flux1.predict import predict
-
-        with torch.no_grad():
-            return predict(model, noisy, torch.tensor([0.5]), cond, 1.0).float()
-
+    run = transformer_runner()
     before = run(theirs)
     network.apply()
     mine = run(ours)

@@ -12,6 +12,7 @@ with diffusers' converter, so both forms hold the same model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +38,17 @@ class TinyFlux:
         return self.transformer
 
 
-def bfl_transformer(seed: int, guidance: bool = True) -> dict[str, torch.Tensor]:
-    """Random weights of a FLUX transformer in BFL's key layout."""
+def bfl_transformer(
+    seed: int,
+    guidance: bool = True,
+    hidden: int = HIDDEN,
+    head_dim: int = HEAD_DIM,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """Random weights of a FLUX transformer in BFL's key layout (`hidden` 3072 with `head_dim` 128: the width
+    ComfyUI detects as FLUX.1, HOSTS.md)."""
     gen = torch.Generator().manual_seed(seed)
-    h, mlp = HIDDEN, 4 * HIDDEN
+    h, mlp = hidden, 4 * hidden
     shapes: dict[str, tuple[int, ...]] = {
         "img_in": (h, 4 * LATENT), "txt_in": (h, TEXT), "time_in.in_layer": (h, 256), "time_in.out_layer": (h, h),
         "vector_in.in_layer": (h, POOLED), "vector_in.out_layer": (h, h), "final_layer.linear": (4 * LATENT, h),
@@ -57,12 +65,27 @@ def bfl_transformer(seed: int, guidance: bool = True) -> dict[str, torch.Tensor]
         shapes.update({"guidance_in.in_layer": (h, 256), "guidance_in.out_layer": (h, h)})
     state = {}
     for name, shape in shapes.items():
-        state[f"{name}.weight"] = torch.randn(shape, generator=gen) * shape[1] ** -0.5
-        state[f"{name}.bias"] = torch.randn(shape[0], generator=gen) * 0.02
+        state[f"{name}.weight"] = (torch.randn(shape, generator=gen) * shape[1] ** -0.5).to(dtype)
+        state[f"{name}.bias"] = (torch.randn(shape[0], generator=gen) * 0.02).to(dtype)
     for norm in ("double_blocks.0.img_attn", "double_blocks.0.txt_attn", "single_blocks.0"):
         for which in ("query_norm", "key_norm"):
-            state[f"{norm}.norm.{which}.scale"] = torch.ones(HEAD_DIM)
+            state[f"{norm}.norm.{which}.scale"] = torch.ones(head_dim, dtype=dtype)
     return state
+
+
+def transformer_runner(seed: int = 2) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """A function running a FLUX transformer (text width 32) on fixed random inputs, without gradients."""
+    from lorascripts.models.families.flux1.predict import predict
+
+    gen = torch.Generator().manual_seed(seed)
+    cond = {"hidden": torch.randn(1, 8, TEXT, generator=gen), "pooled": torch.randn(1, POOLED, generator=gen)}
+    noisy = torch.randn(1, LATENT, 4, 4, generator=gen)
+
+    def run(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return predict(model, noisy, torch.tensor([0.5]), cond, 1.0).float()
+
+    return run
 
 
 def _vae(seed: int) -> torch.nn.Module:

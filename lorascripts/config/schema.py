@@ -257,7 +257,13 @@ class TrainConfig(RunConfig):
         None, help="Render samples every N steps.", section=SAMPLE, min=1
     )
     sample_steps: int = option(20, help="Denoising steps for samples.", section=SAMPLE, min=1, max=200)
-    sample_guidance_scale: float = option(7.0, help="CFG scale for samples.", section=SAMPLE, min=0.0)
+    sample_guidance_scale: float | None = option(
+        None,
+        help="Guidance for samples: SD's CFG scale, FLUX.1-dev's distilled guidance. Unset: the model family's "
+        "(SD 7.0, FLUX.1 3.5).",
+        section=SAMPLE,
+        min=0.0,
+    )
     sample_seed: int = option(
         1234,
         help="Seed of the first sample prompt (the next ones add 1).",

@@ -1,4 +1,5 @@
-"""diffusers/PEFT-format SD LoRAs (`unet.….lora_A.weight`) to kohya format and back, alpha preserved.
+"""diffusers/PEFT-format LoRAs (SD: `unet.….lora_A.weight`; FLUX.1: `transformer.…`, named by the family's
+`diffusers_lora_names` / `kohya_from_diffusers`) to kohya format and back, alpha preserved.
 
 PEFT state dicts do not store `lora_alpha` (LORA_FORMAT.md §9.9): it comes from the file's
 `lora_adapter_metadata`, an `adapter_config.json` beside it, or `--alpha`; kohya files get it as `.alpha`
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -18,7 +20,7 @@ from ..fileio import atomic_write_bytes
 from ..models.families import family_names, get_family
 from ..models.families.lora_detect import detect_family, family_label, peft_family
 from ..network.save import read_lora_file, read_lora_weights, save_lora_file
-from .lorafile import group_modules, lora_metadata, module_tensors
+from .lorafile import LoraModule, group_modules, lora_metadata, module_tensors
 from .reference import kohya_targets, meta_base
 
 logger = logging.getLogger(__name__)
@@ -60,38 +62,21 @@ def _alphas(path: Path, metadata: dict[str, str], alpha: float | None) -> dict[s
 
 
 def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[str, int]:
-    """A diffusers/PEFT SD LoRA as a kohya file every loader maps."""
+    """A diffusers/PEFT LoRA as a kohya file every loader maps."""
     tensors, metadata = read_lora_file(source)
     downs = {k[: -len(".lora_A.weight")]: v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
     if not downs:
         raise ModelError(f"{source.name} has no `.lora_A.weight` keys: it is not a diffusers/PEFT LoRA.")
     family = peft_family(downs)
-    first_text = get_family(family).text_components[0]
-    names, alphas = _kohya_names(family), _alphas(source, metadata, alpha)
+    alphas = _alphas(source, metadata, alpha)
     if not alphas:
         logger.warning(
             "%s stores no lora_alpha; assuming alpha = rank (scale 1). Pass --alpha if it was trained otherwise.",
             source.name,
         )
-    out: dict[str, torch.Tensor] = {}
-    skipped = []
-    for key, down in downs.items():
-        component, _, path = key.removeprefix("base_model.model.").partition(".")
-        if component not in COMPONENTS:
-            component, path = "unet", key.removeprefix("base_model.model.")
-        role = COMPONENTS[component]
-        role = first_text if role == "te" else role
-        name = names.get((role, path))
-        if name is None:
-            skipped.append(key)
-            continue
-        up = tensors.get(key + ".lora_B.weight")
-        if up is None or up.dim() != down.dim() or up.shape[1] != down.shape[0]:
-            raise ModelError(
-                f"{source}: {key}.lora_B.weight is missing or does not match lora_A (rank {down.shape[0]})."
-            )
-        rank = down.shape[0]
-        out.update(module_tensors(name, down, up, alphas.get(component, rank)))
+    pairs = {key: (down, _up(source, tensors, key, down)) for key, down in downs.items()}
+    own = _family_modules(family, pairs, alphas)
+    out, skipped = own if own is not None else _reference_modules(family, pairs, alphas)
     if skipped:
         logger.warning(
             "%d modules have no kohya equivalent and were left out, e.g. %s", len(skipped), skipped[0]
@@ -101,10 +86,83 @@ def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[
             f"{source.name}: none of its {len(downs)} modules is a layer of a standard {family} model."
         )
     rank = max(int(v.shape[0]) for k, v in out.items() if k.endswith("lora_down.weight"))
-    alpha = next(iter(alphas.values()), rank)
+    alpha = next(iter(alphas.values()), rank) if own is None else rank
     meta = lora_metadata(family, rank, alpha, target.stem, ss_converted_from=source.name)
     save_lora_file(target, out, meta, next(iter(downs.values())).dtype)
     return {"converted": len(out) // 3, "skipped": len(skipped)}
+
+
+def _up(source: Path, tensors: dict[str, torch.Tensor], key: str, down: torch.Tensor) -> torch.Tensor:
+    up = tensors.get(key + ".lora_B.weight")
+    if up is None or up.dim() != down.dim() or up.shape[1] != down.shape[0]:
+        raise ModelError(
+            f"{source}: {key}.lora_B.weight is missing or does not match lora_A (rank {down.shape[0]})."
+        )
+    return up
+
+
+Pairs = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def _family_modules(
+    family: str, pairs: Pairs, alphas: dict[str, float]
+) -> tuple[dict[str, torch.Tensor], list[str]] | None:
+    """kohya tensors where the family maps diffusers' names itself (FLUX: q/k/v and linear1 fused again)."""
+    scaled = {}
+    for key, (down, up) in pairs.items():
+        component = key.removeprefix("base_model.model.").split(".", 1)[0]
+        rank = down.shape[0]
+        scale = alphas.get(component, alphas.get("unet", rank)) / rank
+        scaled[key] = (down, up.float() * scale)
+    own = get_family(family).kohya_from_diffusers(scaled)
+    if own is None:
+        return None
+    modules, skipped = own
+    out: dict[str, torch.Tensor] = {}
+    for name, (down, up) in modules.items():
+        out.update(module_tensors(name, down, up, down.shape[0]))  # the scale is in the up
+    return out, skipped
+
+
+def _reference_modules(
+    family: str, pairs: Pairs, alphas: dict[str, float]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """kohya tensors named through the family's reference model (`unet.…`, `text_encoder.…`)."""
+    first_text = get_family(family).text_components[0]
+    names = _kohya_names(family)
+    out: dict[str, torch.Tensor] = {}
+    skipped = []
+    for key, (down, up) in pairs.items():
+        component, _, path = key.removeprefix("base_model.model.").partition(".")
+        if component not in COMPONENTS:
+            component, path = "unet", key.removeprefix("base_model.model.")
+        role = COMPONENTS[component]
+        name = names.get((first_text if role == "te" else role, path))
+        if name is None:
+            skipped.append(key)
+            continue
+        out.update(module_tensors(name, down, up, alphas.get(component, down.shape[0])))
+    return out, skipped
+
+
+@lru_cache(maxsize=4)
+def _diffusers_paths(family: str) -> dict[str, tuple[str, str]]:
+    """kohya name -> (component, diffusers module path) in the family's reference model."""
+    return {kohya: key for key, kohya in _kohya_names(family).items()}
+
+
+def _diffusers_heads(family: str, name: str, module: LoraModule) -> list[tuple[str, torch.Tensor]]:
+    """diffusers' module keys of one kohya module, each with its lora_B rows ([]: no diffusers layer)."""
+    down, up = module.parts["lora_down.weight"], module.parts["lora_up.weight"]
+    own = get_family(family).diffusers_lora_names(name, down, up)
+    if own is not None:
+        return own
+    reverse = _diffusers_paths(family)
+    where = reverse.get(name) or reverse.get(name.replace("lora_te1_", "lora_te_"))
+    if where is None:
+        return []
+    prefix = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}
+    return [(f"{prefix[where[0]]}.{where[1]}", up)]
 
 
 def to_diffusers(source: Path, target: Path) -> dict[str, int]:
@@ -118,21 +176,17 @@ def to_diffusers(source: Path, target: Path) -> dict[str, int]:
             f"{source.name} is a {family_label(family)} LoRA; conversion to diffusers names covers "
             "SD1/SD2/SDXL files only."
         )
-    reverse = {name: key for key, name in _kohya_names(family).items()}
-    prefix = {"unet": "unet", "te": "text_encoder", "te1": "text_encoder", "te2": "text_encoder_2"}
     out: dict[str, torch.Tensor] = {}
     skipped = []
     for name, module in group_modules(tensors).items():
-        where = reverse.get(name) or reverse.get(name.replace("lora_te1_", "lora_te_"))
-        if where is None or module.kind != "lora":
+        heads = _diffusers_heads(family, name, module) if module.kind == "lora" else []
+        if not heads:
             skipped.append(name)
             continue
-        component, path = where
         scale = module.alpha / module.rank
-        head = f"{prefix[component]}.{path}"
-        out[f"{head}.lora_A.weight"] = module.parts["lora_down.weight"].contiguous()
-        up = module.parts["lora_up.weight"]
-        out[f"{head}.lora_B.weight"] = (up.float() * scale).to(up.dtype).contiguous()
+        for head, up in heads:
+            out[f"{head}.lora_A.weight"] = module.parts["lora_down.weight"].clone()  # one copy per layer
+            out[f"{head}.lora_B.weight"] = (up.float() * scale).to(up.dtype).contiguous()
     if skipped:
         logger.warning(
             "%d modules were left out (no diffusers name or not plain LoRA), e.g. %s",

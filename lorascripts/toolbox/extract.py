@@ -37,7 +37,10 @@ def extract_lora(
     base = load_base_model(str(base_path), tokenizer_path=tokenizer_path)
     tuned = load_base_model(str(tuned_path), tokenizer_path=tokenizer_path)
     if base.family != tuned.family:
-        raise ModelError(f"{tuned_path.name} is {tuned.family.name}, {base_path.name} is {base.family.name}.")
+        raise ModelError(
+            f"{tuned_path.name} is {tuned.family.label}, {base_path.name} is {base.family.label}: extract needs "
+            "two checkpoints of one family."
+        )
     with_conv = conv_rank is not None
     tuned_targets = {(t.component, t.path): t.module for _, t in kohya_targets(tuned, with_conv)}
     out: dict[str, torch.Tensor] = {}
@@ -59,6 +62,7 @@ def extract_lora(
         raise ModelError(
             f"{tuned_path.name} does not differ from {base_path.name} in any layer a LoRA can hold."
         )
+    out = base.family.lora_file_tensors(base, out)  # network names -> the file's (FLUX: one fused linear1)
     sources = json.dumps({"base": base_path.name, "tuned": tuned_path.name})
     meta = lora_metadata(base.family.name, rank, rank, target.stem, ss_extracted_from=sources)
     if conv_rank:

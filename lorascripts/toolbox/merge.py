@@ -11,7 +11,7 @@ import torch
 
 from ..errors import ConfigError, ModelError
 from ..models.families import family_names, get_family
-from ..models.families.lora_detect import detect_family
+from ..models.families.lora_detect import detect_family, family_label
 from ..models.files import read_safetensors, refuse_pickle
 from ..network.save import read_lora_weights, save_lora_file
 from .lorafile import LoraModule, group_modules, low_rank, module_tensors, tag_frequency
@@ -59,9 +59,8 @@ def merge_loras(
     loaded = [(Path(p), float(w), *read_lora_weights(Path(p))) for p, w in inputs]
     families = {detect_family(t, m) for _, _, t, m in loaded}
     if len(families) > 1:
-        raise ModelError(
-            f"these LoRAs are for different base models ({sorted(families)}); merge only one family."
-        )
+        each = ", ".join(f"{Path(p).name}: {family_label(detect_family(t, m))}" for p, _, t, m in loaded)
+        raise ModelError(f"these LoRAs are for different base models ({each}); merge only one family.")
     by_name: dict[str, list[tuple[float, LoraModule]]] = {}
     shapes: dict[str, dict[tuple[int, ...], str]] = {}
     for path, weight, tensors, _ in loaded:
@@ -118,7 +117,8 @@ def merge_into_checkpoint(checkpoint: Path, inputs: list[tuple[Path, float]], ta
         lora_family = detect_family(tensors, meta)
         if lora_family != family.name:
             raise ModelError(
-                f"{Path(path).name} is a {lora_family.upper()} LoRA; {checkpoint.name} is {family.name.upper()}."
+                f"{Path(path).name} is a {family_label(lora_family)} LoRA; {checkpoint.name} is "
+                f"{family_label(family.name)}: merge a LoRA only into a checkpoint of its own family."
             )
         for name, module in group_modules(tensors).items():
             layer, role = family.resolve_webui_layer(name, shapes)
@@ -129,13 +129,13 @@ def merge_into_checkpoint(checkpoint: Path, inputs: list[tuple[Path, float]], ta
             key = layers[layer][0]
             weight_tensor = state[key]
             delta = module.delta() * weight
-            expected = weight_tensor.numel() // (3 if role is not None else 1)
+            expected = weight_tensor.numel() // (3 if role else 1)  # SD: None, FLUX: "" (no fused sets)
             if delta.numel() != expected:
                 raise ModelError(
                     f"{Path(path).name}: module {name} changes a {tuple(delta.shape)} weight, but {key} in "
                     f"{Path(checkpoint).name} is {tuple(weight_tensor.shape)}: the LoRA was made for another model."
                 )
-            if role is not None:  # a q/k/v slice of a fused OpenCLIP in_proj weight
+            if role:  # a q/k/v slice of a fused OpenCLIP in_proj weight
                 index = ("q_proj", "k_proj", "v_proj").index(role)
                 size = weight_tensor.shape[0] // 3
                 merged = weight_tensor.float().clone()

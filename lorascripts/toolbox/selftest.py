@@ -180,6 +180,7 @@ def self_test(lora: Path, against: str | Path | None = None) -> SelfTestReport:
         )
     ckpt = checkpoint_shapes(Path(target))
     family = checkpoint_family(ckpt)
+    ckpt = {**family.companion_shapes(Path(target), ckpt), **ckpt}  # e.g. CLIP-L beside a FLUX transformer
     model = {name: shape for name, (_, shape) in family.checkpoint_layers(ckpt).items()}
     report = _report(lora, loaded, model, family.name, Path(target).name)
     report.comfyui = comfyui_check(lora, Path(target))

@@ -193,6 +193,12 @@ def write_lora_file(
     return path
 
 
+def sample_guidance(parts: RunParts) -> float:
+    """The run's sample guidance, or the family's own default when the config leaves it unset."""
+    value = parts.cfg.sample_guidance_scale
+    return value if value is not None else parts.base.family.sample_defaults()["guidance_scale"]
+
+
 def render_samples(parts: RunParts, step: int) -> list[Path]:
     """Render the configured sample prompts with the LoRA as it is now; to files and TensorBoard."""
     import numpy as np
@@ -213,7 +219,7 @@ def render_samples(parts: RunParts, step: int) -> list[Path]:
                 width=parts.resolution[0],
                 height=parts.resolution[1],
                 steps=cfg.sample_steps,
-                guidance_scale=cfg.sample_guidance_scale,
+                guidance_scale=sample_guidance(parts),
                 clip_skip=cfg.clip_skip,
                 autocast_dtype=parts.precision.autocast_dtype,
             )

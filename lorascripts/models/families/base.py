@@ -206,6 +206,33 @@ class Family(ABC):
         """A LoRA file's tensors as the network holds them (the inverse of `lora_file_tensors`)."""
         return tensors
 
+    def companion_shapes(
+        self, checkpoint: Path, shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, tuple[int, ...]]:
+        """Tensor shapes of the parts a checkpoint of this family keeps in other files, keyed as in the family's
+        all-in-one layout (FLUX: CLIP-L beside a transformer-only file); default none."""
+        return {}
+
+    def kohya_from_diffusers(
+        self, modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]] | None:
+        """kohya modules {name: (down, up)} and the unmapped keys, from diffusers' PEFT modules {key: (lora_A,
+        scaled lora_B)}, where the family names them itself (the inverse of `diffusers_lora_names`). Default None:
+        the toolbox maps them through the reference model's paths."""
+        return None
+
+    def sample_defaults(self) -> dict[str, float]:
+        """Preview-sampling settings this family's models expect when the run does not set them."""
+        return {"guidance_scale": 7.0}
+
+    def diffusers_lora_names(
+        self, name: str, down: torch.Tensor, up: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor]] | None:
+        """diffusers' PEFT module keys of one kohya module, each with its lora_B (the rows of `up` it gets; the
+        down is shared), where the family names them itself ([]: no such layer). Default None: the toolbox
+        names them from the reference model's paths (`unet.…`, `text_encoder.…`)."""
+        return None
+
     def model_metadata(self, base: BaseModel) -> dict[str, str]:
         """Metadata that depends on the loaded model, not only the family (FLUX: dev or schnell)."""
         return {}

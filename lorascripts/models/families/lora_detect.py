@@ -88,9 +88,14 @@ def family_label(family: str) -> str:
 
 
 def peft_family(downs: dict[str, torch.Tensor]) -> str:
-    """sd1, sd2 or sdxl of a diffusers/PEFT SD LoRA (`lora_A` tensors by module key): a second text encoder
-    means SDXL, else the cross-attention width tells SD1 (768) from SD2 (1024) and SDXL (2048)."""
+    """sd1, sd2 or sdxl of a diffusers/PEFT SD LoRA (`lora_A` tensors by module key), flux1 for diffusers' FLUX
+    transformer names: a second text encoder means SDXL, else the cross-attention width tells SD1 (768) from SD2 (1024) and SDXL (2048)."""
     components = {k.split(".", 1)[0] for k in downs}
+    if any(
+        k.startswith(("transformer.transformer_blocks.", "transformer.single_transformer_blocks."))
+        for k in downs
+    ):
+        return "flux1"  # diffusers' / ai-toolkit's FLUX.1 names
     family = "sdxl" if "text_encoder_2" in components else "sd1"
     for key, down in downs.items():
         if key.endswith("attn2.to_k") and key.startswith("unet."):

@@ -152,13 +152,38 @@ class Flux1(Family):
 
         return from_file(tensors, linear1_rows(base.denoiser))
 
+    def diffusers_lora_names(
+        self, name: str, down: torch.Tensor, up: torch.Tensor
+    ) -> list[tuple[str, torch.Tensor]] | None:
+        from .diffusers_lora import diffusers_names
+
+        return diffusers_names(name, down, up) or []
+
     def lora_metadata(self, *, v_prediction: bool, resolution: int) -> dict[str, str]:
         return {
             "ss_v2": "False",
             "ss_base_model_version": "flux1",
             "modelspec.architecture": "flux-1-dev/lora",
             "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+            "modelspec.prediction_type": "flow",
         }
+
+    def companion_shapes(
+        self, checkpoint: Path, shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, tuple[int, ...]]:
+        from .webui import clip_l_shapes
+
+        return clip_l_shapes(checkpoint, shapes)
+
+    def kohya_from_diffusers(
+        self, modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]] | None:
+        from .diffusers_lora import kohya_modules
+
+        return kohya_modules(modules)
+
+    def sample_defaults(self) -> dict[str, float]:
+        return {"guidance_scale": 3.5}  # FLUX.1-dev's distilled guidance (BFL's and diffusers' default)
 
     def model_metadata(self, base: BaseModel) -> dict[str, str]:
         variant = "dev" if is_dev(base.denoiser.config) else "schnell"

@@ -7,12 +7,16 @@ and the MLP input), two in diffusers' model (see lora_layout.py).
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .lora_layout import PART_MARK, FluxNamer, text_targets, transformer_targets
 
+logger = logging.getLogger(__name__)
+CLIP_L_PREFIX = "text_encoders.clip_l.transformer."  # CLIP-L inside ComfyUI's all-in-one checkpoint
 ALL = {"q_proj", "k_proj", "v_proj", "out_proj", "ff", "fc1", "fc2", "mod"}
 
 
@@ -36,7 +40,8 @@ def resolve_layer(lora_name: str, layers: dict[str, tuple[int, ...]]) -> tuple[s
 
 
 def checkpoint_layers(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """kohya base name -> (key in a BFL-layout file, weight shape) of every block Linear."""
+    """kohya base name -> (key in a BFL-layout file, weight shape) of every block Linear, and of CLIP-L's layers
+    when the file holds it (ComfyUI's all-in-one checkpoint)."""
     from .layout import transformer_prefix
 
     prefix = transformer_prefix(set(shapes)) or ""
@@ -49,7 +54,29 @@ def checkpoint_layers(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str
             and len(shape) == 2
         ):
             out["lora_unet_" + inner.removesuffix(".weight").replace(".", "_")] = (key, shape)
+        elif key.startswith(CLIP_L_PREFIX + "text_model.encoder.layers.") and len(shape) == 2:
+            out["lora_te1_" + key[len(CLIP_L_PREFIX) :].removesuffix(".weight").replace(".", "_")] = (
+                key,
+                shape,
+            )
     return out
+
+
+def clip_l_shapes(checkpoint: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """CLIP-L's shapes (all-in-one keys) for a transformer-only file, from the clip_l file the loader would use;
+    none when the file holds CLIP-L itself or none is found (its te1 modules are then reported as dropped)."""
+    from ....errors import ModelError
+    from ...files import safetensors_shapes
+    from .find import find_part
+
+    if any(k.startswith(CLIP_L_PREFIX) for k in shapes):
+        return {}
+    try:
+        clip = find_part("clip_l", None, checkpoint)
+    except ModelError as exc:
+        logger.info("CLIP-L layers not checked: %s", exc)
+        return {}
+    return {CLIP_L_PREFIX + k: v for k, v in safetensors_shapes(clip, "CLIP-L text encoder").items()}
 
 
 def reference_base(family: Any) -> Any:
