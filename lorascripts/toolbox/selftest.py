@@ -104,11 +104,12 @@ def _file_problems(
 
 def _version_warning(family: str, metadata: dict[str, str]) -> list[str]:
     """The WebUI lists a file of some families as SD1 (and hides its card) unless its version says otherwise."""
-    if family not in family_names() or not get_family(family).webui_needs_version:
+    if family not in family_names():
         return []
-    wanted = get_family(family).lora_metadata(v_prediction=False, resolution=0)["ss_base_model_version"]
-    if get_family(family).made_for(metadata.get("ss_base_model_version", "")):
+    known = get_family(family)
+    if not known.webui_needs_version or known.made_for(metadata.get("ss_base_model_version", "")):
         return []
+    wanted = known.lora_metadata(v_prediction=False, resolution=0)["ss_base_model_version"]
     return [f"no ss_base_model_version={wanted}: the WebUI lists it as SD1 and hides its card"]
 
 

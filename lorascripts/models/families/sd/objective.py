@@ -78,5 +78,6 @@ class DDPMObjective:
     def loss_weights(self, timesteps: torch.Tensor) -> torch.Tensor | None:
         if not self.min_snr_gamma:
             return None
-        acp = self.alphas_cumprod.to(timesteps.device)
-        return min_snr_weights(acp, timesteps, self.min_snr_gamma, self.v_pred)
+        if self.alphas_cumprod.device != timesteps.device:  # moved once, not every step
+            self.alphas_cumprod = self.alphas_cumprod.to(timesteps.device)
+        return min_snr_weights(self.alphas_cumprod, timesteps, self.min_snr_gamma, self.v_pred)
