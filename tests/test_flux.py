@@ -134,7 +134,7 @@ def trained(tiny_flux, tmp_path_factory):
         max_train_steps=40,
         learning_rate=5e-3,
         batch_size=4,
-        t5_max_length=32,
+        text_max_length=32,
         timestep_sampling="sigmoid",
         validation_split=1,
         validate_every_n_steps=20,
@@ -210,14 +210,14 @@ def test_bad_inputs_name_the_file(tiny_flux, tiny_sd1, tmp_path: Path) -> None:
     shutil.copy(models / "vae" / "ae.safetensors", tmp_path / "ae.safetensors")
     shutil.copy(models / "text_encoders" / "clip_l.safetensors", tmp_path / "clip_l.safetensors")
     with pytest.raises(
-        ModelError, match=r"flux1-alone\.safetensors .*its T5 \(t5xxl_\*\.safetensors\) was not found"
+        ModelError, match=r"flux1-alone\.safetensors .*its T5-XXL \(t5xxl_fp16\.safetensors\) was not found"
     ):
         load_base_model(str(alone), tokenizer_path=str(tiny_flux.tokenizer_dir))
     with pytest.raises(ModelError, match=r"clip_l\.safetensors is not a T5"):
         load_base_model(
             str(alone),
             tokenizer_path=str(tiny_flux.tokenizer_dir),
-            components={"t5": str(tmp_path / "clip_l.safetensors")},
+            components={"text_encoder_2": str(tmp_path / "clip_l.safetensors")},
         )
 
 
@@ -323,7 +323,7 @@ def test_cached_text_and_preview_samples_through_fluxpipeline(tiny_flux, tmp_pat
         train_text_encoder=False,
         cache_text_encoder_outputs="disk",
         cache_dir=str(tmp_path / "cache"),
-        t5_max_length=16,
+        text_max_length=16,
         sample_prompts=["zkstyle a red circle"],
         sample_every_n_steps=2,
         sample_steps=2,
@@ -350,7 +350,7 @@ def test_incremental_training_from_our_flux_file_keeps_its_ranks(trained, tiny_f
     data = make_dataset(tmp_path / "data", n=2)
     start = trained / "tiny.safetensors"
     cfg = tiny_config(
-        tiny_flux, data, tmp_path / "out", max_train_steps=1, initial_lora=str(start), t5_max_length=16
+        tiny_flux, data, tmp_path / "out", max_train_steps=1, initial_lora=str(start), text_max_length=16
     )
     train(config_from_dict(cfg))
     before, after = load_file(str(start)), load_file(str(tmp_path / "out" / "tiny.safetensors"))
@@ -364,7 +364,7 @@ def test_stop_and_resume_ends_with_the_uninterrupted_weights(tiny_flux, tmp_path
     from lorascripts.run.events import STOP_FILE_NAME
 
     data = make_dataset(tmp_path / "data", n=2)
-    cfg = tiny_config(tiny_flux, data, tmp_path / "ref", max_train_steps=4, t5_max_length=16, dropout=0.1)
+    cfg = tiny_config(tiny_flux, data, tmp_path / "ref", max_train_steps=4, text_max_length=16, dropout=0.1)
     ref = train(config_from_dict(cfg))
     cut = {**cfg, "output_dir": str(tmp_path / "cut")}
 

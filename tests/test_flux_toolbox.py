@@ -45,7 +45,7 @@ def files(tmp_path_factory, tiny_tokenizer, tiny_sd1) -> dict[str, Path]:
         cfg = tiny_config(model, data, root / name, max_train_steps=2, seed=seed, output_name=name)
         cfg["learning_rate"] = 1e-2
         if name.startswith("flux"):
-            cfg.update(model_family="flux1", t5_max_length=32)
+            cfg.update(model_family="flux1", text_max_length=32)
         train(config_from_dict(cfg))
         out[name] = root / name / f"{name}.safetensors"
     return out

@@ -19,6 +19,8 @@ NETWORK_TYPES = ("lora", "locon", "loha", "lokr")
 PREFERRED_WEIGHT = 0.7
 # image sides beyond 16384 px exceed what a VAE or PIL handles in memory
 MAX_SIDE = 16_384
+# config keys of part files a family keeps beside its denoiser (`Family.components` says which it takes)
+COMPONENT_KEYS = ("vae", "text_encoder", "text_encoder_2")
 
 DATA = "Dataset and captions"
 JUDGE = "Validation and EMA"
@@ -331,32 +333,38 @@ class TrainConfig(RunConfig):
     )
     ema_samples: bool = option(True, help="Draw samples with the EMA weights.", section=JUDGE)
 
-    # --- diffusion transformers (FLUX.1) ---------------------------------------------------------------------
+    # --- diffusion transformers (FLUX.1, ...): parts kept in files of their own ----------------------------------
     vae: str | None = option(
         None,
-        help="FLUX: the VAE file (ae.safetensors); found beside the transformer or in ComfyUI's models/vae if empty.",
+        help="Diffusion transformers: the VAE file (FLUX: ae.safetensors); found beside the transformer or in "
+        "ComfyUI's models/vae if empty.",
         section=MODEL,
         path=True,
     )
-    clip_l: str | None = option(
+    text_encoder: str | None = option(
         None,
-        help="FLUX: the CLIP-L file (clip_l.safetensors); found beside the transformer or in models/clip if empty.",
+        help="Diffusion transformers: the (first) text-encoder file (FLUX: clip_l.safetensors); found beside the "
+        "transformer or in ComfyUI's models/clip | models/text_encoders if empty.",
         section=MODEL,
         path=True,
+        aliases=("clip_l",),
     )
-    t5: str | None = option(
+    text_encoder_2: str | None = option(
         None,
-        help="FLUX: the T5-XXL file (t5xxl_fp16.safetensors); found beside the transformer or in "
-        "models/text_encoders if empty.",
+        help="Diffusion transformers with two text encoders: the second file (FLUX: t5xxl_fp16.safetensors); found "
+        "like text_encoder if empty.",
         section=MODEL,
         path=True,
+        aliases=("t5",),
     )
-    t5_max_length: int | None = option(
+    text_max_length: int | None = option(
         None,
-        help="FLUX: T5 tokens per caption; empty = 512 for dev, 256 for schnell.",
+        help="Diffusion transformers: tokens per caption of the (long) text encoder; empty = the family's default "
+        "(FLUX T5: 512 for dev, 256 for schnell).",
         section=MODEL,
         min=16,
-        max=512,
+        max=1024,
+        aliases=("t5_max_length",),
     )
     timestep_sampling: str = option(
         "shift",

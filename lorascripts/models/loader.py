@@ -46,9 +46,20 @@ def _single_file(
         raise ModelError(
             f"{path.name}: weight {bad} contains NaN/inf values; the file is damaged. Re-download it."
         )
+    _check_components(family, path, components)
     return family, family.load_checkpoint(
         path, state, metadata, tokenizer_path=tokenizer_path, dtype=dtype, components=components
     )
+
+
+def _check_components(family: Family, path: Path, components: dict[str, str | None]) -> None:
+    """A part file the family does not take is a mistake, not something to ignore silently."""
+    extra = sorted(key for key, value in components.items() if value and key not in family.components)
+    if extra:
+        takes = ", ".join(f"{k} ({v})" for k, v in family.components.items()) or "no separate part files"
+        raise ModelError(
+            f"{path.name} is a {family.label} model, which takes {takes}; remove {', '.join(extra)} from the config."
+        )
 
 
 def _model_index(source: str, local_only: bool) -> dict[str, Any]:
@@ -61,13 +72,18 @@ def _model_index(source: str, local_only: bool) -> dict[str, Any]:
         raise ModelError(f"cannot load diffusers model {source}: {exc}{hint}") from None
 
 
-def _diffusers(source: str, dtype: torch.dtype) -> tuple[Family, LoadedParts]:
+def _diffusers(source: str, dtype: torch.dtype, components: dict) -> tuple[Family, LoadedParts]:
     local_only = not Path(source).is_dir()
     index = _model_index(source, local_only)
     family = family_of_diffusers(source, index, local_only)
     if family is None:
         raise ModelError(
             f"{source} is a {index.get('_class_name', 'diffusers')} model; training supports {known_kinds()} pipelines."
+        )
+    given = sorted(key for key, value in components.items() if value)
+    if given:
+        raise ModelError(
+            f"{source} is a diffusers folder that holds every part; remove {', '.join(given)} from the config."
         )
     return family, family.load_diffusers(source, dtype=dtype, local_only=local_only)
 
@@ -79,12 +95,12 @@ def _open(
     if path.is_file():
         return _single_file(path, allow_pickle, tokenizer_path, dtype, components)
     if path.is_dir() and (path / "model_index.json").is_file():
-        return _diffusers(source, dtype)
+        return _diffusers(source, dtype, components)
     if path.is_dir():
         raise ModelError(f"{source} is a folder without model_index.json: not a diffusers model folder.")
     if path.suffix or "/" not in source:
         raise ModelError(f"base_model {source} does not exist. Give the path of a .safetensors checkpoint.")
-    return _diffusers(source, dtype)
+    return _diffusers(source, dtype, components)
 
 
 def load_base_model(
@@ -98,7 +114,7 @@ def load_base_model(
     components: dict[str, str | None] | None = None,
 ) -> BaseModel:
     """Load a base model for training, its weights in `dtype`; raises ModelError with what was found when it
-    cannot. `components`: files of parts a transformer file does not hold (FLUX: vae, clip_l, t5)."""
+    cannot. `components`: files of parts the checkpoint does not hold, keyed as `Family.components`."""
     family, parts = _open(source, allow_pickle, tokenizer_path, dtype, components or {})
     path = Path(source)
     if expected_family and expected_family != family.name:

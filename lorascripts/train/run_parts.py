@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..config import TrainConfig, save_config
+from ..config import COMPONENT_KEYS, TrainConfig, save_config
 from ..run.events import EventSink
 from ..run.precision import Precision, resolve_precision
 from ..run.result import TrainResult
@@ -94,7 +94,7 @@ class RunParts:
             tokenizer_path=cfg.tokenizer_path,
             expected_family=None if cfg.model_family == "auto" else cfg.model_family,
             dtype=self.precision.weight_dtype,
-            components={"vae": cfg.vae, "clip_l": cfg.clip_l, "t5": cfg.t5},
+            components={key: getattr(cfg, key) for key in COMPONENT_KEYS},
         )
         self.base.extra["config"] = cfg  # the family's own settings (FLUX: sampling, shift, guidance)
         check_model_limits(cfg, self.base)

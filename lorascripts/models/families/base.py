@@ -94,6 +94,10 @@ class Family(ABC):
     caption_token_window: int  # caption tokens the text encoder reads (dataset checks warn past it)
     text_components: tuple[str, ...]  # kohya component of each text encoder: ("te",) or ("te1", "te2")
     webui_needs_version = False  # the WebUI lists this family's LoRAs as SD1 without ss_base_model_version
+    # parts kept in files of their own beside the denoiser, by config key (`vae`, `text_encoder`,
+    # `text_encoder_2`) -> what that file is for this family, e.g. {"text_encoder": "CLIP-L (clip_l.safetensors)"};
+    # hosts offer one file choice per entry, the loader refuses a key the family does not take
+    components: dict[str, str] = {}
     # (module, class names) the family loads its models with: `python -m lorascripts doctor` imports them
     required_imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -122,7 +126,7 @@ class Family(ABC):
     ) -> LoadedParts:
         """The model in a single-file checkpoint this family claimed (ModelError naming what is wrong).
 
-        `components`: files of parts kept apart from the denoiser (FLUX: `vae`, `clip_l`, `t5`), None = find them.
+        `components`: files of parts kept apart from the denoiser, by the keys of `self.components`; None = find them.
         """
 
     @abstractmethod

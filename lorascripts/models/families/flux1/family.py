@@ -12,6 +12,7 @@ import torch
 from ....errors import ModelError
 from ..base import BaseModel, Family, LoadedParts
 from ..flow_matching import FlowMatchingObjective, FlowSettings
+from .find import CONFIG_KEYS, PART_LABELS
 from .layout import transformer_prefix
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Flux1(Family):
     default_resolution = 1024
     caption_token_window = 512
     text_components = ("te1",)  # CLIP-L may train (lora_te1_); T5 stays frozen
+    components = {CONFIG_KEYS[part]: label for part, label in PART_LABELS.items()}
     required_imports = (
         ("diffusers", ("FluxTransformer2DModel", "FluxPipeline", "FlowMatchEulerDiscreteScheduler")),
         ("transformers", ("CLIPTextModel", "T5EncoderModel", "T5TokenizerFast")),
@@ -100,7 +102,7 @@ class Flux1(Family):
         from .text import tokenize
 
         default = DEFAULT_T5_LENGTH[is_dev(base.denoiser.config)]
-        return tokenize(base, captions, int(run_setting(base, "t5_max_length", default)))
+        return tokenize(base, captions, int(run_setting(base, "text_max_length", default)))
 
     def encode_tokens(
         self, base: BaseModel, ids: list[torch.Tensor], *, clip_skip: int

@@ -27,8 +27,10 @@ TRANSFORMER_FOLDERS = ("unet", "diffusion_models", "checkpoints")
 PART_LABELS = {
     "vae": "VAE (ae.safetensors)",
     "clip_l": "CLIP-L (clip_l.safetensors)",
-    "t5": "T5 (t5xxl_*.safetensors)",
+    "t5": "T5-XXL (t5xxl_fp16.safetensors)",
 }
+# the config key (`Family.components`) that names each part's file
+CONFIG_KEYS = {"vae": "vae", "clip_l": "text_encoder", "t5": "text_encoder_2"}
 T5_TOKENIZER_REPOS = ("google/t5-v1_1-xxl", "black-forest-labs/FLUX.1-dev")
 
 
@@ -40,12 +42,13 @@ def _folders(part: str, transformer: Path) -> list[Path]:
 
 
 def find_part(part: str, given: str | None, transformer: Path) -> Path:
-    """The file of one FLUX part: `given` (the config's `vae` / `clip_l` / `t5`) or the first one found."""
+    """The file of one FLUX part: `given` (the config's `vae` / `text_encoder` / `text_encoder_2`) or the first
+    one found."""
     if given:
         path = Path(given)
         if not path.is_file():
             raise ModelError(
-                f"{part} file {given} does not exist (the {PART_LABELS[part]} of {transformer.name})."
+                f"{CONFIG_KEYS[part]} file {given} does not exist (the {PART_LABELS[part]} of {transformer.name})."
             )
         return path
     folders = _folders(part, transformer)
@@ -57,7 +60,7 @@ def find_part(part: str, given: str | None, transformer: Path) -> Path:
     looked = ", ".join(str(f) for f in folders)
     raise ModelError(
         f"{transformer.name} holds only the FLUX transformer; its {PART_LABELS[part]} was not found (looked in "
-        f"{looked} for {', '.join(PART_FILES[part])}). Set `{part}` to the file's path."
+        f"{looked} for {', '.join(PART_FILES[part])}). Set `{CONFIG_KEYS[part]}` to the file's path."
     )
 
 

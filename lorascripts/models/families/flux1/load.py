@@ -21,7 +21,7 @@ from ...weights import load_into, uninitialised
 from ..base import LoadedParts
 from ..sd.load import architecture_errors
 from ..sd.single_file import text_config
-from .find import PART_LABELS, find_part, find_t5_tokenizer
+from .find import CONFIG_KEYS, PART_LABELS, find_part, find_t5_tokenizer
 from .layout import is_part, split_parts, t5_config, transformer_config, vae_config
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def load_single_file(
     parts = split_parts(state)
     loaded: dict[str, Any] = {}
     for part, build in (("vae", _vae), ("clip_l", _clip), ("t5", _t5)):
-        part_state, file = _part_state(part, components.get(part), path, parts)
+        part_state, file = _part_state(part, components.get(CONFIG_KEYS[part]), path, parts)
         with architecture_errors(file, family):
             loaded[part] = build(part_state, file, dtype)
     with architecture_errors(path, family):
