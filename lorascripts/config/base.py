@@ -114,7 +114,7 @@ class RunConfig:
     )
     optimizer: str = option(
         "adamw",
-        help="adamw, adamw8bit (CUDA + bitsandbytes), prodigy or adafactor.",
+        help="adamw, adamw8bit (8-bit states, needs bitsandbytes >= 0.50 on the CPU), prodigy or adafactor.",
         section=TRAIN,
         choices=optimizer_names(),
         aliases=("optimizer_type",),

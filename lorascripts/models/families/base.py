@@ -96,6 +96,9 @@ class Family(ABC):
     webui_needs_version = False  # the WebUI lists this family's LoRAs as SD1 without ss_base_model_version
     # (module, class names) the family loads its models with: `python -m lorascripts doctor` imports them
     required_imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # the denoiser's block lists (attribute names, in the order they run) and how many blocks of each make one
+    # `blocks_to_swap` unit; `fp8_base` stores the Linear weights inside them. None (SD's U-Nets): both refused
+    swap_blocks: tuple[tuple[str, int], ...] = ()
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
