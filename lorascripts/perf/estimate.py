@@ -105,6 +105,8 @@ class RunEstimate:
     def short(self) -> str:
         """One line for a host's progress display."""
         text = f"estimate: {self.peak_memory_bytes / GIB:.1f} GiB peak, {self.seconds_per_step:.2f} s/step"
+        if self.fp8_base or self.blocks_to_swap:
+            text += f" ({self.memory_settings()})"
         return text + (f"; {self.suggestion}" if self.suggestion else "")
 
     def event(self) -> dict[str, Any]:

@@ -58,7 +58,11 @@ def resolve_memory_preset(
     tried = []
     for name in ("off", *MEMORY_PRESETS):
         candidate = dataclasses.replace(cfg, memory_preset="off") if name == "off" else with_preset(cfg, name)
-        estimate = estimate_run(candidate, device=device, memory_limit_bytes=memory_limit_bytes)
+        try:
+            estimate = estimate_run(candidate, device=device, memory_limit_bytes=memory_limit_bytes)
+        except Exception as exc:  # noqa: BLE001 - advice only, as the run's own estimate; the load reports
+            logger.warning("memory_preset auto: no estimate for %s (%s); no preset applied", name, exc)
+            return dataclasses.replace(cfg, memory_preset="off"), tried
         tried.append((name, estimate))
         limit = estimate.memory_limit_bytes
         if limit is None or estimate.peak_memory_bytes <= FIT * limit:

@@ -20,6 +20,7 @@ from ..run.events import EventSink
 from ..run.precision import Precision, resolve_precision
 from ..run.result import TrainResult
 from ..run.state import Progress
+from ..perf.memory_presets import resolve_memory_preset
 from .placement import EncoderPlacement
 from .resources import run_estimate, set_threads
 from .setup import (
@@ -44,10 +45,12 @@ class RunParts:
     def __init__(self, cfg: TrainConfig, total_steps_for: Callable[[TrainConfig, int], int]) -> None:
         from accelerate import Accelerator
 
-        self.cfg = cfg
-        self._total_steps_for = total_steps_for
         cpu = not torch.cuda.is_available()
         device = torch.device("cpu") if cpu else torch.device("cuda")
+        # `memory_preset` becomes its settings first: the estimate, the model and the optimizer all read them
+        cfg = resolve_memory_preset(cfg, device.type)[0]
+        self.cfg = cfg
+        self._total_steps_for = total_steps_for
         self.estimate = run_estimate(cfg, device.type)
         overhead_bound = bool(self.estimate and self.estimate.overhead_bound)
         self.precision: Precision = resolve_precision(cfg, device, overhead_bound)
