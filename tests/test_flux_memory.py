@@ -123,7 +123,9 @@ def test_block_swap_gives_the_same_step_and_moves_each_block_in_and_out(flux, ch
     for base in (reference, swapped):
         if checkpointing:
             base.denoiser.enable_gradient_checkpointing()
-    blocks = swapped_blocks(swapped.family, swapped.denoiser, 3)  # 1 double + 2x2 single blocks (kohya's rule)
+    blocks = swapped_blocks(
+        swapped.family, swapped.denoiser, 3
+    )  # 1 double + 2x2 single blocks (kohya's rule)
     assert blocks == [swapped.denoiser.transformer_blocks[1], *swapped.denoiser.single_transformer_blocks]
     swapper = _Poisoned(blocks, torch.device("cpu"))
     assert swapper.offloads == 5 and swapper.onloads == 0  # away from the start
@@ -141,7 +143,9 @@ def test_block_swap_gives_the_same_step_and_moves_each_block_in_and_out(flux, ch
 def test_swap_and_fp8_refusals_name_the_key(flux, tiny_sd1, tmp_path: Path) -> None:
     _, path, _ = flux
     base = _base(flux, path)
-    with pytest.raises(ConfigError, match=r"blocks_to_swap: 5 is more than this FLUX\.1 model has; at most 4"):
+    with pytest.raises(
+        ConfigError, match=r"blocks_to_swap: 5 is more than this FLUX\.1 model has; at most 4"
+    ):
         swapped_blocks(base.family, base.denoiser, 5)
     sd = load_base_model(str(tiny_sd1.single_file), tokenizer_path=str(tiny_sd1.tokenizer_dir))
     for key in ("fp8_base", "blocks_to_swap"):
@@ -155,10 +159,14 @@ def test_swap_and_fp8_refusals_name_the_key(flux, tiny_sd1, tmp_path: Path) -> N
         config_from_dict({"base_model": "x", "train_data_dir": ".", "blocks_to_swap": 2})
 
 
-def test_training_with_fp8_swap_and_8bit_adamw_equals_the_run_without_swap(flux, tmp_path: Path, caplog) -> None:
+def test_training_with_fp8_swap_and_8bit_adamw_equals_the_run_without_swap(
+    flux, tmp_path: Path, caplog
+) -> None:
     """The 12 GB recipe on the CPU: fp8 base + block swap + bitsandbytes' AdamW8bit; the LoRA trains (finite
     loss, weights move), is saved in fp32, and equals the same run without swap."""
-    pytest.importorskip("bitsandbytes", reason="optimizer adamw8bit needs bitsandbytes (requirements-dev.txt)")
+    pytest.importorskip(
+        "bitsandbytes", reason="optimizer adamw8bit needs bitsandbytes (requirements-dev.txt)"
+    )
     tiny, path, fp8_path = flux
     data = make_dataset(tmp_path / "data", n=2)
     common = dict(
@@ -177,7 +185,9 @@ def test_training_with_fp8_swap_and_8bit_adamw_equals_the_run_without_swap(flux,
         estimate = next(e for e in events if e["event"] == "estimate")
         assert estimate["fp8_base"] and estimate["blocks_to_swap"] == swap
         assert estimate["optimizer"] == "adamw8bit" and "fp8 base" in estimate["summary"]
-        assert "fp8 base: 36 Linear weights of the FLUX.1 blocks" in caplog.text  # 2 x 10 double + 4 x 4 single
+        assert (
+            "fp8 base: 36 Linear weights of the FLUX.1 blocks" in caplog.text
+        )  # 2 x 10 double + 4 x 4 single
         assert ("block swap: 5 of the FLUX.1 blocks" in caplog.text) == bool(swap)  # 1 double + 2 x 2 single
         caplog.clear()
         results[swap] = load_file(str(out / "tiny.safetensors"))
@@ -209,14 +219,16 @@ def full_flux(tmp_path_factory) -> Path:
     return _sparse_safetensors(tmp_path_factory.mktemp("flux_full") / "flux1-dev.safetensors", shapes)
 
 
-def test_full_flux_estimate_falls_with_fp8_and_swap_and_auto_picks_the_card_preset(full_flux, tmp_path) -> None:
+def test_full_flux_estimate_falls_with_fp8_and_swap_and_auto_picks_the_card_preset(
+    full_flux, tmp_path
+) -> None:
     """FLUX.1-dev at 1024 px from its header only (meta tensors): GPU memory bf16 > fp8 > fp8 + swap, with the
     figures in the report; `memory_preset: auto` picks the published recipe for 24, 16 and 12 GB cards."""
     from lorascripts.perf.estimate import estimate_run
     from lorascripts.perf.memory_presets import resolve_memory_preset
 
     base = dict(
-        base_model=str(full_flux), train_data_dir=str(tmp_path), resolution=1024, lora_rank=16,
+        base_model=str(full_flux), train_data_dir=str(tmp_path), resolution=1024, lora_rank=16, batch_size=2,
         gradient_checkpointing=True, train_text_encoder=False, cache_text_encoder_outputs="disk",
         cache_latents="disk", mixed_precision="bf16",
     )  # fmt: skip

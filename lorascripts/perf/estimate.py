@@ -285,10 +285,12 @@ def _candidates(cfg: TrainConfig, plan: _Plan, family: Any) -> list[tuple[str, _
     if not plan.text_cache and not cfg.train_text_encoder:
         current = replace(current, text_cache=True)
         out.append(("cache_text_encoder_outputs: memory", current))
-    if family.swap_blocks and not plan.fp8 and not plan.swap:
+    if family.swap_blocks:
         from .memory_presets import MEMORY_PRESETS
 
         for name, values in MEMORY_PRESETS.items():
+            if plan.fp8 and values["blocks_to_swap"] <= plan.swap:
+                continue  # no lighter than the settings already in use
             preset = replace(
                 current, checkpointing=True, text_cache=True, fp8=True, swap=values["blocks_to_swap"],
                 optimizer=values["optimizer"],

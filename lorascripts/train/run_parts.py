@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import TrainConfig, save_config
+from ..perf.memory_presets import resolve_memory_preset
 from ..run.events import EventSink
 from ..run.precision import Precision, resolve_precision
 from ..run.result import TrainResult
 from ..run.state import Progress
-from ..perf.memory_presets import resolve_memory_preset
 from .placement import EncoderPlacement
 from .resources import run_estimate, set_threads
 from .setup import (
