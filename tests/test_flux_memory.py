@@ -43,6 +43,21 @@ def flux(tmp_path_factory, tiny_tokenizer):
     return tiny, folder / "flux1-blocks.safetensors", folder / "flux1-blocks-fp8.safetensors"
 
 
+def _forget_precision() -> None:
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()
+
+
+@pytest.fixture
+def own_precision():
+    """accelerate keeps one process-wide precision: this file's bf16 run must not meet the fp32 runs of others."""
+    _forget_precision()
+    yield
+    _forget_precision()
+
+
 class _Poisoned(BlockSwapper):
     """A swapper whose blocks hold NaN while away: any computation with an absent block poisons the result."""
 
@@ -160,7 +175,7 @@ def test_swap_and_fp8_refusals_name_the_key(flux, tiny_sd1, tmp_path: Path) -> N
 
 
 def test_training_with_fp8_swap_and_8bit_adamw_equals_the_run_without_swap(
-    flux, tmp_path: Path, caplog
+    flux, tmp_path: Path, caplog, own_precision
 ) -> None:
     """The 12 GB recipe on the CPU: fp8 base + block swap + bitsandbytes' AdamW8bit; the LoRA trains (finite
     loss, weights move), is saved in fp32, and equals the same run without swap."""

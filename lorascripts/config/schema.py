@@ -222,9 +222,10 @@ class TrainConfig(RunConfig):
     )
     memory_preset: str = option(
         "off",
-        help="A published memory recipe for the card (sets fp8_base, blocks_to_swap, optimizer, gradient "
-        "checkpointing and the text-encoder cache; fp8_base / blocks_to_swap you set win): 24gb, 16gb, 12gb, "
-        "10gb, 8gb, or auto = the first that the pre-flight estimate fits in this GPU's memory.",
+        help="Diffusion transformers (FLUX.1): a published memory recipe for the card, 24gb (fp8_base), 16gb "
+        "(+ blocks_to_swap 8), 12gb (16 + adamw8bit), 10gb (22), 8gb (28), each with gradient checkpointing, a "
+        "frozen cached text encoder; fp8_base / blocks_to_swap you set win. auto: the first the pre-flight "
+        "estimate fits in this GPU's memory (none when the config fits as it is).",
         section=TRAIN,
         choices=("off", "auto", "24gb", "16gb", "12gb", "10gb", "8gb"),
     )

@@ -7,6 +7,7 @@ Families build their modules with `uninitialised` (parameters on the meta device
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 
 from ..errors import ModelError
 from .files import PICKLE_SUFFIXES, read_safetensors
+
+logger = logging.getLogger(__name__)
 
 # set while a run with `fp8_base` loads its model: float8 matrices of the file are assigned as they are (the
 # fp8 storage of models/fp8.py keeps them) instead of being upcast to the run's dtype first
@@ -109,4 +112,13 @@ def load_into(
     # assign: the parameters are on the meta device (see uninitialised); floating weights take the dtype the run
     # computes in now (no fp32 copy first, and no cast later: diffusers warns on every `.to(dtype)`)
     cast = {k: v.to(_load_dtype(v, own[k], dtype)) for k, v in weights.items()}
+    upcast = sum(v.dtype == torch.float8_e4m3fn and cast[k].dtype != v.dtype for k, v in weights.items())
+    if upcast:
+        logger.info(
+            "%s: the %s's %d float8 weights upcast to %s (fp8_base: true keeps a diffusion transformer's in fp8)",
+            path.name,
+            what,
+            upcast,
+            str(dtype).removeprefix("torch."),
+        )
     module.load_state_dict(cast, strict=False, assign=True)
