@@ -128,14 +128,17 @@ def test_fp8_base_stores_block_linears_in_fp8_and_halves_their_bytes(flux) -> No
     assert (grads8 - grads16).norm() < 0.2 * grads16.norm()  # fp8 rounding of the same weights
 
 
-@pytest.mark.parametrize("checkpointing", [True, False])
-def test_block_swap_gives_the_same_step_and_moves_each_block_in_and_out(flux, checkpointing: bool) -> None:
+@pytest.mark.parametrize("checkpointing, fp8", [(True, False), (False, False), (True, True)])
+def test_block_swap_gives_the_same_step_and_moves_each_block_in_and_out(flux, checkpointing, fp8) -> None:
     """Swapped blocks hold NaN while away: equal loss and gradients prove each was in place whenever it
     computed (forward, recomputation, backward); the counters show each came in twice (forward, backward)."""
     _, path, _ = flux
     reference = _base(flux, path)
     swapped = _base(flux, path)
     for base in (reference, swapped):
+        if fp8:
+            cfg = config_from_dict({"base_model": str(path), "train_data_dir": ".", "fp8_base": True})
+            apply_memory_options(cfg, base, torch.device("cpu"), torch.bfloat16)
         if checkpointing:
             base.denoiser.enable_gradient_checkpointing()
     blocks = swapped_blocks(
@@ -261,6 +264,14 @@ def test_full_flux_estimate_falls_with_fp8_and_swap_and_auto_picks_the_card_pres
     assert peaks == sorted(peaks, reverse=True) and len(set(peaks)) == 4, peaks
     assert 20 * GIB < peaks[0] < 40 * GIB  # 11.9 B bf16 weights alone are 22 GiB
     assert peaks[0] - peaks[1] > 10 * GIB  # the blocks' Linear weights: ~11.6 GB less
+    from lorascripts.perf.configs import model_shapes
+    from lorascripts.perf.denoiser_memory import denoiser_bytes
+
+    shapes = model_shapes(str(full_flux))
+    fp8 = denoiser_bytes(shapes.family, shapes.denoiser, fp8=True, swap=0, item=2)
+    assert (
+        0.49 < fp8.device / (shapes.params["unet"] * 2) < 0.52
+    )  # the transformer's bytes halve against bf16
     report = estimates["fp8 + swap 16"].describe()
     assert "fp8 base" in report and "16 swap units (4." in report, report  # 8 double + 16 single: ~4.7 GiB
     picked = {}

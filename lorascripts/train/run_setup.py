@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from .placement import released_parts, text_encoder_names
 from .setup import use_channels_last
 
@@ -105,6 +105,11 @@ def freeze_and_place(parts: RunParts) -> None:
         module.eval()
     for module in (base.vae, *base.text_encoders):
         upcast_fp8(module, dtype)  # fp8 files of the other parts (T5) kept fp8 by an fp8_base load
+    if parts.cfg.blocks_to_swap and acc.num_processes > 1:
+        raise ConfigError(
+            "blocks_to_swap is for one GPU (DDP keeps the whole model on each device); with several GPUs set "
+            "blocks_to_swap: 0 and use fp8_base: true."
+        )
     # fp8 storage and the swapped blocks before anything moves: the swapped blocks never reach the device
     parts.swapper = apply_memory_options(parts.cfg, base, acc.device, dtype)
     for module in (base.denoiser, base.vae, *base.text_encoders):
