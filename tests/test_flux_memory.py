@@ -173,6 +173,9 @@ def test_swap_and_fp8_refusals_name_the_key(flux, tiny_sd1, tmp_path: Path) -> N
         )  # fmt: skip
         with pytest.raises(ConfigError, match=rf"{key}: SD1\.x .*set {key}: (false|0)"):
             apply_memory_options(cfg, sd, torch.device("cpu"), torch.float32)
+    preset = config_from_dict({"base_model": "x", "train_data_dir": ".", "memory_preset": "12gb"})
+    with pytest.raises(ConfigError, match=r"memory_preset: 12gb is for diffusion transformers .*not SD1\.x"):
+        apply_memory_options(preset, sd, torch.device("cpu"), torch.float32)
     with pytest.raises(ConfigError, match="blocks_to_swap` needs gradient_checkpointing: true"):
         config_from_dict({"base_model": "x", "train_data_dir": ".", "blocks_to_swap": 2})
 

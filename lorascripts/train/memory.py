@@ -23,6 +23,11 @@ def apply_memory_options(
     """fp8 storage and block swap on `base.denoiser` as the config asks (before it is placed on the device);
     the swapper, or None without swap. ConfigError when the family has no blocks for them."""
     family, denoiser = base.family, base.denoiser
+    if cfg.memory_preset != "off" and not family.swap_blocks:
+        raise ConfigError(
+            f"memory_preset: {cfg.memory_preset} is for diffusion transformers such as FLUX.1, not {family.label}; "
+            "set memory_preset: off (gradient_checkpointing and a smaller batch_size save memory there)."
+        )
     if cfg.fp8_base:
         if not family.swap_blocks:
             raise ConfigError(
