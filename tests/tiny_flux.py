@@ -38,38 +38,69 @@ class TinyFlux:
         return self.transformer
 
 
+def bfl_shapes(
+    guidance: bool = True,
+    hidden: int = HIDDEN,
+    head_dim: int = HEAD_DIM,
+    doubles: int = 1,
+    singles: int = 1,
+    text: tuple[int, int] = (TEXT, POOLED),
+) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of a FLUX transformer in BFL's key layout (`hidden` 3072 with `head_dim` 128: the width
+    ComfyUI detects as FLUX.1, HOSTS.md), with `doubles` double and `singles` single blocks and `text` the widths
+    of the T5 states and the pooled CLIP output (FLUX.1: 4096, 768)."""
+    h, mlp = hidden, 4 * hidden
+    linears: dict[str, tuple[int, ...]] = {
+        "img_in": (h, 4 * LATENT), "txt_in": (h, text[0]), "time_in.in_layer": (h, 256), "time_in.out_layer": (h, h),
+        "vector_in.in_layer": (h, text[1]), "vector_in.out_layer": (h, h), "final_layer.linear": (4 * LATENT, h),
+        "final_layer.adaLN_modulation.1": (2 * h, h),
+    }  # fmt: skip
+    norms = []
+    for i in range(doubles):
+        block = f"double_blocks.{i}"
+        linears.update({
+            f"{block}.img_mod.lin": (6 * h, h), f"{block}.txt_mod.lin": (6 * h, h),
+            f"{block}.img_attn.qkv": (3 * h, h), f"{block}.txt_attn.qkv": (3 * h, h),
+            f"{block}.img_attn.proj": (h, h), f"{block}.txt_attn.proj": (h, h),
+            f"{block}.img_mlp.0": (mlp, h), f"{block}.img_mlp.2": (h, mlp),
+            f"{block}.txt_mlp.0": (mlp, h), f"{block}.txt_mlp.2": (h, mlp),
+        })  # fmt: skip
+        norms += [f"{block}.img_attn", f"{block}.txt_attn"]
+    for i in range(singles):
+        linears.update({
+            f"single_blocks.{i}.modulation.lin": (3 * h, h), f"single_blocks.{i}.linear1": (3 * h + mlp, h),
+            f"single_blocks.{i}.linear2": (h, h + mlp),
+        })  # fmt: skip
+        norms.append(f"single_blocks.{i}")
+    if guidance:
+        linears.update({"guidance_in.in_layer": (h, 256), "guidance_in.out_layer": (h, h)})
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in linears.items():
+        shapes.update({f"{name}.weight": shape, f"{name}.bias": (shape[0],)})
+    for norm in norms:
+        shapes.update({f"{norm}.norm.{which}.scale": (head_dim,) for which in ("query_norm", "key_norm")})
+    return shapes
+
+
 def bfl_transformer(
     seed: int,
     guidance: bool = True,
     hidden: int = HIDDEN,
     head_dim: int = HEAD_DIM,
     dtype: torch.dtype = torch.float32,
+    doubles: int = 1,
+    singles: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """Random weights of a FLUX transformer in BFL's key layout (`hidden` 3072 with `head_dim` 128: the width
-    ComfyUI detects as FLUX.1, HOSTS.md)."""
+    """Random weights of a FLUX transformer in BFL's key layout (see `bfl_shapes`)."""
     gen = torch.Generator().manual_seed(seed)
-    h, mlp = hidden, 4 * hidden
-    shapes: dict[str, tuple[int, ...]] = {
-        "img_in": (h, 4 * LATENT), "txt_in": (h, TEXT), "time_in.in_layer": (h, 256), "time_in.out_layer": (h, h),
-        "vector_in.in_layer": (h, POOLED), "vector_in.out_layer": (h, h), "final_layer.linear": (4 * LATENT, h),
-        "final_layer.adaLN_modulation.1": (2 * h, h),
-        "double_blocks.0.img_mod.lin": (6 * h, h), "double_blocks.0.txt_mod.lin": (6 * h, h),
-        "double_blocks.0.img_attn.qkv": (3 * h, h), "double_blocks.0.txt_attn.qkv": (3 * h, h),
-        "double_blocks.0.img_attn.proj": (h, h), "double_blocks.0.txt_attn.proj": (h, h),
-        "double_blocks.0.img_mlp.0": (mlp, h), "double_blocks.0.img_mlp.2": (h, mlp),
-        "double_blocks.0.txt_mlp.0": (mlp, h), "double_blocks.0.txt_mlp.2": (h, mlp),
-        "single_blocks.0.modulation.lin": (3 * h, h), "single_blocks.0.linear1": (3 * h + mlp, h),
-        "single_blocks.0.linear2": (h, h + mlp),
-    }  # fmt: skip
-    if guidance:
-        shapes.update({"guidance_in.in_layer": (h, 256), "guidance_in.out_layer": (h, h)})
     state = {}
-    for name, shape in shapes.items():
-        state[f"{name}.weight"] = (torch.randn(shape, generator=gen) * shape[1] ** -0.5).to(dtype)
-        state[f"{name}.bias"] = (torch.randn(shape[0], generator=gen) * 0.02).to(dtype)
-    for norm in ("double_blocks.0.img_attn", "double_blocks.0.txt_attn", "single_blocks.0"):
-        for which in ("query_norm", "key_norm"):
-            state[f"{norm}.norm.{which}.scale"] = torch.ones(head_dim, dtype=dtype)
+    for name, shape in bfl_shapes(guidance, hidden, head_dim, doubles, singles).items():
+        if name.endswith(".scale"):
+            state[name] = torch.ones(shape, dtype=dtype)
+        elif name.endswith(".weight"):
+            state[name] = (torch.randn(shape, generator=gen) * shape[1] ** -0.5).to(dtype)
+        else:
+            state[name] = (torch.randn(shape, generator=gen) * 0.02).to(dtype)
     return state
 
 

@@ -114,7 +114,8 @@ class RunConfig:
     )
     optimizer: str = option(
         "adamw",
-        help="adamw, adamw8bit (CUDA + bitsandbytes), prodigy or adafactor.",
+        help="adamw, adamw8bit (8-bit states; needs bitsandbytes, which from 0.50 runs on the CPU too), prodigy or "
+        "adafactor.",
         section=TRAIN,
         choices=optimizer_names(),
         aliases=("optimizer_type",),

@@ -74,6 +74,7 @@ def check_consistency(cfg: Any) -> None:
             f"`output_name` {cfg.output_name!r} is not a valid file name; use letters, digits, '-' and '_'."
         )
     _check_validation(cfg)
+    _check_memory(cfg)
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ConfigError(
             f"`resume` must be none, auto or an existing checkpoint folder; {cfg.resume!r} does not exist."
@@ -93,4 +94,19 @@ def _check_validation(cfg: Any) -> None:
         raise ConfigError(
             "`early_stopping_patience` needs a validation loss: set validation_split (e.g. 0.1) or "
             "validation_dir, or set early_stopping_patience: 0."
+        )
+
+
+def _check_memory(cfg: Any) -> None:
+    if not cfg.blocks_to_swap:
+        return
+    if cfg.torch_compile:
+        raise ConfigError(
+            "`blocks_to_swap` moves weights while the model runs, which torch_compile cannot trace; "
+            "set torch_compile: false or blocks_to_swap: 0."
+        )
+    if not cfg.gradient_checkpointing and cfg.memory_preset == "off":
+        raise ConfigError(
+            "`blocks_to_swap` needs gradient_checkpointing: true (without it the activations kept for backward "
+            "hold every swapped block's weights on the device, so nothing is saved)."
         )

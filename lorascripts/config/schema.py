@@ -206,6 +206,31 @@ class TrainConfig(RunConfig):
         None, help="Folder of disk caches (default: <output_dir>/cache).", section=TRAIN, path=True
     )
     torch_compile: bool = option(False, help="Compile the U-Net with torch.compile.", section=TRAIN)
+    fp8_base: bool | None = option(
+        None,
+        help="Diffusion transformers (FLUX.1): store the frozen blocks' Linear weights in float8_e4m3fn, "
+        "computed in bf16 (half the memory of bf16; an fp8 file stays fp8). The LoRA stays in the training "
+        "dtype. Empty: the memory_preset's (off: false).",
+        section=TRAIN,
+    )
+    blocks_to_swap: int | None = option(
+        None,
+        help="Diffusion transformers (FLUX.1): keep this many transformer blocks in CPU memory, each brought to "
+        "the GPU only while it computes (kohya's units: FLUX.1 16 = 8 double + 16 single blocks); needs "
+        "gradient_checkpointing. Empty: the memory_preset's (off: 0).",
+        section=TRAIN,
+        min=0,
+        max=1000,
+    )
+    memory_preset: str = option(
+        "off",
+        help="Diffusion transformers (FLUX.1): a published memory recipe for the card, 24gb (fp8_base), 16gb "
+        "(+ blocks_to_swap 8), 12gb (16 + adamw8bit), 10gb (22), 8gb (28), each with gradient checkpointing, a "
+        "frozen cached text encoder; fp8_base / blocks_to_swap you set win. auto: the first the pre-flight "
+        "estimate fits in this GPU's memory (none when the config fits as it is).",
+        section=TRAIN,
+        choices=("off", "auto", "24gb", "16gb", "12gb", "10gb", "8gb"),
+    )
     offload_encoders: str = option(
         "auto",
         help="auto: on a GPU, move the frozen VAE and text encoders to the CPU once latents and text-encoder "

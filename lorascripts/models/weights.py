@@ -6,7 +6,10 @@ Families build their modules with `uninitialised` (parameters on the meta device
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,30 @@ import torch
 
 from ..errors import ModelError
 from .files import PICKLE_SUFFIXES, read_safetensors
+
+logger = logging.getLogger(__name__)
+
+# set while a run with `fp8_base` loads its model: float8 matrices of the file are assigned as they are (the
+# fp8 storage of models/fp8.py keeps them) instead of being upcast to the run's dtype first
+_KEEP_FLOAT8: ContextVar[bool] = ContextVar("keep_float8", default=False)
+
+
+@contextlib.contextmanager
+def keep_float8() -> Iterator[None]:
+    """Within the block, `load_into` keeps a file's float8 matrices in float8 (no upcast copy in memory)."""
+    token = _KEEP_FLOAT8.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_FLOAT8.reset(token)
+
+
+def _load_dtype(value: torch.Tensor, own: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
+    if not own.is_floating_point():
+        return own.dtype
+    if _KEEP_FLOAT8.get() and value.dtype == torch.float8_e4m3fn and value.dim() == 2:
+        return value.dtype
+    return dtype
 
 
 def read_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -84,5 +111,14 @@ def load_into(
         )
     # assign: the parameters are on the meta device (see uninitialised); floating weights take the dtype the run
     # computes in now (no fp32 copy first, and no cast later: diffusers warns on every `.to(dtype)`)
-    cast = {k: v.to(dtype if own[k].is_floating_point() else own[k].dtype) for k, v in weights.items()}
+    cast = {k: v.to(_load_dtype(v, own[k], dtype)) for k, v in weights.items()}
+    upcast = sum(v.dtype == torch.float8_e4m3fn and cast[k].dtype != v.dtype for k, v in weights.items())
+    if upcast:
+        logger.info(
+            "%s: the %s's %d float8 weights upcast to %s (fp8_base: true keeps a diffusion transformer's in fp8)",
+            path.name,
+            what,
+            upcast,
+            str(dtype).removeprefix("torch."),
+        )
     module.load_state_dict(cast, strict=False, assign=True)

@@ -5,7 +5,9 @@ Inputs are what is known without loading weights: the architecture and sizes fro
 cached on disk per configuration), and the device's measured matmul peak (peak.py).
 
 The memory model (bytes):
-  training = frozen weights in the weight dtype + LoRA parameters, gradients and optimizer state (fp32)
+  training = frozen weights in the weight dtype (the denoiser's block Linears 1 byte with `fp8_base`, its
+             `blocks_to_swap` blocks in CPU memory but one: denoiser_memory.py)
+             + LoRA parameters, gradients and optimizer state (fp32; 8-bit states with adamw8bit)
              (+ the fp32 EMA copy of the LoRA when `ema_decay` is set and it lives on the training device)
              + activations kept for backward (+ the largest one again: its gradient lives during backward)
   CPU peak RSS = max(training, loading) + the process's own RSS (torch, libraries); loading a single-file
@@ -21,7 +23,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import torch
 from ..config import TrainConfig
 from ..run.optimizers import state_bytes_per_param
 from .configs import ModelShapes, model_shapes
+from .denoiser_memory import DenoiserBytes, denoiser_bytes
 from .flops import DEFAULT_ROLES, StepCost, train_step_cost
 from .peak import matmul_peak, user_cache_dir
 
@@ -45,6 +48,9 @@ MATMUL_EFFICIENCY = {"cpu": 0.28, "cuda": 0.6}
 # (SD1.5 512 px step profile, 2026-12-01; the backward alone at 0.12); on GPUs flash attention runs like matmuls
 ATTENTION_EFFICIENCY = {"cpu": 0.1, "cuda": 0.6}
 OP_OVERHEAD_S = {"cpu": 30e-6, "cuda": 15e-6}
+# host-to-device bytes/s of block swap's copies from pinned memory (PCIe 4.0 x16 in practice; not yet measured
+# here): every swapped block comes in twice a step (forward, backward), not overlapped with compute
+SWAP_BANDWIDTH = 20e9
 ACTIVATION_FACTOR = 1.15  # allocator slack and the autograd bookkeeping not seen by the pack hook
 LIBRARY_RSS = 350 * 2**20  # diffusers/transformers/lycoris imported after the estimate
 GIB = 2**30
@@ -68,6 +74,23 @@ class RunEstimate:
     precision: str = "no"  # mixed_precision the estimate assumed (auto resolved)
     overhead_bound: bool = False  # CPU step dominated by per-operator cost: fp32 and one thread are faster
     base_rss_bytes: int = 0  # the process before loading (CPU), plus the libraries imported later
+    fp8_base: bool = False
+    blocks_to_swap: int = 0
+    swapped_bytes: int = 0  # the swapped blocks' weights, in CPU memory
+    optimizer: str = "adamw"
+    memory_preset: str = "off"  # the recipe the settings came from (auto resolved)
+
+    def memory_settings(self) -> str:
+        """The memory options the figures assume, e.g. `fp8 base, 16 blocks swapped (4.70 GiB in CPU memory)`."""
+        parts = [f"memory_preset {self.memory_preset}"] if self.memory_preset != "off" else []
+        if self.fp8_base:
+            parts.append("fp8 base")
+        if self.blocks_to_swap:
+            parts.append(
+                f"{self.blocks_to_swap} swap units ({self.swapped_bytes / GIB:.2f} GiB in CPU memory)"
+            )
+        parts.append(f"{self.optimizer} states")
+        return ", ".join(parts)
 
     def describe(self) -> str:
         limit = f" of {self.memory_limit_bytes / GIB:.1f} GiB" if self.memory_limit_bytes else ""
@@ -75,13 +98,15 @@ class RunEstimate:
             f"estimate for {self.resolution[0]}x{self.resolution[1]} on {self.device}: peak memory "
             f"{self.peak_memory_bytes / GIB:.2f} GiB{limit}, {self.seconds_per_step:.2f} s/step "
             f"({self.flops_per_step / 1e9:.3g} GFLOP/step, measured {PRECISION_NAMES.get(self.precision, self.precision)} matmul peak "
-            f"{self.matmul_peak_flops / 1e9:.3g} GFLOP/s)"
+            f"{self.matmul_peak_flops / 1e9:.3g} GFLOP/s; {self.memory_settings()})"
         )
         return text + (f". Suggestion: {self.suggestion}" if self.suggestion else "")
 
     def short(self) -> str:
         """One line for a host's progress display."""
         text = f"estimate: {self.peak_memory_bytes / GIB:.1f} GiB peak, {self.seconds_per_step:.2f} s/step"
+        if self.fp8_base or self.blocks_to_swap:
+            text += f" ({self.memory_settings()})"
         return text + (f"; {self.suggestion}" if self.suggestion else "")
 
     def event(self) -> dict[str, Any]:
@@ -156,6 +181,9 @@ class _Plan:
     rank: int
     checkpointing: bool
     text_cache: bool
+    fp8: bool = False
+    swap: int = 0
+    optimizer: str = "adamw"
 
 
 def _resolution(cfg: TrainConfig, shapes: ModelShapes) -> tuple[int, int]:
@@ -189,8 +217,11 @@ def _memory(
     cost = _cost(cfg, shapes, plan)
     item = torch.tensor([], dtype=_dtype(mode)).element_size()
     frozen = sum(n for part, n in shapes.params.items() if part not in _released(cfg, plan, device)) * item
+    if plan.fp8 or plan.swap:
+        denoiser = _denoiser(shapes, plan, device, item)
+        frozen += denoiser.device - shapes.params.get("unet", 0) * item
     # parameter + gradient (fp32) + optimizer state, in fp32 copies
-    states = 2 + state_bytes_per_param(cfg.optimizer) / 4
+    states = 2 + state_bytes_per_param(plan.optimizer) / 4
     states += int(cfg.ema_decay is not None and (cfg.ema_device == "device" or device == "cpu"))  # EMA copy
     lora = cost.lora_params * 4 * states
     activations = (int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes) * item // 4
@@ -201,6 +232,13 @@ def _memory(
     # single file: the file's tensors + the fp32 modules built from them; folder: loaded component by component
     loading = (shapes.file_bytes + fp32) if shapes.single_file else fp32 + max(shapes.params.values()) * 4
     return training, loading, cost
+
+
+def _denoiser(shapes: ModelShapes, plan: _Plan, device: str, item: int) -> DenoiserBytes:
+    """The denoiser's bytes under the plan's fp8 storage and block swap (on a CPU the swapped blocks stay in the
+    same memory: no saving)."""
+    swap = plan.swap if device == "cuda" else 0
+    return denoiser_bytes(shapes.family, shapes.denoiser, fp8=plan.fp8, swap=swap, item=item)
 
 
 def _released(cfg: TrainConfig, plan: _Plan, device: str) -> set[str]:
@@ -237,24 +275,35 @@ class _Context:
         return max(training, loading) + self.base_rss
 
 
-def _candidates(cfg: TrainConfig, plan: _Plan) -> list[tuple[str, _Plan]]:
+def _candidates(cfg: TrainConfig, plan: _Plan, family: Any) -> list[tuple[str, _Plan]]:
     """Changes of the preset that lower memory, least costly first (each keeps the ones before it)."""
     out = []
     current = plan
     if not plan.checkpointing:
-        current = _Plan(current.batch, current.rank, True, current.text_cache)
+        current = replace(current, checkpointing=True)
         out.append(("gradient_checkpointing: true", current))
     if not plan.text_cache and not cfg.train_text_encoder:
-        current = _Plan(current.batch, current.rank, current.checkpointing, True)
+        current = replace(current, text_cache=True)
         out.append(("cache_text_encoder_outputs: memory", current))
+    if family.swap_blocks:
+        from .memory_presets import MEMORY_PRESETS
+
+        for name, values in MEMORY_PRESETS.items():
+            if plan.fp8 and values["blocks_to_swap"] <= plan.swap:
+                continue  # no lighter than the settings already in use
+            preset = replace(
+                current, checkpointing=True, text_cache=True, fp8=True, swap=values["blocks_to_swap"],
+                optimizer=values["optimizer"],
+            )  # fmt: skip
+            out.append((f"memory_preset: {name}", preset))
     batch = current.batch
     while batch > 1:
         batch //= 2
-        current = _Plan(batch, current.rank, current.checkpointing, current.text_cache)
+        current = replace(current, batch=batch)
         steps = plan.batch // batch
         out.append((f"batch_size: {batch} with gradient_accumulation_steps: {steps}", current))
     if plan.rank > 8:
-        out.append(("lora_rank: 8", _Plan(current.batch, 8, current.checkpointing, current.text_cache)))
+        out.append(("lora_rank: 8", replace(current, rank=8)))
     return out
 
 
@@ -264,11 +313,11 @@ def _suggest(ctx: _Context, plan: _Plan, peak_bytes: int) -> str | None:
         return None
     if peak_bytes <= 0.9 * ctx.limit:
         if plan.checkpointing and not ctx.cfg.train_text_encoder:
-            unchecked = _Plan(plan.batch, plan.rank, False, plan.text_cache)
+            unchecked = replace(plan, checkpointing=False)
             if ctx.peak(unchecked) <= 0.8 * ctx.limit:
                 return "gradient_checkpointing: false fits in memory and saves about a quarter of each step"
         return None
-    for what, candidate in _candidates(ctx.cfg, plan):
+    for what, candidate in _candidates(ctx.cfg, plan, ctx.shapes.family):
         if ctx.peak(candidate) <= 0.9 * ctx.limit:
             return f"this config needs more than the {ctx.limit / GIB:.1f} GiB here; use {what}"
     return (
@@ -306,6 +355,9 @@ def estimate_run(
         cfg.lora_rank,
         cfg.gradient_checkpointing,
         cfg.cache_text_encoder_outputs != "off" and not cfg.train_text_encoder,
+        fp8=bool(cfg.fp8_base),
+        swap=cfg.blocks_to_swap or 0,
+        optimizer=cfg.optimizer,
     )
     cost = _cost(cfg, shapes, plan)
     # overhead-bound: the operators' fixed cost outweighs their arithmetic even at the fp32 peak
@@ -318,10 +370,13 @@ def estimate_run(
     peak_bytes = max(training, loading) + base_rss
     ctx = _Context(cfg, shapes, device, mode, base_rss, memory_limit_bytes or memory_limit(device))
     compute, overhead = _seconds(cost, device, peak)
+    item = torch.tensor([], dtype=_dtype(mode)).element_size()
+    swapped = _denoiser(shapes, plan, "cuda", item).swapped if plan.swap else 0
+    transfer = 2 * swapped / SWAP_BANDWIDTH if device == "cuda" else 0.0
     accum = cfg.gradient_accumulation_steps
     return RunEstimate(
         peak_memory_bytes=int(peak_bytes),
-        seconds_per_step=(compute + overhead) * accum,
+        seconds_per_step=(compute + overhead + transfer) * accum,
         flops_per_step=cost.flops * accum,
         device=device,
         suggestion=_suggest(ctx, plan, peak_bytes),
@@ -333,4 +388,9 @@ def estimate_run(
         precision=mode,
         overhead_bound=overhead_bound,
         base_rss_bytes=base_rss,
+        fp8_base=plan.fp8,
+        blocks_to_swap=plan.swap,
+        swapped_bytes=swapped,
+        optimizer=cfg.optimizer,
+        memory_preset=cfg.memory_preset,
     )

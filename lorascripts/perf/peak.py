@@ -66,10 +66,18 @@ def _measure(dtype: torch.dtype, device: str, seconds: float) -> float:
     return best
 
 
+# dense bf16 matmul of a consumer card (RTX 4090 class, 165 TFLOP/s), for estimates of a GPU that is not here
+NOMINAL_CUDA_PEAK = 165e12
+
+
 def matmul_peak(
     dtype: torch.dtype, device: str = "cpu", *, seconds: float = 1.5, refresh: bool = False
 ) -> float:
     """Sustained dense-matmul FLOP/s for `dtype` on `device` (measured once, then read from the cache)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        # planning for a GPU this machine does not have (`auto` presets, the CLI's estimate): a nominal figure
+        logger.info("no CUDA device here: the estimate assumes %.0f TFLOP/s", NOMINAL_CUDA_PEAK / 1e12)
+        return NOMINAL_CUDA_PEAK
     key = _machine_key(dtype, device)
     path = user_cache_dir() / "matmul_peak-v2.json"  # v2: 4096-wide products (v1 figures were burst rates)
     try:

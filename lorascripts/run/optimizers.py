@@ -66,8 +66,9 @@ class OptimizerSpec:
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     # two fp32 moments
     "adamw": OptimizerSpec("torch.optim", "AdamW", "torch", 8, _adamw),
-    # two 8-bit moments (bitsandbytes' block-wise quantisation)
-    "adamw8bit": OptimizerSpec("bitsandbytes.optim", "AdamW8bit", "bitsandbytes", 2, needs_cuda=True),
+    # two 8-bit moments + one fp32 absmax per 256-value block each (bitsandbytes' block-wise quantisation);
+    # bitsandbytes 0.50 runs them on the CPU too (tests/test_flux_memory.py)
+    "adamw8bit": OptimizerSpec("bitsandbytes.optim", "AdamW8bit", "bitsandbytes", 2 + 2 * 4 / 256),
     # moments, the initial weights and the running sum s: four fp32 copies
     "prodigy": OptimizerSpec("prodigyopt", "Prodigy", "prodigyopt", 16, _prodigy),
     # factored second moment (rows + columns, about one fp32 copy for LoRA's thin matrices), no first moment;

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import COMPONENT_KEYS, TrainConfig, save_config
+from ..perf.memory_presets import resolve_memory_preset
 from ..run.events import EventSink
 from ..run.precision import Precision, resolve_precision
 from ..run.result import TrainResult
@@ -44,10 +45,12 @@ class RunParts:
     def __init__(self, cfg: TrainConfig, total_steps_for: Callable[[TrainConfig, int], int]) -> None:
         from accelerate import Accelerator
 
-        self.cfg = cfg
-        self._total_steps_for = total_steps_for
         cpu = not torch.cuda.is_available()
         device = torch.device("cpu") if cpu else torch.device("cuda")
+        # `memory_preset` becomes its settings first: the estimate, the model and the optimizer all read them
+        cfg = resolve_memory_preset(cfg, device.type)[0]
+        self.cfg = cfg
+        self._total_steps_for = total_steps_for
         self.estimate = run_estimate(cfg, device.type)
         overhead_bound = bool(self.estimate and self.estimate.overhead_bound)
         self.precision: Precision = resolve_precision(cfg, device, overhead_bound)
@@ -68,12 +71,13 @@ class RunParts:
         self.validator = None
         self.ema = None
         self.intermediate: list[Path] = []
+        self.swapper = None  # block swap (train/memory.py), set with the model
 
     # --- phase 2 ---------------------------------------------------------------------------------------------------
     def setup_rest(self, events: EventSink) -> None:
         """Dataset, base model, caches, network, optimizer: everything that can fail on user input."""
         from ..data.buckets import BucketSet
-        from ..models import load_base_model
+        from ..models.weights import keep_float8
         from . import run_setup as build
         from .conditioning import Conditioner
         from .inputs import FixedSize, InputPipeline
@@ -87,15 +91,9 @@ class RunParts:
             logger.info("%s", self.estimate.describe())
             events.emit("estimate", **self.estimate.event())
         events.emit("loading_model", base_model=cfg.base_model)
-        self.base = load_base_model(
-            resolve_base_model(cfg.base_model),
-            prediction_type=cfg.prediction_type,
-            allow_pickle=cfg.allow_pickle,
-            tokenizer_path=cfg.tokenizer_path,
-            expected_family=None if cfg.model_family == "auto" else cfg.model_family,
-            dtype=self.precision.weight_dtype,
-            components={key: getattr(cfg, key) for key in COMPONENT_KEYS},
-        )
+        # fp8_base: an fp8 file's matrices stay fp8 as they load (no upcast copy)
+        with keep_float8() if cfg.fp8_base else contextlib.nullcontext():
+            self.base = self._load_model()
         self.base.extra["config"] = cfg  # the family's own settings (FLUX: sampling, shift, guidance)
         check_model_limits(cfg, self.base)
         self.objective = self.base.family.objective(self.base, min_snr_gamma=cfg.min_snr_gamma)
@@ -129,6 +127,20 @@ class RunParts:
         # last: accelerate's prepare() moves the whole training module (text encoders included) to the device
         build.release_cached_encoders(self)
         build.start_logging(self)
+
+    def _load_model(self) -> Any:
+        from ..models import load_base_model
+
+        cfg = self.cfg
+        return load_base_model(
+            resolve_base_model(cfg.base_model),
+            prediction_type=cfg.prediction_type,
+            allow_pickle=cfg.allow_pickle,
+            tokenizer_path=cfg.tokenizer_path,
+            expected_family=None if cfg.model_family == "auto" else cfg.model_family,
+            dtype=self.precision.weight_dtype,
+            components={key: getattr(cfg, key) for key in COMPONENT_KEYS},
+        )
 
     def vae_identity(self) -> str:
         source = Path(self.base.source)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from .placement import released_parts, text_encoder_names
 from .setup import use_channels_last
 
@@ -96,12 +96,28 @@ def run_preflight(parts: RunParts) -> None:
 
 
 def freeze_and_place(parts: RunParts) -> None:
+    from ..models.fp8 import upcast_fp8
+    from .memory import apply_memory_options
+
     base, acc, dtype = parts.base, parts.accelerator, parts.precision.weight_dtype
     for module in (base.denoiser, base.vae, *base.text_encoders):
         module.requires_grad_(False)
         module.eval()
+    for module in (base.vae, *base.text_encoders):
+        upcast_fp8(module, dtype)  # fp8 files of the other parts (T5) kept fp8 by an fp8_base load
+    if parts.cfg.blocks_to_swap and acc.num_processes > 1:
+        raise ConfigError(
+            "blocks_to_swap is for one GPU (DDP keeps the whole model on each device); with several GPUs set "
+            "blocks_to_swap: 0 and use fp8_base: true."
+        )
+    # fp8 storage and the swapped blocks before anything moves: the swapped blocks never reach the device
+    parts.swapper = apply_memory_options(parts.cfg, base, acc.device, dtype)
+    for module in (base.denoiser, base.vae, *base.text_encoders):
+        if parts.swapper is not None and module is base.denoiser:
+            parts.swapper.place(module)
+            continue
         module.to(acc.device)  # already in `dtype`: loaded so (see load_base_model)
-        if module.dtype != dtype:
+        if module.dtype != dtype and not (module is base.denoiser and parts.cfg.fp8_base):
             module.to(dtype=dtype)
     if parts.cfg.gradient_checkpointing:
         base.family.enable_gradient_checkpointing(base, parts.cfg.train_text_encoder)
@@ -167,7 +183,9 @@ def build_optimizer(parts: RunParts) -> None:
     groups = parts.network.param_groups(cfg.effective_unet_lr, cfg.effective_text_encoder_lr)
     parts.trainable = [p for g in groups for p in g["params"]]
     optimizer = create_optimizer(cfg, groups, acc.device)
-    parts.module, parts.optimizer = acc.prepare(parts.module, optimizer)
+    # with block swap the model is placed already (accelerate would bring the swapped blocks to the device)
+    placement = [parts.swapper is None, True]
+    parts.module, parts.optimizer = acc.prepare(parts.module, optimizer, device_placement=placement)
     from .batches import epoch_batches
 
     n_batches = len(

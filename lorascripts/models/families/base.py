@@ -100,6 +100,9 @@ class Family(ABC):
     components: dict[str, str] = {}
     # (module, class names) the family loads its models with: `python -m lorascripts doctor` imports them
     required_imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # the denoiser's block lists (attribute names, in the order they run) and how many blocks of each make one
+    # `blocks_to_swap` unit; `fp8_base` stores the Linear weights inside them. None (SD's U-Nets): both refused
+    swap_blocks: tuple[tuple[str, int], ...] = ()
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

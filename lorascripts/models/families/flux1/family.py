@@ -42,6 +42,8 @@ class Flux1(Family):
     caption_token_window = 512
     text_components = ("te1",)  # CLIP-L may train (lora_te1_); T5 stays frozen
     components = {CONFIG_KEYS[part]: label for part, label in PART_LABELS.items()}
+    # kohya's unit: one double block or two single blocks (about half the size); 16 = 8 double + 16 single
+    swap_blocks = (("transformer_blocks", 1), ("single_transformer_blocks", 2))
     required_imports = (
         ("diffusers", ("FluxTransformer2DModel", "FluxPipeline", "FlowMatchEulerDiscreteScheduler")),
         ("transformers", ("CLIPTextModel", "T5EncoderModel", "T5TokenizerFast")),

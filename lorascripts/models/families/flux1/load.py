@@ -65,12 +65,39 @@ def _convert(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str
     return converted
 
 
+PROJECTIONS = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")
+
+
+def _fuse_fp8(attention: Any) -> None:
+    """diffusers' fuse on an attention whose projections an `fp8_base` load kept in fp8: its new Linear cannot be
+    initialised in fp8, so the parts go through bf16 (exact: every e4m3 value is a bf16 value) and back."""
+    from ...fp8 import to_fp8
+
+    parts = [
+        getattr(attention, n) for n in PROJECTIONS if isinstance(getattr(attention, n, None), torch.nn.Module)
+    ]
+    for part in parts:
+        part.weight.data = part.weight.data.to(torch.bfloat16)
+    attention.fuse_projections()
+    for name in ("to_qkv", "to_added_qkv"):
+        fused = getattr(attention, name, None)
+        if fused is not None:
+            fused.weight.data = to_fp8(fused.weight.data)
+
+
 def fuse_projections(transformer: Any) -> Any:
     """Fuse q/k/v (and the text stream's) into one Linear each, as BFL's layout has them; drop the split ones."""
-    transformer.fuse_qkv_projections()
+    from diffusers.models.attention import AttentionModuleMixin
+
+    for module in transformer.modules():
+        if isinstance(module, AttentionModuleMixin) and module._supports_qkv_fusion:
+            if getattr(getattr(module, "to_q", None), "weight", torch.empty(0)).dtype == torch.float8_e4m3fn:
+                _fuse_fp8(module)
+            else:
+                module.fuse_projections()
     for module in transformer.modules():
         if getattr(module, "fused_projections", False):
-            for name in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"):
+            for name in PROJECTIONS:
                 if hasattr(module, name) and isinstance(getattr(module, name), torch.nn.Module):
                     delattr(module, name)
     return transformer
