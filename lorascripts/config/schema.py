@@ -361,9 +361,9 @@ class TrainConfig(RunConfig):
     timestep_sampling: str = option(
         "shift",
         help="Flow-matching models: how sigmas are drawn (shift: sigmoid moved by discrete_flow_shift, kohya's "
-        "FLUX recipe).",
+        "FLUX recipe; flux_shift: moved by the image size as diffusers' dynamic shifting does, kohya's flux_shift).",
         section=TRAIN,
-        choices=("sigmoid", "logit_normal", "uniform", "shift"),
+        choices=("sigmoid", "logit_normal", "uniform", "shift", "flux_shift"),
     )
     discrete_flow_shift: float = option(
         3.1582,

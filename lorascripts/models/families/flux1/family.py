@@ -11,7 +11,7 @@ import torch
 
 from ....errors import ModelError
 from ..base import BaseModel, Family, LoadedParts
-from ..flow_matching import FlowMatchingObjective, FlowSettings
+from ..flow_matching import DynamicShift, FlowMatchingObjective, FlowSettings
 from .layout import transformer_prefix
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class Flux1(Family):
     default_resolution = 1024
     caption_token_window = 512
     text_components = ("te1",)  # CLIP-L may train (lora_te1_); T5 stays frozen
+    # `timestep_sampling: flux_shift`: FLUX.1's scheduler_config.json (use_dynamic_shifting) and FluxPipeline
+    dynamic_shift = DynamicShift(base_seq_len=256, max_seq_len=4096, base_shift=0.5, max_shift=1.15, patch=2)
     required_imports = (
         ("diffusers", ("FluxTransformer2DModel", "FluxPipeline", "FlowMatchEulerDiscreteScheduler")),
         ("transformers", ("CLIPTextModel", "T5EncoderModel", "T5TokenizerFast")),
@@ -93,6 +95,7 @@ class Flux1(Family):
             discrete_flow_shift=run_setting(base, "discrete_flow_shift", 3.1582),
             sigmoid_scale=run_setting(base, "sigmoid_scale", 1.0),
             loss_weighting=run_setting(base, "loss_weighting", "none"),
+            dynamic_shift=self.dynamic_shift,
         )
         return FlowMatchingObjective(settings)
 
