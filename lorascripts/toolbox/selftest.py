@@ -157,7 +157,8 @@ def _report(
             0,
             f"this LoRA was trained for {family_label(family)} but the base model is {family_label(base_family)}",
         )
-    webui = check_webui_compat(shapes, model, get_family(base_family))
+    others = [k for k in tensors if not k.startswith("lora_")]
+    webui = check_webui_compat(shapes, model, get_family(base_family), others)
     return SelfTestReport(lora.name, family, against, base_family, webui, None, problems, warnings)
 
 
