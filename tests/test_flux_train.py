@@ -104,3 +104,132 @@ def test_selftest_applies_forges_twelve_key_rule(tiny_flux, tmp_path: Path) -> N
             assert "would reject the whole file" in summary and "lora_unet_renamed_" in summary, summary
         else:
             assert "loads the rest" in summary, summary
+
+
+@pytest.fixture(scope="module")
+def diffusers_runs(tiny_flux, tmp_path_factory):
+    """A 4-step FLUX run writing `output_format: diffusers` (a file at step 2 and at the end), and the same run
+    stopped at step 2 and resumed."""
+    from lorascripts.config import config_from_dict
+    from lorascripts.errors import StopRequested
+    from lorascripts.run.events import STOP_FILE_NAME
+    from lorascripts.train.trainer import train
+
+    root = tmp_path_factory.mktemp("flux_diffusers")
+    data = make_dataset(root / "data", n=4)
+    cfg = _flux_config(
+        tiny_flux,
+        data,
+        root / "ref",
+        max_train_steps=4,
+        save_steps=2,
+        output_format="diffusers",
+        learning_rate=1e-2,
+    )
+    train(config_from_dict(cfg))
+    cut = {**cfg, "output_dir": str(root / "cut")}
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == 2:
+            (root / "cut" / STOP_FILE_NAME).touch()
+
+    with pytest.raises(StopRequested):
+        train(config_from_dict(cut), callbacks=[on_event])
+    train(config_from_dict({**cut, "resume": "auto"}))
+    return root
+
+
+def test_diffusers_output_has_peft_keys_metadata_and_passes_the_selftest(diffusers_runs) -> None:
+    from safetensors.torch import load_file
+
+    ref = diffusers_runs / "ref"
+    for name in ("tiny.safetensors", "tiny-step00000002.safetensors"):
+        keys = set(load_file(str(ref / name)))
+        assert keys and all(k.startswith(("transformer.", "text_encoder.")) for k in keys), sorted(keys)[:3]
+        assert all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys)
+        assert "transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight" in keys
+        assert any(k.startswith("text_encoder.text_model.encoder.layers.") for k in keys)
+    with safe_open(str(ref / "tiny.safetensors"), "pt") as fh:
+        meta = fh.metadata()
+    assert meta["ss_base_model_version"] == "flux1" and meta["modelspec.architecture"] == "flux-1-dev/lora"
+    assert meta["ss_network_dim"] == "4" and meta["ss_steps"] == "4"
+    test = [e for e in read_events(ref / "events.jsonl") if e["event"] == "self_test"][-1]
+    assert test["ok"] and "Forge: 0 unmatched keys" in test["summary"], test
+
+
+def test_diffusers_output_resumes_to_the_uninterrupted_weights(diffusers_runs) -> None:
+    from safetensors.torch import load_file
+
+    a = load_file(str(diffusers_runs / "ref" / "tiny.safetensors"))
+    b = load_file(str(diffusers_runs / "cut" / "tiny.safetensors"))
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst < 1e-6, f"resumed weights differ from an uninterrupted run by {worst}"
+
+
+def test_fluxpipeline_load_lora_weights_applies_our_diffusers_file(diffusers_runs, tiny_flux) -> None:
+    """diffusers' own loader reads the file and changes its transformer and CLIP-L as our network (the same file
+    read back, keys converted in memory) changes ours."""
+    import torch
+    from diffusers import FluxPipeline
+    from tiny_flux import transformer_runner
+
+    from lorascripts.models import load_base_model
+    from lorascripts.network.from_file import load_lora
+
+    path = diffusers_runs / "ref" / "tiny.safetensors"
+    run = transformer_runner()
+    base = load_base_model(str(tiny_flux.transformer), tokenizer_path=str(tiny_flux.tokenizer_dir))
+    ids = torch.tensor([[1, 5, 9, 2]])
+    with torch.no_grad():
+        before, clip_before = run(base.denoiser), base.text_encoders[0](ids).pooler_output
+        load_lora(base, path)
+        mine, clip_mine = run(base.denoiser), base.text_encoders[0](ids).pooler_output
+    pipe = FluxPipeline.from_pretrained(str(tiny_flux.diffusers_dir))
+    pipe.load_lora_weights(str(path))
+    with torch.no_grad():
+        theirs, clip_theirs = run(pipe.transformer), pipe.text_encoder(ids).pooler_output
+    change = (mine - before).norm()
+    assert change > 1e-3 * before.norm()
+    assert (theirs - mine).norm() < 0.02 * change, (
+        f"diffusers differs by {(theirs - mine).norm() / change:.3f}"
+    )
+    clip_change = (clip_mine - clip_before).norm()
+    assert clip_change > 0 and (clip_theirs - clip_mine).norm() < 0.02 * clip_change
+
+
+def test_initial_lora_reads_a_diffusers_file_with_its_ranks(
+    diffusers_runs, tiny_flux, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from lorascripts.config import config_from_dict
+    from lorascripts.train.trainer import train
+
+    data = make_dataset(tmp_path / "data", n=2)
+    start = diffusers_runs / "ref" / "tiny.safetensors"
+    train(
+        config_from_dict(
+            _flux_config(tiny_flux, data, tmp_path / "o", max_train_steps=1, initial_lora=str(start))
+        )
+    )
+    out = load_file(str(tmp_path / "o" / "tiny.safetensors"))  # kohya, the default
+    assert out["lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight"].shape[0] == 4  # q/k/v share rank 4
+    assert out["lora_unet_single_blocks_0_linear1.lora_down.weight"].shape[0] == 8  # 4 + 4, as trained
+    diffusers = load_file(str(start))
+    assert len({k.rsplit(".lora_", 1)[0] for k in diffusers}) > len({k.split(".")[0] for k in out})
+
+
+def test_sd_families_refuse_diffusers_output_by_name(tiny_sd1, tmp_path: Path) -> None:
+    from lorascripts.config import config_from_dict
+    from lorascripts.errors import ConfigError
+    from lorascripts.train.trainer import train
+
+    data = make_dataset(tmp_path / "data", n=2)
+    cfg = tiny_config(tiny_sd1, data, tmp_path / "o", max_train_steps=1, output_format="diffusers")
+    with pytest.raises(
+        ConfigError, match=r"output_format: diffusers` is not available for SD1\.x.*output_format: kohya"
+    ):
+        train(config_from_dict(cfg))
+    with pytest.raises(ConfigError, match="network_type lokr"):
+        config_from_dict({**cfg, "network_type": "lokr"})

@@ -238,6 +238,13 @@ class TrainConfig(RunConfig):
     save_precision: str = option(
         "fp16", help="dtype of the saved LoRA.", section=SAVE, choices=("fp16", "bf16", "fp32")
     )
+    output_format: str = option(
+        "kohya",
+        help="Key format of the saved LoRA: kohya (every WebUI, ComfyUI, diffusers) or diffusers (diffusers/PEFT "
+        "`transformer.…lora_A/lora_B` keys, alpha folded in, as diffusers and ai-toolkit write them; FLUX.1).",
+        section=SAVE,
+        choices=("kohya", "diffusers"),
+    )
     preferred_weight: float = option(
         PREFERRED_WEIGHT,
         help="Preferred weight written to the WebUI card sidecar.",

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ModelError
 from ..models.families import family_names, get_family
-from ..models.families.lora_detect import detect_family, family_label
+from ..models.families.lora_detect import detect_family, family_label, peft_family
 from ..network.save import lora_problems, read_lora_file
 from ..network.webui_check import CompatReport, check_webui_compat
 from .lorafile import is_json, json_field
@@ -141,6 +141,26 @@ def comfyui_check(lora: Path, checkpoint: Path) -> dict[str, Any] | None:
     return {"applied": len(modules - {k.split(".", 1)[0] for k in missing}), "not_loaded": missing}
 
 
+def _loader_view(
+    lora: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """The modules a file's loaders see. diffusers/PEFT keys of a family whose loaders map them (FLUX.1: Forge's
+    and ComfyUI's key maps hold diffusers' `transformer.…` and `text_encoder.…` names) are checked as the kohya
+    modules they convert to, and the keys that fit no layer stay as they are (unmatched); other PEFT files are
+    reported as such."""
+    from .convert import is_peft, peft_to_kohya
+
+    if not is_peft(tensors):
+        return tensors
+    downs = {k.removesuffix(".lora_A.weight"): v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
+    family = peft_family(downs)
+    if "diffusers" not in get_family(family).lora_output_formats:
+        return tensors
+    _, kohya, skipped, _ = peft_to_kohya(lora, tensors, metadata)
+    left = set(skipped)
+    return {**kohya, **{k: v for k, v in tensors.items() if k.rsplit(".lora_", 1)[0] in left}}
+
+
 def _report(
     lora: Path,
     loaded: tuple[dict[str, torch.Tensor], dict[str, str]],
@@ -149,6 +169,7 @@ def _report(
     against: str,
 ) -> SelfTestReport:
     tensors, metadata = loaded
+    tensors = _loader_view(lora, tensors, metadata)
     family = detect_family(tensors, metadata)
     shapes = {k: tuple(t.shape) for k, t in tensors.items() if k.startswith("lora_")}
     problems, warnings = _file_problems(lora, tensors, metadata, family)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import TrainingError
 from ..run.events import EventSink
 from ..run.state import Progress
 
@@ -186,7 +187,14 @@ def write_lora_file(
     name = parts.output_name if final else f"{parts.output_name}-step{progress.step:08d}"
     name = (f"{parts.output_name}-best" if best is not None else name) + suffix
     path = parts.output_dir / f"{name}.safetensors"
-    tensors = parts.base.family.lora_file_tensors(parts.base, parts.network.kohya_state_dict())
+    family = parts.base.family
+    tensors = family.lora_file_tensors(parts.base, parts.network.kohya_state_dict())
+    if parts.cfg.output_format == "diffusers":
+        from ..toolbox.convert import kohya_to_peft
+
+        tensors, skipped = kohya_to_peft(family.name, tensors)
+        if skipped:  # output_format is checked against the family and network type before training
+            raise TrainingError(f"{len(skipped)} modules have no diffusers name, e.g. {skipped[0]}")
     metadata = build_metadata(parts, progress, name, final=final, loss=loss, best=best)
     save_lora_file(path, tensors, metadata, dtype=SAVE_DTYPES[parts.cfg.save_precision])
     logger.info("saved %s", path)
@@ -250,8 +258,6 @@ def finish_run(
     files: list[Path] = []
     if acc.is_main_process:
         if not parts.network.all_finite():
-            from ..errors import TrainingError
-
             raise TrainingError(
                 "the trained LoRA contains NaN/inf values; it was not saved. Lower learning_rate."
             )

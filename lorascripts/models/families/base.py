@@ -94,6 +94,9 @@ class Family(ABC):
     caption_token_window: int  # caption tokens the text encoder reads (dataset checks warn past it)
     text_components: tuple[str, ...]  # kohya component of each text encoder: ("te",) or ("te1", "te2")
     webui_needs_version = False  # the WebUI lists this family's LoRAs as SD1 without ss_base_model_version
+    # `output_format` values a run can write: "diffusers" (PEFT keys) where the family's loaders (diffusers,
+    # Forge and ComfyUI key maps) read those as well as kohya's; the SD families write kohya only
+    lora_output_formats: tuple[str, ...] = ("kohya",)
     # (module, class names) the family loads its models with: `python -m lorascripts doctor` imports them
     required_imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
 

@@ -41,6 +41,7 @@ class Flux1(Family):
     caption_token_window = 512
     text_components = ("te1",)  # CLIP-L may train (lora_te1_); T5 stays frozen
     # `timestep_sampling: flux_shift`: FLUX.1's scheduler_config.json (use_dynamic_shifting) and FluxPipeline
+    lora_output_formats = ("kohya", "diffusers")  # diffusers, ai-toolkit, Forge and ComfyUI read both
     dynamic_shift = DynamicShift(base_seq_len=256, max_seq_len=4096, base_shift=0.5, max_shift=1.15, patch=2)
     required_imports = (
         ("diffusers", ("FluxTransformer2DModel", "FluxPipeline", "FlowMatchEulerDiscreteScheduler")),
