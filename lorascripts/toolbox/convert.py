@@ -87,20 +87,24 @@ def peft_to_kohya(
     return family, out, skipped, (next(iter(alphas.values()), None) if own is None else None)
 
 
-def is_peft(tensors: dict[str, torch.Tensor]) -> bool:
-    """Whether a LoRA's keys are diffusers/PEFT names (`….lora_A.weight`) rather than kohya's."""
-    return any(k.endswith(".lora_A.weight") for k in tensors) and not any(
-        k.startswith("lora_") for k in tensors
-    )
+def peft_written_family(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The family of a LoRA in diffusers/PEFT keys (`….lora_A.weight`, no kohya module) whose runs write that
+    format too (`Family.lora_output_formats`: FLUX.1), so its loaders read it; None for any other file."""
+    downs = {k.removesuffix(".lora_A.weight"): v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
+    if not downs or any(k.startswith("lora_") for k in tensors):
+        return None
+    family = peft_family(downs)
+    return family if "diffusers" in get_family(family).lora_output_formats else None
 
 
 def read_lora_any(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A LoRA file's kohya tensors and metadata, checked, whether it holds kohya or diffusers/PEFT keys (these
-    are converted in memory, the scale folded into the ups): what `initial_lora` and `load_lora` read."""
+    """A LoRA file's kohya tensors and metadata, checked: kohya keys, or the diffusers/PEFT keys of a family that
+    writes them (converted in memory, the scale folded into the ups); what `initial_lora` and `load_lora` read.
+    SD files in PEFT keys are refused with the `lora convert --to kohya` advice, as before."""
     from ..network.save import check_lora_tensors
 
     tensors, metadata = read_lora_file(path)
-    if is_peft(tensors):
+    if peft_written_family(tensors):
         _, tensors, skipped, _ = peft_to_kohya(path, tensors, metadata)
         if skipped:
             logger.warning(

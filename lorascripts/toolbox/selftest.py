@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ModelError
 from ..models.families import family_names, get_family
-from ..models.families.lora_detect import detect_family, family_label, peft_family
+from ..models.families.lora_detect import detect_family, family_label
 from ..network.save import lora_problems, read_lora_file
 from ..network.webui_check import CompatReport, check_webui_compat
 from .lorafile import is_json, json_field
@@ -148,13 +148,9 @@ def _loader_view(
     and ComfyUI's key maps hold diffusers' `transformer.…` and `text_encoder.…` names) are checked as the kohya
     modules they convert to, and the keys that fit no layer stay as they are (unmatched); other PEFT files are
     reported as such."""
-    from .convert import is_peft, peft_to_kohya
+    from .convert import peft_to_kohya, peft_written_family
 
-    if not is_peft(tensors):
-        return tensors
-    downs = {k.removesuffix(".lora_A.weight"): v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
-    family = peft_family(downs)
-    if "diffusers" not in get_family(family).lora_output_formats:
+    if peft_written_family(tensors) is None:
         return tensors
     _, kohya, skipped, _ = peft_to_kohya(lora, tensors, metadata)
     left = set(skipped)
