@@ -153,6 +153,7 @@ def test_diffusers_output_has_peft_keys_metadata_and_passes_the_selftest(diffuse
         meta = fh.metadata()
     assert meta["ss_base_model_version"] == "flux1" and meta["modelspec.architecture"] == "flux-1-dev/lora"
     assert meta["ss_network_dim"] == "4" and meta["ss_steps"] == "4"
+    assert meta["ls_output_format"] == "diffusers"  # the scale is in lora_B: read back with alpha = rank
     test = [e for e in read_events(ref / "events.jsonl") if e["event"] == "self_test"][-1]
     assert test["ok"] and "Forge: 0 unmatched keys" in test["summary"], test
 
@@ -167,7 +168,7 @@ def test_diffusers_output_resumes_to_the_uninterrupted_weights(diffusers_runs) -
     assert worst < 1e-6, f"resumed weights differ from an uninterrupted run by {worst}"
 
 
-def test_fluxpipeline_load_lora_weights_applies_our_diffusers_file(diffusers_runs, tiny_flux) -> None:
+def test_fluxpipeline_load_lora_weights_applies_our_diffusers_file(diffusers_runs, tiny_flux, caplog) -> None:
     """diffusers' own loader reads the file and changes its transformer and CLIP-L as our network (the same file
     read back, keys converted in memory) changes ours."""
     import torch
@@ -185,6 +186,7 @@ def test_fluxpipeline_load_lora_weights_applies_our_diffusers_file(diffusers_run
         before, clip_before = run(base.denoiser), base.text_encoders[0](ids).pooler_output
         load_lora(base, path)
         mine, clip_mine = run(base.denoiser), base.text_encoders[0](ids).pooler_output
+    assert "stores no lora_alpha" not in caplog.text  # our file says its scale is folded in
     pipe = FluxPipeline.from_pretrained(str(tiny_flux.diffusers_dir))
     pipe.load_lora_weights(str(path))
     with torch.no_grad():

@@ -25,6 +25,9 @@ from .reference import kohya_targets, meta_base
 
 logger = logging.getLogger(__name__)
 COMPONENTS = {"unet": "unet", "text_encoder": "te", "text_encoder_2": "te2"}
+# metadata of the diffusers-key files we write (training's output_format, convert --to diffusers): the scale
+# alpha/rank is folded into lora_B, so alpha = rank reads them back exactly
+FOLDED_KEY = "ls_output_format"
 
 
 def _kohya_names(family: str) -> dict[tuple[str, str], str]:
@@ -72,7 +75,7 @@ def peft_to_kohya(
         raise ModelError(f"{source.name} has no `.lora_A.weight` keys: it is not a diffusers/PEFT LoRA.")
     family = peft_family(downs)
     alphas = _alphas(source, metadata, alpha)
-    if not alphas:
+    if not alphas and metadata.get(FOLDED_KEY) != "diffusers":  # ours: the scale is in lora_B, alpha = rank
         logger.warning(
             "%s stores no lora_alpha; assuming alpha = rank (scale 1). Pass --alpha if it was trained otherwise.",
             source.name,
@@ -238,6 +241,6 @@ def to_diffusers(source: Path, target: Path) -> dict[str, int]:
             len(skipped),
             skipped[0],
         )
-    meta = {"format": "pt", "lorascripts.converted_from": source.name}
+    meta = {"format": "pt", "lorascripts.converted_from": source.name, FOLDED_KEY: "diffusers"}
     atomic_write_bytes(target, save(out, metadata=meta))
     return {"converted": len(out) // 2, "skipped": len(skipped)}
