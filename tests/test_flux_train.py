@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers_train import make_dataset, tiny_config
+from helpers_train import largest_difference, make_dataset, tiny_config, train_stopped_and_resumed
 from safetensors import safe_open
 from tiny_flux import build_tiny_flux
 
@@ -111,8 +111,6 @@ def diffusers_runs(tiny_flux, tmp_path_factory):
     """A 4-step FLUX run writing `output_format: diffusers` (a file at step 2 and at the end), and the same run
     stopped at step 2 and resumed."""
     from lorascripts.config import config_from_dict
-    from lorascripts.errors import StopRequested
-    from lorascripts.run.events import STOP_FILE_NAME
     from lorascripts.train.trainer import train
 
     root = tmp_path_factory.mktemp("flux_diffusers")
@@ -127,15 +125,7 @@ def diffusers_runs(tiny_flux, tmp_path_factory):
         learning_rate=1e-2,
     )
     train(config_from_dict(cfg))
-    cut = {**cfg, "output_dir": str(root / "cut")}
-
-    def on_event(event: dict) -> None:
-        if event["event"] == "step" and event["step"] == 2:
-            (root / "cut" / STOP_FILE_NAME).touch()
-
-    with pytest.raises(StopRequested):
-        train(config_from_dict(cut), callbacks=[on_event])
-    train(config_from_dict({**cut, "resume": "auto"}))
+    train_stopped_and_resumed(cfg, root / "cut", 2)
     return root
 
 
@@ -159,12 +149,9 @@ def test_diffusers_output_has_peft_keys_metadata_and_passes_the_selftest(diffuse
 
 
 def test_diffusers_output_resumes_to_the_uninterrupted_weights(diffusers_runs) -> None:
-    from safetensors.torch import load_file
-
-    a = load_file(str(diffusers_runs / "ref" / "tiny.safetensors"))
-    b = load_file(str(diffusers_runs / "cut" / "tiny.safetensors"))
-    assert a.keys() == b.keys()
-    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    worst = largest_difference(
+        diffusers_runs / "ref" / "tiny.safetensors", diffusers_runs / "cut" / "tiny.safetensors"
+    )
     assert worst < 1e-6, f"resumed weights differ from an uninterrupted run by {worst}"
 
 
