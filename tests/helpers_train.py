@@ -63,3 +63,33 @@ def tiny_config(model: Any, data: Path, out: Path, **overrides: Any) -> dict[str
     }
     cfg.update(overrides)
     return cfg
+
+
+def train_stopped_and_resumed(cfg: dict[str, Any], output_dir: Path, stop_step: int) -> Any:
+    """Train `cfg` into `output_dir`, stopped through the STOP file after step `stop_step`, then resumed with
+    `resume: auto`; returns the resumed run's TrainResult."""
+    import pytest
+
+    from lorascripts.config import config_from_dict
+    from lorascripts.errors import StopRequested
+    from lorascripts.run.events import STOP_FILE_NAME
+    from lorascripts.train.trainer import train
+
+    cut = {**cfg, "output_dir": str(output_dir)}
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "step" and event["step"] == stop_step:
+            (output_dir / STOP_FILE_NAME).touch()
+
+    with pytest.raises(StopRequested):
+        train(config_from_dict(cut), callbacks=[on_event])
+    return train(config_from_dict({**cut, "resume": "auto"}))
+
+
+def largest_difference(a: Path, b: Path) -> float:
+    """The largest absolute difference between two LoRA files with the same keys (asserted)."""
+    from safetensors.torch import load_file
+
+    first, second = load_file(str(a)), load_file(str(b))
+    assert first.keys() == second.keys()
+    return max((first[k].float() - second[k].float()).abs().max().item() for k in first)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_train import make_dataset, tiny_config
+from helpers_train import largest_difference, make_dataset, tiny_config, train_stopped_and_resumed
 from safetensors.torch import load_file
 from tiny_flux import bfl_transformer, build_tiny_flux, transformer_runner
 
@@ -360,24 +360,11 @@ def test_incremental_training_from_our_flux_file_keeps_its_ranks(trained, tiny_f
 
 def test_stop_and_resume_ends_with_the_uninterrupted_weights(tiny_flux, tmp_path: Path) -> None:
     """Sigmas and noise are drawn from the step's seed: a stopped and resumed run ends where one run ends."""
-    from lorascripts.errors import StopRequested
-    from lorascripts.run.events import STOP_FILE_NAME
-
     data = make_dataset(tmp_path / "data", n=2)
     cfg = tiny_config(tiny_flux, data, tmp_path / "ref", max_train_steps=4, text_max_length=16, dropout=0.1)
     ref = train(config_from_dict(cfg))
-    cut = {**cfg, "output_dir": str(tmp_path / "cut")}
-
-    def on_event(event: dict) -> None:
-        if event["event"] == "step" and event["step"] == 2:
-            (tmp_path / "cut" / STOP_FILE_NAME).touch()
-
-    with pytest.raises(StopRequested):
-        train(config_from_dict(cut), callbacks=[on_event])
-    resumed = train(config_from_dict({**cut, "resume": "auto"}))
-    a, b = load_file(str(ref.lora_path)), load_file(str(resumed.lora_path))
-    assert a.keys() == b.keys()
-    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    resumed = train_stopped_and_resumed(cfg, tmp_path / "cut", 2)
+    worst = largest_difference(ref.lora_path, resumed.lora_path)
     assert worst < 1e-6, f"resumed weights differ from an uninterrupted run by {worst}"
 
 

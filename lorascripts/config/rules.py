@@ -73,6 +73,11 @@ def check_consistency(cfg: Any) -> None:
         raise ConfigError(
             f"`output_name` {cfg.output_name!r} is not a valid file name; use letters, digits, '-' and '_'."
         )
+    if cfg.output_format == "diffusers" and cfg.network_type not in ("lora", "locon"):
+        raise ConfigError(
+            f"`output_format: diffusers` holds plain LoRA factors only (PEFT's lora_A/lora_B), not "
+            f"network_type {cfg.network_type}. Use network_type: lora, or output_format: kohya."
+        )
     _check_validation(cfg)
     _check_memory(cfg)
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():

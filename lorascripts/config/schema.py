@@ -265,6 +265,13 @@ class TrainConfig(RunConfig):
     save_precision: str = option(
         "fp16", help="dtype of the saved LoRA.", section=SAVE, choices=("fp16", "bf16", "fp32")
     )
+    output_format: str = option(
+        "kohya",
+        help="Key format of the saved LoRA: kohya (every WebUI, ComfyUI, diffusers) or diffusers (diffusers/PEFT "
+        "`transformer.…lora_A/lora_B` keys, alpha folded in, as diffusers and ai-toolkit write them; FLUX.1).",
+        section=SAVE,
+        choices=("kohya", "diffusers"),
+    )
     preferred_weight: float = option(
         PREFERRED_WEIGHT,
         help="Preferred weight written to the WebUI card sidecar.",
@@ -394,9 +401,9 @@ class TrainConfig(RunConfig):
     timestep_sampling: str = option(
         "shift",
         help="Flow-matching models: how sigmas are drawn (shift: sigmoid moved by discrete_flow_shift, kohya's "
-        "FLUX recipe).",
+        "FLUX recipe; flux_shift: moved by the image size as diffusers' dynamic shifting does, kohya's flux_shift).",
         section=TRAIN,
-        choices=("sigmoid", "logit_normal", "uniform", "shift"),
+        choices=("sigmoid", "logit_normal", "uniform", "shift", "flux_shift"),
     )
     discrete_flow_shift: float = option(
         3.1582,

@@ -8,7 +8,6 @@ from typing import Any
 
 from ..errors import ModelError
 from .lora import ALGORITHMS, LoraNetwork, NetworkSpec
-from .save import read_lora_weights
 
 
 def _number(value: object, default: float) -> float:
@@ -50,7 +49,9 @@ def spec_from_metadata(metadata: dict[str, str], tensors: dict[str, Any]) -> Net
 
 def load_lora(base: Any, path: Path, multiplier: float = 1.0) -> LoraNetwork:
     """Build, load and hook the LoRA in `path` into `base` at `multiplier` (call `.remove()` to detach)."""
-    tensors, metadata = read_lora_weights(path)
+    from ..toolbox.convert import read_lora_any
+
+    tensors, metadata = read_lora_any(path)  # kohya keys, or diffusers keys converted in memory
     tensors = base.family.lora_network_tensors(base, tensors)
     try:
         network = LoraNetwork.create(base, spec_from_metadata(metadata, tensors), initial=tensors)

@@ -25,6 +25,9 @@ from .reference import kohya_targets, meta_base
 
 logger = logging.getLogger(__name__)
 COMPONENTS = {"unet": "unet", "text_encoder": "te", "text_encoder_2": "te2"}
+# metadata of the diffusers-key files we write (training's output_format, convert --to diffusers): the scale
+# alpha/rank is folded into lora_B, so alpha = rank reads them back exactly
+FOLDED_KEY = "ls_output_format"
 
 
 def _kohya_names(family: str) -> dict[tuple[str, str], str]:
@@ -61,15 +64,18 @@ def _alphas(path: Path, metadata: dict[str, str], alpha: float | None) -> dict[s
     return found
 
 
-def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[str, int]:
-    """A diffusers/PEFT LoRA as a kohya file every loader maps."""
-    tensors, metadata = read_lora_file(source)
+def peft_to_kohya(
+    source: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], alpha: float | None = None
+) -> tuple[str, dict[str, torch.Tensor], list[str], float | None]:
+    """(family, kohya tensors, keys left out, the alpha the kohya tensors imply or None = per module) of a
+    diffusers/PEFT LoRA's tensors, in memory (`source` names the file in messages and finds its
+    adapter_config.json)."""
     downs = {k[: -len(".lora_A.weight")]: v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
     if not downs:
         raise ModelError(f"{source.name} has no `.lora_A.weight` keys: it is not a diffusers/PEFT LoRA.")
     family = peft_family(downs)
     alphas = _alphas(source, metadata, alpha)
-    if not alphas:
+    if not alphas and metadata.get(FOLDED_KEY) != "diffusers":  # ours: the scale is in lora_B, alpha = rank
         logger.warning(
             "%s stores no lora_alpha; assuming alpha = rank (scale 1). Pass --alpha if it was trained otherwise.",
             source.name,
@@ -77,18 +83,53 @@ def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[
     pairs = {key: (down, _up(source, tensors, key, down)) for key, down in downs.items()}
     own = _family_modules(family, pairs, alphas)
     out, skipped = own if own is not None else _reference_modules(family, pairs, alphas)
-    if skipped:
-        logger.warning(
-            "%d modules have no kohya equivalent and were left out, e.g. %s", len(skipped), skipped[0]
-        )
     if not out:
         raise ModelError(
             f"{source.name}: none of its {len(downs)} modules is a layer of a standard {family} model."
         )
+    return family, out, skipped, (next(iter(alphas.values()), None) if own is None else None)
+
+
+def peft_written_family(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The family of a LoRA in diffusers/PEFT keys (`….lora_A.weight`, no kohya module) whose runs write that
+    format too (`Family.lora_output_formats`: FLUX.1), so its loaders read it; None for any other file."""
+    downs = {k.removesuffix(".lora_A.weight"): v for k, v in tensors.items() if k.endswith(".lora_A.weight")}
+    if not downs or any(k.startswith("lora_") for k in tensors):
+        return None
+    family = peft_family(downs)
+    return family if "diffusers" in get_family(family).lora_output_formats else None
+
+
+def read_lora_any(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A LoRA file's kohya tensors and metadata, checked: kohya keys, or the diffusers/PEFT keys of a family that
+    writes them (converted in memory, the scale folded into the ups); what `initial_lora` and `load_lora` read.
+    SD files in PEFT keys are refused with the `lora convert --to kohya` advice, as before."""
+    from ..network.save import check_lora_tensors
+
+    tensors, metadata = read_lora_file(path)
+    if peft_written_family(tensors):
+        _, tensors, skipped, _ = peft_to_kohya(path, tensors, metadata)
+        if skipped:
+            logger.warning(
+                "%s: %d modules have no kohya layer and are ignored, e.g. %s", path, len(skipped), skipped[0]
+            )
+    check_lora_tensors(path, tensors)
+    return tensors, metadata
+
+
+def to_kohya(source: Path, target: Path, *, alpha: float | None = None) -> dict[str, int]:
+    """A diffusers/PEFT LoRA as a kohya file every loader maps."""
+    tensors, metadata = read_lora_file(source)
+    family, out, skipped, file_alpha = peft_to_kohya(source, tensors, metadata, alpha)
+    if skipped:
+        logger.warning(
+            "%d modules have no kohya equivalent and were left out, e.g. %s", len(skipped), skipped[0]
+        )
     rank = max(int(v.shape[0]) for k, v in out.items() if k.endswith("lora_down.weight"))
-    alpha = next(iter(alphas.values()), rank) if own is None else rank
-    meta = lora_metadata(family, rank, alpha, target.stem, ss_converted_from=source.name)
-    save_lora_file(target, out, meta, next(iter(downs.values())).dtype)
+    meta = lora_metadata(family, rank, file_alpha or rank, target.stem, ss_converted_from=source.name)
+    save_lora_file(
+        target, out, meta, next(v for k, v in tensors.items() if k.endswith(".lora_A.weight")).dtype
+    )
     return {"converted": len(out) // 3, "skipped": len(skipped)}
 
 
@@ -165,17 +206,9 @@ def _diffusers_heads(family: str, name: str, module: LoraModule) -> list[tuple[s
     return [(f"{prefix[where[0]]}.{where[1]}", up)]
 
 
-def to_diffusers(source: Path, target: Path) -> dict[str, int]:
-    """A kohya LoRA in diffusers' PEFT key format (`unet.…lora_A.weight`), scale folded into lora_B."""
-    from safetensors.torch import save
-
-    tensors, metadata = read_lora_weights(source)
-    family = detect_family(tensors, metadata)
-    if family not in family_names():
-        raise ModelError(
-            f"{source.name} is a {family_label(family)} LoRA; conversion to diffusers names covers "
-            "SD1/SD2/SDXL files only."
-        )
+def kohya_to_peft(family: str, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """diffusers' PEFT tensors (`unet.…` / `transformer.…` `lora_A/lora_B.weight`, the scale alpha/rank folded
+    into lora_B) of a kohya LoRA's tensors, and the modules left out (no diffusers name, or not plain LoRA)."""
     out: dict[str, torch.Tensor] = {}
     skipped = []
     for name, module in group_modules(tensors).items():
@@ -187,12 +220,27 @@ def to_diffusers(source: Path, target: Path) -> dict[str, int]:
         for head, up in heads:
             out[f"{head}.lora_A.weight"] = module.parts["lora_down.weight"].clone()  # one copy per layer
             out[f"{head}.lora_B.weight"] = (up.float() * scale).to(up.dtype).contiguous()
+    return out, skipped
+
+
+def to_diffusers(source: Path, target: Path) -> dict[str, int]:
+    """A kohya LoRA in diffusers' PEFT key format (`unet.…lora_A.weight`), scale folded into lora_B."""
+    from safetensors.torch import save
+
+    tensors, metadata = read_lora_weights(source)
+    family = detect_family(tensors, metadata)
+    if family not in family_names():
+        raise ModelError(
+            f"{source.name} is a {family_label(family)} LoRA; conversion to diffusers names covers "
+            "SD1/SD2/SDXL files only."
+        )
+    out, skipped = kohya_to_peft(family, tensors)
     if skipped:
         logger.warning(
             "%d modules were left out (no diffusers name or not plain LoRA), e.g. %s",
             len(skipped),
             skipped[0],
         )
-    meta = {"format": "pt", "lorascripts.converted_from": source.name}
+    meta = {"format": "pt", "lorascripts.converted_from": source.name, FOLDED_KEY: "diffusers"}
     atomic_write_bytes(target, save(out, metadata=meta))
     return {"converted": len(out) // 2, "skipped": len(skipped)}

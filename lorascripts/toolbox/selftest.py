@@ -141,6 +141,22 @@ def comfyui_check(lora: Path, checkpoint: Path) -> dict[str, Any] | None:
     return {"applied": len(modules - {k.split(".", 1)[0] for k in missing}), "not_loaded": missing}
 
 
+def _loader_view(
+    lora: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> dict[str, torch.Tensor]:
+    """The modules a file's loaders see. diffusers/PEFT keys of a family whose loaders map them (FLUX.1: Forge's
+    and ComfyUI's key maps hold diffusers' `transformer.…` and `text_encoder.…` names) are checked as the kohya
+    modules they convert to, and the keys that fit no layer stay as they are (unmatched); other PEFT files are
+    reported as such."""
+    from .convert import peft_to_kohya, peft_written_family
+
+    if peft_written_family(tensors) is None:
+        return tensors
+    _, kohya, skipped, _ = peft_to_kohya(lora, tensors, metadata)
+    left = set(skipped)
+    return {**kohya, **{k: v for k, v in tensors.items() if k.rsplit(".lora_", 1)[0] in left}}
+
+
 def _report(
     lora: Path,
     loaded: tuple[dict[str, torch.Tensor], dict[str, str]],
@@ -149,6 +165,7 @@ def _report(
     against: str,
 ) -> SelfTestReport:
     tensors, metadata = loaded
+    tensors = _loader_view(lora, tensors, metadata)
     family = detect_family(tensors, metadata)
     shapes = {k: tuple(t.shape) for k, t in tensors.items() if k.startswith("lora_")}
     problems, warnings = _file_problems(lora, tensors, metadata, family)
@@ -157,7 +174,8 @@ def _report(
             0,
             f"this LoRA was trained for {family_label(family)} but the base model is {family_label(base_family)}",
         )
-    webui = check_webui_compat(shapes, model, get_family(base_family))
+    others = [k for k in tensors if not k.startswith("lora_")]
+    webui = check_webui_compat(shapes, model, get_family(base_family), others)
     return SelfTestReport(lora.name, family, against, base_family, webui, None, problems, warnings)
 
 

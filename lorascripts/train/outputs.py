@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import TrainingError
 from ..run.events import EventSink
 from ..run.state import Progress
 
@@ -170,6 +171,21 @@ def _extra_metadata(parts: RunParts, loss: float | None, best: float | None) -> 
     return extra
 
 
+def file_tensors(parts: RunParts) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The network's tensors as the file holds them in the run's `output_format`, and the metadata that says so:
+    kohya's modules (the family's layout), or diffusers' PEFT keys with the scale folded into lora_B."""
+    family = parts.base.family
+    tensors = family.lora_file_tensors(parts.base, parts.network.kohya_state_dict())
+    if parts.cfg.output_format != "diffusers":
+        return tensors, {}
+    from ..toolbox.convert import FOLDED_KEY, kohya_to_peft
+
+    tensors, skipped = kohya_to_peft(family.name, tensors)
+    if skipped:  # output_format is checked against the family and network type before training
+        raise TrainingError(f"{len(skipped)} modules have no diffusers name, e.g. {skipped[0]}")
+    return tensors, {FOLDED_KEY: "diffusers"}
+
+
 def write_lora_file(
     parts: RunParts,
     progress: Progress,
@@ -186,8 +202,8 @@ def write_lora_file(
     name = parts.output_name if final else f"{parts.output_name}-step{progress.step:08d}"
     name = (f"{parts.output_name}-best" if best is not None else name) + suffix
     path = parts.output_dir / f"{name}.safetensors"
-    tensors = parts.base.family.lora_file_tensors(parts.base, parts.network.kohya_state_dict())
-    metadata = build_metadata(parts, progress, name, final=final, loss=loss, best=best)
+    tensors, fields = file_tensors(parts)
+    metadata = {**build_metadata(parts, progress, name, final=final, loss=loss, best=best), **fields}
     save_lora_file(path, tensors, metadata, dtype=SAVE_DTYPES[parts.cfg.save_precision])
     logger.info("saved %s", path)
     return path
@@ -250,8 +266,6 @@ def finish_run(
     files: list[Path] = []
     if acc.is_main_process:
         if not parts.network.all_finite():
-            from ..errors import TrainingError
-
             raise TrainingError(
                 "the trained LoRA contains NaN/inf values; it was not saved. Lower learning_rate."
             )

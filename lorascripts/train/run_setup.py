@@ -162,9 +162,9 @@ def build_network(parts: RunParts) -> None:
 def read_initial_lora(parts: RunParts) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
     if not parts.cfg.initial_lora:
         return None, {}
-    from ..network.save import read_lora_weights
+    from ..toolbox.convert import read_lora_any
 
-    tensors, metadata = read_lora_weights(Path(parts.cfg.initial_lora))
+    tensors, metadata = read_lora_any(Path(parts.cfg.initial_lora))  # kohya or diffusers keys
     version = metadata.get("ss_base_model_version", "")
     family = parts.base.family
     if version and not family.made_for(version):

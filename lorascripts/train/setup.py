@@ -41,6 +41,13 @@ def check_model_limits(cfg: TrainConfig, base: Any) -> None:
             f"`clip_skip` is {cfg.clip_skip}, but the text encoder of {cfg.base_model} has only {depth} layers. "
             f"Use a value from 1 to {depth} (SD1 anime models use 2)."
         )
+    formats = base.family.lora_output_formats
+    if cfg.output_format not in formats:
+        raise ConfigError(
+            f"`output_format: {cfg.output_format}` is not available for {base.family.label} LoRAs (only "
+            f"{', '.join(formats)}): their loaders read kohya keys. Set output_format: kohya; "
+            "`python -m lorascripts lora convert --to diffusers` converts the file afterwards."
+        )
 
 
 def output_name_for(cfg: TrainConfig) -> str:

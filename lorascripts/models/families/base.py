@@ -98,6 +98,9 @@ class Family(ABC):
     # `text_encoder_2`) -> what that file is for this family, e.g. {"text_encoder": "CLIP-L (clip_l.safetensors)"};
     # hosts offer one file choice per entry, the loader refuses a key the family does not take
     components: dict[str, str] = {}
+    # `output_format` values a run can write: "diffusers" (PEFT keys) where the family's loaders (diffusers,
+    # Forge and ComfyUI key maps) read those as well as kohya's; the SD families write kohya only
+    lora_output_formats: tuple[str, ...] = ("kohya",)
     # (module, class names) the family loads its models with: `python -m lorascripts doctor` imports them
     required_imports: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # the denoiser's block lists (attribute names, in the order they run) and how many blocks of each make one

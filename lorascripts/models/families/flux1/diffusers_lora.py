@@ -5,8 +5,10 @@ diffusers' FLUX layers are unfused: BFL's `img_attn.qkv` is `attn.to_q/to_k/to_v
 is `attn.to_q/to_k/to_v` + `proj_mlp`. A fused module's update `up @ down` is split by the rows of `up` with the
 same `down` (exact for our block-diagonal `linear1` and for kohya's shared-rank one alike); the rows come from the
 file itself (a fused qkv is 3 × its input width), so any width converts. The scale alpha/rank is folded into
-`lora_B`. Back to kohya (`kohya_modules`), the parts of one BFL layer are fused again: downs stacked, ups
-block-diagonal (exact; rank = the sum).
+`lora_B`. Back to kohya (`kohya_modules`), the parts of one BFL layer are fused again: parts with one shared
+down (what this split writes) get their ups stacked by rows, so a file converted both ways keeps its ranks;
+parts with their own downs (ai-toolkit trains q, k, v apart) are stacked with block-diagonal ups (exact; rank =
+the sum).
 """
 
 from __future__ import annotations
@@ -93,21 +95,33 @@ def kohya_part(key: str) -> tuple[str, int, int] | None:
     return None
 
 
+def _part_rows(index: int, width: int) -> int:
+    return width if index < 3 else 4 * width  # q, k, v are the input's width; the MLP input 4 times it
+
+
 def fuse_parts(
     parts: dict[int, tuple[torch.Tensor, torch.Tensor]], count: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One kohya module from the (down, scaled up) of its diffusers parts: downs stacked, ups block-diagonal (a
-    part not in the file is a zero block: q/k/v are the input's width, the MLP input 4 times it)."""
-    width = next(iter(parts.values()))[0].shape[1]
-    downs, ups = [], []
+    """One kohya module from the (down, scaled up) of its diffusers parts. Parts that share one down (our own
+    split, diffusers' kohya split) keep it and stack their ups by rows: the rank stays. Otherwise the downs are
+    stacked and the ups block-diagonal (rank = the sum). A part not in the file is a zero block."""
+    downs = [down for down, _ in parts.values()]
+    width = downs[0].shape[1]
+    if all(torch.equal(downs[0], down) for down in downs[1:]):
+        rank = downs[0].shape[0]
+        ups = [
+            parts[i][1].float() if i in parts else torch.zeros(_part_rows(i, width), rank)
+            for i in range(count)
+        ]
+        return downs[0].float(), torch.cat(ups)
+    stacked, ups = [], []
     for i in range(count):
         down, up = parts.get(i, (None, None))
         if down is None:
-            rows = width if i < 3 else 4 * width
-            down, up = torch.zeros(1, width), torch.zeros(rows, 1)
-        downs.append(down.float())
+            down, up = torch.zeros(1, width), torch.zeros(_part_rows(i, width), 1)
+        stacked.append(down.float())
         ups.append(up.float())
-    return torch.cat(downs), torch.block_diag(*ups)
+    return torch.cat(stacked), torch.block_diag(*ups)
 
 
 def kohya_modules(

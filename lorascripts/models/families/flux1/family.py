@@ -11,7 +11,7 @@ import torch
 
 from ....errors import ModelError
 from ..base import BaseModel, Family, LoadedParts
-from ..flow_matching import FlowMatchingObjective, FlowSettings
+from ..flow_matching import DynamicShift, FlowMatchingObjective, FlowSettings
 from .find import CONFIG_KEYS, PART_LABELS
 from .layout import transformer_prefix
 
@@ -44,6 +44,9 @@ class Flux1(Family):
     components = {CONFIG_KEYS[part]: label for part, label in PART_LABELS.items()}
     # kohya's unit: one double block or two single blocks (about half the size); 16 = 8 double + 16 single
     swap_blocks = (("transformer_blocks", 1), ("single_transformer_blocks", 2))
+    # `timestep_sampling: flux_shift`: FLUX.1's scheduler_config.json (use_dynamic_shifting) and FluxPipeline
+    lora_output_formats = ("kohya", "diffusers")  # diffusers, ai-toolkit, Forge and ComfyUI read both
+    dynamic_shift = DynamicShift(base_seq_len=256, max_seq_len=4096, base_shift=0.5, max_shift=1.15, patch=2)
     required_imports = (
         ("diffusers", ("FluxTransformer2DModel", "FluxPipeline", "FlowMatchEulerDiscreteScheduler")),
         ("transformers", ("CLIPTextModel", "T5EncoderModel", "T5TokenizerFast")),
@@ -97,6 +100,7 @@ class Flux1(Family):
             discrete_flow_shift=run_setting(base, "discrete_flow_shift", 3.1582),
             sigmoid_scale=run_setting(base, "sigmoid_scale", 1.0),
             loss_weighting=run_setting(base, "loss_weighting", "none"),
+            dynamic_shift=self.dynamic_shift,
         )
         return FlowMatchingObjective(settings)
 
