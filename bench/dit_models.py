@@ -36,6 +36,9 @@ class DitModel:
     family: str  # lorascripts family name (models/families registry)
     build: Callable[[Path], BuiltModel]
     reference: str | None = None  # key of reference_dit.ADAPTERS; None: ours only
+    # the stand-in `bench.run --dry` builds instead (tiny, CPU), where this one is large
+    dry: str | None = None
+    sources: tuple[str, ...] = ()  # files (repository paths) the build depends on: a change rebuilds it
 
 
 def test_helper(name: str) -> ModuleType:
@@ -71,25 +74,37 @@ def build_flux_tiny(folder: Path) -> BuiltModel:
     return BuiltModel(tiny.transformer, tiny.tokenizer_dir, tiny.diffusers_dir)
 
 
-def build_flux_random(folder: Path) -> BuiltModel:
-    """Full-size FLUX.1-dev architecture with random weights (GPU rows; bench/flux_random.py)."""
+def build_flux_random(folder: Path, dry: bool = False) -> BuiltModel:
+    """FLUX.1-dev's architecture with random weights as a FluxPipeline folder (GPU rows; bench/flux_random.py),
+    tokenizers inside; `dry`: the same at a tiny size."""
     from .flux_random import build_flux_random_files
 
-    return BuiltModel(build_flux_random_files(folder), _toy_clip_tokenizer(), None)
+    pipeline = build_flux_random_files(folder, dry)
+    return BuiltModel(pipeline, None, None)
 
 
 DIT_MODELS: dict[str, DitModel] = {
-    "flux-tiny": DitModel("flux1", build_flux_tiny, reference="flux1"),
-    "flux-random": DitModel("flux1", build_flux_random),
+    "flux-tiny": DitModel("flux1", build_flux_tiny, reference="flux1", sources=("tests/tiny_flux.py",)),
+    "flux-random": DitModel(
+        "flux1", build_flux_random, dry="flux-random-dry", sources=("bench/flux_random.py",)
+    ),
+    "flux-random-dry": DitModel(
+        "flux1", lambda folder: build_flux_random(folder, dry=True), sources=("bench/flux_random.py",)
+    ),
 }
 
 
 def built_model(name: str, cache: Path) -> BuiltModel:
-    """The model `name` under cache/name, built once (a `built.json` written last marks a complete build)."""
+    """The model `name` under cache/<name>-<hash of its sources>, built once (a `built.json` written last marks
+    a complete build)."""
+    import hashlib
     import json
     import shutil
 
-    folder = cache / name
+    digest = hashlib.sha256()
+    for source in ("bench/dit_models.py", *DIT_MODELS[name].sources):
+        digest.update((REPO / source).read_bytes())
+    folder = cache / f"{name}-{digest.hexdigest()[:10]}"
     marker = folder / "built.json"
     if marker.is_file():
         data = json.loads(marker.read_text(encoding="utf-8"))
