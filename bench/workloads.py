@@ -58,6 +58,7 @@ FLUX_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
     "fp8": (("fp8_base", True),),
     "fp8-swap16": (("fp8_base", True), ("blocks_to_swap", 16)),
 }
+GPU_OURS: dict[str, Any] = {"needs_gpu": True, "gradient_checkpointing": True, "only": ("ours",)}
 # Sized so that the default full run (all CPU workloads, three contenders) stays near 25 minutes on a quiet
 # 2-core CPU, from the per-run times in bench/README.md (SD1.5 runs: ours ~1.5-2.5 min, the reference loop
 # ~3-5 min, ComfyUI ~4-8 min each). More repeats: --repeats N.
@@ -81,21 +82,19 @@ WORKLOADS: dict[str, Workload] = {
         ),
         # FLUX.1's architecture at 1024 px with random weights (bench/flux_random.py), GPU only, ours only, caches
         # on and gradient checkpointing (FLUX's recipe at every memory size); the memory presets the VRAM goal is
-        # about: bf16 base, fp8 base (the 24 GB setting), fp8 + 16 of the 19+38 blocks swapped (the 12 GB one)
+        # about: bf16 base, fp8 base (the 24 GB setting), fp8 + `blocks_to_swap: 16` (the 12 GB one)
         *(
             Workload(
                 f"flux-1024-{name}",
                 "flux-random",
                 1024,
-                batch=1,
+                1,
                 steps=8,
                 warmup=3,
                 repeats=1,
-                needs_gpu=True,
-                gradient_checkpointing=True,
-                only=("ours",),
                 settings=settings,
-            )  # fmt: skip
+                **GPU_OURS,
+            )
             for name, settings in FLUX_PRESETS.items()
         ),
         Workload("sd15-512-b4", "sd15", 512, batch=4, steps=10, warmup=2, repeats=2, needs_gpu=True),
