@@ -14,8 +14,12 @@ from typing import Any
 
 import yaml
 
+from .dit_models import DIT_MODELS
 from .measure import REPO, RunResult, run_trainer
-from .workloads import Workload, checkpoint_file, image_set, tokenizer_dir
+from .workloads import Workload, checkpoint_file, image_set, model_tokenizer
+
+DIT_FAMILIES = {m.family for m in DIT_MODELS.values()}
+TEXT_LENGTH_KEYS = {"flux1": "t5_max_length"}  # a workload's text_length as the family's config key
 
 
 def train_config(w: Workload, out: Path) -> dict[str, Any]:
@@ -37,10 +41,16 @@ def train_config(w: Workload, out: Path) -> dict[str, Any]:
         "log_every_n_steps": 1,
         "dataset_checks": "warn",  # 8 pictures with one shared caption: checks would only warn about that
     }
-    if w.model != "toy":
-        cfg["tokenizer_path"] = str(tokenizer_dir())
+    tokenizer = model_tokenizer(w.model)
+    if tokenizer is not None:
+        cfg["tokenizer_path"] = str(tokenizer)
+    if w.family in DIT_FAMILIES:
+        cfg["timestep_sampling"] = "sigmoid"  # as the reference loop draws them (same work either way)
+    if w.text_length:
+        cfg[TEXT_LENGTH_KEYS[w.family]] = w.text_length
     if w.gradient_checkpointing:
         cfg["gradient_checkpointing"] = True
+    cfg.update(w.settings)
     return cfg
 
 

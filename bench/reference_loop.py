@@ -19,7 +19,7 @@ import csv
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,7 +66,8 @@ class Parts(NamedTuple):
     scheduler: Any
 
 
-def parse_args() -> argparse.Namespace:
+def arg_parser() -> argparse.ArgumentParser:
+    """The options every reference loop takes (bench/reference.py passes them)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, type=Path)
     ap.add_argument("--data", required=True, type=Path)
@@ -77,7 +78,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--events", required=True, type=Path)
-    return ap.parse_args()
+    return ap
 
 
 def load_parts(model: Path, device: torch.device) -> Parts:
@@ -118,10 +119,8 @@ def batches(count: int, batch: int, steps: int, seed: int) -> Iterator[list[int]
         order = order[batch:]
 
 
-def train_step(
-    parts: Parts, pixels: torch.Tensor, captions: list[str], optimizer: Any, params: list
-) -> float:
-    """Encode images and captions, add noise, predict it, MSE, one AdamW step."""
+def sd_loss(parts: Parts, pixels: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """Encode images and captions, add noise, predict it, MSE."""
     tokenizer, text_encoder, vae, unet, scheduler = parts
     device = pixels.device
     with torch.no_grad():
@@ -138,32 +137,41 @@ def train_step(
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     pred = unet(noisy, timesteps, hidden).sample
-    loss = F.mse_loss(pred.float(), noise.float())
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    optimizer.step()
-    optimizer.zero_grad()
-    return loss.item()
+    return F.mse_loss(pred.float(), noise.float())
+
+
+def run_loop(
+    args: argparse.Namespace,
+    denoiser: torch.nn.Module,
+    params: list[torch.nn.Parameter],
+    loss_of: Callable[[torch.Tensor, list[str]], torch.Tensor],
+) -> None:
+    """The training loop every reference shares: AdamW, clip at 1.0, a `step` event per step."""
+    emit = Emitter(args.events)
+    device = next(denoiser.parameters()).device
+    optimizer = torch.optim.AdamW(params, lr=args.lr)
+    pixels, captions = load_images(args.data, args.resolution)
+    lora_layers = sum(1 for name, _ in denoiser.named_modules() if name.endswith(".lora_A"))
+    emit("started", modules=lora_layers, params=sum(p.numel() for p in params), device=device.type)
+    denoiser.train()
+    for step, batch in enumerate(batches(len(pixels), args.batch, args.steps, args.seed), start=1):
+        loss = loss_of(pixels[batch].to(device), [captions[i] for i in batch])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        emit("step", step=step, loss=loss.item())
+    vram = torch.cuda.max_memory_reserved() if device.type == "cuda" else None
+    emit("finished", steps=args.steps, peak_vram_bytes=vram)
 
 
 def main() -> None:
-    args = parse_args()
+    args = arg_parser().parse_args()
     torch.manual_seed(args.seed)
-    emit = Emitter(args.events)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     parts = load_parts(args.model, device)
     params = add_lora(parts.unet, args.rank)
-    optimizer = torch.optim.AdamW(params, lr=args.lr)
-    pixels, captions = load_images(args.data, args.resolution)
-    lora_layers = sum(1 for name, _ in parts.unet.named_modules() if name.endswith(".lora_A"))
-    emit("started", modules=lora_layers, params=sum(p.numel() for p in params), device=device.type)
-
-    parts.unet.train()
-    for step, batch in enumerate(batches(len(pixels), args.batch, args.steps, args.seed), start=1):
-        loss = train_step(parts, pixels[batch].to(device), [captions[i] for i in batch], optimizer, params)
-        emit("step", step=step, loss=loss)
-    vram = torch.cuda.max_memory_reserved() if device.type == "cuda" else None
-    emit("finished", steps=args.steps, peak_vram_bytes=vram)
+    run_loop(args, parts.unet, params, lambda pixels, captions: sd_loss(parts, pixels, captions))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ them (ComfyUI's trainer takes a single conditioning), and the same rank, batch, 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import subprocess
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from .dit_models import DIT_MODELS, built_model, test_helper
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench"
@@ -28,7 +29,7 @@ class Workload:
     """One row group of the table: a model at a resolution with a batch size, trained for a number of steps."""
 
     name: str
-    model: str  # "toy", "sd15" or "sdxl"
+    model: str  # "toy", "sd15", "sdxl" or a key of dit_models.DIT_MODELS
     resolution: int
     batch: int
     rank: int = 8
@@ -41,12 +42,23 @@ class Workload:
     needs_gpu: bool = False
     gradient_checkpointing: bool = False  # ours only: the low-memory preset the VRAM goal is about
     only: tuple[str, ...] = ()  # contenders that run this workload (empty: all)
+    text_length: int | None = None  # DiT: tokens of the long text encoder (FLUX: T5), both contenders
+    # ours only: config keys of the preset measured (fp8, block swap ...)
+    settings: tuple[tuple[str, Any], ...] = ()
 
     @property
     def family(self) -> str:
+        if self.model in DIT_MODELS:
+            return DIT_MODELS[self.model].family
         return "sdxl" if self.model == "sdxl" else "sd1"
 
 
+FLUX_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "bf16": (),
+    "fp8": (("fp8_base", True),),
+    "fp8-swap16": (("fp8_base", True), ("blocks_to_swap", 16)),
+}
+GPU_OURS: dict[str, Any] = {"needs_gpu": True, "gradient_checkpointing": True, "only": ("ours",)}
 # Sized so that the default full run (all CPU workloads, three contenders) stays near 25 minutes on a quiet
 # 2-core CPU, from the per-run times in bench/README.md (SD1.5 runs: ours ~1.5-2.5 min, the reference loop
 # ~3-5 min, ComfyUI ~4-8 min each). More repeats: --repeats N.
@@ -56,6 +68,35 @@ WORKLOADS: dict[str, Workload] = {
         Workload("tiny-64", "toy", 64, batch=4, steps=24, comfy_steps=8, warmup=4, repeats=3),
         Workload("sd15-256", "sd15", 256, batch=1, steps=6, comfy_steps=3, warmup=1, repeats=1),
         Workload("sd15-512", "sd15", 512, batch=1, steps=5, comfy_steps=3, warmup=1, repeats=1),
+        # tiny FLUX.1 (tests/tiny_flux.py): the CPU row of the FLUX goal (ours >= 2x the plain flow-matching loop)
+        Workload(
+            "flux-tiny-64",
+            "flux-tiny",
+            64,
+            batch=2,
+            steps=30,
+            warmup=5,
+            repeats=3,
+            text_length=128,
+            only=("ours", "reference"),
+        ),
+        # FLUX.1's architecture at 1024 px with random weights (bench/flux_random.py), GPU only, ours only, caches
+        # on and gradient checkpointing (FLUX's recipe at every memory size); the memory presets the VRAM goal is
+        # about: bf16 base, fp8 base (the 24 GB setting), fp8 + `blocks_to_swap: 16` (the 12 GB one)
+        *(
+            Workload(
+                f"flux-1024-{name}",
+                "flux-random",
+                1024,
+                1,
+                steps=8,
+                warmup=3,
+                repeats=1,
+                settings=settings,
+                **GPU_OURS,
+            )
+            for name, settings in FLUX_PRESETS.items()
+        ),
         Workload("sd15-512-b4", "sd15", 512, batch=4, steps=10, warmup=2, repeats=2, needs_gpu=True),
         # the reference loop is the SD1 script most people start from (one text encoder, no SDXL conditioning)
         Workload(
@@ -78,15 +119,8 @@ WORKLOADS: dict[str, Workload] = {
 
 
 def comfy_host() -> ModuleType:
-    """The test suite's host helper (tests/comfy_host.py: ComfyUI install, SD1.5 random checkpoint).
-
-    tests/ is not a package (pytest's rootdir is tests/ on purpose), so the helper is loaded from its file.
-    """
-    spec = importlib.util.spec_from_file_location("comfy_host", REPO / "tests" / "comfy_host.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The test suite's host helper (tests/comfy_host.py: ComfyUI install, SD1.5 random checkpoint)."""
+    return test_helper("comfy_host")
 
 
 def tokenizer_dir() -> Path:
@@ -113,7 +147,18 @@ def checkpoint_file(model: str) -> Path:
         from .sdxl_random import sdxl_random_checkpoint
 
         return sdxl_random_checkpoint(CACHE / "sdxl-random.safetensors")
+    if model in DIT_MODELS:
+        return built_model(model, CACHE).base_model
     raise ValueError(f"unknown model {model}")
+
+
+def model_tokenizer(model: str) -> Path | None:
+    """The CLIP tokenizer folder ours is given for the model (None: the toy model finds its own)."""
+    if model == "toy":
+        return None
+    if model in DIT_MODELS:
+        return built_model(model, CACHE).tokenizer
+    return tokenizer_dir()
 
 
 def diffusers_folder(model: str) -> Path:
@@ -122,6 +167,11 @@ def diffusers_folder(model: str) -> Path:
         from lorascripts.toy import TOY_MODEL_DIR
 
         return TOY_MODEL_DIR
+    if model in DIT_MODELS:
+        folder = built_model(model, CACHE).diffusers_dir
+        if folder is None:
+            raise ValueError(f"{model} has no diffusers copy: it is measured for ours only")
+        return folder
     folder = CACHE / f"{model}-random-diffusers"
     if not (folder / "model_index.json").is_file():
         # in a child process: the whole model in memory would otherwise stay in the bench's own RSS

@@ -196,8 +196,16 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
-def build_tiny_flux(root: Path, clip_tokenizer_dir: Path, seed: int = 0, guidance: bool = True) -> TinyFlux:
-    """Build and save the tiny FLUX in ComfyUI's folders, as an all-in-one file and as a diffusers folder."""
+def build_tiny_flux(
+    root: Path,
+    clip_tokenizer_dir: Path,
+    seed: int = 0,
+    guidance: bool = True,
+    hidden: int = HIDDEN,
+    head_dim: int = HEAD_DIM,
+) -> TinyFlux:
+    """Build and save the tiny FLUX in ComfyUI's folders, as an all-in-one file and as a diffusers folder
+    (`hidden`, `head_dim`: the transformer's width and head size; the benchmark's is wider, FLUX.1's heads)."""
     from transformers import CLIPTokenizer, T5TokenizerFast
 
     models = root / "models"
@@ -205,7 +213,7 @@ def build_tiny_flux(root: Path, clip_tokenizer_dir: Path, seed: int = 0, guidanc
     name = "flux1-tiny" if guidance else "flux1-tiny-schnell"
     t5_tok_dir = build_t5_tokenizer(models / "diffusion_models" / "t5_tokenizer")
     t5_tok = T5TokenizerFast.from_pretrained(str(t5_tok_dir))
-    transformer = bfl_transformer(seed, guidance)
+    transformer = bfl_transformer(seed, guidance, hidden, head_dim)
     vae, clip, t5 = _vae(seed + 1), _clip(len(clip_tok), seed + 2), _t5(len(t5_tok), seed + 3)
     parts = {
         "vae": ae_state(vae),
