@@ -19,7 +19,6 @@ from .measure import REPO, RunResult, run_trainer
 from .workloads import Workload, checkpoint_file, image_set, model_tokenizer
 
 DIT_FAMILIES = {m.family for m in DIT_MODELS.values()}
-TEXT_LENGTH_KEYS = {"flux1": "t5_max_length"}  # a workload's text_length as the family's config key
 
 
 def train_config(w: Workload, out: Path) -> dict[str, Any]:
@@ -47,7 +46,7 @@ def train_config(w: Workload, out: Path) -> dict[str, Any]:
     if w.family in DIT_FAMILIES:
         cfg["timestep_sampling"] = "sigmoid"  # as the reference loop draws them (same work either way)
     if w.text_length:
-        cfg[TEXT_LENGTH_KEYS[w.family]] = w.text_length
+        cfg["text_max_length"] = w.text_length
     if w.gradient_checkpointing:
         cfg["gradient_checkpointing"] = True
     cfg.update(w.settings)

@@ -191,7 +191,7 @@ def test_training_with_fp8_swap_and_8bit_adamw_equals_the_run_without_swap(
     tiny, path, fp8_path = flux
     data = make_dataset(tmp_path / "data", n=2)
     common = dict(
-        base_model=str(fp8_path), max_train_steps=3, t5_max_length=16, mixed_precision="bf16",
+        base_model=str(fp8_path), max_train_steps=3, text_max_length=16, mixed_precision="bf16",
         fp8_base=True, optimizer="adamw8bit", gradient_checkpointing=True, learning_rate=1e-2,
         train_text_encoder=False, cache_text_encoder_outputs="memory",
     )  # fmt: skip

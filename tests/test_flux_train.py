@@ -28,7 +28,7 @@ def tiny_flux(tmp_path_factory, tiny_tokenizer):
 
 def _flux_config(tiny_flux, data: Path, out: Path, **overrides) -> dict:
     return tiny_config(
-        tiny_flux, data, out, base_model=str(tiny_flux.transformer), t5_max_length=16, **overrides
+        tiny_flux, data, out, base_model=str(tiny_flux.transformer), text_max_length=16, **overrides
     )
 
 
