@@ -219,6 +219,13 @@ def test_bad_inputs_name_the_file(tiny_flux, tiny_sd1, tmp_path: Path) -> None:
             tokenizer_path=str(tiny_flux.tokenizer_dir),
             components={"text_encoder_2": str(tmp_path / "clip_l.safetensors")},
         )
+    # a part file the family does not take is refused, not ignored
+    with pytest.raises(ModelError, match=r"tiny-sd1\.safetensors is a SD1\.x model, which takes no separate"):
+        load_base_model(
+            str(tiny_sd1.single_file),
+            tokenizer_path=str(tiny_sd1.tokenizer_dir),
+            components={"vae": str(tmp_path / "ae.safetensors")},
+        )
 
 
 def test_family_is_registered_with_its_config_choices() -> None:
