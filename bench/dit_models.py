@@ -99,6 +99,7 @@ def built_model(name: str, cache: Path) -> BuiltModel:
     a complete build)."""
     import hashlib
     import json
+    import os
     import shutil
 
     digest = hashlib.sha256()
@@ -108,13 +109,17 @@ def built_model(name: str, cache: Path) -> BuiltModel:
     marker = folder / "built.json"
     if marker.is_file():
         data = json.loads(marker.read_text(encoding="utf-8"))
+        # paths are kept relative to the folder: a moved or copied cache stays valid
         return BuiltModel(
-            *(Path(data[k]) if data[k] else None for k in ("base_model", "tokenizer", "diffusers_dir"))
+            *(
+                (folder / data[k]).resolve() if data[k] else None
+                for k in ("base_model", "tokenizer", "diffusers_dir")
+            )
         )
     if folder.exists():  # an interrupted build: start again
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     model = DIT_MODELS[name].build(folder)
-    data = {k: str(v) if v else None for k, v in model.__dict__.items()}
+    data = {k: os.path.relpath(v, folder) if v else None for k, v in model.__dict__.items()}
     marker.write_text(json.dumps(data), encoding="utf-8")
     return model

@@ -35,7 +35,7 @@ FULL: dict[str, dict[str, Any]] = {
 # the dry run's stand-in: same classes and code path, sizes the CPU builds in a second
 DRY: dict[str, dict[str, Any]] = {
     "transformer": {
-        "num_layers": 4,  # enough blocks that the block-swap preset (16) has blocks to swap
+        "num_layers": 8,  # enough blocks for the block-swap preset (16 units = 8 double + 16 single)
         "num_single_layers": 16,
         "attention_head_dim": 32,
         "num_attention_heads": 2,

@@ -193,7 +193,7 @@ def test_flux_reference_loop_is_flow_matching_on_the_same_layers() -> None:
                      "x_embedder", "transformer_blocks.0.attn.to_q", "context_embedder"):  # fmt: skip
         assert not pattern.match(left_out), left_out
     cfg = train_config(WORKLOADS["flux-tiny-64"], Path("out"))
-    assert cfg["timestep_sampling"] == "sigmoid" and cfg["t5_max_length"] == 128
+    assert cfg["timestep_sampling"] == "sigmoid" and cfg["text_max_length"] == 128
     assert cfg["cache_text_encoder_outputs"] == "memory" and "mixed_precision" not in cfg
 
 
