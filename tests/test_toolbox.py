@@ -21,7 +21,7 @@ from lorascripts.network.save import save_lora_file
 from lorascripts.toolbox.convert import to_diffusers, to_kohya
 from lorascripts.toolbox.extract import extract_lora
 from lorascripts.toolbox.inspect import inspect_lora
-from lorascripts.toolbox.lorafile import group_modules
+from lorascripts.toolbox.lorafile import group_modules, low_rank, low_rank_of_product
 from lorascripts.toolbox.merge import merge_into_checkpoint, merge_loras
 from lorascripts.toolbox.resize import resize_lora
 from lorascripts.toolbox.selftest import self_test
@@ -110,6 +110,25 @@ def test_resize_full_rank_is_lossless_and_lower_rank_keeps_the_energy(sd1_loras,
 
     with safe_open(str(fixed.path), "pt") as fh:
         assert fh.metadata()["ss_network_dim"] == "2" and fh.metadata()["ss_output_name"] == "r2"
+
+
+@pytest.mark.parametrize("shape", [(96, 40), (24, 8, 3, 3)])
+def test_low_rank_from_factors_equals_the_full_svd(shape):
+    """Resize/merge reduce Σ upᵢ@downᵢ from the factors (QR + a small SVD): same update, singular values and kept
+    energy as the full SVD of ΔW, for Linear and 3×3 conv modules."""
+    torch.manual_seed(0)
+    fan_in = int(torch.tensor(shape[1:]).prod())
+    ups = [torch.randn(shape[0], 3), torch.randn(shape[0], 5) * 0.3]
+    downs = [torch.randn(3, fan_in), torch.randn(5, fan_in)]
+    delta = (ups[0] @ downs[0] + ups[1] @ downs[1]).reshape(shape)
+    for kwargs in ({"rank": 4}, {"energy": 0.97}, {"rank": 8}):
+        d_full, u_full, r_full, kept_full = low_rank(delta, **kwargs)
+        down, up, rank, kept = low_rank_of_product(ups, downs, shape, **kwargs)
+        assert (rank, down.shape, up.shape) == (r_full, d_full.shape, u_full.shape), kwargs
+        assert abs(kept - kept_full) < 1e-5, kwargs
+        product = (up.flatten(1) @ down.flatten(1)).reshape(shape)
+        assert torch.allclose(product, (u_full.flatten(1) @ d_full.flatten(1)).reshape(shape), atol=1e-4), kwargs
+    assert torch.allclose(product, delta, atol=1e-4)  # rank 8 = the whole update
 
 
 def test_merge_loras_concatenation_is_exact_and_svd_respects_the_rank(sd1_loras, tmp_path):

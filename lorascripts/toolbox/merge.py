@@ -14,7 +14,7 @@ from ..models.families import family_names, get_family
 from ..models.families.lora_detect import detect_family, family_label
 from ..models.files import read_safetensors, refuse_pickle
 from ..network.save import read_lora_weights, save_lora_file
-from .lorafile import LoraModule, group_modules, low_rank, module_tensors, tag_frequency
+from .lorafile import LoraModule, group_modules, low_rank_of_modules, module_tensors, tag_frequency
 from .reference import checkpoint_family
 
 logger = logging.getLogger(__name__)
@@ -77,16 +77,14 @@ def merge_loras(
     ranks = []
     for name, parts in sorted(by_name.items()):
         if rank is None and all(m.kind == "lora" for _, m in parts):
-            ups, downs = [], []
-            for weight, module in parts:
-                scale = weight * module.alpha / module.rank
-                ups.append(module.parts["lora_up.weight"].float() * scale)
-                downs.append(module.parts["lora_down.weight"].float())
-            down, up = torch.cat(downs, 0), torch.cat(ups, 1)
-            new_rank = down.shape[0]
+            ups = [
+                module.parts["lora_up.weight"].float() * (w * module.alpha / module.rank)
+                for w, module in parts
+            ]
+            down = torch.cat([module.parts["lora_down.weight"].float() for _, module in parts], 0)
+            up, new_rank = torch.cat(ups, 1), down.shape[0]
         else:
-            delta = sum(weight * module.delta() for weight, module in parts)
-            down, up, new_rank, _ = low_rank(delta, rank=rank)
+            down, up, new_rank, _ = low_rank_of_modules(parts, rank=rank)
         out.update(module_tensors(name, down, up, new_rank))
         ranks.append(new_rank)
     family = families.pop()

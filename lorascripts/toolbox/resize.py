@@ -11,7 +11,7 @@ import torch
 
 from ..errors import ConfigError
 from ..network.save import read_lora_weights, save_lora_file
-from .lorafile import group_modules, low_rank, module_tensors
+from .lorafile import group_modules, low_rank_of_modules, module_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def resize_lora(
     result = ResizeResult(target)
     out: dict[str, torch.Tensor] = {}
     for name, module in group_modules(tensors).items():
-        down, up, new_rank, kept = low_rank(module.delta(), rank=rank, energy=energy)
+        down, up, new_rank, kept = low_rank_of_modules([(1.0, module)], rank=rank, energy=energy)
         out.update(module_tensors(name, down, up, new_rank))
         result.ranks[name], result.energy[name] = new_rank, kept
     ranks = sorted(set(result.ranks.values()))
