@@ -127,7 +127,8 @@ def test_low_rank_from_factors_equals_the_full_svd(shape):
         assert (rank, down.shape, up.shape) == (r_full, d_full.shape, u_full.shape), kwargs
         assert abs(kept - kept_full) < 1e-5, kwargs
         product = (up.flatten(1) @ down.flatten(1)).reshape(shape)
-        assert torch.allclose(product, (u_full.flatten(1) @ d_full.flatten(1)).reshape(shape), atol=1e-4), kwargs
+        expected = (u_full.flatten(1) @ d_full.flatten(1)).reshape(shape)
+        assert torch.allclose(product, expected, atol=1e-4), kwargs
     assert torch.allclose(product, delta, atol=1e-4)  # rank 8 = the whole update
 
 
