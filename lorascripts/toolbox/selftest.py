@@ -3,6 +3,7 @@ problems of LORA_FORMAT.md §8–§9 (header, metadata, stray tensors, PEFT name
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import asdict, dataclass, field
@@ -115,16 +116,35 @@ def _version_warning(family: str, metadata: dict[str, str]) -> list[str]:
 
 def comfyui_unapplied(lora_sd: dict[str, Any], model: Any, clip: Any) -> list[str]:
     """Keys ComfyUI's own key map cannot place (it logs them as `lora key not loaded`); needs ComfyUI."""
+    return _unplaced(lora_sd, _comfyui_key_map(model, clip))
+
+
+def _comfyui_key_map(model: Any, clip: Any) -> frozenset[str]:
     import comfy.lora
-    import comfy.lora_convert
 
     key_map: dict = {}
     if model is not None:
         key_map = comfy.lora.model_lora_keys_unet(model.model, key_map)
     if clip is not None:
         key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+    return frozenset(key_map)
+
+
+def _unplaced(lora_sd: dict[str, Any], key_map: frozenset[str]) -> list[str]:
+    import comfy.lora_convert
+
     converted = comfy.lora_convert.convert_lora(lora_sd)
     return sorted(k for k in converted if k.split(".", 1)[0] not in key_map)
+
+
+@functools.lru_cache(maxsize=2)
+def _checkpoint_key_map(checkpoint: str, _mtime_ns: int, _size: int) -> frozenset[str]:
+    """ComfyUI's key map of a checkpoint, kept per file version: inspecting several LoRAs against one checkpoint
+    (a graph of Inspect nodes) loads it once, and only the names stay in memory."""
+    import comfy.sd
+
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(checkpoint, output_vae=False)
+    return _comfyui_key_map(model, clip)
 
 
 def comfyui_check(lora: Path, checkpoint: Path) -> dict[str, Any] | None:
@@ -134,9 +154,10 @@ def comfyui_check(lora: Path, checkpoint: Path) -> dict[str, Any] | None:
         import comfy.utils
     except ImportError:
         return None
-    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=False)
+    stat = Path(checkpoint).stat()
+    key_map = _checkpoint_key_map(str(checkpoint), stat.st_mtime_ns, stat.st_size)
     lora_sd = comfy.utils.load_torch_file(str(lora), safe_load=True)
-    missing = comfyui_unapplied(lora_sd, model, clip)
+    missing = _unplaced(lora_sd, key_map)
     modules = {k.split(".", 1)[0] for k in lora_sd}
     return {"applied": len(modules - {k.split(".", 1)[0] for k in missing}), "not_loaded": missing}
 
