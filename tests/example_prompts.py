@@ -122,8 +122,98 @@ def lora_prompt_tags() -> dict[str, dict]:
     return prompt
 
 
+FLUX_MODEL = "flux1-dev.safetensors"
+FLUX_PARTS = {
+    "vae": "ae.safetensors",
+    "text_encoder": "clip_l.safetensors",
+    "text_encoder_2": "t5xxl_fp16.safetensors",
+}
+
+
+def train_flux_style_and_use() -> dict[str, dict]:
+    """Train LoRA on a FLUX.1 transformer and the part files it is used with, then sample with it. The trained
+    LoRA reaches the model through Load LoRA's `trained_lora` link: ComfyUI's own LoraLoader / LoraLoaderModelOnly
+    take the name only from their list, which does not hold the file before training (Load LoRA applies it with
+    ComfyUI's LoraLoader code and reports keys that did not apply)."""
+    text = "my style, a stone bridge over a canal"
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": FLUX_MODEL, "weight_dtype": "default"}},
+        "2": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {
+                "clip_name1": FLUX_PARTS["text_encoder"],
+                "clip_name2": FLUX_PARTS["text_encoder_2"],
+                "type": "flux",
+            },
+        },
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": FLUX_PARTS["vae"]}},
+        "4": {"class_type": "LoraScriptsLoadDataset", "inputs": {"folder": "my_style"}},
+        "5": {
+            "class_type": "LoraScriptsTrainLoRA",
+            "inputs": {
+                "ckpt_name": FLUX_MODEL,
+                "dataset": ["4", 0],
+                "lora_name": "my_flux_style",
+                "preset": "style",
+                "rank": 0,  # 0: the preset's
+                "alpha": 0.0,
+                "steps": 1000,
+                "epochs": 0,
+                "learning_rate": 0.0,
+                "resolution": 0,  # 0: the family's (FLUX.1 1024)
+                "batch_size": 1,
+                "trigger_word": "my style",
+                "advanced_yaml": "",
+                "sample_prompt": "my style, a house by a river",
+                "memory_preset": "auto",  # the first published recipe that fits this GPU
+                **FLUX_PARTS,
+            },
+        },
+        "6": {
+            "class_type": "LoraScriptsLoadLoRA",
+            "inputs": {
+                "model": ["1", 0],
+                "clip": ["2", 0],
+                "lora_name": "my_flux_style.safetensors",
+                "strength_model": 1.0,
+                "strength_clip": 1.0,
+                "trained_lora": ["5", 0],
+            },
+        },
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["6", 1]}},
+        "8": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["7", 0], "guidance": 3.5}},
+        "9": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["6", 1]}},
+        "10": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": 1024, "height": 1024, "batch_size": 1},
+        },
+        "11": {
+            "class_type": "KSampler",
+            "inputs": {
+                "model": ["6", 0],
+                "positive": ["8", 0],
+                "negative": ["9", 0],
+                "latent_image": ["10", 0],
+                "seed": 42,
+                "steps": 20,
+                "cfg": 1.0,  # FLUX.1 dev is guidance-distilled: the guidance is FluxGuidance's
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "denoise": 1.0,
+            },
+        },
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["3", 0]}},
+        "13": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["12", 0], "filename_prefix": "my_flux_style"},
+        },
+    }
+    return prompt
+
+
 EXAMPLES = {
     "lora-scripts train a style and use it": train_style_and_use,
+    "lora-scripts train a FLUX style and use it": train_flux_style_and_use,
     "lora-scripts caption a folder": caption_folder,
     "lora-scripts apply LoRAs from prompt tags": lora_prompt_tags,
 }
