@@ -325,6 +325,16 @@ def _assert_the_tab_shows_the_form_defaults(browser) -> None:
     )
     names = ["rank", "alpha", "steps", "learning_rate", "resolution", "batch_size"]
     assert shown == [FIELD_BY_NAME[n].shown("style") for n in names]
+    from lorascripts.host.parts import AUTOMATIC, part_fields
+
+    lists = [
+        "memory_preset",
+        *(spec.key for spec in part_fields()),
+    ]  # in the closed diffusion-transformer section
+    values = browser.evaluate(
+        f"{lists}.map(n => (document.querySelector(`#lora_scripts_${{n}} input`) || {{}}).value)"
+    )
+    assert values == ["off", *[AUTOMATIC] * (len(lists) - 1)], values
 
 
 @pytest.mark.parametrize("gradio", ["3", "4"])
