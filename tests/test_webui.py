@@ -224,6 +224,7 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
     lora = models / "Lora" / "flux_card.safetensors"
     card = json.loads(lora.with_suffix(".json").read_text())
     assert card["sd version"] == "Flux" and card["activation text"] == "zk"
+    assert "WebUI key check passed" in snap.message, snap.message  # by the FLUX.1 rules (Forge's key maps)
     with safe_open(str(lora), "pt") as fh:
         assert fh.metadata()["ss_base_model_version"] == "flux1"
 
