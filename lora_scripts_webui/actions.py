@@ -7,7 +7,7 @@ behaviour is tested without a browser and the UI layer stays a thin wiring file.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,10 @@ class TrainForm:
     preferred_weight: float | None = None
     sample_prompt: str = ""
     advanced_yaml: str = ""
+    memory_preset: str = "off"  # diffusion transformers: host/form.py's CHOICE_FIELDS
+    parts: dict[str, str] = field(
+        default_factory=dict
+    )  # part-file key -> a title of hooks.part_files (parts.py)
 
 
 def base_model_file(choice: str) -> str:
@@ -154,6 +158,34 @@ def base_model_file(choice: str) -> str:
     if choice and Path(choice).expanduser().exists():
         return str(_network_confined(Path(choice).expanduser(), "the base model"))
     raise UserError(f"base model {choice!r} is not in the WebUI's checkpoint list; press the refresh button.")
+
+
+def part_file(key: str, kind: str, choice: str | None) -> str | None:
+    """A part-file title from the WebUI's folder for that kind, a path to a file, or None (found automatically)."""
+    from lorascripts.host.parts import AUTOMATIC
+
+    if not choice or choice == AUTOMATIC:
+        return None
+    listed = hooks.part_files(kind)
+    if choice in listed:
+        return listed[choice]
+    path = Path(choice.strip().strip('"')).expanduser()
+    if path.is_file():
+        return str(_network_confined(path, f"the {key} file"))
+    folder = hooks.PART_FOLDERS[kind][1]
+    raise UserError(
+        f"{key} {choice!r} is not a file in models/{folder}; press the refresh button or give a path."
+    )
+
+
+def _part_paths(parts: dict[str, str]) -> dict[str, str | None]:
+    from lorascripts.host.parts import part_fields
+
+    kinds = {spec.key: spec.kind for spec in part_fields()}
+    unknown = set(parts) - set(kinds)
+    if unknown:
+        raise UserError(f"unknown part files {sorted(unknown)}; known: {', '.join(kinds)}.")
+    return {key: part_file(key, kinds[key], choice) for key, choice in parts.items()}
 
 
 NUMBERS = ("rank", "alpha", "steps", "learning_rate", "resolution", "batch_size", "preferred_weight")
@@ -173,6 +205,8 @@ def build_config(form: TrainForm) -> TrainConfig:
             output_dir=str(hooks.work_dir()),
             preset=form.preset,
             values={name: getattr(form, name) for name in NUMBERS},
+            choices={"memory_preset": form.memory_preset},
+            parts=_part_paths(form.parts),
             trigger_word=form.trigger_word,
             sample_prompt=form.sample_prompt,
             advanced_yaml=form.advanced_yaml,

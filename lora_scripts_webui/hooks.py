@@ -91,6 +91,23 @@ def checkpoints() -> dict[str, str]:
     return {str(p.relative_to(folder)): str(p) for p in files}
 
 
+# where each kind of part file lives (lorascripts.host.parts): the command-line flag, then the models/ folder
+# (Forge keeps FLUX.1's ae.safetensors in models/VAE and clip_l / t5xxl files in models/text_encoder)
+PART_FOLDERS = {"vae": ("vae_dir", "VAE"), "text_encoder": ("text_encoder_dir", "text_encoder")}
+
+
+def part_files(kind: str) -> dict[str, str]:
+    """Title -> file of the part files of one kind ("vae", "text_encoder"): the flag's folder, then models/."""
+    flag, name = PART_FOLDERS[kind]
+    chosen = getattr(getattr(_modules("shared"), "cmd_opts", None), flag, None)
+    files: dict[str, str] = {}
+    for folder in ([Path(chosen)] if chosen else []) + [models_dir() / name]:
+        found = sorted(p for p in folder.rglob("*.safetensors") if p.is_file()) if folder.is_dir() else []
+        for path in found:
+            files.setdefault(str(path.relative_to(folder)), str(path))
+    return files
+
+
 def refresh_checkpoints() -> dict[str, str]:
     sd_models = _modules("sd_models")
     if sd_models is not None and hasattr(sd_models, "list_models"):

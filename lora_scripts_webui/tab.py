@@ -16,7 +16,8 @@ import gradio as gr
 
 from lorascripts.caption.prompts import PRESETS as CAPTION_PRESETS
 from lorascripts.host.charts import loss_chart
-from lorascripts.host.form import FIELD_BY_NAME, FormField
+from lorascripts.host.form import CHOICE_BY_NAME, FIELD_BY_NAME, FormField
+from lorascripts.host.parts import AUTOMATIC, part_fields
 from lorascripts.host.presets import PRESET_CHOICES, PRESETS
 
 from . import hooks
@@ -102,8 +103,10 @@ def on_train(*fields: Any) -> Iterator[tuple]:
     if SESSION.snapshot().running:
         yield from _follow("A run is already going; showing its progress.")
         return
+    keys = [spec.key for spec in part_fields()]  # the part lists come last (_dit_section)
+    split = len(form_fields) - len(keys)
     try:
-        form = TrainForm(*form_fields)
+        form = TrainForm(*form_fields[:split], parts=dict(zip(keys, form_fields[split:], strict=True)))
         config = build_config(form)
         SESSION.start(config, form.lora_name, unload_model=bool(unload))
     except (UserError, ValueError, RuntimeError) as exc:
@@ -144,9 +147,38 @@ def _preset_values(name: str) -> tuple:
     return tuple(FIELD_BY_NAME[f].shown(name) for f in PRESET_FIELDS)
 
 
-def _refresh_checkpoints() -> Any:
+def _part_choices(kind: str) -> list[str]:
+    return [AUTOMATIC, *hooks.part_files(kind)]
+
+
+def _refresh_checkpoints() -> tuple:
     titles = list(hooks.refresh_checkpoints())
-    return gr.update(choices=titles, value=hooks.current_checkpoint())
+    parts = (gr.update(choices=_part_choices(spec.kind)) for spec in part_fields())
+    return (gr.update(choices=titles, value=hooks.current_checkpoint()), *parts)
+
+
+def _dit_section() -> dict[str, Any]:
+    """Diffusion transformers (FLUX.1, ...): the memory preset and one list per part file the families take."""
+    c: dict[str, Any] = {}
+    memory = CHOICE_BY_NAME["memory_preset"]
+    with gr.Accordion("Diffusion transformers (FLUX.1, ...): memory and part files", open=False):
+        c["memory_preset"] = gr.Dropdown(
+            memory.choices,
+            value=memory.default,
+            label=f"{memory.label} ({', '.join(memory.choices[2:])}: a published recipe for the card's memory)",
+            info=memory.tooltip,
+            elem_id="lora_scripts_memory_preset",
+        )
+        for spec in part_fields():
+            c[spec.key] = gr.Dropdown(
+                _part_choices(spec.kind),
+                value=AUTOMATIC,
+                label=spec.label,
+                info=spec.tooltip,
+                allow_custom_value=True,
+                elem_id=f"lora_scripts_{spec.key}",
+            )
+    return c
 
 
 def _dataset_section() -> dict[str, Any]:
@@ -234,6 +266,7 @@ def _train_section() -> dict[str, Any]:
     c["sample_prompt"] = gr.Textbox(
         label="Sample prompt (rendered during training)", elem_id="lora_scripts_sample"
     )
+    c.update(_dit_section())
     c["unload"] = gr.Checkbox(value=True, label="Unload the WebUI's model while training (frees GPU memory)")
     with gr.Accordion("Advanced YAML (any config key, see the README)", open=False):
         c["advanced"] = gr.Textbox(lines=6, label="key: value lines", elem_id="lora_scripts_advanced")
@@ -264,12 +297,13 @@ def build_tab() -> gr.Blocks:
         )
         d["save"].click(_save, [d["dataset"], d["table"]], [d["dataset_status"]])
         t["preset"].change(_preset_values, [t["preset"]], [t[f] for f in PRESET_FIELDS])
-        t["refresh"].click(_refresh_checkpoints, None, [t["checkpoint"]])
+        parts = [t[spec.key] for spec in part_fields()]
+        t["refresh"].click(_refresh_checkpoints, None, [t["checkpoint"], *parts])
         numbers = ["rank", "alpha", "steps", "learning_rate", "resolution", "batch_size"]
         form = [d["dataset"], t["checkpoint"], t["lora_name"], t["preset"], *(t[n] for n in numbers)]
-        form += [d["trigger"], t["preferred_weight"], t["sample_prompt"], t["advanced"]]
+        form += [d["trigger"], t["preferred_weight"], t["sample_prompt"], t["advanced"], t["memory_preset"]]
         outputs = [t["progress"], t["status"], t["loss"], t["samples"]]
-        t["train"].click(on_train, form + [t["unload"]], outputs)
+        t["train"].click(on_train, form + parts + [t["unload"]], outputs)
         t["stop"].click(on_stop, None, [t["status"]], queue=False)
     return tab
 

@@ -46,10 +46,13 @@ def _report(name: str, unapplied: list[str]) -> str:
     return f"WARNING {name}: {len(unapplied)} keys did not apply (e.g. {', '.join(unapplied[:3])})"
 
 
-def _model_and_clip() -> list[io.Input]:
+def _model_and_clip(clip_optional: bool = False) -> list[io.Input]:
+    clip_tip = "The text encoder." + (
+        " Optional: without it only the model is patched." if clip_optional else ""
+    )
     return [
         io.Model.Input("model", tooltip="The diffusion model."),
-        io.Clip.Input("clip", tooltip="The text encoder."),
+        io.Clip.Input("clip", tooltip=clip_tip, optional=clip_optional),
     ]
 
 
@@ -58,7 +61,7 @@ def _strength(name: str, tooltip: str) -> io.Input:
 
 
 class LoadLoRA(io.ComfyNode):
-    """Apply a LoRA to MODEL and CLIP at the given strengths."""
+    """Apply a LoRA to MODEL (and CLIP when given) at the given strengths."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -66,7 +69,9 @@ class LoadLoRA(io.ComfyNode):
             "LoadLoRA",
             "Load LoRA",
             inputs=[
-                *_model_and_clip(),
+                *_model_and_clip(
+                    clip_optional=True
+                ),  # diffusion-transformer LoRAs often patch the model only
                 io.Combo.Input("lora_name", options=_lora_names(), tooltip="A LoRA from models/loras."),
                 _strength("strength_model", "U-Net strength."),
                 _strength("strength_clip", "Text-encoder strength."),
@@ -93,10 +98,10 @@ class LoadLoRA(io.ComfyNode):
     def execute(
         cls,
         model: Any,
-        clip: Any,
         lora_name: str,
         strength_model: float,
         strength_clip: float,
+        clip: Any = None,
         trained_lora: str | None = None,
     ) -> io.NodeOutput:
         name = trained_lora or lora_name

@@ -22,6 +22,10 @@ from ..lorascripts.host.safety import (
 )
 
 CATEGORY = "lora-scripts"
+# ComfyUI's folders (folder_paths names) of base models: checkpoints, then diffusion transformers (models/unet and
+# models/diffusion_models, one name in ComfyUI >= 0.3); and of each kind of part file (lorascripts.host.parts)
+BASE_MODEL_FOLDERS = ("checkpoints", "diffusion_models")
+PART_FOLDERS = {"vae": "vae", "text_encoder": "text_encoders"}  # text_encoders covers models/clip too
 
 
 def node_schema(
@@ -75,9 +79,26 @@ def input_dir() -> Path:
 def read_roots() -> list[Path]:
     """Folders a request may make us read: ComfyUI's models (every configured folder), input and output."""
     roots = [Path(folder_paths.models_dir), input_dir(), Path(folder_paths.get_output_directory())]
-    for kind in ("checkpoints", "loras"):
+    for kind in ("checkpoints", "loras", *BASE_MODEL_FOLDERS[1:], *PART_FOLDERS.values()):
         roots += [Path(p) for p in folder_paths.get_folder_paths(kind)]
     return roots
+
+
+def base_model_names() -> list[str]:
+    """Train LoRA's base-model list: the checkpoints, then the diffusion transformers not named like one."""
+    names: dict[str, None] = {}
+    for kind in BASE_MODEL_FOLDERS:
+        names.update(dict.fromkeys(folder_paths.get_filename_list(kind)))
+    return list(names)
+
+
+def base_model_path(name: str) -> str:
+    """The file of a base-model list entry (a checkpoint wins over a diffusion model of the same name)."""
+    for kind in BASE_MODEL_FOLDERS[:-1]:
+        found = folder_paths.get_full_path(kind, name)
+        if found:
+            return found
+    return folder_paths.get_full_path_or_raise(BASE_MODEL_FOLDERS[-1], name)
 
 
 def server_allows_absolute() -> bool:

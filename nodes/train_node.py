@@ -13,11 +13,23 @@ from typing import Any
 import folder_paths
 from comfy_api.latest import io
 
-from ..lorascripts.host.form import FIELDS, FormField, HostForm, RequestRoots, form_config
+from ..lorascripts.host.form import (
+    CHOICE_FIELDS,
+    FIELDS,
+    ChoiceField,
+    FormField,
+    HostForm,
+    RequestRoots,
+    form_config,
+)
 from ..lorascripts.host.names import safe_name
+from ..lorascripts.host.parts import AUTOMATIC, PartField, part_fields
 from ..lorascripts.host.presets import PRESET_CHOICES
 from .dataset_nodes import DATASET
 from .paths import (
+    PART_FOLDERS,
+    base_model_names,
+    base_model_path,
     checked_dataset,
     listed_choices,
     loras_dir,
@@ -49,6 +61,30 @@ def _widget(spec: FormField) -> io.Input:
     )
 
 
+def _choice(spec: ChoiceField) -> io.Input:
+    return io.Combo.Input(
+        spec.name, options=spec.choices, default=spec.default, tooltip=spec.tooltip, optional=True
+    )
+
+
+def _part(spec: PartField) -> io.Input:
+    """A part-file list: `AUTOMATIC`, then the files of the ComfyUI folder for that kind of part."""
+    files = folder_paths.get_filename_list(PART_FOLDERS[spec.kind])
+    return io.Combo.Input(
+        spec.key, options=[AUTOMATIC, *files], default=AUTOMATIC, tooltip=spec.tooltip, optional=True
+    )
+
+
+def _part_paths(chosen: dict[str, Any]) -> dict[str, str | None]:
+    """The chosen part files as paths (AUTOMATIC: None, the family finds the file)."""
+    paths: dict[str, str | None] = {}
+    for spec in part_fields():
+        name = chosen.get(spec.key) or AUTOMATIC
+        folder = PART_FOLDERS[spec.kind]
+        paths[spec.key] = None if name == AUTOMATIC else folder_paths.get_full_path_or_raise(folder, name)
+    return paths
+
+
 def _text(
     name: str, tooltip: str, default: str = "", multiline: bool = False, optional: bool = False
 ) -> io.Input:
@@ -67,9 +103,12 @@ class TrainLoRA(io.ComfyNode):
             "Cancel saves a checkpoint.",
             inputs=[
                 io.Combo.Input(
-                    "ckpt_name",
-                    options=folder_paths.get_filename_list("checkpoints"),
-                    tooltip="Base checkpoint (SD1.x, SD2.x or SDXL) from models/checkpoints.",
+                    "ckpt_name",  # the name saved workflows know, though it lists diffusion models too
+                    options=base_model_names(),
+                    tooltip="Base model: a checkpoint (SD1.x, SD2.x, SDXL, all-in-one FLUX.1) from "
+                    "models/checkpoints, or a diffusion transformer (FLUX.1, ...) from models/diffusion_models "
+                    "or models/unet, whose VAE and text-encoder files are chosen below or found. The model "
+                    "family comes from the file.",
                 ),
                 DATASET.Input("dataset", tooltip="From Load Dataset or Auto Caption."),
                 _text("lora_name", "File name in models/loras (no extension).", default="my_lora"),
@@ -86,6 +125,9 @@ class TrainLoRA(io.ComfyNode):
                     optional=True,
                 ),
                 _text("sample_prompt", "Rendered during training with a fixed seed.", optional=True),
+                # appended after the older widgets: saved workflows fill widgets by position
+                *(_choice(spec) for spec in CHOICE_FIELDS),
+                *(_part(spec) for spec in part_fields()),
             ],
             outputs=[
                 named_output(io.String, "lora_name"),
@@ -97,8 +139,23 @@ class TrainLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ckpt_name: str, preset: str) -> bool | str:
-        return listed_choices(cls, ckpt_name=ckpt_name, preset=preset)
+    def validate_inputs(
+        cls,
+        ckpt_name: str,
+        preset: str,
+        memory_preset: str | None = None,
+        vae: str | None = None,
+        text_encoder: str | None = None,
+        text_encoder_2: str | None = None,
+    ) -> bool | str:
+        # named, not **kwargs: with **kwargs ComfyUI skips its own min/max checks of every input. A part key
+        # missing here is still checked when it runs (folder_paths resolves only files of its folder).
+        chosen = dict(
+            memory_preset=memory_preset, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2
+        )
+        listed = {spec.name for spec in CHOICE_FIELDS} | {spec.key for spec in part_fields()}
+        lists = {name: value for name, value in chosen.items() if name in listed}
+        return listed_choices(cls, ckpt_name=ckpt_name, preset=preset, **lists)
 
     @classmethod
     def execute(
@@ -116,13 +173,17 @@ class TrainLoRA(io.ComfyNode):
 
         dataset = checked_dataset(dataset)
         tokenizer = tokenizer_folder()
+        choices = {spec.name: numbers.pop(spec.name, spec.default) for spec in CHOICE_FIELDS}
+        parts = _part_paths({spec.key: numbers.pop(spec.key, None) for spec in part_fields()})
         form = HostForm(
-            base_model=folder_paths.get_full_path_or_raise("checkpoints", ckpt_name),
+            base_model=base_model_path(ckpt_name),
             dataset=dataset["folder"],
             paths_base=Path(folder_paths.base_path),
             output_dir=str(work_root()),
             preset=preset,
             values=numbers,
+            choices=choices,
+            parts=parts,
             trigger_word=trigger_word,
             sample_prompt=sample_prompt,
             advanced_yaml=advanced_yaml,

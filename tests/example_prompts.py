@@ -9,6 +9,14 @@ from __future__ import annotations
 CKPT = "v1-5-pruned-emaonly.safetensors"
 
 
+def _ksampler(
+    model: list, positive: list, negative: list, latent: list, steps: int, cfg: float, scheduler: str
+) -> dict[str, object]:
+    inputs = {"model": model, "positive": positive, "negative": negative, "latent_image": latent, "seed": 42}
+    inputs.update(steps=steps, cfg=cfg, sampler_name="euler", scheduler=scheduler, denoise=1.0)
+    return {"class_type": "KSampler", "inputs": inputs}
+
+
 def _sampler(
     model: list, clip: list, vae: list, text: str | list, prefix: str, first: int
 ) -> dict[str, dict]:
@@ -17,24 +25,41 @@ def _sampler(
         n[0]: {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": clip}},
         n[1]: {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": clip}},
         n[2]: {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-        n[3]: {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": model,
-                "positive": [n[0], 0],
-                "negative": [n[1], 0],
-                "latent_image": [n[2], 0],
-                "seed": 42,
-                "steps": 25,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-            },
-        },
+        n[3]: _ksampler(model, [n[0], 0], [n[1], 0], [n[2], 0], steps=25, cfg=7.0, scheduler="normal"),
         n[4]: {"class_type": "VAEDecode", "inputs": {"samples": [n[3], 0], "vae": vae}},
         n[5]: {"class_type": "SaveImage", "inputs": {"images": [n[4], 0], "filename_prefix": prefix}},
     }
+
+
+def _train(ckpt: str, dataset: list, name: str, resolution: int, **more: object) -> dict[str, object]:
+    """A Train LoRA node of the examples: the style preset, 1000 steps, the trigger word "my style"."""
+    return {
+        "class_type": "LoraScriptsTrainLoRA",
+        "inputs": {
+            "ckpt_name": ckpt,
+            "dataset": dataset,
+            "lora_name": name,
+            "preset": "style",
+            "rank": 0,  # 0: the preset's
+            "alpha": 0.0,
+            "steps": 1000,
+            "epochs": 0,
+            "learning_rate": 0.0,
+            "resolution": resolution,  # 0: the family's
+            "batch_size": 1,
+            "trigger_word": "my style",
+            "advanced_yaml": "",
+            "sample_prompt": "my style, a house by a river",
+            **more,
+        },
+    }
+
+
+def _load_lora(model: list, clip: list, name: str, trained: list, strength: float) -> dict[str, object]:
+    """Load LoRA applying what Train LoRA (`trained`, its lora_name output) just wrote."""
+    inputs = {"model": model, "clip": clip, "lora_name": f"{name}.safetensors", "trained_lora": trained}
+    inputs.update(strength_model=strength, strength_clip=strength)
+    return {"class_type": "LoraScriptsLoadLoRA", "inputs": inputs}
 
 
 def train_style_and_use() -> dict[str, dict]:
@@ -52,36 +77,8 @@ def train_style_and_use() -> dict[str, dict]:
                 "batch_size": 4,
             },
         },
-        "4": {
-            "class_type": "LoraScriptsTrainLoRA",
-            "inputs": {
-                "ckpt_name": CKPT,
-                "dataset": ["3", 0],
-                "lora_name": "my_style",
-                "preset": "style",
-                "rank": 0,  # 0: the preset's
-                "alpha": 0.0,
-                "steps": 1000,
-                "epochs": 0,
-                "learning_rate": 0.0,
-                "resolution": 512,
-                "batch_size": 1,
-                "trigger_word": "my style",
-                "advanced_yaml": "",
-                "sample_prompt": "my style, a house by a river",
-            },
-        },
-        "5": {
-            "class_type": "LoraScriptsLoadLoRA",
-            "inputs": {
-                "model": ["1", 0],
-                "clip": ["1", 1],
-                "lora_name": "my_style.safetensors",
-                "strength_model": 0.8,
-                "strength_clip": 0.8,
-                "trained_lora": ["4", 0],
-            },
-        },
+        "4": _train(CKPT, ["3", 0], "my_style", 512),
+        "5": _load_lora(["1", 0], ["1", 1], "my_style", ["4", 0], strength=0.8),
     }
     prompt.update(
         _sampler(["5", 0], ["5", 1], ["1", 2], "my style, a stone bridge over a canal", "my_style", 6)
@@ -122,8 +119,56 @@ def lora_prompt_tags() -> dict[str, dict]:
     return prompt
 
 
+FLUX_MODEL = "flux1-dev.safetensors"
+FLUX_PARTS = {
+    "vae": "ae.safetensors",
+    "text_encoder": "clip_l.safetensors",
+    "text_encoder_2": "t5xxl_fp16.safetensors",
+}
+
+
+def train_flux_style_and_use() -> dict[str, dict]:
+    """Train LoRA on a FLUX.1 transformer and the part files it is used with, then sample with it. The trained
+    LoRA reaches the model through Load LoRA's `trained_lora` link: ComfyUI's own LoraLoader / LoraLoaderModelOnly
+    take the name only from their list, which does not hold the file before training (Load LoRA applies it with
+    ComfyUI's LoraLoader code and reports keys that did not apply)."""
+    text = "my style, a stone bridge over a canal"
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": FLUX_MODEL, "weight_dtype": "default"}},
+        "2": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {
+                "clip_name1": FLUX_PARTS["text_encoder"],
+                "clip_name2": FLUX_PARTS["text_encoder_2"],
+                "type": "flux",
+            },
+        },
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": FLUX_PARTS["vae"]}},
+        "4": {"class_type": "LoraScriptsLoadDataset", "inputs": {"folder": "my_style"}},
+        # memory_preset auto: the first published recipe that fits this GPU
+        "5": _train(FLUX_MODEL, ["4", 0], "my_flux_style", 0, memory_preset="auto", **FLUX_PARTS),
+        "6": _load_lora(["1", 0], ["2", 0], "my_flux_style", ["5", 0], strength=1.0),
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["6", 1]}},
+        "8": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["7", 0], "guidance": 3.5}},
+        "9": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["6", 1]}},
+        "10": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": 1024, "height": 1024, "batch_size": 1},
+        },
+        # cfg 1: FLUX.1 dev is guidance-distilled, its guidance is FluxGuidance's
+        "11": _ksampler(["6", 0], ["8", 0], ["9", 0], ["10", 0], steps=20, cfg=1.0, scheduler="simple"),
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["3", 0]}},
+        "13": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["12", 0], "filename_prefix": "my_flux_style"},
+        },
+    }
+    return prompt
+
+
 EXAMPLES = {
     "lora-scripts train a style and use it": train_style_and_use,
+    "lora-scripts train a FLUX style and use it": train_flux_style_and_use,
     "lora-scripts caption a folder": caption_folder,
     "lora-scripts apply LoRAs from prompt tags": lora_prompt_tags,
 }

@@ -1,22 +1,36 @@
-"""Our FLUX.1 LoRA file in a real ComfyUI 0.3.75 (HOSTS.md): a transformer of FLUX.1's own width (24 heads of 128,
-1 double + 1 single block, random bf16 weights) in BFL's layout in models/diffusion_models, which ComfyUI detects
-as FLUX; a LoRA built by our engine on that model and saved through the trainer's own path
-(`family.lora_file_tensors` + `save_lora_file`); `UNETLoader` -> `LoraLoaderModelOnly` -> `ModelSave`. Every key
-must be applied: no `lora key not loaded` in the server's log, and the saved (patched) weights of every targeted
-layer differ from the file's by exactly the LoRA's update, untargeted ones unchanged.
+"""FLUX.1 in a real ComfyUI 0.3.75 (HOSTS.md), through the shipped example "train a FLUX style and use it".
 
-One model, one test (about 1 GB on disk in bf16, a few GB of RAM in the server)."""
+Training half, for real: Train LoRA on the tiny FLUX (tests/tiny_flux.py) in models/diffusion_models with its VAE,
+CLIP-L and T5 files chosen in the node's part lists, as the example has them; the run's progress, LoRA file and
+card are the SD ones. Apply half: ComfyUI detects FLUX only at FLUX.1's own width (24 heads of 128), and its
+DualCLIPLoader builds the full T5-XXL (4.7 B parameters) whatever the file holds, so the sampling half cannot run
+on tiny files. It runs the example's UNETLoader and Load LoRA nodes on a transformer of that width (1 double + 1
+single block, random bf16 weights, ~1 GB) with a LoRA our engine built for it and saved through the trainer's own
+path (`family.lora_file_tensors` + `save_lora_file`), then `ModelSave`: every key must be applied (no `lora key not
+loaded` in the server's log), the saved (patched) weights of every targeted layer differ from the file's by
+exactly the LoRA's update, untargeted ones unchanged. Also: a workflow saved before the FLUX widgets still loads.
+One server for the module."""
 
 from __future__ import annotations
 
 import gc
+import json
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
-from comfy_host import ComfyServer
+import yaml
+from comfy_host import REPO, ComfyServer, WebsocketLog
+from example_prompts import FLUX_PARTS, train_style_and_use
+from helpers_train import make_dataset
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tiny_flux import bfl_transformer
+from tiny_flux import bfl_transformer, build_tiny_flux
+from workflow_format import to_api
+
+from lorascripts.host.form import CHOICE_BY_NAME
+from lorascripts.host.parts import AUTOMATIC, part_fields
 
 WIDTH, HEAD = 3072, 128
 MODEL, LORA = "flux1-width.safetensors", "flux1-width-lora.safetensors"
@@ -77,34 +91,140 @@ def _expected_deltas(lora: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _run_graph(server: ComfyServer) -> dict:
+FLUX_EXAMPLE = "lora-scripts train a FLUX style and use it"
+TINY = "flux1-tiny.safetensors"
+
+
+@pytest.fixture(scope="module")
+def flux_comfy(tmp_path_factory, tiny_tokenizer):
+    """A ComfyUI whose folders hold the tiny FLUX (transformer in models/diffusion_models, ae / clip_l / t5xxl
+    files as the example names them), its CLIP tokenizer, and the FLUX-width transformer with our LoRA for it."""
+    base = tmp_path_factory.mktemp("comfy_flux")
+    build_tiny_flux(base, tiny_tokenizer)
+    shutil.copytree(tiny_tokenizer, base / "models" / "tiny_clip_tokenizer")
+    model_path, lora_path = _write_model_and_lora(base)
+    server = ComfyServer(base)
+    events = WebsocketLog(server.port, server.client_id)
+    yield server, events, model_path, lora_path
+    events.close()
+    server.stop()
+
+
+def _example(server: ComfyServer, info: dict) -> dict:
+    """The shipped FLUX example as ComfyUI's editor loads it (widget order read from the live nodes)."""
+    committed = json.loads((REPO / "example_workflows" / f"{FLUX_EXAMPLE}.json").read_text(encoding="utf-8"))
+    return to_api(committed, info)
+
+
+def test_train_lora_lists_flux_models_parts_and_memory_presets(flux_comfy) -> None:
+    server, *_ = flux_comfy
+    node = server.get("/object_info")["LoraScriptsTrainLoRA"]["input"]
+    required, optional = node["required"], node["optional"]
+    assert {TINY, MODEL} <= set(
+        required["ckpt_name"][1]["options"]
+    )  # models/diffusion_models beside checkpoints
+    assert (
+        "flux1-tiny-aio.safetensors" in required["ckpt_name"][1]["options"]
+    )  # and the all-in-one checkpoint
+    keys = [spec.key for spec in part_fields()]
+    assert keys[:3] == [
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+    ]  # one list per part key, appended in that order
+    assert list(optional)[-len(keys) - 1 :] == ["memory_preset", *keys]  # after every older widget
+    assert optional["vae"][1]["options"] == [AUTOMATIC, "ae.safetensors"]
+    for key in keys[1:]:
+        assert optional[key][1]["options"] == [AUTOMATIC, "clip_l.safetensors", "t5xxl_fp16.safetensors"]
+        assert "FLUX.1: " in optional[key][1]["tooltip"]
+    memory = optional["memory_preset"][1]
+    assert memory["default"] == "off" and memory["options"] == CHOICE_BY_NAME["memory_preset"].choices
+    assert memory["tooltip"] == CHOICE_BY_NAME["memory_preset"].tooltip and "24gb" in memory["tooltip"]
+
+
+def test_example_trains_flux_with_the_chosen_parts(flux_comfy) -> None:
+    """The example's training half, made small: the tiny FLUX, 32 px, 2 steps, its part lists as shipped."""
+    server, events, *_ = flux_comfy
+    make_dataset(server.base / "input" / "flux_data", n=2)
+    prompt = _example(server, server.get("/object_info"))
+    assert {k: prompt["5"]["inputs"][k] for k in FLUX_PARTS} == FLUX_PARTS
+    advanced = (
+        "tokenizer_path: models/tiny_clip_tokenizer\ntext_max_length: 16\nbucket_reso_steps: 8\n"
+        "min_bucket_reso: 16\nmixed_precision: 'no'\ndataset_checks: warn\n"
+    )
+    prompt = {"4": prompt["4"], "5": prompt["5"]}
+    prompt["4"]["inputs"]["folder"] = "flux_data"
+    train = dict(
+        ckpt_name=TINY, lora_name="flux_ex", rank=4, alpha=4.0, steps=2, resolution=32, sample_prompt=""
+    )
+    prompt["5"]["inputs"].update(memory_preset="off", advanced_yaml=advanced, **train)
+    bad = json.loads(json.dumps(prompt))
+    bad["5"]["inputs"]["vae"] = "../../etc/ae.safetensors"  # not in its list: refused before anything runs
+    assert server.post_raw("/prompt", {"prompt": bad, "client_id": server.client_id}) == 400
+    entry = server.wait(server.queue(prompt), timeout=600)
+    log = server.server_log()
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:] + log[-3000:]
+    config = yaml.safe_load(
+        (server.base / "output" / "lora-scripts" / "runs" / "flux_ex" / "config.yaml").read_text(
+            encoding="utf-8"
+        )
+    )
+    folders = {"vae": "vae", "text_encoder": "text_encoders", "text_encoder_2": "text_encoders"}
+    for key, name in FLUX_PARTS.items():  # the files chosen in the node, not found by the family's search
+        assert config[key] == str(server.base / "models" / folders[key] / name)
+    assert config["memory_preset"] == "off"
+    lora = server.base / "models" / "loras" / "flux_ex.safetensors"
+    with safe_open(str(lora), "pt") as fh:
+        assert fh.metadata()["ss_base_model_version"] == "flux1"
+        assert any(k.startswith("lora_unet_double_blocks_0_") for k in fh.keys())
+    assert json.loads(lora.with_suffix(".json").read_text())["sd version"] == "Flux"  # the WebUI card
+    steps = [e["step"] for e in events.of("lora_scripts.progress") if e.get("event") == "step"]
+    assert steps[-2:] == [1, 2] and events.of("progress")  # the same progress stream as SD
+    assert entry["outputs"]["5"]["lora_scripts_result"][0]["lora"] == "flux_ex.safetensors"
+
+
+def test_a_workflow_saved_before_the_flux_widgets_still_loads(flux_comfy) -> None:
+    """The SD example as it was saved before the memory and part lists were appended: its widget values land on
+    the same widgets, and the new ones are left to their defaults (ComfyUI fills widgets by position)."""
+    server, *_ = flux_comfy
+    info = server.get("/object_info")
+    saved = Path(__file__).parent / "saved_workflows" / "train a style and use it (before FLUX).json"
+    old = to_api(json.loads(saved.read_text(encoding="utf-8")), info)
+    expected = train_style_and_use()
+    assert old.keys() == expected.keys()
+    assert old["4"]["inputs"] == expected["4"]["inputs"]  # no value shifted; memory_preset / parts unset
+    assert old["5"]["inputs"] == expected["5"]["inputs"]
+
+
+def _apply_half(server: ComfyServer) -> dict:
+    """The example's UNETLoader and Load LoRA nodes on the FLUX-width model with its LoRA, then ModelSave."""
+    example = _example(server, server.get("/object_info"))
+    loader, apply = example["1"], example["6"]
+    assert (loader["class_type"], apply["class_type"]) == ("UNETLoader", "LoraScriptsLoadLoRA")
+    loader["inputs"]["unet_name"] = MODEL
+    apply["inputs"] = {k: v for k, v in apply["inputs"].items() if k not in ("clip", "trained_lora")}
+    apply["inputs"].update(model=["1", 0], lora_name=LORA)
     graph = {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": MODEL, "weight_dtype": "default"}},
-        "2": {
-            "class_type": "LoraLoaderModelOnly",
-            "inputs": {"model": ["1", 0], "lora_name": LORA, "strength_model": 1.0},
-        },
+        "1": loader,
+        "2": apply,
         "3": {"class_type": "ModelSave", "inputs": {"model": ["2", 0], "filename_prefix": "patched/flux"}},
     }
     return server.wait(server.queue(graph), timeout=900)
 
 
-def test_comfyui_applies_every_key_of_our_flux_lora(tmp_path: Path) -> None:
-    model_path, lora_path = _write_model_and_lora(tmp_path)
+def test_comfyui_applies_every_key_of_our_flux_lora(flux_comfy) -> None:
+    server, _, model_path, lora_path = flux_comfy
     expected = _expected_deltas(lora_path)
     # every block layer kohya names, the single block's fused linear1 among them
     assert {"single_blocks.0.linear1.weight", "double_blocks.0.txt_attn.qkv.weight"} <= set(expected)
     assert len(expected) == 13, sorted(expected)  # 10 double-block layers, 3 single-block ones
-    server = ComfyServer(tmp_path)
-    try:
-        entry = _run_graph(server)
-        log = server.server_log()
-    finally:
-        server.stop()
+    entry = _apply_half(server)
+    log = server.server_log()
     assert entry["status"]["status_str"] == "success", log[-3000:]
+    assert entry["outputs"]["2"]["text"][0] == f"{LORA}: every key applied"
     assert "lora key not loaded" not in log, log[-3000:]
     assert "ERROR lora" not in log, log[-3000:]
-    saved = sorted((tmp_path / "output" / "patched").glob("flux*.safetensors"))
+    saved = sorted((server.base / "output" / "patched").glob("flux*.safetensors"))
     assert saved, f"ModelSave wrote nothing:\n{log[-3000:]}"
     with safe_open(str(model_path), "pt") as before, safe_open(str(saved[0]), "pt") as after:
         prefix = (

@@ -103,3 +103,45 @@ def test_bad_forms_say_what_to_fix(tmp_path: Path) -> None:
         form_config(_form(tmp_path, roots=roots, advanced_yaml="initial_lora: ../elsewhere/x.safetensors"))
     with pytest.raises(ConfigError, match="mean the same thing"):  # an alias cannot swap the base model
         form_config(_form(tmp_path, roots=roots, advanced_yaml="pretrained_model_name_or_path: other"))
+
+
+def test_memory_preset_and_part_files_reach_the_config(tmp_path: Path) -> None:
+    """The list choices and part files both hosts show: what is chosen is the config's, automatic is unset, and
+    the part lists are every registered family's `components`, keyed as the config names them."""
+    from lorascripts.config.schema import COMPONENT_KEYS
+    from lorascripts.host.form import CHOICE_BY_NAME
+    from lorascripts.host.parts import AUTOMATIC, part_fields
+    from lorascripts.models.families import all_families
+
+    taken = {key: f.components[key] for f in all_families() for key in f.components}
+    fields = part_fields()
+    assert [p.key for p in fields] == [k for k in COMPONENT_KEYS if k in taken]  # the schema's order
+    for spec in fields:
+        assert all(
+            f"{f.label}: {f.components[spec.key]}" in spec.tooltip
+            for f in all_families()
+            if spec.key in f.components
+        )
+    assert {p.key: p.kind for p in fields}["vae"] == "vae" and fields[-1].kind == "text_encoder"
+    vae = tmp_path / "ae.safetensors"
+    vae.write_bytes(b"{}")
+    parts = {"vae": str(vae), "text_encoder": AUTOMATIC, "text_encoder_2": None}
+    cfg = form_config(_form(tmp_path, choices={"memory_preset": "12gb"}, parts=parts))
+    assert (cfg.memory_preset, cfg.vae, cfg.text_encoder, cfg.text_encoder_2) == (
+        "12gb",
+        str(vae),
+        None,
+        None,
+    )
+    assert form_config(_form(tmp_path)).memory_preset == CHOICE_BY_NAME["memory_preset"].default == "off"
+    memory = CHOICE_BY_NAME["memory_preset"]
+    assert memory.choices[:3] == ["off", "auto", "24gb"] and "SD1/SD2/SDXL" in memory.tooltip
+    with pytest.raises(ConfigError, match="memory_preset"):
+        form_config(_form(tmp_path, choices={"memory_preset": "6gb"}))
+    with pytest.raises(ConfigError, match="unknown form choices"):
+        form_config(_form(tmp_path, choices={"memory": "auto"}))
+    with pytest.raises(ConfigError, match="unknown part files"):
+        form_config(_form(tmp_path, parts={"vea": str(vae)}))
+    roots = RequestRoots([tmp_path / "data"], [tmp_path / "out"])
+    with pytest.raises(ConfigError, match="vae"):  # a network-facing host reads part files inside its folders
+        form_config(_form(tmp_path, roots=roots, parts={"vae": str(vae)}))

@@ -163,6 +163,72 @@ def test_session_output_passes_webui_key_check(webui, family, request, tmp_path)
     assert f"list_available_networks:{family}_card" in (webui["root"] / "webui_calls.log").read_text()
 
 
+def _forge_flux(root: Path, tiny_tokenizer, tmp_path: Path) -> dict[str, str]:
+    """The tiny FLUX where Forge keeps FLUX.1: the transformer in models/Stable-diffusion (its T5 tokenizer
+    beside it), ae.safetensors in models/VAE, the text encoders in models/text_encoder; returns the part titles."""
+    from tiny_flux import build_tiny_flux
+
+    tiny = build_tiny_flux(tmp_path / "flux", tiny_tokenizer)
+    models, built = root / "models", tiny.root / "models"
+    shutil.copyfile(tiny.transformer, models / "Stable-diffusion" / tiny.transformer.name)
+    shutil.copytree(tiny.transformer.parent / "t5_tokenizer", models / "Stable-diffusion" / "t5_tokenizer")
+    parts = {
+        "vae": "ae.safetensors",
+        "text_encoder": "clip_l.safetensors",
+        "text_encoder_2": "t5xxl_fp16.safetensors",
+    }
+    for key, name in parts.items():
+        folder = models / ("VAE" if key == "vae" else "text_encoder")
+        folder.mkdir(exist_ok=True)
+        shutil.copyfile(built / ("vae" if key == "vae" else "text_encoders") / name, folder / name)
+    return parts
+
+
+def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, tmp_path):
+    """A FLUX.1 transformer in the checkpoint list trains with the FLUX family, with the part files chosen from
+    the WebUI's folders; the card says Flux."""
+    from lora_scripts_webui import hooks
+    from lora_scripts_webui.actions import TrainForm, UserError, build_config
+    from lora_scripts_webui.session import TrainingSession
+
+    models = webui["root"] / "models"
+    parts = _forge_flux(webui["root"], tiny_tokenizer, tmp_path)
+    assert hooks.part_files("vae") == {"ae.safetensors": str(models / "VAE" / "ae.safetensors")}
+    assert list(hooks.part_files("text_encoder")) == ["clip_l.safetensors", "t5xxl_fp16.safetensors"]
+    webui["sd_models"].list_models()
+    title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith("flux1-tiny"))
+    data = make_dataset(tmp_path / "data", n=2)
+    advanced = (
+        f"tokenizer_path: {tiny_tokenizer}\ntext_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\n"
+        "min_bucket_reso: 16\nmixed_precision: 'no'\ndataset_checks: warn"
+    )
+    form = TrainForm(
+        dataset=str(data), checkpoint=title, lora_name="flux_card", rank=4, steps=2, trigger_word="zk",
+        advanced_yaml=advanced, parts=parts,
+    )  # fmt: skip
+    config = build_config(form)
+    assert (config.vae, config.text_encoder, config.text_encoder_2) == (
+        str(models / "VAE" / "ae.safetensors"),
+        str(models / "text_encoder" / "clip_l.safetensors"),
+        str(models / "text_encoder" / "t5xxl_fp16.safetensors"),
+    )
+    assert config.memory_preset == "off"
+    with pytest.raises(UserError, match="vae 'missing.safetensors' is not a file in models/VAE"):
+        build_config(dataclasses.replace(form, parts={**parts, "vae": "missing.safetensors"}))
+    with pytest.raises(UserError, match="memory_preset"):
+        build_config(dataclasses.replace(form, memory_preset="6gb"))
+    session = TrainingSession()
+    session.start(config, form.lora_name)
+    snap = session.wait(600)
+    assert snap.state == "finished", snap.message
+    lora = models / "Lora" / "flux_card.safetensors"
+    card = json.loads(lora.with_suffix(".json").read_text())
+    assert card["sd version"] == "Flux" and card["activation text"] == "zk"
+    assert "WebUI key check passed" in snap.message, snap.message  # by the FLUX.1 rules (Forge's key maps)
+    with safe_open(str(lora), "pt") as fh:
+        assert fh.metadata()["ss_base_model_version"] == "flux1"
+
+
 def test_session_stop_saves_then_train_resumes(webui, tiny_sd1, tmp_path):
     from lora_scripts_webui.session import TrainingSession
 
@@ -260,6 +326,16 @@ def _assert_the_tab_shows_the_form_defaults(browser) -> None:
     )
     names = ["rank", "alpha", "steps", "learning_rate", "resolution", "batch_size"]
     assert shown == [FIELD_BY_NAME[n].shown("style") for n in names]
+    from lorascripts.host.parts import AUTOMATIC, part_fields
+
+    lists = [
+        "memory_preset",
+        *(spec.key for spec in part_fields()),
+    ]  # in the closed diffusion-transformer section
+    values = browser.evaluate(
+        f"{lists}.map(n => (document.querySelector(`#lora_scripts_${{n}} input`) || {{}}).value)"
+    )
+    assert values == ["off", *[AUTOMATIC] * (len(lists) - 1)], values
 
 
 @pytest.mark.parametrize("gradio", ["3", "4"])

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import TrainConfig, config_from_dict
 from ..errors import ConfigError
+from .parts import part_settings
 from .presets import PRESET_CHOICES, PRESETS, preset, preset_summary, schema_default
 from .safety import check_request_config, path_keys
 
@@ -86,6 +87,43 @@ FIELDS: tuple[FormField, ...] = (
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 
 
+@dataclass(frozen=True)
+class ChoiceField:
+    """A config key a host form shows as a list of its schema's choices."""
+
+    name: str  # the widget's / form field's name (kept stable, as FormField.name)
+    key: str
+    label: str
+    note: str = ""  # what the form adds to the schema's help
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return next(f.metadata for f in dataclasses.fields(TrainConfig) if f.name == self.key)
+
+    @property
+    def choices(self) -> list[str]:
+        return list(self.meta["choices"])
+
+    @property
+    def default(self) -> str:
+        return str(schema_default(self.key))
+
+    @property
+    def tooltip(self) -> str:
+        return f"{self.meta['help']}{self.note}"
+
+
+CHOICE_FIELDS: tuple[ChoiceField, ...] = (
+    ChoiceField(
+        "memory_preset",
+        "memory_preset",
+        "Memory preset",
+        note=" Leave off for SD1/SD2/SDXL checkpoints (their U-Nets have no blocks to swap).",
+    ),
+)
+CHOICE_BY_NAME = {f.name: f for f in CHOICE_FIELDS}
+
+
 def form_defaults(preset_name: str) -> dict[str, Any]:
     """What a form shows for `preset_name`, by config key (the preset's value, else the schema's)."""
     return {f.key: f.shown(preset_name) for f in FIELDS}
@@ -110,6 +148,10 @@ class HostForm:
     output_dir: str  # where the run works (the job replaces it with its own folder)
     preset: str = "style"
     values: Mapping[str, Any] = field(default_factory=dict)  # FIELDS name -> value; None/0 (zero) = unset
+    choices: Mapping[str, str] = field(default_factory=dict)  # CHOICE_FIELDS name -> value; '' / None = unset
+    parts: Mapping[str, str | None] = field(
+        default_factory=dict
+    )  # part-file key -> path (parts.py); None = found
     trigger_word: str = ""
     sample_prompt: str = ""
     advanced_yaml: str = ""
@@ -147,9 +189,17 @@ def _field_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _choice_values(choices: Mapping[str, str]) -> dict[str, str]:
+    """The form's list choices as config keys (the config checks the value against the key's choices)."""
+    unknown = set(choices) - set(CHOICE_BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown form choices {sorted(unknown)}; known: {', '.join(CHOICE_BY_NAME)}.")
+    return {CHOICE_BY_NAME[name].key: value for name, value in choices.items() if value}
+
+
 def form_settings(form: HostForm) -> dict[str, Any]:
     """Preset, then the form's fields and what they imply, then the advanced YAML on top (a plain mapping)."""
-    chosen = _field_values(form.values)
+    chosen = {**_field_values(form.values), **_choice_values(form.choices), **part_settings(form.parts)}
     steps = chosen.get("max_train_steps")
     derived: dict[str, Any] = {"log_every_n_steps": 1, "trigger_word": form.trigger_word.strip()}
     if steps:
