@@ -70,7 +70,7 @@ class CompatReport:
         return text + (" → loads the rest" if count else "")
 
     def summary(self) -> str:
-        text = f"{self.applied}/{self.total} LoRA modules applied by AUTOMATIC1111's rules"
+        text = f"{self.applied}/{self.total} LoRA modules applied by the WebUI's key rules"
         for label, items in (
             ("dropped (no such layer)", self.unmatched),
             ("shape mismatch", self.shape_errors),

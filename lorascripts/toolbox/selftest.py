@@ -41,7 +41,8 @@ class SelfTestReport:
 
     def summary(self) -> str:
         lines = [f"{self.lora} ({self.lora_family}) against {self.against} ({self.base_family}):"]
-        lines.append(f"  AUTOMATIC1111/Forge: {self.webui.summary()}")
+        hosts = get_family(self.base_family).webui_hosts if self.base_family in family_names() else "WebUI"
+        lines.append(f"  {hosts}: {self.webui.summary()}")
         if self.comfyui is not None:
             missing = self.comfyui["not_loaded"]
             lines.append(

@@ -38,6 +38,7 @@ class Flux1(Family):
     label = "FLUX.1"
     kind_label = "FLUX.1"
     webui_version = "Flux"  # the "sd version" value of Forge's LoRA card editor (AUTOMATIC1111 1.10 has none)
+    webui_hosts = "Forge"  # AUTOMATIC1111 1.10 does not run FLUX.1
     default_resolution = 1024
     caption_token_window = 512
     text_components = ("te1",)  # CLIP-L may train (lora_te1_); T5 stays frozen
