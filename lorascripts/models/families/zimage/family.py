@@ -84,7 +84,9 @@ class ZImage(Family):
     # --- training --------------------------------------------------------------------------------------------------
     def objective(self, base: BaseModel, *, min_snr_gamma: float | None) -> FlowMatchingObjective:
         if min_snr_gamma:
-            logger.warning("min_snr_gamma is for noise-prediction models; Z-Image uses loss_weighting instead.")
+            logger.warning(
+                "min_snr_gamma is for noise-prediction models; Z-Image uses loss_weighting instead."
+            )
         settings = FlowSettings(
             timestep_sampling=run_setting(base, "timestep_sampling", "shift"),
             discrete_flow_shift=run_setting(base, "discrete_flow_shift", 3.0),
@@ -129,8 +131,10 @@ class ZImage(Family):
     def lora_targets(self, base: BaseModel, roles: set[str], *, with_conv: bool, text: bool) -> list[Target]:
         from .lora_layout import transformer_targets
 
-        if text:
-            raise ModelError("Z-Image trains the transformer only: set train_text_encoder: false.")
+        if text:  # no Z-Image loader (ComfyUI, diffusers, ai-toolkit) reads a Qwen3 LoRA
+            logger.warning(
+                "Z-Image's Qwen3 text encoder is not trained; the LoRA covers the transformer only."
+            )
         return transformer_targets(base.denoiser, roles)
 
     def kohya_name(self, base: BaseModel) -> Any:

@@ -64,4 +64,6 @@ def reference_base(family: Any) -> Any:
     """Z-Image's transformer on the meta device (the toolbox's view without a file); no text-encoder LoRA."""
     from ..base import BaseModel
 
-    return BaseModel(family, meta_transformer(PUBLISHED), None, [], [], None, "flow", "zimage", "Z-Image", 1024)
+    return BaseModel(
+        family, meta_transformer(PUBLISHED), None, [], [], None, "flow", "zimage", "Z-Image", 1024
+    )
