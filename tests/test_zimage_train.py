@@ -116,7 +116,7 @@ def test_full_zimage_estimate_falls_with_fp8_and_swap(full_zimage, tmp_path: Pat
     shapes = model_shapes(str(full_zimage))
     assert shapes.family.name == "zimage" and 6.0e9 < shapes.params["unet"] < 6.3e9
     base = dict(
-        base_model=str(full_zimage), train_data_dir=str(tmp_path), resolution=1024, lora_rank=16, batch_size=1,
+        base_model=str(full_zimage), train_data_dir=str(tmp_path), resolution=512, lora_rank=16, batch_size=1,
         gradient_checkpointing=True, train_text_encoder=False, cache_text_encoder_outputs="disk",
         cache_latents="disk", mixed_precision="bf16",
     )  # fmt: skip
@@ -128,4 +128,4 @@ def test_full_zimage_estimate_falls_with_fp8_and_swap(full_zimage, tmp_path: Pat
         for extra in runs
     ]
     assert peaks == sorted(peaks, reverse=True) and len(set(peaks)) == 3, peaks
-    assert 11 * GIB < peaks[0] < 30 * GIB  # 6.15 B bf16 weights alone are 11.5 GiB
+    assert 11 * GIB < peaks[0] < 30 * GIB  # 6.15 B bf16 weights alone are 11.5 GiB (13.2 GiB at 1024 px)
