@@ -216,3 +216,17 @@ def test_family_is_registered_and_knows_its_layers(tiny_zimage) -> None:
 
     layers = family.checkpoint_layers(safetensors_shapes(tiny_zimage.transformer, "transformer"))
     assert layers["lora_unet_layers_1_attention_qkv"] == ("layers.1.attention.qkv.weight", (192, 64))
+
+
+def test_turbo_is_detected_from_the_name_and_the_config_can_say_otherwise(
+    tiny_zimage, tmp_path, caplog
+) -> None:
+    turbo = tmp_path / "z_image_turbo_tiny.safetensors"
+    shutil.copy(tiny_zimage.transformer, turbo)
+    parts = {"text_encoder": str(tiny_zimage.text_encoder), "vae": str(tiny_zimage.vae)}
+    base = _load(tiny_zimage, turbo, components=parts)
+    assert base.extra["metadata"]["ls_zimage_variant"] == "turbo" and "Z-Image Turbo" in caplog.text
+    family = base.family
+    assert family.model_metadata(base) == {"ls_zimage_variant": "turbo"}
+    base.extra["config"] = type("Run", (), {"model_variant": "base"})()
+    assert family.model_metadata(base) == {"ls_zimage_variant": "base"}
