@@ -202,6 +202,15 @@ def test_bad_inputs_name_the_file(tiny_zimage, tmp_path: Path) -> None:
         ModelError, match=r"z_image_tiny\.safetensors is a Z-Image model, but model_family is flux1"
     ):
         _load(tiny_zimage, expected_family="flux1")
+    # a FLUX.1 transformer (its parts nowhere near) is named as FLUX.1, not as a Z-Image missing its parts
+    from tiny_flux import bfl_transformer
+
+    flux = models / "diffusion_models" / "flux1-tiny.safetensors"
+    save_file(bfl_transformer(0), str(flux))
+    with pytest.raises(
+        ModelError, match=r"flux1-tiny\.safetensors is a FLUX\.1 model, but model_family is zimage"
+    ):
+        _load(tiny_zimage, flux, expected_family="zimage")
 
 
 def test_family_is_registered_and_knows_its_layers(tiny_zimage) -> None:
