@@ -46,8 +46,13 @@ def _output(base, sigma: float = 0.4) -> torch.Tensor:
         return family.predict(base, noisy.to(base.denoiser.dtype), t, cond).float()
 
 
-def test_every_form_loads_to_the_same_model(tiny_zimage) -> None:
+def test_every_form_loads_to_the_same_model(tiny_zimage, tmp_path: Path) -> None:
     single = _load(tiny_zimage)
+    prefixed = tmp_path / "z_image_saved.safetensors"  # ComfyUI's save of the model: `model.diffusion_model.`
+    save_file({f"model.diffusion_model.{k}": v for k, v in load_file(str(tiny_zimage.transformer)).items()},
+              str(prefixed))  # fmt: skip
+    parts = {"text_encoder": str(tiny_zimage.text_encoder), "vae": str(tiny_zimage.vae)}
+    assert torch.equal(_output(_load(tiny_zimage, prefixed, components=parts)), _output(single))
     assert single.family.name == "zimage" and single.noise_scheduler.config.shift == 3.0
     folder = load_base_model(str(tiny_zimage.diffusers_dir))
     folder.extra["config"] = single.extra["config"]
