@@ -18,7 +18,8 @@ import subprocess
 from pathlib import Path
 
 import torch
-from comfy_host import comfy_python, comfy_root
+from comfy_host import ComfyServer, comfy_python, comfy_root
+from safetensors import safe_open
 from safetensors.torch import save_file
 from tiny_zimage import original_state, transformer_config
 
@@ -77,31 +78,108 @@ def comfy_detection(model_path: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def original_target(path: str) -> tuple[str, slice | None]:
-    """The original-layout weight a LoRA on diffusers layer `path` changes, and the rows of it (q, k, v are
-    thirds of the fused `attention.qkv`)."""
+def original_target(path: str) -> tuple[str, slice]:
+    """The original-layout weight a LoRA on diffusers layer `path` changes, and the rows of it it changes (q, k
+    and v are thirds of the fused `attention.qkv`)."""
     for i, part in enumerate(("to_q", "to_k", "to_v")):
         if path.endswith(f".attention.{part}"):
-            return path.replace(f".attention.{part}", ".attention.qkv") + ".weight", slice(
-                i * WIDTH, (i + 1) * WIDTH
-            )
-    renamed = original_state({path + ".weight": torch.empty(0)})
-    return next(iter(renamed)), None
+            rows = slice(i * WIDTH, (i + 1) * WIDTH)
+            return path.replace(f".attention.{part}", ".attention.qkv") + ".weight", rows
+    return next(iter(original_state({path + ".weight": torch.empty(0)}))), slice(None)
 
 
-def test_comfyui_detects_the_width_model_as_z_image(tmp_path: Path) -> None:
-    """The harness itself: ComfyUI reads our original-layout file as Z-Image, and its LoRA key map
-    (`z_image_to_diffusers`, a superset: biases, refiner 1) points at every matrix of the file by its name."""
-    path = tmp_path / MODEL
+def _write_model_and_lora(base: Path, state: dict[str, torch.Tensor]) -> tuple[Path, Path, dict]:
+    """The original-layout file in ComfyUI's folders, our LoRA for it written as the trainer writes its final
+    file, and the update each LoRA module of the engine makes: {original weight: [(rows, up, down * scale)]}."""
+    from lorascripts.models.families import BaseModel, get_family
+    from lorascripts.models.families.zimage.load import load_transformer
+    from lorascripts.network.lora import LoraNetwork, NetworkSpec, collect_targets
+    from lorascripts.network.save import save_lora_file
+
+    model_path = base / "models" / "diffusion_models" / MODEL
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(model_path))
+    family = get_family("zimage")
+    transformer = load_transformer(state, model_path, torch.bfloat16)
+    base_model = BaseModel(family, transformer, None, [], [], None, "flow", str(model_path), "zimage-w", 1024)
+    spec = NetworkSpec(rank=4, alpha=2.0, target_modules=["all", "modulation"], train_text_encoder=False)
+    network = LoraNetwork.create(base_model, spec)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in network.lora_modules.values():
+            module.lora_up.weight.copy_(torch.randn(module.lora_up.weight.shape, generator=gen) * 0.1)
+    namer = family.kohya_name(base_model)
+    expected: dict[str, list[tuple[slice, torch.Tensor, torch.Tensor]]] = {}
+    for target in collect_targets(base_model, spec):
+        module = network.lora_modules[namer(target.component, target.path)]
+        # the factors as the bf16 file holds them, so only ComfyUI's own arithmetic is measured
+        down, up = (
+            w.detach().to(torch.bfloat16).float() for w in (module.lora_down.weight, module.lora_up.weight)
+        )
+        key, rows = original_target(target.path)
+        expected.setdefault(key, []).append((rows, up, down * (spec.alpha / spec.rank)))  # delta = up @ down
+    tensors = family.lora_file_tensors(base_model, network.kohya_state_dict())
+    metadata = {
+        **family.lora_metadata(v_prediction=False, resolution=1024),
+        **family.model_metadata(base_model),
+    }
+    lora_path = save_lora_file(base / "models" / "loras" / LORA, tensors, metadata, dtype=torch.bfloat16)
+    del transformer, network, tensors
+    gc.collect()
+    return model_path, lora_path, expected
+
+
+def _run_graph(server: ComfyServer) -> dict:
+    graph = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": MODEL, "weight_dtype": "default"}},
+        "2": {
+            "class_type": "LoraLoaderModelOnly",
+            "inputs": {"model": ["1", 0], "lora_name": LORA, "strength_model": 1.0},
+        },
+        "3": {"class_type": "ModelSave", "inputs": {"model": ["2", 0], "filename_prefix": "patched/zimage"}},
+    }
+    return server.wait(server.queue(graph), timeout=900)
+
+
+def test_comfyui_applies_every_key_of_our_zimage_lora(tmp_path: Path) -> None:
     state = width_state()
-    save_file(state, str(path))
-    detected = comfy_detection(path)
+    model_path, lora_path, expected = _write_model_and_lora(tmp_path, state)
+    # ComfyUI reads the file as Z-Image, and its LoRA key map (`z_image_to_diffusers`, a superset: biases,
+    # refiner 1) points at every matrix of the file by its name
+    detected = comfy_detection(model_path)
     assert detected["model"] == "ZImage", detected["model"]
     assert detected["unet"]["dim"] == WIDTH and detected["unet"]["n_layers"] == 1
     matrices = {k for k, v in state.items() if v.dim() == 2 and k.endswith(".weight")}
     # 5 in each of the 3 blocks, adaLN in the 2 modulated ones, 6 in the embedders and the final layer
     assert len(matrices) == 23, sorted(matrices)
-    unmapped = sorted(matrices - set(detected["targets"]))
-    assert not unmapped, unmapped
+    assert not sorted(matrices - set(detected["targets"]))
+    # every block Linear has a LoRA: 3 x (qkv, out, w1, w2, w3) + 2 adaLN
+    assert len(expected) == 17 and len(expected["layers.0.attention.qkv.weight"]) == 3, sorted(expected)
     del state
     gc.collect()
+    server = ComfyServer(tmp_path)
+    try:
+        entry = _run_graph(server)
+        log = server.server_log()
+    finally:
+        server.stop()
+    assert entry["status"]["status_str"] == "success", log[-3000:]
+    assert "lora key not loaded" not in log, log[-3000:]
+    assert "ERROR lora" not in log, log[-3000:]
+    saved = sorted((tmp_path / "output" / "patched").glob("zimage*.safetensors"))
+    assert saved, f"ModelSave wrote nothing:\n{log[-3000:]}"
+    _assert_updates(model_path, saved[0], expected)
+
+
+def _assert_updates(model_path: Path, saved: Path, expected: dict) -> None:
+    with safe_open(str(model_path), "pt") as before, safe_open(str(saved), "pt") as after:
+        prefix = "model.diffusion_model." if any(k.startswith("model.") for k in after.keys()) else ""
+        for key in before.keys():
+            change = after.get_tensor(prefix + key).float() - before.get_tensor(key).float()
+            if key not in expected:
+                assert change.abs().max() == 0, f"{key} has no LoRA but changed"
+                continue
+            for rows, up, down in expected[key]:
+                delta = up @ down
+                err = (change[rows] - delta).norm() / delta.norm()
+                assert delta.norm() > 0 and err < 0.01, f"{key}[{rows}]: ComfyUI's update is off by {err:.4f}"
