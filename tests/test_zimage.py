@@ -112,7 +112,7 @@ def trained(tiny_zimage, tmp_path_factory):
     cfg = tiny_config(
         tiny_zimage, data, root / "out", model_family="zimage", max_train_steps=30, learning_rate=5e-3,
         batch_size=4, text_max_length=32, timestep_sampling="sigmoid", train_text_encoder=False,
-        cache_text_encoder_outputs="memory",
+        cache_text_encoder_outputs="memory", validation_split=1, validate_every_n_steps=15,
     )  # fmt: skip
     train(config_from_dict(cfg))
     return root / "out"
@@ -141,6 +141,8 @@ def test_training_run_loss_falls_and_file_is_comfyui_kohya(trained) -> None:
     assert meta["ss_base_model_version"] == "zimage" and meta["modelspec.architecture"] == "Z-Image/lora"
     events = [e for e in read_events(trained / "events.jsonl") if e["event"] == "self_test"]
     assert events and events[-1]["ok"], events
+    validation = [e["loss"] for e in read_events(trained / "events.jsonl") if e["event"] == "validation"]
+    assert len(validation) >= 2 and all(0 < v < 10 for v in validation)  # fixed sigmas 1/8 .. 7/8
 
 
 def test_our_file_reloads_to_the_trained_network_and_diffusers_applies_it(
