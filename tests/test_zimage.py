@@ -246,3 +246,27 @@ def test_turbo_is_detected_from_the_name_and_the_config_can_say_otherwise(
     assert family.model_metadata(base) == {"ls_zimage_variant": "turbo"}
     base.extra["config"] = type("Run", (), {"model_variant": "base"})()
     assert family.model_metadata(base) == {"ls_zimage_variant": "base"}
+
+
+def test_musubi_tuner_names_load_as_the_same_network(trained, tiny_zimage, tmp_path: Path) -> None:
+    """musubi-tuner's own Z-Image names (`lora_unet_layers_0_attention_to_q`, `..._attention_to_out_0`) are read
+    as the q/k/v parts and the output projection: the same change as our file."""
+    from lorascripts.network.from_file import load_lora
+
+    base = _load(tiny_zimage, tiny_zimage.diffusers_dir)
+    ours = base.family.lora_network_tensors(base, load_file(str(trained / "tiny.safetensors")))
+    musubi = {
+        k.replace("_attention_qkv__", "_attention_to_").replace("_attention_out.", "_attention_to_out_0."): v
+        for k, v in ours.items()
+    }
+    assert "lora_unet_layers_0_attention_to_k.lora_up.weight" in musubi
+    save_file(musubi, str(tmp_path / "musubi.safetensors"), metadata={"ss_base_model_version": "zimage"})
+    from lorascripts.toolbox.inspect import inspect_lora
+
+    assert inspect_lora(tmp_path / "musubi.safetensors")["family"] == "zimage"
+    before = _output(base)
+    load_lora(base, trained / "tiny.safetensors")
+    mine = _output(base)
+    other = _load(tiny_zimage, tiny_zimage.diffusers_dir)
+    load_lora(other, tmp_path / "musubi.safetensors")
+    assert (mine - before).norm() > 0 and torch.allclose(_output(other), mine, atol=1e-5)
