@@ -209,7 +209,7 @@ class ZImage(Family):
     def resolve_webui_layer(
         self, lora_name: str, layers: dict[str, tuple[int, ...]]
     ) -> tuple[str | None, str]:
-        from .webui import resolve_layer
+        from ..flux1.webui import resolve_layer  # the same rule: the name is the layer, no sets to complete
 
         return resolve_layer(lora_name, layers)
 

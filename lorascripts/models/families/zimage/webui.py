@@ -23,11 +23,6 @@ def model_layers(base: Any) -> dict[str, tuple[int, ...]]:
     return layer_shapes(transformer_targets(base.denoiser, ALL), ZImageNamer().name)
 
 
-def resolve_layer(lora_name: str, layers: dict[str, tuple[int, ...]]) -> tuple[str | None, str]:
-    """(the layer this kohya name patches, "") — no WebUI-side attention sets to complete."""
-    return (lora_name if lora_name in layers else None), ""
-
-
 def checkpoint_layers(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, tuple[int, ...]]]:
     """kohya base name -> (key in an original-layout transformer file, weight shape) of every block Linear."""
     prefix = transformer_prefix(set(shapes)) or ""
