@@ -209,6 +209,10 @@ def test_bad_inputs_name_the_file(tiny_zimage, tmp_path: Path) -> None:
         ModelError, match=r"z_image_tiny\.safetensors is a Z-Image model, but model_family is flux1"
     ):
         _load(tiny_zimage, expected_family="flux1")
+    scaled = tmp_path / "qwen_3_4b_fp8_scaled.safetensors"  # ComfyUI's scaled fp8: a scale per weight
+    save_file({**state, "model.layers.0.mlp.up_proj.scale_weight": torch.ones(1)}, str(scaled))
+    with pytest.raises(ModelError, match=r"qwen_3_4b_fp8_scaled\.safetensors is a scaled fp8 file"):
+        _load(tiny_zimage, tiny_zimage.transformer, components={"text_encoder": str(scaled)})
     # a FLUX.1 transformer (its parts nowhere near) is named as FLUX.1, not as a Z-Image missing its parts
     from tiny_flux import bfl_transformer
 
