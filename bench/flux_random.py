@@ -50,7 +50,7 @@ DRY: dict[str, dict[str, Any]] = {
 }
 
 
-def _materialise(module: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def materialise(module: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
     """Meta-device module -> random weights of `dtype` on `device`, allocated once: matrices N(0, 1/fan_in)
     (no layer left at zero: a zero output projection would make every LoRA gradient vanish), norm scales 1,
     biases 0; transformers' tied embeddings tied again."""
@@ -90,7 +90,7 @@ def _parts(sizes: dict[str, dict[str, Any]], vocab: tuple[int, int], device: str
             "text_encoder": CLIPTextModel(clip_config),
             "text_encoder_2": T5EncoderModel(t5_config),
         }  # fmt: skip
-    return {name: _materialise(m, device, dtype) for name, m in modules.items()}
+    return {name: materialise(m, device, dtype) for name, m in modules.items()}
 
 
 def build_flux_random_files(folder: Path, dry: bool = False) -> Path:

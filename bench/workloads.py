@@ -58,6 +58,12 @@ FLUX_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
     "fp8": (("fp8_base", True),),
     "fp8-swap16": (("fp8_base", True), ("blocks_to_swap", 16)),
 }
+# Z-Image's 30 layers, one swap unit each: half of them swapped
+ZIMAGE_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "bf16": (),
+    "fp8": (("fp8_base", True),),
+    "fp8-swap15": (("fp8_base", True), ("blocks_to_swap", 15)),
+}
 GPU_OURS: dict[str, Any] = {"needs_gpu": True, "gradient_checkpointing": True, "only": ("ours",)}
 # Sized so that the default full run (all CPU workloads, three contenders) stays near 25 minutes on a quiet
 # 2-core CPU, from the per-run times in bench/README.md (SD1.5 runs: ours ~1.5-2.5 min, the reference loop
@@ -96,6 +102,34 @@ WORKLOADS: dict[str, Workload] = {
                 **GPU_OURS,
             )
             for name, settings in FLUX_PRESETS.items()
+        ),
+        # tiny Z-Image (tests/tiny_zimage.py at width 384): ours vs the plain flow-matching loop, as flux-tiny-64
+        Workload(
+            "zimage-tiny-64",
+            "zimage-tiny",
+            64,
+            batch=2,
+            steps=30,
+            warmup=5,
+            repeats=3,
+            text_length=128,
+            only=("ours", "reference"),
+        ),
+        # Z-Image's architecture at 1024 px with random weights (bench/zimage_random.py), GPU only, ours only,
+        # caches and gradient checkpointing on, the same memory presets as FLUX's
+        *(
+            Workload(
+                f"zimage-1024-{name}",
+                "zimage-random",
+                1024,
+                1,
+                steps=8,
+                warmup=3,
+                repeats=1,
+                settings=settings,
+                **GPU_OURS,
+            )
+            for name, settings in ZIMAGE_PRESETS.items()
         ),
         Workload("sd15-512-b4", "sd15", 512, batch=4, steps=10, warmup=2, repeats=2, needs_gpu=True),
         # the reference loop is the SD1 script most people start from (one text encoder, no SDXL conditioning)
