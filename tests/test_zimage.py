@@ -46,8 +46,13 @@ def _output(base, sigma: float = 0.4) -> torch.Tensor:
         return family.predict(base, noisy.to(base.denoiser.dtype), t, cond).float()
 
 
-def test_every_form_loads_to_the_same_model(tiny_zimage) -> None:
+def test_every_form_loads_to_the_same_model(tiny_zimage, tmp_path: Path) -> None:
     single = _load(tiny_zimage)
+    prefixed = tmp_path / "z_image_saved.safetensors"  # ComfyUI's save of the model: `model.diffusion_model.`
+    save_file({f"model.diffusion_model.{k}": v for k, v in load_file(str(tiny_zimage.transformer)).items()},
+              str(prefixed))  # fmt: skip
+    parts = {"text_encoder": str(tiny_zimage.text_encoder), "vae": str(tiny_zimage.vae)}
+    assert torch.equal(_output(_load(tiny_zimage, prefixed, components=parts)), _output(single))
     assert single.family.name == "zimage" and single.noise_scheduler.config.shift == 3.0
     folder = load_base_model(str(tiny_zimage.diffusers_dir))
     folder.extra["config"] = single.extra["config"]
@@ -107,7 +112,7 @@ def trained(tiny_zimage, tmp_path_factory):
     cfg = tiny_config(
         tiny_zimage, data, root / "out", model_family="zimage", max_train_steps=30, learning_rate=5e-3,
         batch_size=4, text_max_length=32, timestep_sampling="sigmoid", train_text_encoder=False,
-        cache_text_encoder_outputs="memory",
+        cache_text_encoder_outputs="memory", validation_split=1, validate_every_n_steps=15,
     )  # fmt: skip
     train(config_from_dict(cfg))
     return root / "out"
@@ -136,6 +141,8 @@ def test_training_run_loss_falls_and_file_is_comfyui_kohya(trained) -> None:
     assert meta["ss_base_model_version"] == "zimage" and meta["modelspec.architecture"] == "Z-Image/lora"
     events = [e for e in read_events(trained / "events.jsonl") if e["event"] == "self_test"]
     assert events and events[-1]["ok"], events
+    validation = [e["loss"] for e in read_events(trained / "events.jsonl") if e["event"] == "validation"]
+    assert len(validation) >= 2 and all(0 < v < 10 for v in validation)  # fixed sigmas 1/8 .. 7/8
 
 
 def test_our_file_reloads_to_the_trained_network_and_diffusers_applies_it(
@@ -202,6 +209,15 @@ def test_bad_inputs_name_the_file(tiny_zimage, tmp_path: Path) -> None:
         ModelError, match=r"z_image_tiny\.safetensors is a Z-Image model, but model_family is flux1"
     ):
         _load(tiny_zimage, expected_family="flux1")
+    # a FLUX.1 transformer (its parts nowhere near) is named as FLUX.1, not as a Z-Image missing its parts
+    from tiny_flux import bfl_transformer
+
+    flux = models / "diffusion_models" / "flux1-tiny.safetensors"
+    save_file(bfl_transformer(0), str(flux))
+    with pytest.raises(
+        ModelError, match=r"flux1-tiny\.safetensors is a FLUX\.1 model, but model_family is zimage"
+    ):
+        _load(tiny_zimage, flux, expected_family="zimage")
 
 
 def test_family_is_registered_and_knows_its_layers(tiny_zimage) -> None:
@@ -216,3 +232,41 @@ def test_family_is_registered_and_knows_its_layers(tiny_zimage) -> None:
 
     layers = family.checkpoint_layers(safetensors_shapes(tiny_zimage.transformer, "transformer"))
     assert layers["lora_unet_layers_1_attention_qkv"] == ("layers.1.attention.qkv.weight", (192, 64))
+
+
+def test_turbo_is_detected_from_the_name_and_the_config_can_say_otherwise(
+    tiny_zimage, tmp_path, caplog
+) -> None:
+    turbo = tmp_path / "z_image_turbo_tiny.safetensors"
+    shutil.copy(tiny_zimage.transformer, turbo)
+    parts = {"text_encoder": str(tiny_zimage.text_encoder), "vae": str(tiny_zimage.vae)}
+    base = _load(tiny_zimage, turbo, components=parts)
+    assert base.extra["metadata"]["ls_zimage_variant"] == "turbo" and "Z-Image Turbo" in caplog.text
+    family = base.family
+    assert family.model_metadata(base) == {"ls_zimage_variant": "turbo"}
+    base.extra["config"] = type("Run", (), {"model_variant": "base"})()
+    assert family.model_metadata(base) == {"ls_zimage_variant": "base"}
+
+
+def test_musubi_tuner_names_load_as_the_same_network(trained, tiny_zimage, tmp_path: Path) -> None:
+    """musubi-tuner's own Z-Image names (`lora_unet_layers_0_attention_to_q`, `..._attention_to_out_0`) are read
+    as the q/k/v parts and the output projection: the same change as our file."""
+    from lorascripts.network.from_file import load_lora
+
+    base = _load(tiny_zimage, tiny_zimage.diffusers_dir)
+    ours = base.family.lora_network_tensors(base, load_file(str(trained / "tiny.safetensors")))
+    musubi = {
+        k.replace("_attention_qkv__", "_attention_to_").replace("_attention_out.", "_attention_to_out_0."): v
+        for k, v in ours.items()
+    }
+    assert "lora_unet_layers_0_attention_to_k.lora_up.weight" in musubi
+    save_file(musubi, str(tmp_path / "musubi.safetensors"), metadata={"ss_base_model_version": "zimage"})
+    from lorascripts.toolbox.inspect import inspect_lora
+
+    assert inspect_lora(tmp_path / "musubi.safetensors")["family"] == "zimage"
+    before = _output(base)
+    load_lora(base, trained / "tiny.safetensors")
+    mine = _output(base)
+    other = _load(tiny_zimage, tiny_zimage.diffusers_dir)
+    load_lora(other, tmp_path / "musubi.safetensors")
+    assert (mine - before).norm() > 0 and torch.allclose(_output(other), mine, atol=1e-5)

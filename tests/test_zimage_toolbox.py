@@ -111,3 +111,21 @@ def test_each_tool_refuses_another_family_by_name(files, tmp_path: Path) -> None
     wrong = self_test(files["flux"], files["zimage_ckpt"])
     assert not wrong.ok and "trained for FLUX.1 but the base model is Z-Image" in wrong.problems[0]
     assert not (tmp_path / "c.safetensors").exists()
+
+
+def test_extract_from_a_merged_transformer_gives_back_the_update(files, tiny_zimage, tmp_path: Path) -> None:
+    """extract writes the file's names (one fused qkv, not the network's three parts) and the LoRA's update."""
+    from lorascripts.toolbox.extract import extract_lora
+
+    tuned = tiny_zimage.transformer.with_name("z_image_tuned.safetensors")  # beside it: its parts are found
+    merge_into_checkpoint(files["zimage_ckpt"], [(files["z_a"], 1.0)], tuned)
+    out = tmp_path / "e.safetensors"
+    try:
+        extract_lora(files["zimage_ckpt"], tuned, out, rank=12, tokenizer_path=str(tiny_zimage.tokenizer_dir),
+                     dtype=torch.float32)  # fmt: skip
+    finally:
+        tuned.unlink()
+    want, got = _deltas(files["z_a"]), _deltas(out)
+    assert set(got) == set(want) and inspect_lora(out)["family"] == "zimage"
+    for name in (QKV, "lora_unet_context_refiner_0_feed_forward_w1"):  # the files are bf16: rounding only
+        assert (got[name] - want[name]).norm() < 0.05 * want[name].norm(), name

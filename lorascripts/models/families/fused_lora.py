@@ -9,7 +9,8 @@ with its down (shared down for kohya's own files; each part's own rank back for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -123,3 +124,16 @@ def from_file(
         else:
             out.update({f"{name}.{k}": v for k, v in parts.items()})
     return out
+
+
+def layer_shapes(targets: Iterable[Any], name_of: Callable[[str, str], str]) -> dict[str, tuple[int, ...]]:
+    """kohya base name -> the weight shape of the layer it patches, for the key self-test: the parts of a fused
+    module (`name_of` gives `<module>__<part>`) stacked by rows, as the original layer holds them."""
+    layers: dict[str, tuple[int, ...]] = {}
+    for target in targets:
+        name = name_of(target.component, target.path).split(PART_MARK)[0]
+        shape = tuple(target.module.weight.shape)
+        if name in layers:  # a further part of a fused module
+            shape = (layers[name][0] + shape[0], *shape[1:])
+        layers[name] = shape
+    return layers

@@ -18,7 +18,6 @@ import torch
 from ....errors import ModelError
 from ....network.targets import ATTENTION_ROLES, Target
 from .. import fused_lora
-from ..fused_lora import PART_MARK as PART_MARK  # re-exported for webui.py
 from ..sd.naming import KohyaNamer
 
 # diffusers path inside a block -> (BFL name inside the block, role)

@@ -179,8 +179,9 @@ class ZImage(Family):
         }
 
     def model_metadata(self, base: BaseModel) -> dict[str, str]:
-        variant = base.extra.get("metadata", {}).get("ls_zimage_variant", "unknown")
-        return {"ls_zimage_variant": variant}
+        detected = base.extra.get("metadata", {}).get("ls_zimage_variant", "unknown")
+        chosen = run_setting(base, "model_variant", "auto")
+        return {"ls_zimage_variant": detected if chosen == "auto" else chosen}
 
     def made_for(self, base_model_version: str) -> bool:
         return base_model_version.replace("-", "").replace("_", "").lower().startswith("zimage")

@@ -90,6 +90,21 @@ def to_file(tensors: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str,
     return fused_lora.to_file(tensors, rows)
 
 
+# musubi-tuner's own names (diffusers' modules with `_`) -> ours, so its files load as `initial_lora` too
+MUSUBI = re.compile(
+    r"^(lora_unet_(?:layers|noise_refiner|context_refiner)_\d+_attention_)(to_[qkv]|to_out_0)\."
+)
+
+
+def _from_musubi(key: str) -> str:
+    match = MUSUBI.match(key)
+    if not match:
+        return key
+    inner = "out" if match.group(2) == "to_out_0" else f"qkv{PART_MARK}{match.group(2)[-1]}"
+    return match.group(1) + inner + key[match.end() - 1 :]
+
+
 def from_file(tensors: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str, torch.Tensor]:
-    """A kohya Z-Image file's tensors -> the network's: each `attention_qkv` split into q, k, v (exact)."""
-    return fused_lora.from_file(tensors, rows, is_qkv)
+    """A kohya Z-Image file's tensors -> the network's: each `attention_qkv` split into q, k, v (exact); musubi's
+    `attention_to_q/k/v` / `attention_to_out_0` modules taken as the parts they are."""
+    return fused_lora.from_file({_from_musubi(k): v for k, v in tensors.items()}, rows, is_qkv)

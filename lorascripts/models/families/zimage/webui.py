@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..fused_lora import PART_MARK
+from ..fused_lora import layer_shapes
 from .layout import transformer_prefix
 from .lora_layout import ZImageNamer, transformer_targets
 
@@ -20,15 +20,7 @@ PUBLISHED = {"dim": 3840, "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, 
 
 def model_layers(base: Any) -> dict[str, tuple[int, ...]]:
     """kohya base name -> the weight shape of the layer it patches (qkv: q, k and v stacked)."""
-    namer = ZImageNamer()
-    layers: dict[str, tuple[int, ...]] = {}
-    for target in transformer_targets(base.denoiser, ALL):
-        name = namer.name(target.component, target.path).split(PART_MARK)[0]
-        shape = tuple(target.module.weight.shape)
-        if name in layers:  # k or v of a fused qkv
-            shape = (layers[name][0] + shape[0], *shape[1:])
-        layers[name] = shape
-    return layers
+    return layer_shapes(transformer_targets(base.denoiser, ALL), ZImageNamer().name)
 
 
 def resolve_layer(lora_name: str, layers: dict[str, tuple[int, ...]]) -> tuple[str | None, str]:
