@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .flux_random import FULL as FLUX_FULL
-from .flux_random import materialise
+from .flux_random import flux_vae, materialise, placement
 
 # Z-Image (6 B, 30 layers, 2 + 2 refiners, dim 3840 in 30 heads of 128) and Qwen3-4B (what is not default)
 FULL: dict[str, dict[str, Any]] = {
@@ -49,7 +49,7 @@ DRY: dict[str, dict[str, Any]] = {
 
 
 def _parts(sizes: dict[str, dict[str, Any]], vocab: int, device: str, dtype: torch.dtype) -> dict:
-    from diffusers import AutoencoderKL, ZImageTransformer2DModel
+    from diffusers import ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
 
     # the real vocabulary's embedding rows (151,936 x 2560 in Qwen3-4B) whatever the small tokenizer holds
@@ -57,8 +57,7 @@ def _parts(sizes: dict[str, dict[str, Any]], vocab: int, device: str, dtype: tor
     with torch.device("meta"):
         modules = {
             "transformer": ZImageTransformer2DModel(**sizes["transformer"]),
-            "vae": AutoencoderKL(**sizes["vae"], scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
-                                 use_post_quant_conv=False),
+            "vae": flux_vae(sizes["vae"]),
             "text_encoder": Qwen3Model(config),
         }  # fmt: skip
     return {name: materialise(m, device, dtype) for name, m in modules.items()}
@@ -73,8 +72,7 @@ def build_zimage_random_files(folder: Path, dry: bool = False) -> Path:
 
     from .dit_models import test_helper
 
-    device = "cpu" if dry or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype = placement(dry)
     tokenizer = Qwen2TokenizerFast.from_pretrained(
         str(test_helper("tiny_zimage").build_qwen_tokenizer(folder / "qwentok"))
     )

@@ -154,8 +154,9 @@ def flux_quick(tmp_path_factory):
     return _bench(tmp_path_factory, *extra, "--repeats", "1")
 
 
-def test_flux_cpu_workload_rows(flux_quick) -> None:
-    result = flux_quick
+def _check_dit_cpu_rows(result: dict, lora_modules: int) -> dict:
+    """A tiny DiT workload's rows: both contenders ok with sane figures, the reference in fp32, the same number
+    of LoRA layers, the ratio recomputed from the raw step times; returns the workload record."""
     rows = {r["contender"]: r for r in result["rows"]}
     assert set(rows) == {"ours", "reference"}
     for row in rows.values():
@@ -164,13 +165,18 @@ def test_flux_cpu_workload_rows(flux_quick) -> None:
         assert row["peak_rss_bytes"] > 100 * 2**20 and 0 < row["mfu"] < 1.5
     assert rows["reference"]["dtype"] == "fp32"
     runs = {r["contender"]: r for r in result["runs"]}
-    # the same LoRA layers: kohya's FLUX set (1 double block: 8, 1 single block: q/k/v, proj_mlp, proj_out)
-    assert runs["ours"]["extra"]["lora_modules"] == runs["reference"]["extra"]["lora_modules"] == 11
+    assert runs["ours"]["extra"]["lora_modules"] == runs["reference"]["extra"]["lora_modules"] == lora_modules
     (ratio,) = result["ratios"]
     assert ratio["median"] == pytest.approx(_steady(runs["reference"]) / _steady(runs["ours"]))
     (workload,) = result["workloads"]
-    assert workload["flops_per_step"] > 1e9  # width 384, 384 tokens, batch 2: ~10 GFLOP per step
     assert workload["settings"]["text_length"] == 128
+    return workload
+
+
+def test_flux_cpu_workload_rows(flux_quick) -> None:
+    # the same LoRA layers: kohya's FLUX set (1 double block: 8, 1 single block: q/k/v, proj_mlp, proj_out)
+    workload = _check_dit_cpu_rows(flux_quick, 11)
+    assert workload["flops_per_step"] > 1e9  # width 384, 384 tokens, batch 2: ~10 GFLOP per step
 
 
 def test_flux_reference_loop_is_flow_matching_on_the_same_layers() -> None:
@@ -197,6 +203,17 @@ def test_flux_reference_loop_is_flow_matching_on_the_same_layers() -> None:
     assert cfg["cache_text_encoder_outputs"] == "memory" and "mixed_precision" not in cfg
 
 
+def _check_gpu_rows(model: str, expected: dict[str, dict]) -> None:
+    """The GPU rows `expected` (name: preset settings) are `model` at 1024 px, batch 1, GPU only, ours only, with
+    gradient checkpointing and exactly those settings."""
+    from bench.workloads import WORKLOADS
+
+    for name, settings in expected.items():
+        w = WORKLOADS[name]
+        assert (w.model, w.resolution, w.batch, w.needs_gpu, w.only) == (model, 1024, 1, True, ("ours",))
+        assert w.gradient_checkpointing and dict(w.settings) == settings
+
+
 def test_flux_gpu_rows_are_in_the_device_plan_with_their_settings() -> None:
     from dataclasses import fields
 
@@ -211,16 +228,9 @@ def test_flux_gpu_rows_are_in_the_device_plan_with_their_settings() -> None:
         "flux-1024-fp8-swap16": {"fp8_base": True, "blocks_to_swap": 16},
     }
     known = {f.name for f in fields(TrainConfig)}
+    _check_gpu_rows("flux-random", expected)
     for name, settings in expected.items():
         w = WORKLOADS[name]
-        assert (w.model, w.resolution, w.batch, w.needs_gpu, w.only) == (
-            "flux-random",
-            1024,
-            1,
-            True,
-            ("ours",),
-        )
-        assert w.gradient_checkpointing and dict(w.settings) == settings
         reasons = skip_reasons(w, ["ours"])
         missing = sorted(set(settings) - known)
         if missing:  # the memory keys come from another branch: the row says so instead of failing
@@ -277,22 +287,9 @@ def zimage_quick(tmp_path_factory):
 
 
 def test_zimage_cpu_workload_rows(zimage_quick) -> None:
-    result = zimage_quick
-    rows = {r["contender"]: r for r in result["rows"]}
-    assert set(rows) == {"ours", "reference"}
-    for row in rows.values():
-        assert row["status"] == "ok", row
-        assert 0 < row["seconds_per_step"] < 60 and 0 < row["startup_s"] < 600
-        assert row["peak_rss_bytes"] > 100 * 2**20 and 0 < row["mfu"] < 1.5
-    assert rows["reference"]["dtype"] == "fp32"
-    runs = {r["contender"]: r for r in result["runs"]}
     # the same LoRA layers: q, k, v, out, w1, w2, w3 in 2 layers + 1 noise and 1 context refiner
-    assert runs["ours"]["extra"]["lora_modules"] == runs["reference"]["extra"]["lora_modules"] == 28
-    (ratio,) = result["ratios"]
-    assert ratio["median"] == pytest.approx(_steady(runs["reference"]) / _steady(runs["ours"]))
-    (workload,) = result["workloads"]
+    workload = _check_dit_cpu_rows(zimage_quick, 28)
     assert workload["flops_per_step"] > 1e9  # width 384, 256 image tokens + the caption's, batch 2
-    assert workload["settings"]["text_length"] == 128
 
 
 def test_zimage_reference_loop_trains_the_layers_ours_trains() -> None:
@@ -323,7 +320,6 @@ def test_zimage_gpu_rows_are_in_the_device_plan_with_their_settings() -> None:
 
     from diffusers import ZImageTransformer2DModel
 
-    from bench.workloads import WORKLOADS
     from bench.zimage_random import FULL
 
     expected = {
@@ -331,16 +327,7 @@ def test_zimage_gpu_rows_are_in_the_device_plan_with_their_settings() -> None:
         "zimage-1024-fp8": {"fp8_base": True},
         "zimage-1024-fp8-swap15": {"fp8_base": True, "blocks_to_swap": 15},
     }
-    for name, settings in expected.items():
-        w = WORKLOADS[name]
-        assert (w.model, w.resolution, w.batch, w.needs_gpu, w.only) == (
-            "zimage-random",
-            1024,
-            1,
-            True,
-            ("ours",),
-        )
-        assert w.gradient_checkpointing and dict(w.settings) == settings
+    _check_gpu_rows("zimage-random", expected)
     # the published architecture: diffusers' defaults are Z-Image's, ours states them
     signature = inspect.signature(ZImageTransformer2DModel.__init__).parameters
     for key in ("dim", "n_layers", "n_refiner_layers", "n_heads", "cap_feat_dim", "axes_dims"):
