@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import torch
-from comfy_host import ComfyServer, comfy_python, comfy_root
+from comfy_host import comfy_python, comfy_root, lora_model_save
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tiny_zimage import original_state, transformer_config
@@ -129,18 +129,6 @@ def _write_model_and_lora(base: Path, state: dict[str, torch.Tensor]) -> tuple[P
     return model_path, lora_path, expected
 
 
-def _run_graph(server: ComfyServer) -> dict:
-    graph = {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": MODEL, "weight_dtype": "default"}},
-        "2": {
-            "class_type": "LoraLoaderModelOnly",
-            "inputs": {"model": ["1", 0], "lora_name": LORA, "strength_model": 1.0},
-        },
-        "3": {"class_type": "ModelSave", "inputs": {"model": ["2", 0], "filename_prefix": "patched/zimage"}},
-    }
-    return server.wait(server.queue(graph), timeout=900)
-
-
 def test_comfyui_applies_every_key_of_our_zimage_lora(tmp_path: Path) -> None:
     state = width_state()
     model_path, lora_path, expected = _write_model_and_lora(tmp_path, state)
@@ -157,18 +145,8 @@ def test_comfyui_applies_every_key_of_our_zimage_lora(tmp_path: Path) -> None:
     assert len(expected) == 17 and len(expected["layers.0.attention.qkv.weight"]) == 3, sorted(expected)
     del state
     gc.collect()
-    server = ComfyServer(tmp_path)
-    try:
-        entry = _run_graph(server)
-        log = server.server_log()
-    finally:
-        server.stop()
-    assert entry["status"]["status_str"] == "success", log[-3000:]
-    assert "lora key not loaded" not in log, log[-3000:]
-    assert "ERROR lora" not in log, log[-3000:]
-    saved = sorted((tmp_path / "output" / "patched").glob("zimage*.safetensors"))
-    assert saved, f"ModelSave wrote nothing:\n{log[-3000:]}"
-    _assert_updates(model_path, saved[0], expected)
+    saved = lora_model_save(tmp_path, MODEL, LORA, "patched/zimage")
+    _assert_updates(model_path, saved, expected)
 
 
 def _assert_updates(model_path: Path, saved: Path, expected: dict) -> None:

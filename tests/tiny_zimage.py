@@ -163,14 +163,15 @@ def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
-def build_tiny_zimage(root: Path, seed: int = 0) -> TinyZImage:
-    """Build and save the tiny Z-Image in ComfyUI's folders and as a diffusers `ZImagePipeline` folder."""
+def build_tiny_zimage(root: Path, seed: int = 0, dim: int = DIM, heads: int = HEADS) -> TinyZImage:
+    """Build and save the tiny Z-Image in ComfyUI's folders and as a diffusers `ZImagePipeline` folder (`dim`,
+    `heads`: the transformer's width and head count; the benchmark's is wider, with Z-Image's heads of 128)."""
     from transformers import Qwen2TokenizerFast
 
     models = root / "models"
     tokenizer_dir = build_qwen_tokenizer(root / "qwen_tokenizer")
     tokenizer = Qwen2TokenizerFast.from_pretrained(str(tokenizer_dir))
-    transformer = diffusers_transformer(seed)
+    transformer = diffusers_transformer(seed, dim=dim, heads=heads)
     encoder, vae = qwen3_encoder(len(tokenizer), seed + 1), tiny_vae(seed + 2)
     original = {k: v.to(torch.bfloat16) for k, v in original_state(transformer.state_dict()).items()}
     files = {
