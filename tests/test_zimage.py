@@ -245,11 +245,20 @@ def test_turbo_is_detected_from_the_name_and_the_config_can_say_otherwise(
     shutil.copy(tiny_zimage.transformer, turbo)
     parts = {"text_encoder": str(tiny_zimage.text_encoder), "vae": str(tiny_zimage.vae)}
     base = _load(tiny_zimage, turbo, components=parts)
-    assert base.extra["metadata"]["ls_zimage_variant"] == "turbo" and "Z-Image Turbo" in caplog.text
     family = base.family
+    assert base.extra["metadata"]["ls_zimage_variant"] == "turbo"
     assert family.model_metadata(base) == {"ls_zimage_variant": "turbo"}
+    family.objective(base, min_snr_gamma=None)  # what a run builds first: the Turbo warning
+    assert "Z-Image Turbo" in caplog.text
+    caplog.clear()
     base.extra["config"] = type("Run", (), {"model_variant": "base"})()
     assert family.model_metadata(base) == {"ls_zimage_variant": "base"}
+    family.objective(base, min_snr_gamma=None)
+    assert "Z-Image Turbo" not in caplog.text
+    from lorascripts.models.families.zimage.variant import variant_of
+
+    names = ("z_image_turbo_bf16", "Z-Image-De-Turbo", "z_image_bf16", "Tongyi-MAI/Z-Image-Turbo")
+    assert [variant_of(n, {}) for n in names] == ["turbo", "base", "unknown", "turbo"]
 
 
 def test_musubi_tuner_names_load_as_the_same_network(trained, tiny_zimage, tmp_path: Path) -> None:

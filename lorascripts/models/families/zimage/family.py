@@ -94,6 +94,10 @@ class ZImage(Family):
             loss_weighting=run_setting(base, "loss_weighting", "none"),
             dynamic_shift=self.dynamic_shift,
         )
+        if self.model_metadata(base)["ls_zimage_variant"] == "turbo":
+            from .variant import warn_turbo
+
+            warn_turbo(base.name)
         # the transformer takes 1 − σ: ZImagePipeline passes (1000 − timestep) / 1000
         return FlowMatchingObjective(settings, timestep_scale=-1.0, timestep_offset=1.0)
 

@@ -149,7 +149,7 @@ def load_diffusers(source: str, dtype: torch.dtype, local_only: bool) -> LoadedP
         hint = " (models are not downloaded at training time; download it first)" if local_only else ""
         raise ModelError(f"cannot load Z-Image diffusers model {source}: {exc}{hint}") from None
     check_tokenizer(tokenizer, encoder, f"of {source}")
-    variant = variant_of(str(source), {})
+    variant = variant_of(Path(source).name, {})
     return LoadedParts(
         transformer.eval(), vae, [encoder.eval()], [tokenizer], scheduler, {"ls_zimage_variant": variant}
     )

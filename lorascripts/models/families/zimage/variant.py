@@ -20,18 +20,22 @@ SAMPLE_GUIDANCE = {"turbo": 0.0, "base": 4.0, "unknown": 0.0}
 
 
 def variant_of(name: str, metadata: dict[str, str]) -> str:
-    """turbo, base or unknown, from a file / folder / repo name and the file's metadata."""
+    """turbo, base or unknown, from a file / folder / repo name and the file's metadata (ostris's de-distilled
+    `Z-Image-De-Turbo` trains as Base)."""
     said = " ".join([name, metadata.get("modelspec.title", ""), metadata.get("modelspec.architecture", "")])
-    said = said.lower()
-    if "turbo" in said:
-        logger.warning(
-            "%s is Z-Image Turbo (step-distilled): LoRAs trained on it directly weaken or break the distillation "
-            "within a few hundred steps; train on Z-Image Base, or keep runs short with a low learning rate "
-            "(README: Z-Image).",
-            name,
-        )
-        return "turbo"
-    return "base" if "base" in said or "de-turbo" in said else "unknown"
+    said = said.lower().replace("_", "-")
+    if "de-turbo" in said or "deturbo" in said or "base" in said:
+        return "base"
+    return "turbo" if "turbo" in said else "unknown"
+
+
+def warn_turbo(name: str) -> None:
+    logger.warning(
+        "%s is Z-Image Turbo (step-distilled): LoRAs trained on it directly weaken or break the distillation "
+        "within a few hundred steps; train on Z-Image Base, or keep runs short with a low learning rate "
+        "(README: Z-Image). Set model_variant: base if this file is not Turbo.",
+        name,
+    )
 
 
 def scheduler_config(variant: str) -> dict[str, Any]:
