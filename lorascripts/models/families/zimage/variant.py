@@ -13,10 +13,7 @@ import logging
 from typing import Any
 
 logger = logging.getLogger(__name__)
-VARIANTS = ("turbo", "base", "unknown")
 SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
-SAMPLE_STEPS = {"turbo": 8, "base": 28, "unknown": 8}
-SAMPLE_GUIDANCE = {"turbo": 0.0, "base": 4.0, "unknown": 0.0}
 
 
 def variant_of(name: str, metadata: dict[str, str]) -> str:
