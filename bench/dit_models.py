@@ -83,6 +83,28 @@ def build_flux_random(folder: Path, dry: bool = False) -> BuiltModel:
     return BuiltModel(pipeline, None, None)
 
 
+def build_zimage_tiny(folder: Path) -> BuiltModel:
+    """The test suite's tiny Z-Image (tests/tiny_zimage.py: 2 layers + 1 noise and 1 context refiner, 2-layer
+    Qwen3, FLUX's 2-level VAE) at width 384 with Z-Image's head size 128 (3 heads): the transformer in the
+    original layout in ComfyUI's folders beside qwen_3_4b / ae, its Qwen tokenizer, and its ZImagePipeline folder.
+
+    Sized like flux-tiny (Z-Image at 1024 px is 4096 image tokens at width 3840, attention ~1/10 of the linear
+    FLOPs; here 256 image tokens at width 384 keep that proportion)."""
+    test_helper("tiny_flux")  # registered first: tiny_zimage imports its VAE builder by that name
+    tiny = test_helper("tiny_zimage").build_tiny_zimage(folder, dim=384, heads=3)
+    return BuiltModel(tiny.transformer, tiny.tokenizer_dir, tiny.diffusers_dir)
+
+
+def build_zimage_random(folder: Path, dry: bool = False) -> BuiltModel:
+    """Z-Image's architecture with random weights as a ZImagePipeline folder (GPU rows; bench/zimage_random.py),
+    tokenizer inside; `dry`: the same at a tiny size."""
+    from .zimage_random import build_zimage_random_files
+
+    test_helper("tiny_flux")  # registered first: tiny_zimage (its Qwen tokenizer) imports it by that name
+    return BuiltModel(build_zimage_random_files(folder, dry), None, None)
+
+
+ZIMAGE_RANDOM_SOURCES = ("bench/zimage_random.py", "bench/flux_random.py", "tests/tiny_zimage.py")
 DIT_MODELS: dict[str, DitModel] = {
     "flux-tiny": DitModel("flux1", build_flux_tiny, reference="flux1", sources=("tests/tiny_flux.py",)),
     "flux-random": DitModel(
@@ -90,6 +112,18 @@ DIT_MODELS: dict[str, DitModel] = {
     ),
     "flux-random-dry": DitModel(
         "flux1", lambda folder: build_flux_random(folder, dry=True), sources=("bench/flux_random.py",)
+    ),
+    "zimage-tiny": DitModel(
+        "zimage",
+        build_zimage_tiny,
+        reference="zimage",
+        sources=("tests/tiny_zimage.py", "tests/tiny_flux.py"),
+    ),
+    "zimage-random": DitModel(
+        "zimage", build_zimage_random, dry="zimage-random-dry", sources=ZIMAGE_RANDOM_SOURCES
+    ),
+    "zimage-random-dry": DitModel(
+        "zimage", lambda folder: build_zimage_random(folder, dry=True), sources=ZIMAGE_RANDOM_SOURCES
     ),
 }
 

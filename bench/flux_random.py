@@ -50,7 +50,7 @@ DRY: dict[str, dict[str, Any]] = {
 }
 
 
-def _materialise(module: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def materialise(module: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
     """Meta-device module -> random weights of `dtype` on `device`, allocated once: matrices N(0, 1/fan_in)
     (no layer left at zero: a zero output projection would make every LoRA gradient vanish), norm scales 1,
     biases 0; transformers' tied embeddings tied again."""
@@ -67,8 +67,24 @@ def _materialise(module: torch.nn.Module, device: str, dtype: torch.dtype) -> to
     return module.eval()
 
 
+def placement(dry: bool) -> tuple[str, torch.dtype]:
+    """Where the random parts are made and in which dtype: bf16 on the GPU; fp32 on the CPU (dry mode, no GPU)."""
+    device = "cpu" if dry or not torch.cuda.is_available() else "cuda"
+    return device, torch.float32 if device == "cpu" else torch.bfloat16
+
+
+def flux_vae(sizes: dict[str, Any]) -> torch.nn.Module:
+    """FLUX.1's VAE (16 channels, its shift and scale, no quant convs) with `sizes`; built where the caller is
+    (the meta device here)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        **sizes, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False
+    )
+
+
 def _parts(sizes: dict[str, dict[str, Any]], vocab: tuple[int, int], device: str, dtype: torch.dtype) -> dict:
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from diffusers import FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     clip_config = CLIPTextConfig(
@@ -85,12 +101,11 @@ def _parts(sizes: dict[str, dict[str, Any]], vocab: tuple[int, int], device: str
     with torch.device("meta"):
         modules = {
             "transformer": FluxTransformer2DModel(**sizes["transformer"]),
-            "vae": AutoencoderKL(**sizes["vae"], scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
-                                 use_post_quant_conv=False),
+            "vae": flux_vae(sizes["vae"]),
             "text_encoder": CLIPTextModel(clip_config),
             "text_encoder_2": T5EncoderModel(t5_config),
         }  # fmt: skip
-    return {name: _materialise(m, device, dtype) for name, m in modules.items()}
+    return {name: materialise(m, device, dtype) for name, m in modules.items()}
 
 
 def build_flux_random_files(folder: Path, dry: bool = False) -> Path:
@@ -103,8 +118,7 @@ def build_flux_random_files(folder: Path, dry: bool = False) -> Path:
 
     from .dit_models import test_helper
 
-    device = "cpu" if dry or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype = placement(dry)
     clip_tok = CLIPTokenizer.from_pretrained(str(TOY_MODEL_DIR / "tokenizer"))
     t5_tok = T5TokenizerFast.from_pretrained(
         str(test_helper("tiny_flux").build_t5_tokenizer(folder / "t5tok"))

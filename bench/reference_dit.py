@@ -2,7 +2,7 @@
 
 The shape of diffusers' train_dreambooth_lora_flux.py, without its caching options: load the pipeline from a
 diffusers folder, add a peft LoRA adapter to the transformer, and every step encode the images with the VAE and
-the captions with both text encoders, draw sigmas (`sigmoid`: diffusers' `logit_normal` density with mean 0,
+the captions with the text encoder(s), draw sigmas (`sigmoid`: diffusers' `logit_normal` density with mean 0,
 std 1, looked up in `FlowMatchEulerDiscreteScheduler`'s sigmas as that script does), mix (1 - σ)·x + σ·ε,
 predict, MSE against ε - x, AdamW. Nothing cached, nothing in bf16.
 
@@ -80,7 +80,37 @@ class Flux1:
         )
 
 
-ADAPTERS: dict[str, Adapter] = {"flux1": Flux1()}
+class ZImage:
+    """Z-Image (ZImagePipeline). diffusers keeps q, k and v as three Linears, as lora-scripts trains them (its file
+    fuses them into `attention.qkv`), so the adapter sits on the layers our default trains: attention q/k/v/out
+    and the feed-forward w1/w2/w3 of the main layers and both refiners; the modulation (adaLN) layers are left
+    out, as our default does. The transformer takes 1 - σ and predicts x - ε (the pipeline negates it)."""
+
+    def load(self, folder: str, device: torch.device) -> Any:
+        from diffusers import ZImagePipeline
+
+        pipe = ZImagePipeline.from_pretrained(folder, torch_dtype=torch.float32).to(device)
+        for part in (pipe.transformer, pipe.vae, pipe.text_encoder):
+            part.requires_grad_(False)
+        return pipe
+
+    def lora_targets(self) -> str:
+        return r"^(layers|noise_refiner|context_refiner)\.\d+\.(attention\.(to_q|to_k|to_v|to_out\.0)|feed_forward\.w[123])$"
+
+    def encode(self, pipe: Any, captions: list[str], text_length: int) -> dict[str, Any]:
+        # Qwen3's second-to-last hidden states of each caption's own tokens (a list: lengths differ)
+        features, _ = pipe.encode_prompt(
+            captions, do_classifier_free_guidance=False, max_sequence_length=text_length
+        )
+        return {"features": features}
+
+    def predict(self, pipe: Any, noisy: torch.Tensor, sigmas: torch.Tensor, cond: dict) -> torch.Tensor:
+        latents = list(noisy.unsqueeze(2).unbind(dim=0))  # (channels, frames = 1, h, w) each
+        out = pipe.transformer(latents, 1 - sigmas, cond["features"], return_dict=False)[0]
+        return -torch.stack(out).squeeze(2)
+
+
+ADAPTERS: dict[str, Adapter] = {"flux1": Flux1(), "zimage": ZImage()}
 
 
 def flow_matching_loss(

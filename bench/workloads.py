@@ -58,7 +58,34 @@ FLUX_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
     "fp8": (("fp8_base", True),),
     "fp8-swap16": (("fp8_base", True), ("blocks_to_swap", 16)),
 }
+# Z-Image's 30 layers, one swap unit each: half of them swapped
+ZIMAGE_PRESETS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "bf16": (),
+    "fp8": (("fp8_base", True),),
+    "fp8-swap15": (("fp8_base", True), ("blocks_to_swap", 15)),
+}
 GPU_OURS: dict[str, Any] = {"needs_gpu": True, "gradient_checkpointing": True, "only": ("ours",)}
+
+
+def dit_cpu_row(name: str, model: str) -> Workload:
+    """A tiny diffusion transformer's CPU row: ours against the plain flow-matching loop at 64 px, batch 2, 128
+    caption tokens at most, 30 steps (5 warm-up), 3 runs each."""
+    return Workload(
+        name, model, 64, batch=2, steps=30, warmup=5, repeats=3, text_length=128, only=("ours", "reference")
+    )
+
+
+def dit_gpu_rows(prefix: str, model: str, presets: dict[str, tuple[tuple[str, Any], ...]]) -> list[Workload]:
+    """A diffusion transformer's GPU rows: one per memory preset at 1024 px, batch 1, ours only, gradient
+    checkpointing and caches on (the recipe at every memory size), 8 steps."""
+    return [
+        Workload(
+            f"{prefix}-{name}", model, 1024, 1, steps=8, warmup=3, repeats=1, settings=settings, **GPU_OURS
+        )
+        for name, settings in presets.items()
+    ]
+
+
 # Sized so that the default full run (all CPU workloads, three contenders) stays near 25 minutes on a quiet
 # 2-core CPU, from the per-run times in bench/README.md (SD1.5 runs: ours ~1.5-2.5 min, the reference loop
 # ~3-5 min, ComfyUI ~4-8 min each). More repeats: --repeats N.
@@ -69,34 +96,16 @@ WORKLOADS: dict[str, Workload] = {
         Workload("sd15-256", "sd15", 256, batch=1, steps=6, comfy_steps=3, warmup=1, repeats=1),
         Workload("sd15-512", "sd15", 512, batch=1, steps=5, comfy_steps=3, warmup=1, repeats=1),
         # tiny FLUX.1 (tests/tiny_flux.py): the CPU row of the FLUX goal (ours >= 2x the plain flow-matching loop)
-        Workload(
-            "flux-tiny-64",
-            "flux-tiny",
-            64,
-            batch=2,
-            steps=30,
-            warmup=5,
-            repeats=3,
-            text_length=128,
-            only=("ours", "reference"),
-        ),
+        dit_cpu_row("flux-tiny-64", "flux-tiny"),
         # FLUX.1's architecture at 1024 px with random weights (bench/flux_random.py), GPU only, ours only, caches
         # on and gradient checkpointing (FLUX's recipe at every memory size); the memory presets the VRAM goal is
         # about: bf16 base, fp8 base (the 24 GB setting), fp8 + `blocks_to_swap: 16` (the 12 GB one)
-        *(
-            Workload(
-                f"flux-1024-{name}",
-                "flux-random",
-                1024,
-                1,
-                steps=8,
-                warmup=3,
-                repeats=1,
-                settings=settings,
-                **GPU_OURS,
-            )
-            for name, settings in FLUX_PRESETS.items()
-        ),
+        *dit_gpu_rows("flux-1024", "flux-random", FLUX_PRESETS),
+        # tiny Z-Image (tests/tiny_zimage.py at width 384): ours vs the plain flow-matching loop, as flux-tiny-64
+        dit_cpu_row("zimage-tiny-64", "zimage-tiny"),
+        # Z-Image's architecture at 1024 px with random weights (bench/zimage_random.py), GPU only, ours only,
+        # caches and gradient checkpointing on, the same memory presets as FLUX's
+        *dit_gpu_rows("zimage-1024", "zimage-random", ZIMAGE_PRESETS),
         Workload("sd15-512-b4", "sd15", 512, batch=4, steps=10, warmup=2, repeats=2, needs_gpu=True),
         # the reference loop is the SD1 script most people start from (one text encoder, no SDXL conditioning)
         Workload(

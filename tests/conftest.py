@@ -28,3 +28,10 @@ def tiny_sd2(tmp_path_factory, tiny_tokenizer) -> TinyModel:
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory, tiny_tokenizer) -> TinyModel:
     return _model("sdxl", tmp_path_factory, tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_zimage(tmp_path_factory):
+    from tiny_zimage import build_tiny_zimage
+
+    return build_tiny_zimage(tmp_path_factory.mktemp("zimage"))

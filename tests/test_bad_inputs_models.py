@@ -103,7 +103,7 @@ def test_lora_for_another_model_is_refused(good_lora: Path, sd1_base, tiny_sd1, 
         merge_into_checkpoint(tiny_sd1.single_file, [(wrong_family, 1.0)], tmp_path / "c.safetensors")
     assert "trained for SDXL but the base model is SD1" in self_test(wrong_family, "sd1").problems[0]
     with pytest.raises(
-        ModelError, match="--base must be flux1, sd1, sd2, sdxl or a .safetensors checkpoint; 'sd5'"
+        ModelError, match="--base must be flux1, sd1, sd2, sdxl, zimage or a .safetensors checkpoint; 'sd5'"
     ):
         self_test(good_lora, "sd5")
     wrong_shape = _variant(good_lora, "wrong_layer_shape", tmp_path)
@@ -203,7 +203,7 @@ CHECKPOINTS = {
     "bad_arch_metadata": ({"meta": {"lorascripts.arch": "{not json"}}, r"cannot work out the architecture"),
     "only_text_encoder": (
         {"drop": "model.diffusion_model."},
-        r"not a FLUX\.1, Stable Diffusion 1\.x/2\.x/XL checkpoint",
+        r"not a FLUX\.1, Stable Diffusion 1\.x/2\.x/XL, Z-Image checkpoint",
     ),
 }
 

@@ -154,8 +154,9 @@ def flux_quick(tmp_path_factory):
     return _bench(tmp_path_factory, *extra, "--repeats", "1")
 
 
-def test_flux_cpu_workload_rows(flux_quick) -> None:
-    result = flux_quick
+def _check_dit_cpu_rows(result: dict, lora_modules: int) -> dict:
+    """A tiny DiT workload's rows: both contenders ok with sane figures, the reference in fp32, the same number
+    of LoRA layers, the ratio recomputed from the raw step times; returns the workload record."""
     rows = {r["contender"]: r for r in result["rows"]}
     assert set(rows) == {"ours", "reference"}
     for row in rows.values():
@@ -164,13 +165,18 @@ def test_flux_cpu_workload_rows(flux_quick) -> None:
         assert row["peak_rss_bytes"] > 100 * 2**20 and 0 < row["mfu"] < 1.5
     assert rows["reference"]["dtype"] == "fp32"
     runs = {r["contender"]: r for r in result["runs"]}
-    # the same LoRA layers: kohya's FLUX set (1 double block: 8, 1 single block: q/k/v, proj_mlp, proj_out)
-    assert runs["ours"]["extra"]["lora_modules"] == runs["reference"]["extra"]["lora_modules"] == 11
+    assert runs["ours"]["extra"]["lora_modules"] == runs["reference"]["extra"]["lora_modules"] == lora_modules
     (ratio,) = result["ratios"]
     assert ratio["median"] == pytest.approx(_steady(runs["reference"]) / _steady(runs["ours"]))
     (workload,) = result["workloads"]
-    assert workload["flops_per_step"] > 1e9  # width 384, 384 tokens, batch 2: ~10 GFLOP per step
     assert workload["settings"]["text_length"] == 128
+    return workload
+
+
+def test_flux_cpu_workload_rows(flux_quick) -> None:
+    # the same LoRA layers: kohya's FLUX set (1 double block: 8, 1 single block: q/k/v, proj_mlp, proj_out)
+    workload = _check_dit_cpu_rows(flux_quick, 11)
+    assert workload["flops_per_step"] > 1e9  # width 384, 384 tokens, batch 2: ~10 GFLOP per step
 
 
 def test_flux_reference_loop_is_flow_matching_on_the_same_layers() -> None:
@@ -197,6 +203,17 @@ def test_flux_reference_loop_is_flow_matching_on_the_same_layers() -> None:
     assert cfg["cache_text_encoder_outputs"] == "memory" and "mixed_precision" not in cfg
 
 
+def _check_gpu_rows(model: str, expected: dict[str, dict]) -> None:
+    """The GPU rows `expected` (name: preset settings) are `model` at 1024 px, batch 1, GPU only, ours only, with
+    gradient checkpointing and exactly those settings."""
+    from bench.workloads import WORKLOADS
+
+    for name, settings in expected.items():
+        w = WORKLOADS[name]
+        assert (w.model, w.resolution, w.batch, w.needs_gpu, w.only) == (model, 1024, 1, True, ("ours",))
+        assert w.gradient_checkpointing and dict(w.settings) == settings
+
+
 def test_flux_gpu_rows_are_in_the_device_plan_with_their_settings() -> None:
     from dataclasses import fields
 
@@ -211,16 +228,9 @@ def test_flux_gpu_rows_are_in_the_device_plan_with_their_settings() -> None:
         "flux-1024-fp8-swap16": {"fp8_base": True, "blocks_to_swap": 16},
     }
     known = {f.name for f in fields(TrainConfig)}
+    _check_gpu_rows("flux-random", expected)
     for name, settings in expected.items():
         w = WORKLOADS[name]
-        assert (w.model, w.resolution, w.batch, w.needs_gpu, w.only) == (
-            "flux-random",
-            1024,
-            1,
-            True,
-            ("ours",),
-        )
-        assert w.gradient_checkpointing and dict(w.settings) == settings
         reasons = skip_reasons(w, ["ours"])
         missing = sorted(set(settings) - known)
         if missing:  # the memory keys come from another branch: the row says so instead of failing
@@ -254,4 +264,90 @@ def test_flux_device_command_dry(tmp_path: Path) -> None:
     assert "goal (FLUX.1" in table
     (bf16_json,) = (tmp_path / "flux-1024-bf16").glob("*.json")
     (run,) = json.loads(bf16_json.read_text())["runs"]
+    assert run["error"] is None and len(run["step_times"]) == 3  # --dry: 3 steps at 64 px
+
+
+# --- Z-Image: the tiny CPU workload (ours vs the plain flow-matching loop) and the GPU rows' device command ---
+
+
+@pytest.fixture(scope="module")
+def zimage_quick(tmp_path_factory):
+    """zimage-tiny-64 with both contenders, a few steps each."""
+    extra = [
+        "--workloads",
+        "zimage-tiny-64",
+        "--contenders",
+        "ours,reference",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+    ]
+    return _bench(tmp_path_factory, *extra, "--repeats", "1")
+
+
+def test_zimage_cpu_workload_rows(zimage_quick) -> None:
+    # the same LoRA layers: q, k, v, out, w1, w2, w3 in 2 layers + 1 noise and 1 context refiner
+    workload = _check_dit_cpu_rows(zimage_quick, 28)
+    assert workload["flops_per_step"] > 1e9  # width 384, 256 image tokens + the caption's, batch 2
+
+
+def test_zimage_reference_loop_trains_the_layers_ours_trains() -> None:
+    """The reference's peft targets select exactly the layers our default Z-Image LoRA trains on the same
+    diffusers transformer (no modulation, embedders or final layer), and ours runs as the reference does."""
+    from tiny_zimage import diffusers_transformer
+
+    from bench.ours import train_config
+    from bench.reference_dit import ADAPTERS
+    from bench.workloads import WORKLOADS
+    from lorascripts.config.rules import DEFAULT_TARGET_MODULES
+    from lorascripts.models.families.zimage.lora_layout import transformer_targets
+    from lorascripts.network.targets import expand_roles
+
+    model = diffusers_transformer(0)
+    pattern = re.compile(ADAPTERS["zimage"].lora_targets())
+    theirs = {name for name, _ in model.named_modules() if pattern.match(name)}
+    ours = {t.path for t in transformer_targets(model, expand_roles(DEFAULT_TARGET_MODULES))}
+    assert theirs == ours and len(ours) == 4 * 7
+    assert "context_refiner.0.attention.to_k" in ours and "layers.1.adaLN_modulation.0" not in theirs
+    cfg = train_config(WORKLOADS["zimage-tiny-64"], Path("out"))
+    assert cfg["timestep_sampling"] == "sigmoid" and cfg["text_max_length"] == 128
+    assert cfg["base_model"].endswith("z_image_tiny.safetensors") and "qwen" in cfg["tokenizer_path"]
+
+
+def test_zimage_gpu_rows_are_in_the_device_plan_with_their_settings() -> None:
+    import inspect
+
+    from diffusers import ZImageTransformer2DModel
+
+    from bench.zimage_random import FULL
+
+    expected = {
+        "zimage-1024-bf16": {},
+        "zimage-1024-fp8": {"fp8_base": True},
+        "zimage-1024-fp8-swap15": {"fp8_base": True, "blocks_to_swap": 15},
+    }
+    _check_gpu_rows("zimage-random", expected)
+    # the published architecture: diffusers' defaults are Z-Image's, ours states them
+    signature = inspect.signature(ZImageTransformer2DModel.__init__).parameters
+    for key in ("dim", "n_layers", "n_refiner_layers", "n_heads", "cap_feat_dim", "axes_dims"):
+        assert FULL["transformer"][key] == signature[key].default, key
+    assert FULL["qwen3"]["hidden_size"] == FULL["transformer"]["cap_feat_dim"] == 2560
+    script = (REPO / "bench" / "device_run.sh").read_text()
+    assert "zimage-1024-fp8-swap15 zimage-1024-fp8 zimage-1024-bf16" in script
+
+
+def test_zimage_device_command_dry(tmp_path: Path) -> None:
+    """`bash bench/device_run.sh zimage` on this CPU with the tiny stand-in, its hardest preset only (fp8 base +
+    block swap; the other two rows run the same code with fewer settings)."""
+    env = {**os.environ, "BENCH_DRY": "1", "OUT": str(tmp_path), "BENCH_WORK": str(tmp_path / "work"),
+           "PYTHON": sys.executable, "WORKLOADS": "zimage-1024-fp8-swap15"}  # fmt: skip
+    proc = subprocess.run(["bash", "bench/device_run.sh", "zimage"], cwd=str(REPO), env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    (line,) = [line for line in table.splitlines() if line.startswith("| zimage")]
+    assert "| ok |" in line and "blocks_to_swap=15" in line and "fp8_base=True" in line, table
+    (result,) = (tmp_path / "zimage-1024-fp8-swap15").glob("*.json")
+    (run,) = json.loads(result.read_text())["runs"]
     assert run["error"] is None and len(run["step_times"]) == 3  # --dry: 3 steps at 64 px

@@ -119,7 +119,8 @@ def transformer_runner(seed: int = 2) -> Callable[[torch.nn.Module], torch.Tenso
     return run
 
 
-def _vae(seed: int) -> torch.nn.Module:
+def tiny_vae(seed: int) -> torch.nn.Module:
+    """FLUX's VAE structure (16 latent channels, shift and scale) at 2 levels of 32 channels."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -214,7 +215,7 @@ def build_tiny_flux(
     t5_tok_dir = build_t5_tokenizer(models / "diffusion_models" / "t5_tokenizer")
     t5_tok = T5TokenizerFast.from_pretrained(str(t5_tok_dir))
     transformer = bfl_transformer(seed, guidance, hidden, head_dim)
-    vae, clip, t5 = _vae(seed + 1), _clip(len(clip_tok), seed + 2), _t5(len(t5_tok), seed + 3)
+    vae, clip, t5 = tiny_vae(seed + 1), _clip(len(clip_tok), seed + 2), _t5(len(t5_tok), seed + 3)
     parts = {
         "vae": ae_state(vae),
         "clip_l": clip_l_state(clip),

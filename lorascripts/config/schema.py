@@ -44,6 +44,13 @@ class TrainConfig(RunConfig):
         section=MODEL,
         choices=("auto", *family_names()),
     )
+    model_variant: str = option(
+        "auto",
+        help="Z-Image: turbo (step-distilled) or base; `auto` reads it from the file / folder name and metadata. "
+        "Recorded in the LoRA's metadata (ls_zimage_variant); Turbo runs get a warning (README: Z-Image).",
+        section=MODEL,
+        choices=("auto", "turbo", "base"),
+    )
     prediction_type: str = option(
         "auto",
         help="epsilon or v_prediction; `auto` picks v_prediction only for SD2 768-v models and logs the choice.",
@@ -53,7 +60,7 @@ class TrainConfig(RunConfig):
     )
     tokenizer_path: str | None = option(
         None,
-        help="Folder with CLIP tokenizer files, if they cannot be found automatically.",
+        help="Folder with the tokenizer files (CLIP; Qwen3 for Z-Image), if they cannot be found automatically.",
         section=MODEL,
         path=True,
     )

@@ -30,8 +30,24 @@ from .weights import read_checkpoint
 logger = logging.getLogger(__name__)
 
 
+def _expected(family: Family, source: str, expected_family: str | None) -> None:
+    """The family found must be the one the config names; checked before its parts are looked for, so a file of
+    another family is named as such rather than as one missing that family's parts."""
+    if expected_family and expected_family != family.name:
+        wanted = get_family(expected_family)
+        raise ModelError(
+            f"base_model {Path(source).name} is a {family.label} model, but model_family is {expected_family}. "
+            f"Use a {wanted.label} checkpoint or set model_family: {family.name} (or auto)."
+        )
+
+
 def _single_file(
-    path: Path, allow_pickle: bool, tokenizer_path: str | None, dtype: torch.dtype, components: dict
+    path: Path,
+    allow_pickle: bool,
+    tokenizer_path: str | None,
+    dtype: torch.dtype,
+    components: dict,
+    expected_family: str | None = None,
 ) -> tuple[Family, LoadedParts]:
     state, metadata = read_checkpoint(path, allow_pickle)
     family = family_of_checkpoint(list(state))
@@ -40,6 +56,7 @@ def _single_file(
             f"{path.name} is not a {known_kinds()} checkpoint (no denoiser + text-encoder keys in a layout "
             "we know). Is it a LoRA, a VAE or another architecture?"
         )
+    _expected(family, str(path), expected_family)
     # checked here, not at the first training step: a damaged download should fail before any caching
     bad = first_non_finite(state)
     if bad:
@@ -72,7 +89,9 @@ def _model_index(source: str, local_only: bool) -> dict[str, Any]:
         raise ModelError(f"cannot load diffusers model {source}: {exc}{hint}") from None
 
 
-def _diffusers(source: str, dtype: torch.dtype, components: dict) -> tuple[Family, LoadedParts]:
+def _diffusers(
+    source: str, dtype: torch.dtype, components: dict, expected_family: str | None = None
+) -> tuple[Family, LoadedParts]:
     local_only = not Path(source).is_dir()
     index = _model_index(source, local_only)
     family = family_of_diffusers(source, index, local_only)
@@ -80,6 +99,7 @@ def _diffusers(source: str, dtype: torch.dtype, components: dict) -> tuple[Famil
         raise ModelError(
             f"{source} is a {index.get('_class_name', 'diffusers')} model; training supports {known_kinds()} pipelines."
         )
+    _expected(family, source, expected_family)
     given = sorted(key for key, value in components.items() if value)
     if given:
         raise ModelError(
@@ -89,18 +109,23 @@ def _diffusers(source: str, dtype: torch.dtype, components: dict) -> tuple[Famil
 
 
 def _open(
-    source: str, allow_pickle: bool, tokenizer_path: str | None, dtype: torch.dtype, components: dict
+    source: str,
+    allow_pickle: bool,
+    tokenizer_path: str | None,
+    dtype: torch.dtype,
+    components: dict,
+    expected_family: str | None = None,
 ) -> tuple[Family, LoadedParts]:
     path = Path(source)
     if path.is_file():
-        return _single_file(path, allow_pickle, tokenizer_path, dtype, components)
+        return _single_file(path, allow_pickle, tokenizer_path, dtype, components, expected_family)
     if path.is_dir() and (path / "model_index.json").is_file():
-        return _diffusers(source, dtype, components)
+        return _diffusers(source, dtype, components, expected_family)
     if path.is_dir():
         raise ModelError(f"{source} is a folder without model_index.json: not a diffusers model folder.")
     if path.suffix or "/" not in source:
         raise ModelError(f"base_model {source} does not exist. Give the path of a .safetensors checkpoint.")
-    return _diffusers(source, dtype, components)
+    return _diffusers(source, dtype, components, expected_family)
 
 
 def load_base_model(
@@ -115,14 +140,8 @@ def load_base_model(
 ) -> BaseModel:
     """Load a base model for training, its weights in `dtype`; raises ModelError with what was found when it
     cannot. `components`: files of parts the checkpoint does not hold, keyed as `Family.components`."""
-    family, parts = _open(source, allow_pickle, tokenizer_path, dtype, components or {})
+    family, parts = _open(source, allow_pickle, tokenizer_path, dtype, components or {}, expected_family)
     path = Path(source)
-    if expected_family and expected_family != family.name:
-        wanted = get_family(expected_family)
-        raise ModelError(
-            f"base_model {path.name} is a {family.label} model, but model_family is {expected_family}. "
-            f"Use a {wanted.label} checkpoint or set model_family: {family.name} (or auto)."
-        )
     for tokenizer, encoder in zip(parts.tokenizers, parts.text_encoders):
         # some tokenizer copies (ComfyUI's) leave the length unbounded; pipelines pad to it
         limit = getattr(encoder.config, "max_position_embeddings", tokenizer.model_max_length)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # family name -> "module:class" inside this package, in detection order
 REGISTERED: dict[str, str] = {
     "flux1": "flux1:Flux1",
+    "zimage": "zimage:ZImage",
     "sdxl": "sdxl:SDXL",
     "sd2": "sd2:SD2",
     "sd1": "sd1:SD1",

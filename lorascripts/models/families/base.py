@@ -1,4 +1,4 @@
-"""The family seam: what the engine asks of a model family (SD1.x, SD2.x, SDXL; FLUX.1, Z-Image next).
+"""The family seam: what the engine asks of a model family (SD1.x, SD2.x, SDXL; FLUX.1, Z-Image).
 
 Everything that differs between model generations lives behind `Family`: recognising its files, loading the
 denoiser / VAE / text encoders / tokenizers, turning captions into conditioning, the training objective (noise or

@@ -1,4 +1,4 @@
-"""The flow-matching training objective shared by the diffusion-transformer families (FLUX.1; Z-Image next).
+"""The flow-matching training objective shared by the diffusion-transformer families (FLUX.1, Z-Image).
 
 Rectified flow as diffusers' `FlowMatchEulerDiscreteScheduler` and its FLUX/SD3 training scripts define it: a
 sigma in (0, 1) mixes the clean latent and the noise, `x_σ = (1 − σ)·x + σ·ε`, and the model predicts the
@@ -97,13 +97,17 @@ class FlowSettings:
 class FlowMatchingObjective:
     """Velocity prediction on straight noise-to-data paths; timesteps are sigmas in (0, 1).
 
-    `timestep_scale` maps a sigma to what the denoiser takes: FLUX's transformer takes σ itself (FluxPipeline
-    passes `timestep / 1000` with timesteps = σ·1000 and the model multiplies by 1000 again).
+    `timestep_offset + timestep_scale·σ` is what the denoiser takes: FLUX's transformer takes σ itself
+    (FluxPipeline passes `timestep / 1000` with timesteps = σ·1000 and the model multiplies by 1000 again);
+    Z-Image's takes 1 − σ (ZImagePipeline passes `(1000 − timestep) / 1000`: offset 1, scale −1).
     """
 
-    def __init__(self, settings: FlowSettings, *, timestep_scale: float = 1.0) -> None:
+    def __init__(
+        self, settings: FlowSettings, *, timestep_scale: float = 1.0, timestep_offset: float = 0.0
+    ) -> None:
         self.settings = settings
         self.timestep_scale = timestep_scale
+        self.timestep_offset = timestep_offset
 
     def sample_sigmas(
         self, batch: int, generator: torch.Generator, latent_shape: tuple[int, ...] | None = None
@@ -144,7 +148,7 @@ class FlowMatchingObjective:
         return noisy.to(latents.dtype), (noise.float() - latents.float()).to(latents.dtype)
 
     def model_timesteps(self, timesteps: torch.Tensor) -> torch.Tensor:
-        return timesteps * self.timestep_scale
+        return self.timestep_offset + timesteps * self.timestep_scale
 
     def validation_timesteps(self, count: int) -> torch.Tensor:
         """`count` sigmas at the centres of equal slices of (0, 1) (4 -> 0.125, 0.375, 0.625, 0.875)."""

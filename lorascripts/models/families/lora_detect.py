@@ -16,6 +16,9 @@ _FLUX_DOUBLE, _FLUX_SINGLE = (
     re.compile(r"lora_unet_double_blocks_(\d+)_"),
     re.compile(r"lora_unet_single_blocks_(\d+)_"),
 )
+# Z-Image: its block lists in kohya names, ComfyUI's (`attention_qkv`, `attention_out`) and musubi-tuner's
+# (`attention_to_q`); Lumina 2 has the same block names, so kohya's `lumina2` metadata wins over these keys
+_ZIMAGE = re.compile(r"lora_unet_(layers|noise_refiner|context_refiner)_\d+_(attention|feed_forward|adaLN)")
 _SDXL_UNET = ("lora_unet_input_blocks_", "lora_unet_output_blocks_", "lora_unet_middle_block_")
 _SD_UNET = ("lora_unet_down_blocks_", "lora_unet_up_blocks_", "lora_unet_mid_block_")
 
@@ -34,6 +37,10 @@ def _family_from_metadata(metadata: dict[str, str]) -> str | None:
         return "sd2"
     if version.startswith("sd_v1") or arch.startswith("stable-diffusion-v1"):
         return "sd1"
+    if version.replace("_", "").replace("-", "").lower().startswith("zimage") or arch.lower().startswith(
+        "z-image"
+    ):
+        return "zimage"
     if version:  # kohya's other trainers write flux1, chroma, lumina2, hunyuan-image-2.1, ...
         return version
     if arch.startswith("flux-1"):
@@ -44,7 +51,7 @@ def _family_from_metadata(metadata: dict[str, str]) -> str | None:
 
 
 def _family_from_keys(keys: list[str]) -> str | None:
-    """What the key grammar proves: flux1, sd3, sdxl (U-Net names), "te12" (only SDXL/SD3/FLUX text-encoder
+    """What the key grammar proves: flux1, sd3, zimage, sdxl (U-Net names), "te12" (only SDXL/SD3/FLUX text-encoder
     names), "sd" (SD1/SD2 names), "dit" (double/single blocks beyond FLUX.1's) or None."""
     doubles = [int(m[1]) for k in keys if (m := _FLUX_DOUBLE.match(k))]
     singles = [int(m[1]) for k in keys if (m := _FLUX_SINGLE.match(k))]
@@ -52,6 +59,8 @@ def _family_from_keys(keys: list[str]) -> str | None:
         return "flux1" if max(doubles, default=0) < 19 and max(singles, default=0) < 38 else "dit"
     if any(k.startswith("lora_unet_joint_blocks_") for k in keys):
         return "sd3"
+    if any(_ZIMAGE.match(k) for k in keys):
+        return "zimage"
     if any(k.startswith(_SDXL_UNET) for k in keys):
         return "sdxl"
     two_encoders = any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys)
@@ -84,18 +93,26 @@ def detect_family(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) ->
 
 def family_label(family: str) -> str:
     """How a family is written in messages: SD1, SDXL, FLUX.1, ..."""
-    return {"flux1": "FLUX.1", "sd3": "SD3"}.get(family, family.upper() if family in SD_FAMILIES else family)
+    return {"flux1": "FLUX.1", "sd3": "SD3", "zimage": "Z-Image"}.get(
+        family, family.upper() if family in SD_FAMILIES else family
+    )
 
 
 def peft_family(downs: dict[str, torch.Tensor]) -> str:
     """sd1, sd2 or sdxl of a diffusers/PEFT SD LoRA (`lora_A` tensors by module key), flux1 for diffusers' FLUX
-    transformer names: a second text encoder means SDXL, else the cross-attention width tells SD1 (768) from SD2 (1024) and SDXL (2048)."""
+    transformer names, zimage for ai-toolkit's Z-Image ones: a second text encoder means SDXL, else the cross-attention width tells SD1 (768) from SD2 (1024) and SDXL (2048)."""
     components = {k.split(".", 1)[0] for k in downs}
     if any(
         k.startswith(("transformer.transformer_blocks.", "transformer.single_transformer_blocks."))
         for k in downs
     ):
         return "flux1"  # diffusers' / ai-toolkit's FLUX.1 names
+    if any(
+        k.split(".", 1)[-1].startswith(("layers.", "noise_refiner."))
+        and k.startswith(("diffusion_model.", "transformer."))
+        for k in downs
+    ):
+        return "zimage"  # ai-toolkit's Z-Image names (diffusers' modules under `diffusion_model.`)
     family = "sdxl" if "text_encoder_2" in components else "sd1"
     for key, down in downs.items():
         if key.endswith("attn2.to_k") and key.startswith("unet."):

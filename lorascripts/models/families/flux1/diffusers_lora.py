@@ -14,6 +14,7 @@ the sum).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -126,14 +127,17 @@ def fuse_parts(
 
 def kohya_modules(
     modules: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    part_of: Callable[[str], tuple[str, int, int] | None] | None = None,
 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
     """kohya modules {name: (down, up)} from diffusers modules {key: (lora_A, lora_B with its scale folded in)},
-    and the keys with no FLUX layer."""
+    and the keys with no layer; `part_of` places a key in its kohya module (default FLUX's `kohya_part`; Z-Image
+    gives its own, the fusing rule is the same)."""
+    part_of = part_of or kohya_part
     grouped: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
     counts: dict[str, int] = {}
     skipped = []
     for key, parts in modules.items():
-        where = kohya_part(key)
+        where = part_of(key)
         if where is None:
             skipped.append(key)
             continue

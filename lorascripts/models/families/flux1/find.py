@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ....errors import ModelError
+from ..part_files import PartFile, find_part_file
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,6 @@ PART_FILES = {
     "t5": ("t5xxl_fp16.safetensors", "t5xxl.safetensors", "t5xxl_fp8_e4m3fn.safetensors"),
 }
 COMFY_FOLDERS = {"vae": ("vae",), "clip_l": ("clip", "text_encoders"), "t5": ("text_encoders", "clip")}
-TRANSFORMER_FOLDERS = ("unet", "diffusion_models", "checkpoints")
 PART_LABELS = {
     "vae": "VAE (ae.safetensors)",
     "clip_l": "CLIP-L (clip_l.safetensors)",
@@ -34,34 +34,16 @@ CONFIG_KEYS = {"vae": "vae", "clip_l": "text_encoder", "t5": "text_encoder_2"}
 T5_TOKENIZER_REPOS = ("google/t5-v1_1-xxl", "black-forest-labs/FLUX.1-dev")
 
 
-def _folders(part: str, transformer: Path) -> list[Path]:
-    folders = [transformer.parent]
-    if transformer.parent.name in TRANSFORMER_FOLDERS:
-        folders += [transformer.parent.parent / name for name in COMFY_FOLDERS[part]]
-    return folders
+PARTS = {
+    part: PartFile(CONFIG_KEYS[part], PART_LABELS[part], PART_FILES[part], COMFY_FOLDERS[part])
+    for part in PART_FILES
+}
 
 
 def find_part(part: str, given: str | None, transformer: Path) -> Path:
     """The file of one FLUX part: `given` (the config's `vae` / `text_encoder` / `text_encoder_2`) or the first
-    one found."""
-    if given:
-        path = Path(given)
-        if not path.is_file():
-            raise ModelError(
-                f"{CONFIG_KEYS[part]} file {given} does not exist (the {PART_LABELS[part]} of {transformer.name})."
-            )
-        return path
-    folders = _folders(part, transformer)
-    for folder in folders:
-        for name in PART_FILES[part]:
-            if (folder / name).is_file():
-                logger.info("%s: %s", part, folder / name)
-                return folder / name
-    looked = ", ".join(str(f) for f in folders)
-    raise ModelError(
-        f"{transformer.name} holds only the FLUX transformer; its {PART_LABELS[part]} was not found (looked in "
-        f"{looked} for {', '.join(PART_FILES[part])}). Set `{CONFIG_KEYS[part]}` to the file's path."
-    )
+    one found (part_files.py: beside the transformer, then ComfyUI's folders)."""
+    return find_part_file(PARTS[part], given, transformer, "FLUX")
 
 
 def _tokenizer_folders(transformer: Path) -> list[Path]:

@@ -112,7 +112,7 @@ def load_transformer(state: dict[str, torch.Tensor], path: Path, dtype: torch.dt
     return fuse_projections(model.eval())
 
 
-def _vae(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype) -> Any:
+def load_vae(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype) -> Any:
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
@@ -168,7 +168,7 @@ def load_single_file(
     """Transformer, VAE, CLIP-L and T5 of a BFL-layout FLUX file (+ the part files it needs)."""
     parts = split_parts(state)
     loaded: dict[str, Any] = {}
-    for part, build in (("vae", _vae), ("clip_l", _clip), ("t5", _t5)):
+    for part, build in (("vae", load_vae), ("clip_l", _clip), ("t5", _t5)):
         part_state, file = _part_state(part, components.get(CONFIG_KEYS[part]), path, parts)
         with architecture_errors(file, family):
             loaded[part] = build(part_state, file, dtype)

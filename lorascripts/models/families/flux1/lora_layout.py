@@ -17,6 +17,7 @@ import torch
 
 from ....errors import ModelError
 from ....network.targets import ATTENTION_ROLES, Target
+from .. import fused_lora
 from ..sd.naming import KohyaNamer
 
 # diffusers path inside a block -> (BFL name inside the block, role)
@@ -43,7 +44,6 @@ BLOCKS = {
     "single_transformer_blocks": ("single_blocks", SINGLE),
 }
 PATH_RX = re.compile(r"^(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)$")
-PART_MARK = "__"  # network name of one part of a fused kohya module
 TEXT_CLASSES = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
 
 
@@ -103,49 +103,6 @@ class FluxNamer:
         return "lora_unet_" + bfl.replace(".", "_")
 
 
-def _modules(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """`<module>.<part>` keys grouped by module, as the network groups them."""
-    from ....network.lora import _group
-
-    return _group(tensors)
-
-
-def _scale(parts: dict[str, torch.Tensor]) -> float:
-    rank = parts["lora_down.weight"].shape[0]
-    return float(parts["alpha"]) / rank if "alpha" in parts else 1.0
-
-
-def _fuse(
-    name: str, pieces: dict[str, dict[str, torch.Tensor]], rows: dict[str, int]
-) -> dict[str, torch.Tensor]:
-    """One kohya linear1 module from its qkv/mlp parts: [D1; D2] and blockdiag(U1, U2·s2/s1), alpha s1·rank."""
-    for part in pieces.values():
-        if "lora_down.weight" not in part:
-            raise ModelError(
-                f"{name}: only LoRA/LoCon layers can be written as FLUX's fused linear1 (found {sorted(part)}); "
-                "use network_type lora for FLUX."
-            )
-    first = pieces[next(iter(pieces))]
-    scale = _scale(first)
-    downs, ups = [], []
-    total_rows = sum(rows.values())
-    offset = 0
-    for part, size in rows.items():
-        if part in pieces:
-            down, up = pieces[part]["lora_down.weight"], pieces[part]["lora_up.weight"]
-            full = torch.zeros(total_rows, up.shape[1], dtype=up.dtype)
-            full[offset : offset + size] = up * (_scale(pieces[part]) / scale)
-            downs.append(down)
-            ups.append(full)
-        offset += size
-    rank = sum(d.shape[0] for d in downs)
-    return {
-        f"{name}.lora_down.weight": torch.cat(downs),
-        f"{name}.lora_up.weight": torch.cat(ups, dim=1),
-        f"{name}.alpha": torch.tensor(scale * rank, dtype=first.get("alpha", downs[0]).dtype),
-    }
-
-
 def linear1_rows(transformer: Any) -> dict[str, int]:
     """Rows of each part of a single block's linear1: q, k, v (3 × hidden), then the MLP (4 × hidden)."""
     config = transformer.config
@@ -155,60 +112,13 @@ def linear1_rows(transformer: Any) -> dict[str, int]:
 
 def to_file(tensors: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str, torch.Tensor]:
     """Network tensors -> the file's: the single blocks' linear1 parts fused into kohya's one module."""
-    out: dict[str, torch.Tensor] = {}
-    fused: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
-    for name, parts in _modules(tensors).items():
-        base, mark, part = name.partition(PART_MARK)
-        if mark:
-            fused.setdefault(base, {})[part] = parts
-        else:
-            out.update({f"{name}.{k}": v for k, v in parts.items()})
-    for base, pieces in fused.items():
-        out.update(_fuse(base, pieces, rows))
-    return out
+    return fused_lora.to_file(tensors, rows)
 
 
-def _own_columns(up: torch.Tensor, rows: dict[str, int]) -> dict[str, torch.Tensor]:
-    """Per part, the rank columns only its rows use; {} unless every column belongs to exactly one part (the
-    block-diagonal layout `to_file` writes; kohya's files share every column)."""
-    offsets, start = {}, 0
-    for part, size in rows.items():
-        offsets[part], start = (start, start + size), start + size
-    used = {part: up[a:b].abs().sum(dim=0) > 0 for part, (a, b) in offsets.items()}
-    owned = {
-        part: cols & ~torch.stack([u for p, u in used.items() if p != part]).any(dim=0)
-        for part, cols in used.items()
-    }
-    every_column_once = torch.stack(list(owned.values())).sum(dim=0) == 1
-    return owned if bool(every_column_once.all()) and all(bool(c.any()) for c in owned.values()) else {}
-
-
-def _split(name: str, parts: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str, torch.Tensor]:
-    """One kohya linear1 module -> its qkv and mlp parts, each the same update on its rows (exact)."""
-    if "lora_up.weight" not in parts:
-        raise ModelError(
-            f"{name}: only LoRA layers of FLUX's fused linear1 can be loaded (found {sorted(parts)})."
-        )
-    up, down = parts["lora_up.weight"], parts["lora_down.weight"]
-    owned = _own_columns(up, rows)  # our own files: give each part back only its rank, not the sum
-    out, offset = {}, 0
-    for part, size in rows.items():
-        cols = owned.get(part, torch.ones(up.shape[1], dtype=torch.bool))
-        key = f"{name}{PART_MARK}{part}"
-        out[f"{key}.lora_up.weight"] = up[offset : offset + size][:, cols]
-        out[f"{key}.lora_down.weight"] = down[cols]
-        if "alpha" in parts:  # the same alpha / rank scale with the part's rank
-            out[f"{key}.alpha"] = parts["alpha"] * int(cols.sum()) / up.shape[1]
-        offset += size
-    return out
+def _is_linear1(name: str) -> bool:
+    return name.startswith("lora_unet_single_blocks_") and name.endswith("_linear1")
 
 
 def from_file(tensors: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str, torch.Tensor]:
     """A kohya FLUX file's tensors -> the network's: each linear1 split into its qkv and mlp parts (exact)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, parts in _modules(tensors).items():
-        if name.startswith("lora_unet_single_blocks_") and name.endswith("_linear1"):
-            out.update(_split(name, parts, rows))
-        else:
-            out.update({f"{name}.{k}": v for k, v in parts.items()})
-    return out
+    return fused_lora.from_file(tensors, rows, _is_linear1)

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from .lora_layout import PART_MARK, FluxNamer, text_targets, transformer_targets
+from ..fused_lora import layer_shapes
+from .lora_layout import FluxNamer, text_targets, transformer_targets
 
 logger = logging.getLogger(__name__)
 CLIP_L_PREFIX = "text_encoders.clip_l.transformer."  # CLIP-L inside ComfyUI's all-in-one checkpoint
@@ -22,16 +23,8 @@ ALL = {"q_proj", "k_proj", "v_proj", "out_proj", "ff", "fc1", "fc2", "mod"}
 
 def model_layers(base: Any) -> dict[str, tuple[int, ...]]:
     """kohya base name -> the weight shape of the layer it patches (linear1: both diffusers parts stacked)."""
-    namer = FluxNamer()
-    layers: dict[str, tuple[int, ...]] = {}
     targets = transformer_targets(base.denoiser, ALL) + text_targets(base.text_encoders[0], ALL)
-    for target in targets:
-        name = namer.name(target.component, target.path).split(PART_MARK)[0]
-        shape = tuple(target.module.weight.shape)
-        if name in layers:  # the second part of a fused linear1
-            shape = (layers[name][0] + shape[0], *shape[1:])
-        layers[name] = shape
-    return layers
+    return layer_shapes(targets, FluxNamer().name)
 
 
 def resolve_layer(lora_name: str, layers: dict[str, tuple[int, ...]]) -> tuple[str | None, str]:

@@ -1,0 +1,40 @@
+"""Z-Image Turbo (step-distilled, 8 steps, no CFG) vs Base (non-distilled): the weights have the same shapes, so
+the variant comes from what the file says about itself (its name, as Comfy-Org and Tongyi-MAI publish
+`z_image_turbo_bf16.safetensors` / `Z-Image-Turbo`; modelspec metadata) and sets the published defaults.
+
+Published settings: both repos' scheduler_config.json (FlowMatchEulerDiscreteScheduler, shift 3.0, no dynamic
+shifting; ComfyUI's `ZImage` model samples with shift 3.0 too); Turbo samples in 8-9 steps with guidance 0,
+Base in 28-50 steps with CFG about 4 (the model cards).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
+
+
+def variant_of(name: str, metadata: dict[str, str]) -> str:
+    """turbo, base or unknown, from a file / folder / repo name and the file's metadata (ostris's de-distilled
+    `Z-Image-De-Turbo` trains as Base)."""
+    said = " ".join([name, metadata.get("modelspec.title", ""), metadata.get("modelspec.architecture", "")])
+    said = said.lower().replace("_", "-")
+    if "de-turbo" in said or "deturbo" in said or "base" in said:
+        return "base"
+    return "turbo" if "turbo" in said else "unknown"
+
+
+def warn_turbo(name: str) -> None:
+    logger.warning(
+        "%s is Z-Image Turbo (step-distilled): LoRAs trained on it directly weaken or break the distillation "
+        "within a few hundred steps; train on Z-Image Base, or keep runs short with a low learning rate "
+        "(README: Z-Image). Set model_variant: base if this file is not Turbo.",
+        name,
+    )
+
+
+def scheduler_config(variant: str) -> dict[str, Any]:
+    """The scheduler config a single file implies (the diffusers repos carry their own)."""
+    return dict(SCHEDULER)
