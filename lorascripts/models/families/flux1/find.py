@@ -2,7 +2,9 @@
 
 Looked for where ComfyUI users keep them: the file the config names, beside the transformer, or in the ComfyUI
 `models/` folder the transformer sits in (`models/unet` or `models/diffusion_models` -> `models/vae`,
-`models/clip`, `models/text_encoders`). Nothing is downloaded.
+`models/clip`, `models/text_encoders`). The T5 tokenizer: beside the transformer, then FLUX's places under the
+tokenizer roots (`tokenizers_find`: ComfyUI's `comfy/`, Forge's `backend/huggingface/`), then the Hugging Face
+cache. Nothing is downloaded.
 """
 
 from __future__ import annotations
