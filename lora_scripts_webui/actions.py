@@ -210,7 +210,7 @@ def build_config(form: TrainForm) -> TrainConfig:
             trigger_word=form.trigger_word,
             sample_prompt=form.sample_prompt,
             advanced_yaml=form.advanced_yaml,
-            tokenizer_path=hooks.tokenizer_folder(),
+            tokenizer_roots=hooks.tokenizer_roots(),
             roots=RequestRoots([hooks.webui_root()], [hooks.work_dir()]) if network else None,
         )
         return form_config(host_form)

@@ -18,11 +18,9 @@ logger = logging.getLogger(__name__)
 
 SECTION = ("lora_scripts", "LoRA Training")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
-# Forge ships the CLIP tokenizer files of the SD families it supports; A1111 caches them in the HF cache.
-FORGE_TOKENIZERS = (
-    "backend/huggingface/runwayml/stable-diffusion-v1-5/tokenizer",
-    "backend/huggingface/stabilityai/stable-diffusion-xl-base-1.0/tokenizer",
-)
+# Forge ships the tokenizers of the models it runs as diffusers folders under this one (e.g.
+# black-forest-labs/FLUX.1-dev/tokenizer_2); A1111 keeps them in the Hugging Face cache.
+FORGE_TOKENIZER_ROOT = "backend/huggingface"
 
 
 def _modules(name: str) -> Any | None:
@@ -121,13 +119,10 @@ def current_checkpoint() -> str | None:
     return title if title in listed else next(iter(listed), None)
 
 
-def tokenizer_folder() -> str | None:
-    """A CLIP tokenizer the WebUI already has on disk (Forge ships them), so training needs no download."""
-    for relative in FORGE_TOKENIZERS:
-        folder = webui_root() / relative
-        if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-            return str(folder)
-    return None
+def tokenizer_roots() -> list[str]:
+    """The folder where this WebUI keeps the tokenizers it ships (Forge), for the training child to search."""
+    folder = webui_root() / FORGE_TOKENIZER_ROOT
+    return [str(folder)] if folder.is_dir() else []
 
 
 def refresh_loras() -> bool:

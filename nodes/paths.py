@@ -161,9 +161,10 @@ def local_model_path(model: str) -> str:
     return model
 
 
-def tokenizer_folder() -> str | None:
-    """ComfyUI ships the CLIP tokenizer; the training child gets its path (no download)."""
-    from ..lorascripts.models.tokenizers_find import comfy_tokenizer_folder
+def tokenizer_roots() -> list[str]:
+    """Where ComfyUI keeps the tokenizers it ships (its `comfy` package folder). The training child runs in the
+    engine's own Python, where `comfy` need not be importable, so the folder travels in the config."""
+    from ..lorascripts.models.tokenizers_find import comfy_package_folder
 
-    folder = comfy_tokenizer_folder()
-    return str(folder) if folder else None
+    folder = comfy_package_folder()
+    return [str(folder)] if folder else []

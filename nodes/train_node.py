@@ -36,7 +36,7 @@ from .paths import (
     named_output,
     node_schema,
     read_roots,
-    tokenizer_folder,
+    tokenizer_roots,
     work_root,
 )
 from .train_progress import TrainProgress
@@ -172,7 +172,6 @@ class TrainLoRA(io.ComfyNode):
         from ..lorascripts.host.jobs import TrainingJob
 
         dataset = checked_dataset(dataset)
-        tokenizer = tokenizer_folder()
         choices = {spec.name: numbers.pop(spec.name, spec.default) for spec in CHOICE_FIELDS}
         parts = _part_paths({spec.key: numbers.pop(spec.key, None) for spec in part_fields()})
         form = HostForm(
@@ -188,7 +187,7 @@ class TrainLoRA(io.ComfyNode):
             sample_prompt=sample_prompt,
             advanced_yaml=advanced_yaml,
             metadata_path=dataset.get("metadata_path"),
-            tokenizer_path=tokenizer,
+            tokenizer_roots=tokenizer_roots(),
             # a request's paths stay inside ComfyUI's folders (the server may be reachable from a network)
             roots=RequestRoots(read_roots(), [work_root()]),
         )

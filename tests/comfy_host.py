@@ -7,6 +7,7 @@ Everything is cached under <repo>/.cache/hosts so repeated runs (and CI re-runs 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import site
 import socket
@@ -234,7 +235,8 @@ class ComfyServer(ServerProcess):
 
     name = "ComfyUI"
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, env: dict[str, str] | None = None) -> None:
+        """`env`: variables set for the server (and the training children it starts) on top of ours."""
         self.base, self.port = base, free_port()
         for sub in ("custom_nodes", "models/checkpoints", "models/loras", "input", "output"):
             (base / sub).mkdir(parents=True, exist_ok=True)
@@ -243,7 +245,7 @@ class ComfyServer(ServerProcess):
             link.symlink_to(REPO, target_is_directory=True)
         args = [str(comfy_python()), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port)]
         args += ["--disable-auto-launch", "--disable-api-nodes", "--base-directory", str(base)]
-        self._launch(args, comfy_root(), base / "server.log")
+        self._launch(args, comfy_root(), base / "server.log", {**os.environ, **env} if env else None)
         self.client_id = uuid.uuid4().hex
         self._wait_ready()
 

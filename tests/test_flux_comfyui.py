@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import gc
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from comfy_host import REPO, ComfyServer, WebsocketLog
+from comfy_host import REPO, ComfyServer, WebsocketLog, comfy_root
 from example_prompts import FLUX_PARTS, train_style_and_use
 from helpers_train import make_dataset
 from safetensors import safe_open
@@ -92,18 +91,22 @@ def _expected_deltas(lora: Path) -> dict[str, torch.Tensor]:
 
 
 FLUX_EXAMPLE = "lora-scripts train a FLUX style and use it"
+COMFY_PACKAGE, COMFY_T5 = (comfy_root() / "comfy").resolve(), "text_encoders/t5_tokenizer"
 TINY = "flux1-tiny.safetensors"
 
 
 @pytest.fixture(scope="module")
-def flux_comfy(tmp_path_factory, tiny_tokenizer):
+def flux_comfy(tmp_path_factory):
     """A ComfyUI whose folders hold the tiny FLUX (transformer in models/diffusion_models, ae / clip_l / t5xxl
-    files as the example names them), its CLIP tokenizer, and the FLUX-width transformer with our LoRA for it."""
+    files as the example names them) and the FLUX-width transformer with our LoRA for it. The tiny CLIP and T5
+    take the vocabularies of the tokenizers ComfyUI ships (`comfy/sd1_tokenizer`, `comfy/text_encoders/
+    t5_tokenizer`), and no tokenizer is anywhere else: not beside the model, not in the (empty, offline) Hugging
+    Face cache."""
     base = tmp_path_factory.mktemp("comfy_flux")
-    build_tiny_flux(base, tiny_tokenizer)
-    shutil.copytree(tiny_tokenizer, base / "models" / "tiny_clip_tokenizer")
+    build_tiny_flux(base, COMFY_PACKAGE / "sd1_tokenizer", t5_tokenizer_dir=COMFY_PACKAGE / COMFY_T5)
     model_path, lora_path = _write_model_and_lora(base)
-    server = ComfyServer(base)
+    hf_home = tmp_path_factory.mktemp("hf_home_empty")
+    server = ComfyServer(base, env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})
     events = WebsocketLog(server.port, server.client_id)
     yield server, events, model_path, lora_path
     events.close()
@@ -143,13 +146,15 @@ def test_train_lora_lists_flux_models_parts_and_memory_presets(flux_comfy) -> No
 
 
 def test_example_trains_flux_with_the_chosen_parts(flux_comfy) -> None:
-    """The example's training half, made small: the tiny FLUX, 32 px, 2 steps, its part lists as shipped."""
+    """The example's training half, made small: the tiny FLUX, 32 px, 2 steps, its part lists as shipped; both
+    tokenizers come from ComfyUI's own copies, which the node passes to the training child as a tokenizer root
+    (the child runs in the engine's Python, where `comfy` is not importable)."""
     server, events, *_ = flux_comfy
     make_dataset(server.base / "input" / "flux_data", n=2)
     prompt = _example(server, server.get("/object_info"))
     assert {k: prompt["5"]["inputs"][k] for k in FLUX_PARTS} == FLUX_PARTS
     advanced = (
-        "tokenizer_path: models/tiny_clip_tokenizer\ntext_max_length: 16\nbucket_reso_steps: 8\n"
+        "text_max_length: 16\nbucket_reso_steps: 8\n"
         "min_bucket_reso: 16\nmixed_precision: 'no'\ndataset_checks: warn\n"
     )
     prompt = {"4": prompt["4"], "5": prompt["5"]}
@@ -173,6 +178,11 @@ def test_example_trains_flux_with_the_chosen_parts(flux_comfy) -> None:
     for key, name in FLUX_PARTS.items():  # the files chosen in the node, not found by the family's search
         assert config[key] == str(server.base / "models" / folders[key] / name)
     assert config["memory_preset"] == "off"
+    assert [Path(p).resolve() for p in config["tokenizer_roots"]] == [COMFY_PACKAGE]
+    assert not any((server.base / "models").rglob("t5_tokenizer")) and not config.get("tokenizer_path")
+    log = (server.base / "output" / "lora-scripts" / "runs" / "flux_ex" / "train_output.log").read_text()
+    for folder in ("sd1_tokenizer", COMFY_T5):  # the CLIP-L and T5 tokenizers ComfyUI ships
+        assert f"tokenizer: {Path(config['tokenizer_roots'][0]) / folder}" in log, log[-3000:]
     lora = server.base / "models" / "loras" / "flux_ex.safetensors"
     with safe_open(str(lora), "pt") as fh:
         assert fh.metadata()["ss_base_model_version"] == "flux1"

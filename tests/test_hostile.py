@@ -103,12 +103,15 @@ def test_path_rules(tmp_path: Path) -> None:
     base = {"base_model": str(allowed / "m.safetensors"), "train_data_dir": str(allowed / "data")}
     fixed = dict(base)
     check_request_config(config_from_dict(base), fixed, [allowed], [allowed / "work"])
+    inside_roots = config_from_dict({**base, "tokenizer_roots": [str(allowed), str(allowed / "data")]})
+    check_request_config(inside_roots, fixed, [allowed], [allowed / "work"])  # each entry checked, all inside
     hostile = [
         {"cache_dir": str(outside)},  # a write outside
         {"cache_dir": str(allowed / "data")},  # a write inside a read-only folder
         {"metadata_path": "/etc/passwd"},
         {"initial_lora": str(allowed / ".." / "outside" / "x.safetensors")},
         {"tokenizer_path": str(allowed / "escape")},
+        {"tokenizer_roots": [str(allowed), str(allowed / "escape")]},  # every entry of a list of paths
         {"resume": str(outside)},
     ]
     for extra in hostile:

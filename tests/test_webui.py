@@ -25,6 +25,9 @@ from lorascripts.models.loader import load_base_model
 from lorascripts.network.webui_check import check_webui_compat
 
 STANDIN = Path(__file__).resolve().parent / "webui_standin"
+FORGE_FLUX = (
+    "backend/huggingface/black-forest-labs/FLUX.1-dev"  # where Forge ships FLUX.1's configs/tokenizers
+)
 ARTIFACTS = REPO / ".cache" / "test-artifacts"
 
 
@@ -164,14 +167,17 @@ def test_session_output_passes_webui_key_check(webui, family, request, tmp_path)
 
 
 def _forge_flux(root: Path, tiny_tokenizer, tmp_path: Path) -> dict[str, str]:
-    """The tiny FLUX where Forge keeps FLUX.1: the transformer in models/Stable-diffusion (its T5 tokenizer
-    beside it), ae.safetensors in models/VAE, the text encoders in models/text_encoder; returns the part titles."""
+    """The tiny FLUX where Forge keeps FLUX.1: the transformer in models/Stable-diffusion, ae.safetensors in
+    models/VAE, the text encoders in models/text_encoder, and its CLIP and T5 tokenizers only where Forge ships
+    FLUX.1's (backend/huggingface/black-forest-labs/FLUX.1-dev/tokenizer, tokenizer_2); returns the part titles."""
     from tiny_flux import build_tiny_flux
 
     tiny = build_tiny_flux(tmp_path / "flux", tiny_tokenizer)
     models, built = root / "models", tiny.root / "models"
     shutil.copyfile(tiny.transformer, models / "Stable-diffusion" / tiny.transformer.name)
-    shutil.copytree(tiny.transformer.parent / "t5_tokenizer", models / "Stable-diffusion" / "t5_tokenizer")
+    bundled = root / FORGE_FLUX
+    shutil.copytree(tiny.transformer.parent / "t5_tokenizer", bundled / "tokenizer_2")
+    shutil.copytree(tiny_tokenizer, bundled / "tokenizer")
     parts = {
         "vae": "ae.safetensors",
         "text_encoder": "clip_l.safetensors",
@@ -184,23 +190,26 @@ def _forge_flux(root: Path, tiny_tokenizer, tmp_path: Path) -> dict[str, str]:
     return parts
 
 
-def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, tmp_path):
+def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, tmp_path, monkeypatch):
     """A FLUX.1 transformer in the checkpoint list trains with the FLUX family, with the part files chosen from
-    the WebUI's folders; the card says Flux."""
+    the WebUI's folders and the tokenizers Forge ships (the tab passes its backend/huggingface folder to the
+    training child; the Hugging Face cache is empty and offline); the card says Flux."""
     from lora_scripts_webui import hooks
     from lora_scripts_webui.actions import TrainForm, UserError, build_config
     from lora_scripts_webui.session import TrainingSession
 
     models = webui["root"] / "models"
     parts = _forge_flux(webui["root"], tiny_tokenizer, tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home_empty"))  # the training child inherits both
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hooks.part_files("vae") == {"ae.safetensors": str(models / "VAE" / "ae.safetensors")}
     assert list(hooks.part_files("text_encoder")) == ["clip_l.safetensors", "t5xxl_fp16.safetensors"]
     webui["sd_models"].list_models()
     title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith("flux1-tiny"))
     data = make_dataset(tmp_path / "data", n=2)
     advanced = (
-        f"tokenizer_path: {tiny_tokenizer}\ntext_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\n"
-        "min_bucket_reso: 16\nmixed_precision: 'no'\ndataset_checks: warn"
+        "text_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\n"
+        "dataset_checks: warn"
     )
     form = TrainForm(
         dataset=str(data), checkpoint=title, lora_name="flux_card", rank=4, steps=2, trigger_word="zk",
@@ -213,6 +222,8 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
         str(models / "text_encoder" / "t5xxl_fp16.safetensors"),
     )
     assert config.memory_preset == "off"
+    assert config.tokenizer_roots == [str(webui["root"] / "backend" / "huggingface")]
+    assert config.tokenizer_path is None
     with pytest.raises(UserError, match="vae 'missing.safetensors' is not a file in models/VAE"):
         build_config(dataclasses.replace(form, parts={**parts, "vae": "missing.safetensors"}))
     with pytest.raises(UserError, match="memory_preset"):
@@ -227,6 +238,9 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
     assert "WebUI key check passed" in snap.message, snap.message  # by the FLUX.1 rules (Forge's key maps)
     with safe_open(str(lora), "pt") as fh:
         assert fh.metadata()["ss_base_model_version"] == "flux1"
+    log = next((webui["root"] / "outputs").rglob("train_output.log")).read_text()
+    for folder in ("tokenizer", "tokenizer_2"):  # CLIP-L, T5: found under the tab's tokenizer root
+        assert f"tokenizer: {webui['root'] / FORGE_FLUX / folder}\n" in log, log[-3000:]
 
 
 def test_session_stop_saves_then_train_resumes(webui, tiny_sd1, tmp_path):

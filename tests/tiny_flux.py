@@ -204,15 +204,18 @@ def build_tiny_flux(
     guidance: bool = True,
     hidden: int = HIDDEN,
     head_dim: int = HEAD_DIM,
+    t5_tokenizer_dir: Path | None = None,
 ) -> TinyFlux:
     """Build and save the tiny FLUX in ComfyUI's folders, as an all-in-one file and as a diffusers folder
-    (`hidden`, `head_dim`: the transformer's width and head size; the benchmark's is wider, FLUX.1's heads)."""
+    (`hidden`, `head_dim`: the transformer's width and head size; the benchmark's is wider, FLUX.1's heads).
+    The T5 tokenizer is trained here and saved beside the transformer and the all-in-one file, unless
+    `t5_tokenizer_dir` gives one (a host's own copy): then the encoder takes its vocabulary and none is saved."""
     from transformers import CLIPTokenizer, T5TokenizerFast
 
     models = root / "models"
     clip_tok = CLIPTokenizer.from_pretrained(str(clip_tokenizer_dir))
     name = "flux1-tiny" if guidance else "flux1-tiny-schnell"
-    t5_tok_dir = build_t5_tokenizer(models / "diffusion_models" / "t5_tokenizer")
+    t5_tok_dir = t5_tokenizer_dir or build_t5_tokenizer(models / "diffusion_models" / "t5_tokenizer")
     t5_tok = T5TokenizerFast.from_pretrained(str(t5_tok_dir))
     transformer = bfl_transformer(seed, guidance, hidden, head_dim)
     vae, clip, t5 = tiny_vae(seed + 1), _clip(len(clip_tok), seed + 2), _t5(len(t5_tok), seed + 3)
@@ -234,8 +237,9 @@ def build_tiny_flux(
     for part, state in parts.items():
         aio.update({prefixes[part] + k: v for k, v in state.items()})
     aio_path = _save(aio, models / "checkpoints" / f"{name}-aio.safetensors")
-    (models / "checkpoints" / "t5_tokenizer").mkdir(exist_ok=True)
-    t5_tok.save_pretrained(str(models / "checkpoints" / "t5_tokenizer"))
+    if t5_tokenizer_dir is None:
+        (models / "checkpoints" / "t5_tokenizer").mkdir(exist_ok=True)
+        t5_tok.save_pretrained(str(models / "checkpoints" / "t5_tokenizer"))
     folder = _diffusers_folder(
         root / f"{name}-diffusers", transformer, vae, clip, t5, clip_tok, t5_tok, guidance
     )

@@ -147,7 +147,11 @@ def fill_fields(
             raise ConfigError(f"{source}: `{f.name}` is required. {metas[f.name]['help']}")
     for name, meta in metas.items():
         if meta["path"] and values.get(name):
-            values[name] = _resolve_path(str(values[name]), base_dir)
+            value = values[name]
+            resolved = [
+                _resolve_path(str(v), base_dir) for v in (value if isinstance(value, list) else [value])
+            ]
+            values[name] = resolved if isinstance(value, list) else resolved[0]
     return values
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,12 @@ def check_consistency(cfg: Any) -> None:
         )
     _check_validation(cfg)
     _check_memory(cfg)
+    missing = [root for root in cfg.tokenizer_roots if not Path(os.path.expanduser(root)).is_dir()]
+    if missing:
+        raise ConfigError(
+            f"`tokenizer_roots` holds {missing[0]!r}, which is not a folder; give folders that exist (where a "
+            "host keeps its tokenizers, e.g. ComfyUI's `comfy` folder) or remove the entry."
+        )
     if cfg.resume not in ("none", "auto") and not Path(cfg.resume).exists():
         raise ConfigError(
             f"`resume` must be none, auto or an existing checkpoint folder; {cfg.resume!r} does not exist."

@@ -64,6 +64,15 @@ class TrainConfig(RunConfig):
         section=MODEL,
         path=True,
     )
+    tokenizer_roots: list[str] = option(
+        help="Folders where a host keeps the tokenizers it ships (ComfyUI: its `comfy` folder; Forge: "
+        "`backend/huggingface`); each model family looks for its tokenizers at their known places under them, "
+        "after `tokenizer_path` and the model's own folder, before the Hugging Face cache. The ComfyUI node and "
+        "the WebUI tab add their own.",
+        section=MODEL,
+        path=True,
+        default_factory=list,
+    )
     allow_pickle: bool = option(
         False,
         help="Allow .ckpt/.pt pickle checkpoints (loaded with weights_only=True). Prefer .safetensors.",

@@ -156,7 +156,9 @@ class HostForm:
     sample_prompt: str = ""
     advanced_yaml: str = ""
     metadata_path: str | None = None
-    tokenizer_path: str | None = None
+    tokenizer_roots: Sequence[
+        str
+    ] = ()  # folders where the host keeps the tokenizers it ships (existing ones)
     roots: RequestRoots | None = None  # confine the request's paths to these (a network-facing host)
 
 
@@ -209,8 +211,9 @@ def form_settings(form: HostForm) -> dict[str, Any]:
             sample_prompts=[form.sample_prompt.strip()], sample_every_n_steps=max(1, (steps or 100) // 4)
         )
     settings = {**preset(form.preset), **derived, **chosen, **_advanced(form.advanced_yaml)}
-    if form.tokenizer_path and "tokenizer_path" not in settings:
-        settings["tokenizer_path"] = form.tokenizer_path
+    roots = _tokenizer_roots(settings.get("tokenizer_roots"), form)
+    if roots:
+        settings["tokenizer_roots"] = roots
     # what the host chose wins (a network-facing host also refuses an alias that tries to change it)
     fixed = {"base_model": form.base_model, "train_data_dir": form.dataset, "output_dir": form.output_dir}
     if form.metadata_path:
@@ -218,14 +221,30 @@ def form_settings(form: HostForm) -> dict[str, Any]:
     return {**settings, **fixed}
 
 
+def _tokenizer_roots(given: Any, form: HostForm) -> list[str]:
+    """The advanced YAML's `tokenizer_roots` (searched first), then the host's. Taken from the host's root
+    here, not in `_rooted`: the config checks that each is a folder when it is built."""
+    given = [] if given is None else given if isinstance(given, list) else [given]
+    return [_from_root(str(p), Path(form.paths_base)) for p in given] + list(form.tokenizer_roots)
+
+
+def _from_root(value: str, base: Path) -> str:
+    path = Path(os.path.expanduser(value))
+    return value if path.is_absolute() else os.path.normpath(base / path)
+
+
 def _rooted(cfg: TrainConfig, base: Path) -> TrainConfig:
     """Every relative path of the config taken from `base` (never from the process's working folder, which
     differs between the host and the training child)."""
-    changes = {}
+    changes: dict[str, Any] = {}
     for key in path_keys():
         value = getattr(cfg, key)
-        if value and not Path(os.path.expanduser(str(value))).is_absolute():
-            changes[key] = os.path.normpath(base / os.path.expanduser(str(value)))
+        if isinstance(value, list):
+            rooted: Any = [_from_root(str(v), base) for v in value]
+        else:
+            rooted = _from_root(str(value), base) if value else value
+        if rooted != value:
+            changes[key] = rooted
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
@@ -240,6 +259,6 @@ def form_config(form: HostForm, source: str = "the form") -> TrainConfig:
     cfg = _rooted(cfg, Path(form.paths_base))
     if form.roots is not None:
         fixed = {"base_model": form.base_model, "train_data_dir": form.dataset}
-        approved = [Path(form.dataset), *([Path(form.tokenizer_path)] if form.tokenizer_path else [])]
+        approved = [Path(form.dataset), *map(Path, form.tokenizer_roots)]
         check_request_config(cfg, fixed, form.roots.read, form.roots.write, [*approved, *form.roots.approved])
     return cfg

@@ -118,6 +118,7 @@ def check_request_config(
         if not value or key in fixed or key == "output_dir":
             continue
         roots = list(write_roots) if key == "cache_dir" else [*read_roots, *approved]
-        confine(value, roots, f"`{key}`")
+        for one in value if isinstance(value, list) else [value]:
+            confine(one, roots, f"`{key}`")
     if cfg.resume not in ("auto", "none"):
         raise ConfigError("`resume` is chosen by the node (it resumes a stopped run by itself); remove it.")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .families import (
     known_kinds,
 )
 from .files import first_non_finite
+from .tokenizers_find import using_tokenizer_roots
 from .weights import read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -137,10 +139,13 @@ def load_base_model(
     expected_family: str | None = None,
     dtype: torch.dtype = torch.float32,
     components: dict[str, str | None] | None = None,
+    tokenizer_roots: Sequence[str] = (),
 ) -> BaseModel:
     """Load a base model for training, its weights in `dtype`; raises ModelError with what was found when it
-    cannot. `components`: files of parts the checkpoint does not hold, keyed as `Family.components`."""
-    family, parts = _open(source, allow_pickle, tokenizer_path, dtype, components or {}, expected_family)
+    cannot. `components`: files of parts the checkpoint does not hold, keyed as `Family.components`;
+    `tokenizer_roots`: folders where a host keeps its tokenizers, searched by every family's tokenizer finder."""
+    with using_tokenizer_roots(tokenizer_roots):
+        family, parts = _open(source, allow_pickle, tokenizer_path, dtype, components or {}, expected_family)
     path = Path(source)
     for tokenizer, encoder in zip(parts.tokenizers, parts.text_encoders):
         # some tokenizer copies (ComfyUI's) leave the length unbounded; pipelines pad to it

@@ -137,6 +137,7 @@ class RunParts:
             prediction_type=cfg.prediction_type,
             allow_pickle=cfg.allow_pickle,
             tokenizer_path=cfg.tokenizer_path,
+            tokenizer_roots=cfg.tokenizer_roots,
             expected_family=None if cfg.model_family == "auto" else cfg.model_family,
             dtype=self.precision.weight_dtype,
             components={key: getattr(cfg, key) for key in COMPONENT_KEYS},

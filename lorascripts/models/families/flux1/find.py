@@ -2,17 +2,19 @@
 
 Looked for where ComfyUI users keep them: the file the config names, beside the transformer, or in the ComfyUI
 `models/` folder the transformer sits in (`models/unet` or `models/diffusion_models` -> `models/vae`,
-`models/clip`, `models/text_encoders`). Nothing is downloaded.
+`models/clip`, `models/text_encoders`). The T5 tokenizer: beside the transformer, then FLUX's places under the
+tokenizer roots (`tokenizers_find`: ComfyUI's `comfy/`, Forge's `backend/huggingface/`), then the Hugging Face
+cache. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
 
 from ....errors import ModelError
+from ...tokenizers_find import find_tokenizer_folder
 from ..part_files import PartFile, find_part_file
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,13 @@ PART_LABELS = {
 # the config key (`Family.components`) that names each part's file
 CONFIG_KEYS = {"vae": "vae", "clip_l": "text_encoder", "t5": "text_encoder_2"}
 T5_TOKENIZER_REPOS = ("google/t5-v1_1-xxl", "black-forest-labs/FLUX.1-dev")
+T5_CACHED = tuple(
+    (repo, name)
+    for repo in T5_TOKENIZER_REPOS
+    for name in ("tokenizer.json", "tokenizer_2/tokenizer.json", "spiece.model")
+)
+# the T5 tokenizer under a tokenizer root (tokenizers_find): ComfyUI's `comfy/`, Forge's `backend/huggingface/`
+T5_BUNDLED = ("text_encoders/t5_tokenizer", "black-forest-labs/FLUX.1-dev/tokenizer_2")
 
 
 PARTS = {
@@ -46,38 +55,22 @@ def find_part(part: str, given: str | None, transformer: Path) -> Path:
     return find_part_file(PARTS[part], given, transformer, "FLUX")
 
 
-def _tokenizer_folders(transformer: Path) -> list[Path]:
-    found = [transformer.parent / "t5_tokenizer", transformer.parent / "tokenizer_2"]
-    spec = importlib.util.find_spec("comfy")
-    if spec is not None and spec.submodule_search_locations:
-        # ComfyUI ships the T5 tokenizer with its code
-        found.append(Path(next(iter(spec.submodule_search_locations))) / "text_encoders" / "t5_tokenizer")
-    return found
-
-
-def _from_hub_cache() -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    for repo in T5_TOKENIZER_REPOS:
-        for name in ("tokenizer.json", "tokenizer_2/tokenizer.json", "spiece.model"):
-            hit = try_to_load_from_cache(repo, name)
-            if isinstance(hit, str):
-                return Path(hit).parent
-    return None
+def is_t5_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file()
 
 
 def find_t5_tokenizer(transformer: Path) -> Any:
-    """T5TokenizerFast from a folder beside the transformer, ComfyUI's copy or the Hugging Face cache."""
+    """T5TokenizerFast from a folder beside the transformer, a host's copy under a tokenizer root (ComfyUI's,
+    Forge's) or the Hugging Face cache."""
     from transformers import T5TokenizerFast
 
-    for folder in _tokenizer_folders(transformer):
-        if (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file():
-            logger.info("T5 tokenizer: %s", folder)
-            return T5TokenizerFast.from_pretrained(str(folder))
-    cached = _from_hub_cache()
-    if cached is not None:
-        return T5TokenizerFast.from_pretrained(str(cached))
+    near = [transformer.parent / "t5_tokenizer", transformer.parent / "tokenizer_2"]
+    search = find_tokenizer_folder(near, T5_BUNDLED, is_t5_tokenizer, T5_CACHED)
+    if search.folder is not None:
+        return T5TokenizerFast.from_pretrained(str(search.folder))
     raise ModelError(
-        f"no T5 tokenizer found for {transformer.name}: put its files (tokenizer.json or spiece.model) in a "
-        f"`t5_tokenizer` folder beside it, or cache {T5_TOKENIZER_REPOS[0]}'s tokenizer in the Hugging Face cache."
+        f"no T5 tokenizer found for {transformer.name} (looked in {search.where()}): put its files "
+        "(tokenizer.json or spiece.model) in a `t5_tokenizer` folder beside it, add the folder where your host "
+        f"keeps its tokenizers to `tokenizer_roots`, or cache {T5_TOKENIZER_REPOS[0]}'s tokenizer in the Hugging "
+        "Face cache."
     )
