@@ -4,6 +4,7 @@ loss falls and whose file holds only kohya FLUX keys, the fused-layer file layou
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -226,6 +227,16 @@ def test_bad_inputs_name_the_file(tiny_flux, tiny_sd1, tmp_path: Path) -> None:
             tokenizer_path=str(tiny_sd1.tokenizer_dir),
             components={"vae": str(tmp_path / "ae.safetensors")},
         )
+    # a CLIP tokenizer of another model (more tokens than CLIP-L's embedding rows): named at load, not mid-step
+    other = shutil.copytree(tiny_flux.tokenizer_dir, tmp_path / "other_tokenizer")
+    vocab = json.loads((other / "vocab.json").read_text(encoding="utf-8"))
+    vocab.update({f"zzextra{i}</w>": len(vocab) + i for i in range(5)})
+    (other / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    with pytest.raises(
+        ModelError,
+        match=r"has \d+ tokens but text encoder 1 of flux1-tiny\.safetensors has \d+ embedding rows",
+    ):
+        load_base_model(str(tiny_flux.transformer), tokenizer_path=str(tmp_path / "other_tokenizer"))
 
 
 def test_family_is_registered_with_its_config_choices() -> None:

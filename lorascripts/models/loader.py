@@ -130,6 +130,19 @@ def _open(
     return _diffusers(source, dtype, components, expected_family)
 
 
+def _check_vocabulary(tokenizer: Any, encoder: Any, index: int, source: str) -> None:
+    """A tokenizer with more tokens than its encoder's embedding rows ends in an IndexError mid-step (every family:
+    CLIP, T5, Qwen3): say it at load, naming both."""
+    rows = encoder.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelError(
+            f"the tokenizer {getattr(tokenizer, 'name_or_path', '') or ''} has {len(tokenizer)} tokens but text "
+            f"encoder {index + 1} of {source} has {rows} embedding rows: they come from different models. Point "
+            "tokenizer_path (or the tokenizer folder beside the model) at this model's own tokenizer, or leave it "
+            "empty to use the one found automatically."
+        )
+
+
 def load_base_model(
     source: str,
     *,
@@ -147,10 +160,11 @@ def load_base_model(
     with using_tokenizer_roots(tokenizer_roots):
         family, parts = _open(source, allow_pickle, tokenizer_path, dtype, components or {}, expected_family)
     path = Path(source)
-    for tokenizer, encoder in zip(parts.tokenizers, parts.text_encoders):
+    for index, (tokenizer, encoder) in enumerate(zip(parts.tokenizers, parts.text_encoders)):
         # some tokenizer copies (ComfyUI's) leave the length unbounded; pipelines pad to it
         limit = getattr(encoder.config, "max_position_embeddings", tokenizer.model_max_length)
         tokenizer.model_max_length = min(tokenizer.model_max_length, limit)
+        _check_vocabulary(tokenizer, encoder, index, path.name or source)
     scheduler, prediction = family.noise_scheduler(parts, prediction_type)
     resolution = family.native_resolution(parts.denoiser.config, parts.vae.config)
     logger.info("base model %s: %s, %s, %dpx", path.name or source, family.label, prediction, resolution)
