@@ -66,16 +66,23 @@ def width_state(seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def comfy_detection(model_path: Path) -> dict:
-    """What ComfyUI 0.3.75 makes of the file: model class, unet config and the original keys its Z-Image LoRA
-    key map points at."""
-    import json
-
+def comfy_detection(model_path: Path) -> subprocess.Popen:
+    """ComfyUI 0.3.75's reading of the file, started in its own process (it runs while the server loads the
+    model): its stdout's last line is JSON with the model class, the unet config and the original keys its
+    Z-Image LoRA key map points at (`detection_result`)."""
     env = {**os.environ, "PYTHONPATH": str(comfy_root())}
     args = [str(comfy_python()), "-c", DETECT, str(model_path)]
-    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(comfy_root()), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(comfy_root())
+    )
+
+
+def detection_result(process: subprocess.Popen) -> dict:
+    import json
+
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def original_target(path: str) -> tuple[str, slice]:
@@ -132,20 +139,21 @@ def _write_model_and_lora(base: Path, state: dict[str, torch.Tensor]) -> tuple[P
 def test_comfyui_applies_every_key_of_our_zimage_lora(tmp_path: Path) -> None:
     state = width_state()
     model_path, lora_path, expected = _write_model_and_lora(tmp_path, state)
-    # ComfyUI reads the file as Z-Image, and its LoRA key map (`z_image_to_diffusers`, a superset: biases,
-    # refiner 1) points at every matrix of the file by its name
-    detected = comfy_detection(model_path)
-    assert detected["model"] == "ZImage", detected["model"]
-    assert detected["unet"]["dim"] == WIDTH and detected["unet"]["n_layers"] == 1
     matrices = {k for k, v in state.items() if v.dim() == 2 and k.endswith(".weight")}
     # 5 in each of the 3 blocks, adaLN in the 2 modulated ones, 6 in the embedders and the final layer
     assert len(matrices) == 23, sorted(matrices)
-    assert not sorted(matrices - set(detected["targets"]))
     # every block Linear has a LoRA: 3 x (qkv, out, w1, w2, w3) + 2 adaLN
     assert len(expected) == 17 and len(expected["layers.0.attention.qkv.weight"]) == 3, sorted(expected)
     del state
     gc.collect()
+    detection = comfy_detection(model_path)
     saved = lora_model_save(tmp_path, MODEL, LORA, "patched/zimage")
+    # ComfyUI reads the file as Z-Image, and its LoRA key map (`z_image_to_diffusers`, a superset: biases,
+    # refiner 1) points at every matrix of the file by its name
+    detected = detection_result(detection)
+    assert detected["model"] == "ZImage", detected["model"]
+    assert detected["unet"]["dim"] == WIDTH and detected["unet"]["n_layers"] == 1
+    assert not sorted(matrices - set(detected["targets"]))
     _assert_updates(model_path, saved, expected)
 
 
