@@ -67,10 +67,13 @@ def evaluate_style(
     strengths: tuple[float, ...] = (0.0, 0.5, 1.0),
     seed: int = 1234,
     steps: int = 25,
+    size: int | None = None,
 ) -> tuple[StyleReport, GridResult]:
+    """Style scores of the toy prompts with and without the trigger at each LoRA strength (`size`: the image side,
+    default the model's resolution)."""
     with_trigger, without = prompts_for()
     result = render_strengths(
-        base, lora_path, with_trigger + without, list(strengths), seed=seed, steps=steps
+        base, lora_path, with_trigger + without, list(strengths), seed=seed, steps=steps, size=size
     )
 
     def mean_score(prompts: list[str], s: float) -> float:
