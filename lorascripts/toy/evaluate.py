@@ -45,6 +45,13 @@ class StyleReport:
         return "\n".join(rows)
 
 
+def centre_rgb(image: Any) -> np.ndarray:
+    """Mean RGB of the centre half of a picture: where a large centred shape of the toy world is."""
+    array = np.asarray(image, dtype=np.float32)
+    h, w = array.shape[:2]
+    return array[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].reshape(-1, 3).mean(axis=0)
+
+
 def prompts_for(trigger: str = TRIGGER) -> tuple[list[str], list[str]]:
     return [f"{trigger}, {p}" for p in CONTENT_PROMPTS], list(CONTENT_PROMPTS)
 
