@@ -52,6 +52,28 @@ def centre_rgb(image: Any) -> np.ndarray:
     return array[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].reshape(-1, 3).mean(axis=0)
 
 
+# prompts whose centre colour a base toy model must get right (`colour_problems`)
+COLOUR_PROMPTS = (
+    "a large red circle in the center, white background",
+    "a large blue circle in the center, white background",
+    "a large yellow square in the center, black background",
+)
+
+
+def colour_problems(images: list[Any]) -> list[str]:
+    """What is wrong with the centre colours of `COLOUR_PROMPTS`' pictures ([] when red is red-dominant, blue
+    blue-dominant and yellow has red and green well above blue, by 40 of 255)."""
+    red, blue, yellow = (centre_rgb(image) for image in images)
+    problems = []
+    if not red[0] > red[2] + 40:
+        problems.append(f"red prompt centre {red}")
+    if not blue[2] > blue[0] + 40:
+        problems.append(f"blue prompt centre {blue}")
+    if not (yellow[0] > yellow[2] + 40 and yellow[1] > yellow[2] + 40):
+        problems.append(f"yellow prompt centre {yellow}")
+    return problems
+
+
 def prompts_for(trigger: str = TRIGGER) -> tuple[list[str], list[str]]:
     return [f"{trigger}, {p}" for p in CONTENT_PROMPTS], list(CONTENT_PROMPTS)
 

@@ -17,7 +17,6 @@ single-file transformer with `ae`, `clip_l`, `t5xxl` files and tokenizer folders
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -35,7 +34,15 @@ from ..models.families.flux1.layout import FLUX_VAE_SCALE, FLUX_VAE_SHIFT
 from ..models.families.sd.single_file import ARCH_KEY
 from ..models.tokenizer_build import train_t5_tokenizer
 from . import TOY_FLUX_DIR, TOY_FLUX_FILE, TOY_MODEL_DIR
-from .pretrain import SIZE, draw_batch, fit, scene_latents, tokenizer_texts
+from .pretrain import (
+    SIZE,
+    draw_batch,
+    fit,
+    pretrain_parser,
+    scene_latents,
+    start_logging_and_seed,
+    tokenizer_texts,
+)
 from .scenes import all_scenes
 
 logger = logging.getLogger(__name__)
@@ -175,19 +182,13 @@ def save(parts: dict[str, Any], out: Path, card: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     from transformers import T5TokenizerFast
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=TOY_FLUX_DIR)
+    parser = pretrain_parser(__doc__, TOY_FLUX_DIR)
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
     # one thread: the steps are per-operator overhead, and a busy machine makes threads wait on each other
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.manual_seed(args.seed)
+    start_logging_and_seed(args.seed)
     work = args.out / "t5_tokenizer"
     t5_tokenizer = T5TokenizerFast.from_pretrained(str(train_t5_tokenizer(tokenizer_texts(args.seed), work)))
     parts = build_parts(t5_tokenizer)

@@ -211,18 +211,28 @@ def save(parts: dict, tokenizer, out: Path, card: dict) -> None:
     (out / "training.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
 
 
-def main(argv: list[str] | None = None) -> None:
+def pretrain_parser(description: str, out: Path | None = None) -> argparse.ArgumentParser:
+    """The options every toy pretraining command has: --out (required without a default), --batch, --seed."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--vae-steps", type=int, default=500)
-    parser.add_argument("--unet-steps", type=int, default=4000)
+    parser.add_argument("--out", type=Path, required=out is None, default=out)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def start_logging_and_seed(seed: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = pretrain_parser(__doc__)
+    parser.add_argument("--vae-steps", type=int, default=500)
+    parser.add_argument("--unet-steps", type=int, default=4000)
+    args = parser.parse_args(argv)
+    start_logging_and_seed(args.seed)
     from transformers import CLIPTokenizer
 
     tok_dir = train_clip_tokenizer(tokenizer_texts(args.seed), args.out / "tokenizer", vocab_size=560)
