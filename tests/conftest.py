@@ -28,3 +28,15 @@ def tiny_sd2(tmp_path_factory, tiny_tokenizer) -> TinyModel:
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory, tiny_tokenizer) -> TinyModel:
     return _model("sdxl", tmp_path_factory, tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """torch on one CPU thread for a module of tiny-model renders, as training picks for tiny models: on a busy
+    2-core machine two threads wait on each other (a 64 px FLUX toy render: 43 s instead of 2 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

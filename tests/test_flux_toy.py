@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from lorascripts.config import load_config
 from lorascripts.models import load_base_model
@@ -23,13 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def flux_toy():
-    # one thread, as training picks for tiny models: on a busy 2-core machine two threads wait on each other
-    # (a 64 px render took 43 s instead of 2 s)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_base_model(str(TOY_FLUX_FILE))
-    torch.set_num_threads(threads)
+def flux_toy(one_cpu_thread):
+    return load_base_model(str(TOY_FLUX_FILE))
 
 
 def test_flux_toy_loads_as_flux_with_its_parts_beside_it(flux_toy) -> None:

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def toy():
+def toy(one_cpu_thread):
     return load_base_model(str(TOY_MODEL_DIR))
 
 
