@@ -35,3 +35,15 @@ def tiny_zimage(tmp_path_factory):
     from tiny_zimage import build_tiny_zimage
 
     return build_tiny_zimage(tmp_path_factory.mktemp("zimage"))
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """torch on one CPU thread for a module of tiny-model renders, as training picks for tiny models: on a busy
+    2-core machine two threads wait on each other (a 64 px FLUX toy render: 43 s instead of 2 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lorascripts.models.families.sd.ldm_names import clip_l_state, vae_to_ldm
+from lorascripts.models.families.flux1 import save
+from lorascripts.models.families.flux1.save import ae_state, clip_l_state, t5_state
+from lorascripts.models.tokenizer_build import train_t5_tokenizer
 
 HIDDEN, HEAD_DIM, TEXT, POOLED, LATENT = 64, 32, 32, 32, 16
 WORDS = "a an the red green blue yellow circle square shape small large on in of with picture zkstyle".split()
@@ -46,40 +48,9 @@ def bfl_shapes(
     singles: int = 1,
     text: tuple[int, int] = (TEXT, POOLED),
 ) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes of a FLUX transformer in BFL's key layout (`hidden` 3072 with `head_dim` 128: the width
-    ComfyUI detects as FLUX.1, HOSTS.md), with `doubles` double and `singles` single blocks and `text` the widths
-    of the T5 states and the pooled CLIP output (FLUX.1: 4096, 768)."""
-    h, mlp = hidden, 4 * hidden
-    linears: dict[str, tuple[int, ...]] = {
-        "img_in": (h, 4 * LATENT), "txt_in": (h, text[0]), "time_in.in_layer": (h, 256), "time_in.out_layer": (h, h),
-        "vector_in.in_layer": (h, text[1]), "vector_in.out_layer": (h, h), "final_layer.linear": (4 * LATENT, h),
-        "final_layer.adaLN_modulation.1": (2 * h, h),
-    }  # fmt: skip
-    norms = []
-    for i in range(doubles):
-        block = f"double_blocks.{i}"
-        linears.update({
-            f"{block}.img_mod.lin": (6 * h, h), f"{block}.txt_mod.lin": (6 * h, h),
-            f"{block}.img_attn.qkv": (3 * h, h), f"{block}.txt_attn.qkv": (3 * h, h),
-            f"{block}.img_attn.proj": (h, h), f"{block}.txt_attn.proj": (h, h),
-            f"{block}.img_mlp.0": (mlp, h), f"{block}.img_mlp.2": (h, mlp),
-            f"{block}.txt_mlp.0": (mlp, h), f"{block}.txt_mlp.2": (h, mlp),
-        })  # fmt: skip
-        norms += [f"{block}.img_attn", f"{block}.txt_attn"]
-    for i in range(singles):
-        linears.update({
-            f"single_blocks.{i}.modulation.lin": (3 * h, h), f"single_blocks.{i}.linear1": (3 * h + mlp, h),
-            f"single_blocks.{i}.linear2": (h, h + mlp),
-        })  # fmt: skip
-        norms.append(f"single_blocks.{i}")
-    if guidance:
-        linears.update({"guidance_in.in_layer": (h, 256), "guidance_in.out_layer": (h, h)})
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, shape in linears.items():
-        shapes.update({f"{name}.weight": shape, f"{name}.bias": (shape[0],)})
-    for norm in norms:
-        shapes.update({f"{norm}.norm.{which}.scale": (head_dim,) for which in ("query_norm", "key_norm")})
-    return shapes
+    """Tensor shapes of the tiny FLUX transformer in BFL's key layout (the package's `bfl_shapes` with the test
+    widths)."""
+    return save.bfl_shapes(guidance, hidden, head_dim, doubles, singles, text, LATENT)
 
 
 def bfl_transformer(
@@ -139,15 +110,6 @@ def tiny_vae(seed: int) -> torch.nn.Module:
     ).eval()
 
 
-def ae_state(vae: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The VAE in BFL's `ae.safetensors` layout (LDM names, 1x1-conv attention, no quant convs)."""
-    out = {}
-    for key, value in vae.state_dict().items():
-        name = vae_to_ldm(key, len(vae.config.block_out_channels))
-        out[name] = value[:, :, None, None] if ".mid.attn_1." in name and value.dim() == 2 else value
-    return out
-
-
 def _clip(vocab: int, seed: int) -> torch.nn.Module:
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -173,22 +135,7 @@ def _t5(vocab: int, seed: int) -> torch.nn.Module:
 
 def build_t5_tokenizer(folder: Path) -> Path:
     """A sentencepiece-style Unigram tokenizer trained on the test vocabulary, saved as T5TokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import T5TokenizerFast
-
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    specials = ["<pad>", "</s>", "<unk>"]
-    trainer = trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="<unk>")
-    tok.train_from_iterator([" ".join(WORDS)] * 4 + [f"a {w} picture" for w in WORDS], trainer)
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    fast = T5TokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0
-    )
-    fast.save_pretrained(str(folder))
-    return folder
+    return train_t5_tokenizer([" ".join(WORDS)], folder)
 
 
 def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
@@ -222,7 +169,7 @@ def build_tiny_flux(
     parts = {
         "vae": ae_state(vae),
         "clip_l": clip_l_state(clip),
-        "t5": {k: v for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"},
+        "t5": t5_state(t5),
     }
     single = _save(transformer, models / "diffusion_models" / f"{name}.safetensors")
     _save(parts["vae"], models / "vae" / "ae.safetensors")

@@ -45,6 +45,35 @@ class StyleReport:
         return "\n".join(rows)
 
 
+def centre_rgb(image: Any) -> np.ndarray:
+    """Mean RGB of the centre half of a picture: where a large centred shape of the toy world is."""
+    array = np.asarray(image, dtype=np.float32)
+    h, w = array.shape[:2]
+    return array[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].reshape(-1, 3).mean(axis=0)
+
+
+# prompts whose centre colour a base toy model must get right (`colour_problems`)
+COLOUR_PROMPTS = (
+    "a large red circle in the center, white background",
+    "a large blue circle in the center, white background",
+    "a large yellow square in the center, black background",
+)
+
+
+def colour_problems(images: list[Any]) -> list[str]:
+    """What is wrong with the centre colours of `COLOUR_PROMPTS`' pictures ([] when red is red-dominant, blue
+    blue-dominant and yellow has red and green well above blue, by 40 of 255)."""
+    red, blue, yellow = (centre_rgb(image) for image in images)
+    problems = []
+    if not red[0] > red[2] + 40:
+        problems.append(f"red prompt centre {red}")
+    if not blue[2] > blue[0] + 40:
+        problems.append(f"blue prompt centre {blue}")
+    if not (yellow[0] > yellow[2] + 40 and yellow[1] > yellow[2] + 40):
+        problems.append(f"yellow prompt centre {yellow}")
+    return problems
+
+
 def prompts_for(trigger: str = TRIGGER) -> tuple[list[str], list[str]]:
     return [f"{trigger}, {p}" for p in CONTENT_PROMPTS], list(CONTENT_PROMPTS)
 
@@ -67,10 +96,13 @@ def evaluate_style(
     strengths: tuple[float, ...] = (0.0, 0.5, 1.0),
     seed: int = 1234,
     steps: int = 25,
+    size: int | None = None,
 ) -> tuple[StyleReport, GridResult]:
+    """Style scores of the toy prompts with and without the trigger at each LoRA strength (`size`: the image side,
+    default the model's resolution)."""
     with_trigger, without = prompts_for()
     result = render_strengths(
-        base, lora_path, with_trigger + without, list(strengths), seed=seed, steps=steps
+        base, lora_path, with_trigger + without, list(strengths), seed=seed, steps=steps, size=size
     )
 
     def mean_score(prompts: list[str], s: float) -> float:

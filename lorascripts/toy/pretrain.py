@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -96,38 +97,42 @@ def train_vae(vae: torch.nn.Module, steps: int, batch: int, seed: int) -> float:
     return 1.0 / std
 
 
-def train_unet(parts: dict, tokenizer, steps: int, batch: int, seed: int) -> None:
+def tokenizer_texts(seed: int) -> list[str]:
+    """What the toy tokenizers learn their vocabulary from: captions of the toy world and the style words."""
     rng = random.Random(seed)
-    torch.manual_seed(seed)
-    vae, unet, te = parts["vae"], parts["unet"], parts["text_encoder"]
-    # the toy world has under a thousand distinct pictures: encode each once, sample its latent every step
+    return [random_scene(rng, 8)[1] for _ in range(3000)] + ["zkstyle style picture drawing photo"] * 20
+
+
+def scene_latents(vae: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Latent means and stds of every toy-world scene, and their captions: the toy world has under a thousand
+    distinct pictures, so each is encoded once and a latent is sampled from its distribution every step."""
     scenes = all_scenes(SIZE)
     with torch.no_grad():
         dists = [
             vae.encode(torch.stack([image_to_tensor(img) for img, _ in scenes[i : i + 64]])).latent_dist
             for i in range(0, len(scenes), 64)
         ]
-    means, stds = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
-    texts = [c for _, c in scenes]
-    scheduler = sd_noise_scheduler()
-    params = list(unet.parameters()) + list(te.parameters())
+    return torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists]), [c for _, c in scenes]
+
+
+def draw_batch(rng: random.Random, texts: list[str], batch: int) -> tuple[list[int], list[str]]:
+    """`batch` scene indices and their captions, 10% of them empty so that classifier-free guidance works."""
+    pick = [rng.randrange(len(texts)) for _ in range(batch)]
+    return pick, ["" if rng.random() < 0.1 else texts[i] for i in pick]
+
+
+def fit(
+    modules: list[torch.nn.Module], step_loss: Callable[[int], torch.Tensor], steps: int, label: str
+) -> None:
+    """AdamW 1e-3 with 200 warm-up steps and linear decay to 10%, gradients clipped at 1: the toy recipe."""
+    params = [p for m in modules for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * max(0.1, 1 - s / steps))
-    unet.train()
-    te.train()
+    for module in modules:
+        module.train()
     started = time.time()
     for step in range(steps):
-        pick = [rng.randrange(len(scenes)) for _ in range(batch)]
-        captions = ["" if rng.random() < 0.1 else texts[i] for i in pick]
-        latents = (means[pick] + stds[pick] * torch.randn_like(means[pick])) * vae.config.scaling_factor
-        ids = tokenizer(
-            captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-        ).input_ids
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, 1000, (batch,))
-        noisy = scheduler.add_noise(latents, noise, t)
-        pred = unet(noisy, t, te(ids).last_hidden_state).sample
-        loss = F.mse_loss(pred, noise)
+        loss = step_loss(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -135,9 +140,30 @@ def train_unet(parts: dict, tokenizer, steps: int, batch: int, seed: int) -> Non
         lr.step()
         if step % 200 == 0 or step == steps - 1:
             rate = (step + 1) / (time.time() - started)
-            logger.info("unet step %d/%d loss %.4f (%.2f step/s)", step, steps, loss.item(), rate)
-    unet.eval()
-    te.eval()
+            logger.info("%s step %d/%d loss %.4f (%.2f step/s)", label, step, steps, loss.item(), rate)
+    for module in modules:
+        module.eval()
+
+
+def train_unet(parts: dict, tokenizer, steps: int, batch: int, seed: int) -> None:
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    vae, unet, te = parts["vae"], parts["unet"], parts["text_encoder"]
+    means, stds, texts = scene_latents(vae)
+    scheduler = sd_noise_scheduler()
+
+    def step_loss(step: int) -> torch.Tensor:
+        pick, captions = draw_batch(rng, texts, batch)
+        latents = (means[pick] + stds[pick] * torch.randn_like(means[pick])) * vae.config.scaling_factor
+        ids = tokenizer(
+            captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (batch,))
+        noisy = scheduler.add_noise(latents, noise, t)
+        return F.mse_loss(unet(noisy, t, te(ids).last_hidden_state).sample, noise)
+
+    fit([unet, te], step_loss, steps, "unet")
 
 
 def save(parts: dict, tokenizer, out: Path, card: dict) -> None:
@@ -185,23 +211,31 @@ def save(parts: dict, tokenizer, out: Path, card: dict) -> None:
     (out / "training.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
 
 
-def main(argv: list[str] | None = None) -> None:
+def pretrain_parser(description: str, out: Path | None = None) -> argparse.ArgumentParser:
+    """The options every toy pretraining command has: --out (required without a default), --batch, --seed."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--vae-steps", type=int, default=500)
-    parser.add_argument("--unet-steps", type=int, default=4000)
+    parser.add_argument("--out", type=Path, required=out is None, default=out)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def start_logging_and_seed(seed: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = pretrain_parser(__doc__)
+    parser.add_argument("--vae-steps", type=int, default=500)
+    parser.add_argument("--unet-steps", type=int, default=4000)
+    args = parser.parse_args(argv)
+    start_logging_and_seed(args.seed)
     from transformers import CLIPTokenizer
 
-    rng = random.Random(args.seed)
-    captions = [random_scene(rng, 8)[1] for _ in range(3000)] + ["zkstyle style picture drawing photo"] * 20
-    tok_dir = train_clip_tokenizer(captions, args.out / "tokenizer", vocab_size=560)
+    tok_dir = train_clip_tokenizer(tokenizer_texts(args.seed), args.out / "tokenizer", vocab_size=560)
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
     parts = build_components(len(tokenizer))
     started = time.time()

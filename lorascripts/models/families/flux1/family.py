@@ -3,6 +3,7 @@ CLIP-L's pooled output; kohya's BFL-named LoRA files."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import torch
 from ....errors import ModelError
 from ..base import BaseModel, Family, LoadedParts
 from ..flow_matching import DynamicShift, FlowMatchingObjective, FlowSettings
+from ..sd.single_file import ARCH_KEY
 from .find import CONFIG_KEYS, PART_LABELS
 from .layout import transformer_prefix
 
@@ -31,6 +33,24 @@ def run_setting(base: BaseModel, key: str, default: Any) -> Any:
 
 def is_dev(config: Any) -> bool:
     return bool(config["guidance_embeds"] if isinstance(config, dict) else config.guidance_embeds)
+
+
+def arch_settings(base: BaseModel) -> dict[str, Any]:
+    """What the transformer file's `lorascripts.arch` metadata says about how it was trained (the toy model:
+    `{"guidance": "cfg", "text_max_length": 32}`); {} for files without it."""
+    raw = base.extra.get("metadata", {}).get(ARCH_KEY)
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def t5_length(base: BaseModel) -> int:
+    """T5 tokens per caption: the run's `text_max_length`, else what the file says it was trained at, else
+    BFL's for dev / schnell."""
+    default = arch_settings(base).get("text_max_length") or DEFAULT_T5_LENGTH[is_dev(base.denoiser.config)]
+    return int(run_setting(base, "text_max_length", default))
 
 
 class Flux1(Family):
@@ -108,8 +128,7 @@ class Flux1(Family):
     def tokenize(self, base: BaseModel, captions: list[str]) -> list[torch.Tensor]:
         from .text import tokenize
 
-        default = DEFAULT_T5_LENGTH[is_dev(base.denoiser.config)]
-        return tokenize(base, captions, int(run_setting(base, "text_max_length", default)))
+        return tokenize(base, captions, t5_length(base))
 
     def encode_tokens(
         self, base: BaseModel, ids: list[torch.Tensor], *, clip_skip: int
@@ -203,17 +222,9 @@ class Flux1(Family):
 
     # --- hosts and tools -------------------------------------------------------------------------------------------
     def sampling_pipeline(self, base: BaseModel) -> Any:
-        from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+        from .sampling import sampling_pipeline
 
-        return FluxPipeline(
-            scheduler=FlowMatchEulerDiscreteScheduler.from_config(base.noise_scheduler.config),
-            vae=base.vae,
-            text_encoder=base.text_encoders[0],
-            tokenizer=base.tokenizers[0],
-            text_encoder_2=base.text_encoders[1],
-            tokenizer_2=base.tokenizers[1],
-            transformer=base.denoiser,
-        )
+        return sampling_pipeline(base, t5_length(base), arch_settings(base).get("guidance") == "cfg")
 
     def webui_layers(self, base: Any) -> dict[str, tuple[int, ...]]:
         from .webui import model_layers
