@@ -65,7 +65,9 @@ def test_base_run_takes_the_family_defaults_and_previews_with_base_settings(
     assert metadata["ls_zimage_variant"] == "base"
 
 
-def test_family_defaults_fill_only_unset_keys_and_refuse_a_text_lora(tiny_zimage, tmp_path: Path) -> None:
+def test_family_defaults_fill_only_unset_keys_and_refuse_a_text_lora(
+    tiny_zimage, tmp_path: Path, capsys
+) -> None:
     """SD keeps its defaults (text-encoder LoRA, no cache), Z-Image Turbo gets its own, a value set in the config
     wins, and `train_text_encoder: true` on Z-Image is a config error naming the family."""
     from lorascripts.errors import ConfigError
@@ -91,6 +93,19 @@ def test_family_defaults_fill_only_unset_keys_and_refuse_a_text_lora(tiny_zimage
         ConfigError, match=r"is a Z-Image model, whose LoRA files hold no text-encoder modules"
     ):
         filled(tiny_zimage, train_text_encoder=True)
+    # the dry run (`train --print-config`) prints what the run will train with and says where it came from
+    from lorascripts.cli import main
+
+    config = tmp_path / "z.yaml"
+    config.write_text(
+        f"base_model: {tiny_zimage}\ntrain_data_dir: .\nmodel_variant: base\n", encoding="utf-8"
+    )
+    assert main(["train", "-c", str(config), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(
+        "# family defaults (Z-Image base): timestep_sampling=shift, discrete_flow_shift=3.0"
+    )
+    assert yaml.safe_load(printed)["cache_text_encoder_outputs"] == "memory"
 
 
 def test_fp8_file_with_block_swap_equals_the_run_without_swap(
