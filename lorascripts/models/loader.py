@@ -178,7 +178,7 @@ def identify_base_model(source: str, expected_family: str | None = None) -> tupl
                 family, metadata = family_of_checkpoint(list(fh.keys())), dict(fh.metadata() or {})
         except (SafetensorError, OSError, ValueError, RuntimeError):
             pass  # the load names what is wrong with the file
-    elif not path.suffix and (path.is_dir() or "/" in source):
+    elif (path / "model_index.json").is_file() or (not path.exists() and "/" in source and not path.suffix):
         try:
             family = family_of_diffusers(source, _model_index(source, True), True)
         except ModelError:
