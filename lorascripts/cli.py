@@ -48,6 +48,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
+        if cfg.task == "image":  # what the run will train with: the family's values for the keys left empty
+            from .models.run_defaults import with_family_defaults
+
+            cfg, filled = with_family_defaults(cfg)
+            print(f"# {filled.describe()}")
         print(dump_config(cfg), end="")
         return 0
     from .run.events import StopControl

@@ -64,7 +64,7 @@ def test_override_replaces_alias_spelling_in_file(tmp_path: Path) -> None:
         ({"resolution": [512, 513]}, "multiples of 8"),
         ({"target_modules": ["q_prj"]}, "Did you mean `q_proj`?"),
         ({"flip_aug": True}, "latents cannot be cached"),
-        ({"cache_text_encoder_outputs": "memory"}, "needs a frozen text encoder"),
+        ({"cache_text_encoder_outputs": "memory", "train_text_encoder": True}, "needs a frozen text encoder"),
         ({"min_bucket_reso": 1024, "max_bucket_reso": 512}, "Swap them"),
         ({"network_dim": 4, "lora_rank": 8}, "mean the same thing"),
         ({"output_name": "a/b"}, "not a valid file name"),

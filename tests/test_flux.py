@@ -441,3 +441,24 @@ def test_target_modules_select_attention_only_or_modulation_too(tiny_flux) -> No
         "single_blocks_0_linear1__qkv",
         "single_blocks_0_linear2",
     }
+
+
+def test_comfyui_scaled_fp8_transformer_loads_as_weight_times_scale(tiny_flux) -> None:
+    """A ComfyUI `flux1-dev-fp8-scaled`-style file (float8 weights + `scale_weight` each) loads as the weights
+    ComfyUI computes with, not as the bare float8 values (which are off by the scale)."""
+    from scaled_files import write_scaled_fp8
+
+    folder = tiny_flux.transformer.parent  # beside the original: the same parts are found
+    scaled, reference = (
+        folder / "flux1-tiny-fp8-scaled.safetensors",
+        folder / "flux1-tiny-dequantised.safetensors",
+    )
+    write_scaled_fp8(tiny_flux.transformer, scaled, reference)
+    loaded = [
+        load_base_model(str(path), tokenizer_path=str(tiny_flux.tokenizer_dir), dtype=torch.bfloat16).denoiser
+        for path in (scaled, reference)
+    ]
+    got, want = loaded[0].state_dict(), loaded[1].state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    stored = load_file(str(scaled))["double_blocks.0.img_attn.proj.weight"].to(torch.bfloat16)
+    assert not torch.equal(got["transformer_blocks.0.attn.to_out.0.weight"], stored)  # the scale was applied

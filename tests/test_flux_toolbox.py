@@ -80,20 +80,24 @@ def test_flux_files_say_flow_and_samples_use_the_family_guidance(files) -> None:
     from safetensors import safe_open
 
     from lorascripts.models.families import get_family
-    from lorascripts.train.outputs import sample_guidance
+    from lorascripts.train.outputs import sample_settings
 
     for name, prediction in (("flux_a", "flow"), ("sd1", "epsilon")):
         with safe_open(str(files[name]), "pt") as f:
             assert f.metadata()["modelspec.prediction_type"] == prediction, name
     assert config_from_dict({"base_model": "x", "train_data_dir": "y"}).sample_guidance_scale is None
 
-    def guidance(family: str, value: float | None) -> float:
-        parts = SimpleNamespace(
-            cfg=SimpleNamespace(sample_guidance_scale=value), base=SimpleNamespace(family=get_family(family))
+    def settings(family: str, value: float | None) -> tuple[int, float]:
+        cfg = SimpleNamespace(sample_guidance_scale=value, sample_steps=None)
+        return sample_settings(
+            SimpleNamespace(cfg=cfg, base=SimpleNamespace(family=get_family(family), name="x", extra={}))
         )
-        return sample_guidance(parts)
 
-    assert (guidance("flux1", None), guidance("sd1", None), guidance("flux1", 2.0)) == (3.5, 7.0, 2.0)
+    assert [settings("flux1", None), settings("sd1", None), settings("flux1", 2.0)] == [
+        (20, 3.5),
+        (20, 7.0),
+        (20, 2.0),
+    ]
 
 
 def test_merge_of_two_flux_loras_adds_their_updates(files, tmp_path: Path) -> None:

@@ -209,10 +209,10 @@ def test_bad_inputs_name_the_file(tiny_zimage, tmp_path: Path) -> None:
         ModelError, match=r"z_image_tiny\.safetensors is a Z-Image model, but model_family is flux1"
     ):
         _load(tiny_zimage, expected_family="flux1")
-    scaled = tmp_path / "qwen_3_4b_fp8_scaled.safetensors"  # ComfyUI's scaled fp8: a scale per weight
-    save_file({**state, "model.layers.0.mlp.up_proj.scale_weight": torch.ones(1)}, str(scaled))
-    with pytest.raises(ModelError, match=r"qwen_3_4b_fp8_scaled\.safetensors is a scaled fp8 file"):
-        _load(tiny_zimage, tiny_zimage.transformer, components={"text_encoder": str(scaled)})
+    blocks = tmp_path / "qwen_3_4b_nvfp4.safetensors"  # block scales are no plain product: refused by name
+    save_file({**state, "model.layers.0.mlp.up_proj.weight_scale": torch.ones(2, 3)}, str(blocks))
+    with pytest.raises(ModelError, match=r"qwen_3_4b_nvfp4\.safetensors is block-quantised"):
+        _load(tiny_zimage, tiny_zimage.transformer, components={"text_encoder": str(blocks)})
     # a FLUX.1 transformer (its parts nowhere near) is named as FLUX.1, not as a Z-Image missing its parts
     from tiny_flux import bfl_transformer
 
@@ -283,3 +283,32 @@ def test_musubi_tuner_names_load_as_the_same_network(trained, tiny_zimage, tmp_p
     other = _load(tiny_zimage, tiny_zimage.diffusers_dir)
     load_lora(other, tmp_path / "musubi.safetensors")
     assert (mine - before).norm() > 0 and torch.allclose(_output(other), mine, atol=1e-5)
+
+
+def test_comfyui_scaled_fp8_files_load_as_weight_times_scale(tiny_zimage, tmp_path: Path) -> None:
+    """ComfyUI's scaled fp8 transformer and Qwen3 files (float8 weights + `scale_weight` each) load as the weights
+    ComfyUI computes with, the same path as FLUX.1's (models/scaled_fp8.py)."""
+    from scaled_files import write_scaled_fp8
+
+    files = {}
+    for name, source in (("z_image_tiny", tiny_zimage.transformer), ("qwen_3_4b", tiny_zimage.text_encoder)):
+        files[name] = (
+            tmp_path / f"{name}_fp8_scaled.safetensors",
+            tmp_path / f"{name}_dequantised.safetensors",
+        )
+        write_scaled_fp8(source, *files[name])
+    loaded = [
+        _load(
+            tiny_zimage,
+            files["z_image_tiny"][i],
+            torch.bfloat16,
+            components={"text_encoder": str(files["qwen_3_4b"][i]), "vae": str(tiny_zimage.vae)},
+        )
+        for i in (0, 1)
+    ]
+    for part in ("denoiser", "text_encoders"):
+        got, want = (getattr(b, part) for b in loaded)
+        got, want = (m[0] if isinstance(m, list) else m for m in (got, want))
+        got, want = got.state_dict(), want.state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), part
+    assert torch.equal(_output(loaded[0]), _output(loaded[1]))

@@ -5,12 +5,15 @@ estimate of the full 6 B Z-Image from its header."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers_train import make_dataset, tiny_config
+from safetensors import safe_open
 from safetensors.torch import load_file
 from test_flux_memory import _sparse_safetensors, own_precision  # noqa: F401  (a fixture)
 
@@ -22,26 +25,87 @@ GIB = 1024**3
 
 
 def _cfg(tiny, data: Path, out: Path, **overrides) -> dict:
-    common = dict(model_family="zimage", text_max_length=16, train_text_encoder=False)
+    common = dict(model_family="zimage", text_max_length=16)  # train_text_encoder: the family's (false)
     return tiny_config(tiny, data, out, **{**common, **overrides})
 
 
-def test_cached_text_and_preview_samples_through_zimagepipeline(tiny_zimage, tmp_path: Path) -> None:
+def test_base_run_takes_the_family_defaults_and_previews_with_base_settings(
+    tiny_zimage, tmp_path: Path
+) -> None:
+    """A Z-Image Base run that leaves shift, text encoder and sample settings unset trains with Z-Image's (shift
+    3.0, Qwen3 frozen, its outputs cached), records them, and draws previews through ZImagePipeline with Base's
+    CFG 4 / 28 steps."""
     data = make_dataset(tmp_path / "data", n=2)
     cfg = _cfg(
         tiny_zimage, data, tmp_path / "a", max_train_steps=2, cache_text_encoder_outputs="disk",
         cache_dir=str(tmp_path / "cache"), sample_prompts=["zkstyle a red circle"], sample_every_n_steps=2,
-        sample_steps=2, gradient_checkpointing=True,
+        gradient_checkpointing=True, model_variant="base",
     )  # fmt: skip
     train(config_from_dict(cfg))
-    losses = [e["loss"] for e in read_events(tmp_path / "a" / "events.jsonl") if e["event"] == "step"]
+    events = read_events(tmp_path / "a" / "events.jsonl")
+    losses = [e["loss"] for e in events if e["event"] == "step"]
     assert len(losses) == 2 and all(0 < v < 10 for v in losses)
+    assert [(e["steps"], e["guidance_scale"]) for e in events if e["event"] == "sample"][:1] == [(28, 4.0)]
     samples = sorted((tmp_path / "a" / "samples").glob("*.png"))
     assert samples, "no preview sample was drawn"
     from PIL import Image
 
     assert Image.open(samples[0]).size == (32, 32)
     assert sorted((tmp_path / "cache").rglob("*.safetensors")), "no text/latent cache on disk"
+    saved = yaml.safe_load((tmp_path / "a" / "tiny.yaml").read_text(encoding="utf-8"))
+    assert (saved["discrete_flow_shift"], saved["timestep_sampling"], saved["train_text_encoder"]) == (
+        3.0,
+        "shift",
+        False,
+    )
+    with safe_open(str(tmp_path / "a" / "tiny.safetensors"), "pt") as fh:
+        metadata = fh.metadata()
+    filled = json.loads(metadata["ls_family_defaults"])
+    assert filled == {"discrete_flow_shift": 3.0, "timestep_sampling": "shift", "train_text_encoder": False}
+    assert metadata["ls_zimage_variant"] == "base"
+
+
+def test_family_defaults_fill_only_unset_keys_and_refuse_a_text_lora(
+    tiny_zimage, tmp_path: Path, capsys
+) -> None:
+    """SD keeps its defaults (text-encoder LoRA, no cache), Z-Image Turbo gets its own, a value set in the config
+    wins, and `train_text_encoder: true` on Z-Image is a config error naming the family."""
+    from lorascripts.errors import ConfigError
+    from lorascripts.models.run_defaults import with_family_defaults
+
+    def filled(base_model: Path | str, **keys):  # noqa: ANN202
+        cfg, what = with_family_defaults(
+            config_from_dict({"base_model": str(base_model), "train_data_dir": ".", **keys})
+        )
+        return (cfg.train_text_encoder, cfg.cache_text_encoder_outputs, cfg.discrete_flow_shift), what
+
+    assert filled("toy")[0] == (True, "off", 3.1582)  # the SD toy model: as before families had defaults
+    assert filled("toy", cache_text_encoder_outputs="memory")[0] == (False, "memory", 3.1582)
+    tiny_zimage = tiny_zimage.transformer
+    turbo, what = filled(tiny_zimage)
+    assert turbo == (False, "memory", 3.0) and "Z-Image unknown" in what.describe()
+    assert filled(tiny_zimage, discrete_flow_shift=2.0, cache_text_encoder_outputs="off")[0] == (
+        False,
+        "off",
+        2.0,
+    )
+    with pytest.raises(
+        ConfigError, match=r"is a Z-Image model, whose LoRA files hold no text-encoder modules"
+    ):
+        filled(tiny_zimage, train_text_encoder=True)
+    # the dry run (`train --print-config`) prints what the run will train with and says where it came from
+    from lorascripts.cli import main
+
+    config = tmp_path / "z.yaml"
+    config.write_text(
+        f"base_model: {tiny_zimage}\ntrain_data_dir: .\nmodel_variant: base\n", encoding="utf-8"
+    )
+    assert main(["train", "-c", str(config), "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(
+        "# family defaults (Z-Image base): timestep_sampling=shift, discrete_flow_shift=3.0"
+    )
+    assert yaml.safe_load(printed)["cache_text_encoder_outputs"] == "memory"
 
 
 def test_fp8_file_with_block_swap_equals_the_run_without_swap(

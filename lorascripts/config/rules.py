@@ -60,7 +60,7 @@ def check_consistency(cfg: Any) -> None:
             f"`target_modules` has unknown names {unknown}.{suggest(unknown[0], list(TARGET_ALIASES))} "
             f"Known: {', '.join(DEFAULT_TARGET_MODULES)} (or `all`)."
         )
-    if cfg.cache_text_encoder_outputs != "off" and cfg.train_text_encoder:
+    if cfg.cache_text_encoder_outputs not in (None, "off") and cfg.train_text_encoder:
         raise ConfigError(
             "`cache_text_encoder_outputs` needs a frozen text encoder, but `train_text_encoder` is true. "
             "Set train_text_encoder: false, or cache_text_encoder_outputs: off."

@@ -186,7 +186,13 @@ class TrainConfig(RunConfig):
     module_dropout: float = option(
         0.0, help="Probability of skipping a whole LoRA module for a step.", section=NETWORK, min=0.0, max=1.0
     )
-    train_text_encoder: bool = option(True, help="Also train LoRA on the text encoder(s).", section=NETWORK)
+    train_text_encoder: bool | None = option(
+        None,
+        help="Also train LoRA on the text encoder(s). Empty: the family's (SD, FLUX.1: true unless "
+        "cache_text_encoder_outputs is on; Z-Image: false, its LoRAs hold no text-encoder modules, so true is an "
+        "error there).",
+        section=NETWORK,
+    )
     initial_lora: str | None = option(
         None,
         help="Continue training from an existing LoRA file (incremental training).",
@@ -212,9 +218,10 @@ class TrainConfig(RunConfig):
         section=TRAIN,
         choices=("off", "memory", "disk"),
     )
-    cache_text_encoder_outputs: str = option(
-        "off",
-        help="Cache text-encoder outputs (only when the text encoder is not trained): memory, disk or off.",
+    cache_text_encoder_outputs: str | None = option(
+        None,
+        help="Cache text-encoder outputs (only when the text encoder is not trained): memory, disk or off. Empty: "
+        "the family's (SD, FLUX.1: off; Z-Image: memory, the Qwen3 encoder leaves memory before the first step).",
         section=TRAIN,
         choices=("off", "memory", "disk"),
     )
@@ -306,7 +313,13 @@ class TrainConfig(RunConfig):
     sample_every_n_steps: int | None = option(
         None, help="Render samples every N steps.", section=SAMPLE, min=1
     )
-    sample_steps: int = option(20, help="Denoising steps for samples.", section=SAMPLE, min=1, max=200)
+    sample_steps: int | None = option(
+        None,
+        help="Denoising steps for samples. Empty: the model's (20; Z-Image Turbo 8, Z-Image Base 28).",
+        section=SAMPLE,
+        min=1,
+        max=200,
+    )
     sample_guidance_scale: float | None = option(
         None,
         help="Guidance for samples: SD's CFG scale, FLUX.1-dev's distilled guidance. Unset: the model family's "
@@ -414,16 +427,18 @@ class TrainConfig(RunConfig):
         max=1024,
         aliases=("t5_max_length",),
     )
-    timestep_sampling: str = option(
-        "shift",
+    timestep_sampling: str | None = option(
+        None,
         help="Flow-matching models: how sigmas are drawn (shift: sigmoid moved by discrete_flow_shift, kohya's "
-        "FLUX recipe; flux_shift: moved by the image size as diffusers' dynamic shifting does, kohya's flux_shift).",
+        "FLUX recipe; flux_shift: moved by the image size as diffusers' dynamic shifting does, kohya's flux_shift). "
+        "Empty: the family's (FLUX.1, Z-Image: shift).",
         section=TRAIN,
         choices=("sigmoid", "logit_normal", "uniform", "shift", "flux_shift"),
     )
-    discrete_flow_shift: float = option(
-        3.1582,
-        help="Flow-matching models: the sigma shift of timestep_sampling shift.",
+    discrete_flow_shift: float | None = option(
+        None,
+        help="Flow-matching models: the sigma shift of timestep_sampling shift. Empty: the family's (FLUX.1 3.1582, "
+        "kohya's recipe; Z-Image 3.0, its scheduler's shift).",
         section=TRAIN,
         min=0.01,
     )

@@ -2,7 +2,9 @@
 
 With the config schema, the one source of the forms' defaults (`host/form.py`): a form field left at "the
 preset's" takes the preset's value, and a key no preset sets takes the config schema's default (`TrainConfig`),
-so the ComfyUI node, the WebUI tab and a YAML file without that key all train with the same value.
+so the ComfyUI node, the WebUI tab and a YAML file without that key all train with the same value. Keys whose
+value depends on the model (`train_text_encoder`: true for SD and FLUX.1, impossible for Z-Image) are left to the
+family (models/run_defaults.py), so one preset fits every family.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "text_encoder_lr": 5e-5,
         "epochs": 10,
         "network_type": "lora",
-        "train_text_encoder": True,
         "noise_offset": 0.05,
         "min_snr_gamma": 5,
     },
@@ -28,7 +29,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "text_encoder_lr": 5e-5,
         "epochs": 12,
         "network_type": "lora",
-        "train_text_encoder": True,
         "shuffle_caption": True,
         "keep_tokens": 1,
     },
@@ -41,7 +41,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "network_type": "locon",
         "conv_rank": 4,
         "conv_alpha": 1,
-        "train_text_encoder": True,
     },
 }
 

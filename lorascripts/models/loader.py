@@ -181,3 +181,27 @@ def load_base_model(
         resolution=resolution,
         extra={"metadata": parts.metadata},
     )
+
+
+def identify_base_model(source: str, expected_family: str | None = None) -> tuple[Family | None, str, dict]:
+    """(family, name, metadata) of a base model from its header or model_index.json only, without loading it;
+    the family is None when neither says (a pickle checkpoint, a repo id not in the cache): `model_family` then,
+    if the config names one."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(source)
+    family, metadata = None, {}
+    if path.is_file() and path.suffix.lower() == ".safetensors":
+        try:
+            with safe_open(str(path), "pt") as fh:
+                family, metadata = family_of_checkpoint(list(fh.keys())), dict(fh.metadata() or {})
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            pass  # the load names what is wrong with the file
+    elif (path / "model_index.json").is_file() or (not path.exists() and "/" in source and not path.suffix):
+        try:
+            family = family_of_diffusers(source, _model_index(source, True), True)
+        except ModelError:
+            pass
+    if family is None and expected_family:
+        family = get_family(expected_family)
+    return family, path.stem if path.is_file() else path.name, metadata

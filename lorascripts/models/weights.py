@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ModelError
 from .files import PICKLE_SUFFIXES, read_safetensors
+from .scaled_fp8 import dequantise
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,16 @@ def _load_dtype(value: torch.Tensor, own: torch.Tensor, dtype: torch.dtype) -> t
     return dtype
 
 
+def read_weights(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The weights of a model's .safetensors file (a checkpoint or a part file) and its metadata; ComfyUI's
+    scaled fp8 weights come back dequantised (scaled_fp8.py), the same for every family."""
+    state, metadata = read_safetensors(path, what)
+    return dequantise(state, Path(path)), metadata
+
+
 def read_checkpoint(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if path.suffix.lower() == ".safetensors":
-        return read_safetensors(path, "checkpoint")
+        return read_weights(path, "checkpoint")
     if path.suffix.lower() not in PICKLE_SUFFIXES:
         raise ModelError(f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors.")
     if not allow_pickle:

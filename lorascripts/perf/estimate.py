@@ -340,8 +340,10 @@ def estimate_run(
     replaces the estimate's own verdict (the trainer passes the one it acted on when it estimates again), and
     `base_rss_bytes` the process size the first estimate saw.
     """
+    from ..models.run_defaults import with_family_defaults
     from ..train.setup import resolve_base_model
 
+    cfg = with_family_defaults(cfg)[0]  # a run's config has them already; a config estimated on its own not
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     # taken first: the meta pass (first run only) imports diffusers and the matmul-peak measurement leaves freed
     # buffers in the process; LIBRARY_RSS stands for the libraries the run imports later

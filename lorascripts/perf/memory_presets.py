@@ -39,7 +39,7 @@ def with_preset(cfg: TrainConfig, name: str) -> TrainConfig:
         values["optimizer"] = "adamw"
     if cfg.optimizer not in ("adamw", "adamw8bit"):
         values.pop("optimizer")  # a choice of its own (prodigy, adafactor) stays
-    if cfg.cache_text_encoder_outputs == "off":
+    if cfg.cache_text_encoder_outputs in (None, "off"):
         values["cache_text_encoder_outputs"] = "memory"
     return dataclasses.replace(cfg, **values)
 

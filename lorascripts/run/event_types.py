@@ -98,6 +98,8 @@ class Checkpoint(TypedDict):
 class Sample(TypedDict):
     step: int
     paths: list
+    steps: int  # the denoising steps and guidance the samples were drawn with (config's or the model's own)
+    guidance_scale: float
 
 
 class SelfTest(TypedDict):

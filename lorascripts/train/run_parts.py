@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import COMPONENT_KEYS, TrainConfig, save_config
+from ..models.run_defaults import with_family_defaults
 from ..perf.memory_presets import resolve_memory_preset
 from ..run.events import EventSink
 from ..run.precision import Precision, resolve_precision
@@ -47,7 +48,9 @@ class RunParts:
 
         cpu = not torch.cuda.is_available()
         device = torch.device("cpu") if cpu else torch.device("cuda")
-        # `memory_preset` becomes its settings first: the estimate, the model and the optimizer all read them
+        # the keys the config leaves to the base model's family first, then `memory_preset` becomes its
+        # settings: the estimate, the model and the optimizer all read them
+        cfg, self.family_defaults = with_family_defaults(cfg)
         cfg = resolve_memory_preset(cfg, device.type)[0]
         self.cfg = cfg
         self._total_steps_for = total_steps_for
@@ -87,6 +90,7 @@ class RunParts:
         self.scan = scan(cfg)
         build.run_preflight(self)
         train_items, held_out = validation_items(cfg, list(self.scan.items))
+        logger.info("%s", self.family_defaults.describe())
         if self.estimate is not None:
             logger.info("%s", self.estimate.describe())
             events.emit("estimate", **self.estimate.event())
@@ -175,11 +179,10 @@ class RunParts:
         }
 
     def sample(self, step: int, events: EventSink) -> None:
-        from .outputs import render_samples
+        from .outputs import emit_samples
 
         if self.accelerator.is_main_process:
-            paths = render_samples(self, step)
-            events.emit("sample", step=step, paths=[str(p) for p in paths])
+            emit_samples(self, step, events)
         self.accelerator.wait_for_everyone()
 
     def file_weights(self) -> contextlib.AbstractContextManager:

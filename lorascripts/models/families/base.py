@@ -107,6 +107,9 @@ class Family(ABC):
     # the denoiser's block lists (attribute names, in the order they run) and how many blocks of each make one
     # `blocks_to_swap` unit; `fp8_base` stores the Linear weights inside them. None (SD's U-Nets): both refused
     swap_blocks: tuple[tuple[str, int], ...] = ()
+    # whether the family's LoRA files can hold text-encoder modules (Z-Image: no loader reads a Qwen3 LoRA); a
+    # family without them caches its text encoders' outputs and releases them by default (`config_defaults`)
+    text_lora = True
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
@@ -232,9 +235,26 @@ class Family(ABC):
         the toolbox maps them through the reference model's paths."""
         return None
 
-    def sample_defaults(self) -> dict[str, float]:
-        """Preview-sampling settings this family's models expect when the run does not set them."""
-        return {"guidance_scale": 7.0}
+    def sample_defaults(self, variant: str = "") -> dict[str, float]:
+        """Preview-sampling settings (`guidance_scale`, `steps`) this family's model of this `variant` expects
+        when the run does not set them (the variant of a loaded model: `model_variant(base)`)."""
+        return {"guidance_scale": 7.0, "steps": 20}
+
+    def variant(self, name: str, metadata: dict[str, str], chosen: str = "auto") -> str:
+        """Which model of the family a file / folder / repo `name` with this metadata is ("" when the family's
+        models need no telling apart; Z-Image: turbo, base or unknown); `chosen`: the config's model_variant."""
+        return ""
+
+    def model_variant(self, base: BaseModel) -> str:
+        """`variant` of a loaded model, honouring the run's `model_variant`."""
+        chosen = getattr(base.extra.get("config"), "model_variant", None) or "auto"
+        return self.variant(base.name, base.extra.get("metadata", {}), chosen)
+
+    def config_defaults(self, variant: str) -> dict[str, Any]:
+        """Values of run settings (config keys) that this family's model of this `variant` trains with when the
+        config leaves them unset; the keys it does not name take the config's generic defaults
+        (`models/run_defaults.py`). A family without text-encoder LoRAs caches the encoders' outputs."""
+        return {} if self.text_lora else {"train_text_encoder": False, "cache_text_encoder_outputs": "memory"}
 
     def diffusers_lora_names(
         self, name: str, down: torch.Tensor, up: torch.Tensor

@@ -116,9 +116,10 @@ class Flux1(Family):
     def objective(self, base: BaseModel, *, min_snr_gamma: float | None) -> FlowMatchingObjective:
         if min_snr_gamma:
             logger.warning("min_snr_gamma is for noise-prediction models; FLUX uses loss_weighting instead.")
+        own = self.config_defaults(self.model_variant(base))  # what a run that left them unset resolved to
         settings = FlowSettings(
-            timestep_sampling=run_setting(base, "timestep_sampling", "shift"),
-            discrete_flow_shift=run_setting(base, "discrete_flow_shift", 3.1582),
+            timestep_sampling=run_setting(base, "timestep_sampling", own["timestep_sampling"]),
+            discrete_flow_shift=run_setting(base, "discrete_flow_shift", own["discrete_flow_shift"]),
             sigmoid_scale=run_setting(base, "sigmoid_scale", 1.0),
             loss_weighting=run_setting(base, "loss_weighting", "none"),
             dynamic_shift=self.dynamic_shift,
@@ -210,8 +211,16 @@ class Flux1(Family):
 
         return kohya_modules(modules)
 
-    def sample_defaults(self) -> dict[str, float]:
-        return {"guidance_scale": 3.5}  # FLUX.1-dev's distilled guidance (BFL's and diffusers' default)
+    def sample_defaults(self, variant: str = "") -> dict[str, float]:
+        return {"guidance_scale": 3.5, "steps": 20}  # FLUX.1-dev's distilled guidance (BFL's and diffusers')
+
+    def config_defaults(self, variant: str) -> dict[str, Any]:
+        # kohya sd-scripts' FLUX.1 recipe (shared/DIT_FAMILIES.md)
+        return {
+            **super().config_defaults(variant),
+            "timestep_sampling": "shift",
+            "discrete_flow_shift": 3.1582,
+        }
 
     def model_metadata(self, base: BaseModel) -> dict[str, str]:
         variant = "dev" if is_dev(base.denoiser.config) else "schnell"

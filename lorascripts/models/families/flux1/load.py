@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from ....errors import ModelError
-from ...files import read_safetensors
 from ...tokenizers_find import find_clip_tokenizer
-from ...weights import load_into, uninitialised
+from ...weights import load_into, read_weights, uninitialised
 from ..base import LoadedParts
 from ..sd.load import architecture_errors
 from ..sd.single_file import text_config
@@ -148,7 +147,7 @@ def _part_state(
     if part in parts and not given:
         return parts[part], path
     file = find_part(part, given, path)
-    state, _ = read_safetensors(file, f"FLUX {PART_LABELS[part]}")
+    state, _ = read_weights(file, f"FLUX {PART_LABELS[part]}")
     if not is_part({k: () for k in state}, part):
         raise ModelError(
             f"{file.name} is not a {PART_LABELS[part]} file (its keys start with {next(iter(state))})."

@@ -33,6 +33,7 @@ class ZImage(Family):
     default_resolution = 1024
     caption_token_window = TEXT_LENGTH
     text_components = ("te",)  # the Qwen3 encoder stays frozen (no trainer ships a Qwen3 LoRA for Z-Image)
+    text_lora = False  # no Z-Image loader (ComfyUI, diffusers, ai-toolkit) reads a Qwen3 LoRA
     components = {key: part.label for key, part in PARTS.items()}
     swap_blocks = (("layers", 1),)
     lora_output_formats = ("kohya", "diffusers")  # ComfyUI reads both; diffusers and ai-toolkit the second
@@ -87,14 +88,15 @@ class ZImage(Family):
             logger.warning(
                 "min_snr_gamma is for noise-prediction models; Z-Image uses loss_weighting instead."
             )
+        own = self.config_defaults(self.model_variant(base))  # what a run that left them unset resolved to
         settings = FlowSettings(
-            timestep_sampling=run_setting(base, "timestep_sampling", "shift"),
-            discrete_flow_shift=run_setting(base, "discrete_flow_shift", 3.0),
+            timestep_sampling=run_setting(base, "timestep_sampling", own["timestep_sampling"]),
+            discrete_flow_shift=run_setting(base, "discrete_flow_shift", own["discrete_flow_shift"]),
             sigmoid_scale=run_setting(base, "sigmoid_scale", 1.0),
             loss_weighting=run_setting(base, "loss_weighting", "none"),
             dynamic_shift=self.dynamic_shift,
         )
-        if self.model_metadata(base)["ls_zimage_variant"] == "turbo":
+        if self.model_variant(base) == "turbo":
             from .variant import warn_turbo
 
             warn_turbo(base.name)
@@ -135,10 +137,6 @@ class ZImage(Family):
     def lora_targets(self, base: BaseModel, roles: set[str], *, with_conv: bool, text: bool) -> list[Target]:
         from .lora_layout import transformer_targets
 
-        if text:  # no Z-Image loader (ComfyUI, diffusers, ai-toolkit) reads a Qwen3 LoRA
-            logger.warning(
-                "Z-Image's Qwen3 text encoder is not trained; the LoRA covers the transformer only."
-            )
         return transformer_targets(base.denoiser, roles)
 
     def kohya_name(self, base: BaseModel) -> Any:
@@ -183,15 +181,27 @@ class ZImage(Family):
         }
 
     def model_metadata(self, base: BaseModel) -> dict[str, str]:
-        detected = base.extra.get("metadata", {}).get("ls_zimage_variant", "unknown")
-        chosen = run_setting(base, "model_variant", "auto")
-        return {"ls_zimage_variant": detected if chosen == "auto" else chosen}
+        return {"ls_zimage_variant": self.model_variant(base)}
+
+    def variant(self, name: str, metadata: dict[str, str], chosen: str = "auto") -> str:
+        from .variant import variant_of
+
+        if chosen != "auto":
+            return chosen
+        return metadata.get("ls_zimage_variant") or variant_of(name, metadata)
+
+    def config_defaults(self, variant: str) -> dict[str, Any]:
+        from .variant import config_defaults
+
+        return {**super().config_defaults(variant), **config_defaults(variant)}
 
     def made_for(self, base_model_version: str) -> bool:
         return base_model_version.replace("-", "").replace("_", "").lower().startswith("zimage")
 
-    def sample_defaults(self) -> dict[str, float]:
-        return {"guidance_scale": 0.0}  # Turbo's (distilled, no CFG); Base samples with about 4
+    def sample_defaults(self, variant: str = "") -> dict[str, float]:
+        from .variant import sample_defaults
+
+        return sample_defaults(variant)
 
     # --- hosts and tools -------------------------------------------------------------------------------------------
     def sampling_pipeline(self, base: BaseModel) -> Any:

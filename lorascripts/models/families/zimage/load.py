@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from ....errors import ModelError
-from ...files import read_safetensors
-from ...weights import load_into, uninitialised
+from ...weights import load_into, read_weights, uninitialised
 from ..base import LoadedParts
 from ..flux1.layout import transformer_prefix as flux_prefix
 from ..flux1.load import load_vae
@@ -29,24 +28,10 @@ from .variant import scheduler_config, variant_of
 logger = logging.getLogger(__name__)
 
 
-def refuse_scaled_fp8(state: dict[str, Any], path: Path) -> None:
-    """ComfyUI's "scaled fp8" files keep a scale per weight (`….scale_weight`, `scaled_fp8`) that plain loading
-    would drop, silently giving wrong weights: refuse them by name (plain fp8 e4m3fn files load)."""
-    scaled = next(
-        (k for k in state if k.endswith((".scale_weight", ".weight_scale")) or k == "scaled_fp8"), None
-    )
-    if scaled is not None:
-        raise ModelError(
-            f"{path.name} is a scaled fp8 file (ComfyUI's format: it has {scaled}), which this trainer does not "
-            "read. Use the bf16 file (or a plain fp8 e4m3fn one) and `fp8_base: true` for the memory."
-        )
-
-
 def load_transformer(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype) -> Any:
     from diffusers import ZImageTransformer2DModel
     from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers
 
-    refuse_scaled_fp8(state, path)
     config = transformer_config({k: tuple(v.shape) for k, v in state.items()})
     model = uninitialised(ZImageTransformer2DModel, **config)
     weights = (
@@ -65,7 +50,6 @@ def load_qwen3(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype) -
             f"{path.name} is not a Qwen3 text encoder (no layers.0.self_attn.q_norm.weight; its keys start with "
             f"{next(iter(state), 'nothing')}). Z-Image needs Qwen3-4B (qwen_3_4b.safetensors)."
         )
-    refuse_scaled_fp8(state, path)
     own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     model = uninitialised(
         Qwen3Model, Qwen3Config(**qwen3_config({k: tuple(v.shape) for k, v in own.items()}))
@@ -76,7 +60,7 @@ def load_qwen3(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype) -
 
 def _part_state(part: str, given: str | None, path: Path) -> tuple[dict[str, torch.Tensor], Path]:
     file = find_part(part, given, path)
-    state, _ = read_safetensors(file, f"Z-Image {PARTS[part].label}")
+    state, _ = read_weights(file, f"Z-Image {PARTS[part].label}")
     return state, file
 
 

@@ -14,6 +14,12 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
+# training: sigmas shifted as the model's own scheduler shifts them (3.0, both variants; musubi-tuner's example
+# uses 2.0 and calls Z-Image's best value unknown, ai-toolkit draws Turbo/Base alike)
+TRAINING = {"timestep_sampling": "shift", "discrete_flow_shift": SCHEDULER["shift"]}
+# previews: Turbo (and a file we cannot tell) 8 steps without CFG (Turbo's card: 8-9 steps, guidance 0); Base
+# with CFG 4 (Base's card: 28-50 steps, guidance 3-5; 28 keeps previews cheap)
+SAMPLES = {"base": {"guidance_scale": 4.0, "steps": 28}, "turbo": {"guidance_scale": 0.0, "steps": 8}}
 
 
 def variant_of(name: str, metadata: dict[str, str]) -> str:
@@ -38,3 +44,13 @@ def warn_turbo(name: str) -> None:
 def scheduler_config(variant: str) -> dict[str, Any]:
     """The scheduler config a single file implies (the diffusers repos carry their own)."""
     return dict(SCHEDULER)
+
+
+def config_defaults(variant: str) -> dict[str, Any]:
+    """The run settings a Z-Image model trains with when the config leaves them unset (the same for both)."""
+    return dict(TRAINING)
+
+
+def sample_defaults(variant: str) -> dict[str, float]:
+    """Preview settings of a Z-Image model of this variant (unknown: Turbo's, the model most people have)."""
+    return dict(SAMPLES.get(variant, SAMPLES["turbo"]))
