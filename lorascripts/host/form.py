@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, config_from_dict
-from ..errors import ConfigError
+from ..errors import ConfigError, LoraScriptsError
 from .parts import part_settings
 from .presets import PRESET_CHOICES, PRESETS, preset, preset_summary, schema_default
 from .safety import check_request_config, path_keys
@@ -197,6 +197,23 @@ def _choice_values(choices: Mapping[str, str]) -> dict[str, str]:
     return {CHOICE_BY_NAME[name].key: value for name, value in choices.items() if value}
 
 
+def _takes_clip_tokenizer(base_model: str) -> bool:
+    """Whether the host's bundled CLIP tokenizer may be the model's `tokenizer_path`: not for a single file of a
+    family with another tokenizer (Z-Image's Qwen3), which finds its own. A file no family claims, or one that
+    cannot be read, keeps it (the loader then names the problem)."""
+    from ..models.families import family_of_checkpoint
+    from ..models.files import safetensors_shapes
+
+    path = Path(base_model)
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return True  # a diffusers folder carries its own tokenizers
+    try:
+        family = family_of_checkpoint(list(safetensors_shapes(path)))
+    except LoraScriptsError:
+        return True
+    return family is None or family.reads_clip_tokenizer
+
+
 def form_settings(form: HostForm) -> dict[str, Any]:
     """Preset, then the form's fields and what they imply, then the advanced YAML on top (a plain mapping)."""
     chosen = {**_field_values(form.values), **_choice_values(form.choices), **part_settings(form.parts)}
@@ -209,7 +226,7 @@ def form_settings(form: HostForm) -> dict[str, Any]:
             sample_prompts=[form.sample_prompt.strip()], sample_every_n_steps=max(1, (steps or 100) // 4)
         )
     settings = {**preset(form.preset), **derived, **chosen, **_advanced(form.advanced_yaml)}
-    if form.tokenizer_path and "tokenizer_path" not in settings:
+    if form.tokenizer_path and "tokenizer_path" not in settings and _takes_clip_tokenizer(form.base_model):
         settings["tokenizer_path"] = form.tokenizer_path
     # what the host chose wins (a network-facing host also refuses an alias that tries to change it)
     fixed = {"base_model": form.base_model, "train_data_dir": form.dataset, "output_dir": form.output_dir}

@@ -95,6 +95,8 @@ class Family(ABC):
     text_components: tuple[str, ...]  # kohya component of each text encoder: ("te",) or ("te1", "te2")
     webui_needs_version = False  # the WebUI lists this family's LoRAs as SD1 without ss_base_model_version
     webui_hosts = "AUTOMATIC1111/Forge"  # the WebUIs that run this family (self-test and card wording)
+    # `tokenizer_path` names a CLIP tokenizer, so a host may offer its bundled one (ComfyUI's, Forge's)
+    reads_clip_tokenizer = True
     # parts kept in files of their own beside the denoiser, by config key (`vae`, `text_encoder`,
     # `text_encoder_2`) -> what that file is for this family, e.g. {"text_encoder": "CLIP-L (clip_l.safetensors)"};
     # hosts offer one file choice per entry, the loader refuses a key the family does not take
