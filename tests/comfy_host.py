@@ -301,30 +301,3 @@ class ComfyServer(ServerProcess):
                 return
             time.sleep(0.5)
         raise TimeoutError("ComfyUI's queue did not empty")
-
-
-def lora_model_save(base: Path, model: str, lora: str, prefix: str) -> Path:
-    """`UNETLoader` -> `LoraLoaderModelOnly` -> `ModelSave` in a real ComfyUI over `base` (models/ and output/
-    there): the diffusion model `model` with the LoRA `lora` at strength 1, saved patched under output/`prefix`.
-    Fails unless the prompt succeeds with every LoRA key loaded; returns the saved file."""
-    graph = {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": model, "weight_dtype": "default"}},
-        "2": {
-            "class_type": "LoraLoaderModelOnly",
-            "inputs": {"model": ["1", 0], "lora_name": lora, "strength_model": 1.0},
-        },
-        "3": {"class_type": "ModelSave", "inputs": {"model": ["2", 0], "filename_prefix": prefix}},
-    }
-    server = ComfyServer(base)
-    try:
-        entry = server.wait(server.queue(graph), timeout=900)
-        log = server.server_log()
-    finally:
-        server.stop()
-    assert entry["status"]["status_str"] == "success", log[-3000:]
-    assert "lora key not loaded" not in log, log[-3000:]
-    assert "ERROR lora" not in log, log[-3000:]
-    folder, name = (base / "output" / prefix).parent, Path(prefix).name
-    saved = sorted(folder.glob(f"{name}*.safetensors"))
-    assert saved, f"ModelSave wrote nothing:\n{log[-3000:]}"
-    return saved[0]

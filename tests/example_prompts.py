@@ -189,7 +189,7 @@ def train_zimage_style_and_use() -> dict[str, dict]:
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": ZIMAGE_MODEL, "weight_dtype": "default"}},
         "2": {
             "class_type": "CLIPLoader",
-            "inputs": {"clip_name": ZIMAGE_PARTS["text_encoder"], "type": "lumina2"},
+            "inputs": {"clip_name": ZIMAGE_PARTS["text_encoder"], "type": "lumina2", "device": "default"},
         },
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": ZIMAGE_PARTS["vae"]}},
         "4": {"class_type": "LoraScriptsLoadDataset", "inputs": {"folder": "my_style"}},

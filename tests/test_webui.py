@@ -229,6 +229,53 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
         assert fh.metadata()["ss_base_model_version"] == "flux1"
 
 
+def test_session_trains_zimage_with_the_part_files_chosen(webui, tiny_zimage, tiny_tokenizer, tmp_path):
+    """Forge Neo (HOSTS.md): a Z-Image transformer in the checkpoint list trains with the Z-Image family, with its
+    VAE and Qwen3 files chosen from models/VAE and models/text_encoder (the Qwen3 tokenizer beside them: Forge's
+    bundled CLIP tokenizer is not offered to Z-Image); the card says Z-Image."""
+    from lora_scripts_webui import hooks
+    from lora_scripts_webui.actions import TrainForm, build_config
+    from lora_scripts_webui.session import TrainingSession
+
+    models = webui["root"] / "models"
+    shutil.copyfile(tiny_zimage.transformer, models / "Stable-diffusion" / tiny_zimage.transformer.name)
+    for folder, file in (("VAE", tiny_zimage.vae), ("text_encoder", tiny_zimage.text_encoder)):
+        (models / folder).mkdir(exist_ok=True)
+        shutil.copyfile(file, models / folder / file.name)
+    shutil.copytree(tiny_zimage.tokenizer_dir, models / "text_encoder" / "qwen_tokenizer")
+    shutil.copytree(tiny_tokenizer, webui["root"] / hooks.FORGE_TOKENIZERS[0])
+    assert hooks.tokenizer_folder()  # the CLIP tokenizer SD checkpoints are given
+    parts = {"vae": "ae.safetensors", "text_encoder": "qwen_3_4b.safetensors"}
+    assert list(hooks.part_files("text_encoder")) == ["qwen_3_4b.safetensors"]
+    webui["sd_models"].list_models()
+    title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith("z_image_tiny"))
+    data = make_dataset(tmp_path / "data", n=2)
+    advanced = (
+        "text_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\n"
+        "dataset_checks: warn"
+    )
+    form = TrainForm(
+        dataset=str(data), checkpoint=title, lora_name="zimage_card", rank=4, steps=2, trigger_word="zk",
+        advanced_yaml=advanced, parts=parts,
+    )  # fmt: skip
+    config = build_config(form)
+    assert (config.vae, config.text_encoder) == (
+        str(models / "VAE" / "ae.safetensors"),
+        str(models / "text_encoder" / "qwen_3_4b.safetensors"),
+    )
+    assert config.tokenizer_path is None
+    session = TrainingSession()
+    session.start(config, form.lora_name)
+    snap = session.wait(600)
+    assert snap.state == "finished", snap.message
+    lora = models / "Lora" / "zimage_card.safetensors"
+    card = json.loads(lora.with_suffix(".json").read_text())
+    assert card["sd version"] == "Z-Image" and card["activation text"] == "zk"
+    assert "WebUI key check passed" in snap.message, snap.message  # by the Z-Image rules
+    with safe_open(str(lora), "pt") as fh:
+        assert fh.metadata()["ss_base_model_version"] == "zimage"
+
+
 def test_session_stop_saves_then_train_resumes(webui, tiny_sd1, tmp_path):
     from lora_scripts_webui.session import TrainingSession
 
