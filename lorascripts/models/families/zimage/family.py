@@ -30,8 +30,9 @@ class ZImage(Family):
     label = "Z-Image"
     kind_label = "Z-Image"
     webui_version = "Z-Image"
-    webui_hosts = "Forge Neo"  # AUTOMATIC1111 1.10 and Forge do not run Z-Image; Forge Neo (its 2025 fork) does
-    reads_clip_tokenizer = False  # its tokenizer is Qwen3's, found by the family (find.py), never a host's CLIP one
+    # AUTOMATIC1111 1.10 and Forge do not run Z-Image; Forge Neo (Forge's continuation) does
+    webui_hosts = "Forge Neo"
+    reads_clip_tokenizer = False  # its tokenizer is Qwen3's, found by the family (find.py)
     default_resolution = 1024
     caption_token_window = TEXT_LENGTH
     text_components = ("te",)  # the Qwen3 encoder stays frozen (no trainer ships a Qwen3 LoRA for Z-Image)
