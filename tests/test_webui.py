@@ -163,6 +163,41 @@ def test_session_output_passes_webui_key_check(webui, family, request, tmp_path)
     assert f"list_available_networks:{family}_card" in (webui["root"] / "webui_calls.log").read_text()
 
 
+def _transformer_form(webui, tmp_path: Path, stem: str, name: str, parts: dict, advanced: str = ""):
+    """The tab's form for the checkpoint `stem*` of the list with the part files chosen: 2 steps at 32 px on a
+    2-image dataset, trigger word zk."""
+    from lora_scripts_webui.actions import TrainForm
+
+    webui["sd_models"].list_models()
+    title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith(stem))
+    data = make_dataset(tmp_path / "data", n=2)
+    advanced += (
+        "text_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\n"
+        "dataset_checks: warn"
+    )
+    return TrainForm(
+        dataset=str(data), checkpoint=title, lora_name=name, rank=4, steps=2, trigger_word="zk",
+        advanced_yaml=advanced, parts=parts,
+    )  # fmt: skip
+
+
+def _train_to_card(webui, config, name: str, family: str, sd_version: str) -> None:
+    """The tab's session trains `config` as LoRA `name`; its card and metadata are `family`'s, the WebUI key check
+    passed."""
+    from lora_scripts_webui.session import TrainingSession
+
+    session = TrainingSession()
+    session.start(config, name)
+    snap = session.wait(600)
+    assert snap.state == "finished", snap.message
+    lora = webui["root"] / "models" / "Lora" / f"{name}.safetensors"
+    card = json.loads(lora.with_suffix(".json").read_text())
+    assert card["sd version"] == sd_version and card["activation text"] == "zk"
+    assert "WebUI key check passed" in snap.message, snap.message  # by the family's rules
+    with safe_open(str(lora), "pt") as fh:
+        assert fh.metadata()["ss_base_model_version"] == family
+
+
 def _forge_flux(root: Path, tiny_tokenizer, tmp_path: Path) -> dict[str, str]:
     """The tiny FLUX where Forge keeps FLUX.1: the transformer in models/Stable-diffusion (its T5 tokenizer
     beside it), ae.safetensors in models/VAE, the text encoders in models/text_encoder; returns the part titles."""
@@ -188,24 +223,15 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
     """A FLUX.1 transformer in the checkpoint list trains with the FLUX family, with the part files chosen from
     the WebUI's folders; the card says Flux."""
     from lora_scripts_webui import hooks
-    from lora_scripts_webui.actions import TrainForm, UserError, build_config
-    from lora_scripts_webui.session import TrainingSession
+    from lora_scripts_webui.actions import UserError, build_config
 
     models = webui["root"] / "models"
     parts = _forge_flux(webui["root"], tiny_tokenizer, tmp_path)
     assert hooks.part_files("vae") == {"ae.safetensors": str(models / "VAE" / "ae.safetensors")}
     assert list(hooks.part_files("text_encoder")) == ["clip_l.safetensors", "t5xxl_fp16.safetensors"]
-    webui["sd_models"].list_models()
-    title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith("flux1-tiny"))
-    data = make_dataset(tmp_path / "data", n=2)
-    advanced = (
-        f"tokenizer_path: {tiny_tokenizer}\ntext_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\n"
-        "min_bucket_reso: 16\nmixed_precision: 'no'\ndataset_checks: warn"
+    form = _transformer_form(
+        webui, tmp_path, "flux1-tiny", "flux_card", parts, f"tokenizer_path: {tiny_tokenizer}\n"
     )
-    form = TrainForm(
-        dataset=str(data), checkpoint=title, lora_name="flux_card", rank=4, steps=2, trigger_word="zk",
-        advanced_yaml=advanced, parts=parts,
-    )  # fmt: skip
     config = build_config(form)
     assert (config.vae, config.text_encoder, config.text_encoder_2) == (
         str(models / "VAE" / "ae.safetensors"),
@@ -217,16 +243,8 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
         build_config(dataclasses.replace(form, parts={**parts, "vae": "missing.safetensors"}))
     with pytest.raises(UserError, match="memory_preset"):
         build_config(dataclasses.replace(form, memory_preset="6gb"))
-    session = TrainingSession()
-    session.start(config, form.lora_name)
-    snap = session.wait(600)
-    assert snap.state == "finished", snap.message
-    lora = models / "Lora" / "flux_card.safetensors"
-    card = json.loads(lora.with_suffix(".json").read_text())
-    assert card["sd version"] == "Flux" and card["activation text"] == "zk"
-    assert "WebUI key check passed" in snap.message, snap.message  # by the FLUX.1 rules (Forge's key maps)
-    with safe_open(str(lora), "pt") as fh:
-        assert fh.metadata()["ss_base_model_version"] == "flux1"
+    # the WebUI key check by the FLUX.1 rules (Forge's key maps)
+    _train_to_card(webui, config, "flux_card", "flux1", "Flux")
 
 
 def test_session_trains_zimage_with_the_part_files_chosen(webui, tiny_zimage, tiny_tokenizer, tmp_path):
@@ -234,8 +252,7 @@ def test_session_trains_zimage_with_the_part_files_chosen(webui, tiny_zimage, ti
     VAE and Qwen3 files chosen from models/VAE and models/text_encoder (the Qwen3 tokenizer beside them: Forge's
     bundled CLIP tokenizer is not offered to Z-Image); the card says Z-Image."""
     from lora_scripts_webui import hooks
-    from lora_scripts_webui.actions import TrainForm, build_config
-    from lora_scripts_webui.session import TrainingSession
+    from lora_scripts_webui.actions import build_config
 
     models = webui["root"] / "models"
     shutil.copyfile(tiny_zimage.transformer, models / "Stable-diffusion" / tiny_zimage.transformer.name)
@@ -247,33 +264,13 @@ def test_session_trains_zimage_with_the_part_files_chosen(webui, tiny_zimage, ti
     assert hooks.tokenizer_folder()  # the CLIP tokenizer SD checkpoints are given
     parts = {"vae": "ae.safetensors", "text_encoder": "qwen_3_4b.safetensors"}
     assert list(hooks.part_files("text_encoder")) == ["qwen_3_4b.safetensors"]
-    webui["sd_models"].list_models()
-    title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith("z_image_tiny"))
-    data = make_dataset(tmp_path / "data", n=2)
-    advanced = (
-        "text_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\n"
-        "dataset_checks: warn"
-    )
-    form = TrainForm(
-        dataset=str(data), checkpoint=title, lora_name="zimage_card", rank=4, steps=2, trigger_word="zk",
-        advanced_yaml=advanced, parts=parts,
-    )  # fmt: skip
-    config = build_config(form)
+    config = build_config(_transformer_form(webui, tmp_path, "z_image_tiny", "zimage_card", parts))
     assert (config.vae, config.text_encoder) == (
         str(models / "VAE" / "ae.safetensors"),
         str(models / "text_encoder" / "qwen_3_4b.safetensors"),
     )
     assert config.tokenizer_path is None
-    session = TrainingSession()
-    session.start(config, form.lora_name)
-    snap = session.wait(600)
-    assert snap.state == "finished", snap.message
-    lora = models / "Lora" / "zimage_card.safetensors"
-    card = json.loads(lora.with_suffix(".json").read_text())
-    assert card["sd version"] == "Z-Image" and card["activation text"] == "zk"
-    assert "WebUI key check passed" in snap.message, snap.message  # by the Z-Image rules
-    with safe_open(str(lora), "pt") as fh:
-        assert fh.metadata()["ss_base_model_version"] == "zimage"
+    _train_to_card(webui, config, "zimage_card", "zimage", "Z-Image")
 
 
 def test_session_stop_saves_then_train_resumes(webui, tiny_sd1, tmp_path):
