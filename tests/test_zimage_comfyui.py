@@ -30,14 +30,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from comfy_host import REPO, ComfyServer, WebsocketLog, comfy_python, comfy_root
+from comfy_host import (
+    ComfyServer,
+    WebsocketLog,
+    apply_and_save,
+    comfy_python,
+    comfy_root,
+    example_prompt,
+    train_example,
+)
 from example_prompts import ZIMAGE_PARTS
 from helpers_train import make_dataset
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tiny_zimage import build_tiny_zimage, original_state, transformer_config
-from workflow_format import to_api
 
 from lorascripts.host.parts import AUTOMATIC
 
@@ -178,12 +184,6 @@ def zimage_comfy(tmp_path_factory):
     server.stop()
 
 
-def _example(server: ComfyServer) -> dict:
-    """The shipped Z-Image example as ComfyUI's editor loads it (widget order read from the live nodes)."""
-    committed = json.loads((REPO / "example_workflows" / f"{EXAMPLE}.json").read_text(encoding="utf-8"))
-    return to_api(committed, server.get("/object_info"))
-
-
 def test_example_trains_zimage_with_the_chosen_parts(zimage_comfy) -> None:
     """The example's training half, made small: the tiny Z-Image, 32 px, 2 steps, its part lists as shipped."""
     server, events = zimage_comfy.server, zimage_comfy.events
@@ -194,7 +194,7 @@ def test_example_trains_zimage_with_the_chosen_parts(zimage_comfy) -> None:
     assert optional["text_encoder"][1]["options"] == [AUTOMATIC, "qwen_3_4b.safetensors"]
     assert "Z-Image: Qwen3-4B" in optional["text_encoder"][1]["tooltip"]
     make_dataset(server.base / "input" / "zimage_data", n=2)
-    prompt = _example(server)
+    prompt = example_prompt(server, EXAMPLE)
     assert {k: prompt["5"]["inputs"][k] for k in ZIMAGE_PARTS} == ZIMAGE_PARTS
     prompt = {"4": prompt["4"], "5": prompt["5"]}
     prompt["4"]["inputs"]["folder"] = "zimage_data"
@@ -203,39 +203,12 @@ def test_example_trains_zimage_with_the_chosen_parts(zimage_comfy) -> None:
     prompt["5"]["inputs"].update(
         memory_preset="off", sample_prompt="", advanced_yaml=advanced + "dataset_checks: warn\n", **train
     )
-    entry = server.wait(server.queue(prompt), timeout=600)
-    log = server.server_log()
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:] + log[-3000:]
-    run = server.base / "output" / "lora-scripts" / "runs" / "zimage_ex"
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    folders = {"vae": "vae", "text_encoder": "text_encoders"}
-    for key, name in ZIMAGE_PARTS.items():  # the files chosen in the node, not found by the family's search
-        assert config[key] == str(server.base / "models" / folders[key] / name)
+    config, lora = train_example(server, events, prompt, ZIMAGE_PARTS)
     assert not config.get("tokenizer_path")  # ComfyUI's CLIP tokenizer is not offered to Z-Image
-    lora = server.base / "models" / "loras" / "zimage_ex.safetensors"
     with safe_open(str(lora), "pt") as fh:
         assert fh.metadata()["ss_base_model_version"] == "zimage"
         assert any(k.startswith("lora_unet_layers_0_attention_qkv.") for k in fh.keys())
     assert json.loads(lora.with_suffix(".json").read_text())["sd version"] == "Z-Image"  # the WebUI card
-    steps = [e["step"] for e in events.of("lora_scripts.progress") if e.get("event") == "step"]
-    assert steps[-2:] == [1, 2] and events.of("progress")  # the same progress stream as SD
-    assert entry["outputs"]["5"]["lora_scripts_result"][0]["lora"] == "zimage_ex.safetensors"
-
-
-def _apply_half(server: ComfyServer, model: str, lora: str) -> dict:
-    """The example's UNETLoader and Load LoRA nodes on the Z-Image-width model with its LoRA, then ModelSave."""
-    example = _example(server)
-    loader, apply = example["1"], example["6"]
-    assert (loader["class_type"], apply["class_type"]) == ("UNETLoader", "LoraScriptsLoadLoRA")
-    loader["inputs"]["unet_name"] = model
-    apply["inputs"] = {k: v for k, v in apply["inputs"].items() if k not in ("clip", "trained_lora")}
-    apply["inputs"].update(model=["1", 0], lora_name=lora)
-    graph = {
-        "1": loader,
-        "2": apply,
-        "3": {"class_type": "ModelSave", "inputs": {"model": ["2", 0], "filename_prefix": "patched/zimage"}},
-    }
-    return server.wait(server.queue(graph), timeout=900)
 
 
 def test_comfyui_applies_every_key_of_our_zimage_lora(zimage_comfy) -> None:
@@ -251,16 +224,8 @@ def test_comfyui_applies_every_key_of_our_zimage_lora(zimage_comfy) -> None:
     assert not sorted(matrices - set(detected["targets"]))
     # every block Linear has a LoRA: 3 x (qkv, out, w1, w2, w3) + 2 adaLN
     assert len(expected) == 17 and len(expected["layers.0.attention.qkv.weight"]) == 3, sorted(expected)
-    lora = zimage_comfy.lora_path.name
-    entry = _apply_half(server, model_path.name, lora)
-    log = server.server_log()
-    assert entry["status"]["status_str"] == "success", log[-3000:]
-    assert entry["outputs"]["2"]["text"][0] == f"{lora}: every key applied"
-    assert "lora key not loaded" not in log, log[-3000:]
-    assert "ERROR lora" not in log, log[-3000:]
-    saved = sorted((server.base / "output" / "patched").glob("zimage*.safetensors"))
-    assert saved, f"ModelSave wrote nothing:\n{log[-3000:]}"
-    _assert_updates(model_path, saved[0], expected)
+    saved = apply_and_save(server, EXAMPLE, model_path.name, zimage_comfy.lora_path.name, "patched/zimage")
+    _assert_updates(model_path, saved, expected)
 
 
 def _assert_updates(model_path: Path, saved: Path, expected: dict) -> None:
