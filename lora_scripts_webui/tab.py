@@ -158,10 +158,12 @@ def _refresh_checkpoints() -> tuple:
 
 
 def _dit_section() -> dict[str, Any]:
-    """Diffusion transformers (FLUX.1, ...): the memory preset and one list per part file the families take."""
+    """Diffusion transformers (FLUX.1, Z-Image, ...): the memory preset and one list per part file the families
+    take."""
     c: dict[str, Any] = {}
     memory = CHOICE_BY_NAME["memory_preset"]
-    with gr.Accordion("Diffusion transformers (FLUX.1, ...): memory and part files", open=False):
+    families = ", ".join(dict.fromkeys(family for spec in part_fields() for family, _ in spec.uses))
+    with gr.Accordion(f"Diffusion transformers ({families}): memory and part files", open=False):
         c["memory_preset"] = gr.Dropdown(
             memory.choices,
             value=memory.default,

@@ -305,28 +305,55 @@ class ComfyServer(ServerProcess):
         raise TimeoutError("ComfyUI's queue did not empty")
 
 
-def lora_model_save(base: Path, model: str, lora: str, prefix: str) -> Path:
-    """`UNETLoader` -> `LoraLoaderModelOnly` -> `ModelSave` in a real ComfyUI over `base` (models/ and output/
-    there): the diffusion model `model` with the LoRA `lora` at strength 1, saved patched under output/`prefix`.
-    Fails unless the prompt succeeds with every LoRA key loaded; returns the saved file."""
-    graph = {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": model, "weight_dtype": "default"}},
-        "2": {
-            "class_type": "LoraLoaderModelOnly",
-            "inputs": {"model": ["1", 0], "lora_name": lora, "strength_model": 1.0},
-        },
-        "3": {"class_type": "ModelSave", "inputs": {"model": ["2", 0], "filename_prefix": prefix}},
-    }
-    server = ComfyServer(base)
-    try:
-        entry = server.wait(server.queue(graph), timeout=900)
-        log = server.server_log()
-    finally:
-        server.stop()
+def example_prompt(server: ComfyServer, title: str) -> dict:
+    """The shipped example `title` as ComfyUI's editor loads it (widget order read from the live nodes)."""
+    from workflow_format import to_api
+
+    committed = json.loads((REPO / "example_workflows" / f"{title}.json").read_text(encoding="utf-8"))
+    return to_api(committed, server.get("/object_info"))
+
+
+def apply_and_save(server: ComfyServer, title: str, model: str, lora: str, prefix: str) -> Path:
+    """The example `title`'s UNETLoader ("1") and Load LoRA ("6") nodes on the diffusion model `model` with the
+    LoRA `lora`, then `ModelSave` under output/`prefix`. Fails unless the prompt succeeds with every LoRA key
+    applied (Load LoRA's report, no `lora key not loaded` in the server's log); returns the saved file."""
+    example = example_prompt(server, title)
+    loader, apply = example["1"], example["6"]
+    assert (loader["class_type"], apply["class_type"]) == ("UNETLoader", "LoraScriptsLoadLoRA")
+    loader["inputs"]["unet_name"] = model
+    apply["inputs"] = {k: v for k, v in apply["inputs"].items() if k not in ("clip", "trained_lora")}
+    apply["inputs"].update(model=["1", 0], lora_name=lora)
+    save = {"class_type": "ModelSave", "inputs": {"model": ["2", 0], "filename_prefix": prefix}}
+    entry = server.wait(server.queue({"1": loader, "2": apply, "3": save}), timeout=900)
+    log = server.server_log()
     assert entry["status"]["status_str"] == "success", log[-3000:]
+    assert entry["outputs"]["2"]["text"][0] == f"{lora}: every key applied"
     assert "lora key not loaded" not in log, log[-3000:]
     assert "ERROR lora" not in log, log[-3000:]
-    folder, name = (base / "output" / prefix).parent, Path(prefix).name
-    saved = sorted(folder.glob(f"{name}*.safetensors"))
+    saved = sorted((server.base / "output" / prefix).parent.glob(f"{Path(prefix).name}*.safetensors"))
     assert saved, f"ModelSave wrote nothing:\n{log[-3000:]}"
     return saved[0]
+
+
+def train_example(
+    server: ComfyServer, events: WebsocketLog, prompt: dict, parts: dict[str, str]
+) -> tuple[dict, Path]:
+    """Run an example's Train LoRA ("5", 2 steps) and check what every family shares: success, the part files
+    chosen in the node in the run's config (not found by the family's search), the progress stream of SD, the
+    node's result. Returns the run's config and the LoRA file."""
+    import yaml
+
+    name = prompt["5"]["inputs"]["lora_name"]
+    entry = server.wait(server.queue(prompt), timeout=600)
+    log = server.server_log()
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:] + log[-3000:]
+    run = server.base / "output" / "lora-scripts" / "runs" / name
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    for key, file in parts.items():
+        assert config[key] == str(
+            server.base / "models" / ("vae" if key == "vae" else "text_encoders") / file
+        )
+    steps = [e["step"] for e in events.of("lora_scripts.progress") if e.get("event") == "step"]
+    assert steps[-2:] == [1, 2] and events.of("progress")
+    assert entry["outputs"]["5"]["lora_scripts_result"][0]["lora"] == f"{name}.safetensors"
+    return config, server.base / "models" / "loras" / f"{name}.safetensors"

@@ -10,10 +10,17 @@ CKPT = "v1-5-pruned-emaonly.safetensors"
 
 
 def _ksampler(
-    model: list, positive: list, negative: list, latent: list, steps: int, cfg: float, scheduler: str
+    model: list,
+    positive: list,
+    negative: list,
+    latent: list,
+    steps: int,
+    cfg: float,
+    scheduler: str,
+    sampler: str = "euler",
 ) -> dict[str, object]:
     inputs = {"model": model, "positive": positive, "negative": negative, "latent_image": latent, "seed": 42}
-    inputs.update(steps=steps, cfg=cfg, sampler_name="euler", scheduler=scheduler, denoise=1.0)
+    inputs.update(steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler, denoise=1.0)
     return {"class_type": "KSampler", "inputs": inputs}
 
 
@@ -166,9 +173,58 @@ def train_flux_style_and_use() -> dict[str, dict]:
     return prompt
 
 
+ZIMAGE_MODEL = "z_image_turbo_bf16.safetensors"
+ZIMAGE_PARTS = {"vae": "ae.safetensors", "text_encoder": "qwen_3_4b.safetensors"}
+
+
+def train_zimage_style_and_use() -> dict[str, dict]:
+    """Train LoRA on a Z-Image transformer with its VAE and Qwen3-4B files, then sample as ComfyUI's own Z-Image
+    Turbo template does (comfyui_workflow_templates' image_z_image_turbo): CLIPLoader type `lumina2` (ComfyUI
+    reads Z-Image's Qwen3-4B by its shapes; the type only has to be one that leaves that to the file),
+    ModelSamplingAuraFlow shift 3, a zeroed negative, KSampler res_multistep / simple, 9 steps (Turbo's 8
+    transformer passes), cfg 1 (Turbo is distilled: no CFG). The trained LoRA reaches the model through Load
+    LoRA's `trained_lora` link, as in the FLUX example."""
+    text = "my style, a stone bridge over a canal"
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": ZIMAGE_MODEL, "weight_dtype": "default"}},
+        "2": {
+            "class_type": "CLIPLoader",
+            "inputs": {"clip_name": ZIMAGE_PARTS["text_encoder"], "type": "lumina2", "device": "default"},
+        },
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": ZIMAGE_PARTS["vae"]}},
+        "4": {"class_type": "LoraScriptsLoadDataset", "inputs": {"folder": "my_style"}},
+        "5": _train(ZIMAGE_MODEL, ["4", 0], "my_zimage_style", 0, memory_preset="auto", **ZIMAGE_PARTS),
+        "6": _load_lora(["1", 0], ["2", 0], "my_zimage_style", ["5", 0], strength=1.0),
+        "7": {"class_type": "ModelSamplingAuraFlow", "inputs": {"model": ["6", 0], "shift": 3.0}},
+        "8": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["6", 1]}},
+        "9": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["8", 0]}},
+        "10": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": 1024, "height": 1024, "batch_size": 1},
+        },
+        "11": _ksampler(
+            ["7", 0],
+            ["8", 0],
+            ["9", 0],
+            ["10", 0],
+            steps=9,
+            cfg=1.0,
+            scheduler="simple",
+            sampler="res_multistep",
+        ),
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["3", 0]}},
+        "13": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["12", 0], "filename_prefix": "my_zimage_style"},
+        },
+    }
+    return prompt
+
+
 EXAMPLES = {
     "lora-scripts train a style and use it": train_style_and_use,
     "lora-scripts train a FLUX style and use it": train_flux_style_and_use,
+    "lora-scripts train a Z-Image style and use it": train_zimage_style_and_use,
     "lora-scripts caption a folder": caption_folder,
     "lora-scripts apply LoRAs from prompt tags": lora_prompt_tags,
 }

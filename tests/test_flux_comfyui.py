@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from comfy_host import REPO, ComfyServer, WebsocketLog, comfy_root
+from comfy_host import ComfyServer, WebsocketLog, apply_and_save, comfy_root, example_prompt, train_example
 from example_prompts import FLUX_PARTS, train_style_and_use
 from helpers_train import make_dataset
 from safetensors import safe_open
@@ -113,12 +112,6 @@ def flux_comfy(tmp_path_factory):
     server.stop()
 
 
-def _example(server: ComfyServer, info: dict) -> dict:
-    """The shipped FLUX example as ComfyUI's editor loads it (widget order read from the live nodes)."""
-    committed = json.loads((REPO / "example_workflows" / f"{FLUX_EXAMPLE}.json").read_text(encoding="utf-8"))
-    return to_api(committed, info)
-
-
 def test_train_lora_lists_flux_models_parts_and_memory_presets(flux_comfy) -> None:
     server, *_ = flux_comfy
     node = server.get("/object_info")["LoraScriptsTrainLoRA"]["input"]
@@ -151,7 +144,7 @@ def test_example_trains_flux_with_the_chosen_parts(flux_comfy) -> None:
     (the child runs in the engine's Python, where `comfy` is not importable)."""
     server, events, *_ = flux_comfy
     make_dataset(server.base / "input" / "flux_data", n=2)
-    prompt = _example(server, server.get("/object_info"))
+    prompt = example_prompt(server, FLUX_EXAMPLE)
     assert {k: prompt["5"]["inputs"][k] for k in FLUX_PARTS} == FLUX_PARTS
     advanced = (
         "text_max_length: 16\nbucket_reso_steps: 8\n"
@@ -166,31 +159,17 @@ def test_example_trains_flux_with_the_chosen_parts(flux_comfy) -> None:
     bad = json.loads(json.dumps(prompt))
     bad["5"]["inputs"]["vae"] = "../../etc/ae.safetensors"  # not in its list: refused before anything runs
     assert server.post_raw("/prompt", {"prompt": bad, "client_id": server.client_id}) == 400
-    entry = server.wait(server.queue(prompt), timeout=600)
-    log = server.server_log()
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:] + log[-3000:]
-    config = yaml.safe_load(
-        (server.base / "output" / "lora-scripts" / "runs" / "flux_ex" / "config.yaml").read_text(
-            encoding="utf-8"
-        )
-    )
-    folders = {"vae": "vae", "text_encoder": "text_encoders", "text_encoder_2": "text_encoders"}
-    for key, name in FLUX_PARTS.items():  # the files chosen in the node, not found by the family's search
-        assert config[key] == str(server.base / "models" / folders[key] / name)
+    config, lora = train_example(server, events, prompt, FLUX_PARTS)
     assert config["memory_preset"] == "off"
     assert [Path(p).resolve() for p in config["tokenizer_roots"]] == [COMFY_PACKAGE]
     assert not any((server.base / "models").rglob("t5_tokenizer")) and not config.get("tokenizer_path")
     log = (server.base / "output" / "lora-scripts" / "runs" / "flux_ex" / "train_output.log").read_text()
     for folder in ("sd1_tokenizer", COMFY_T5):  # the CLIP-L and T5 tokenizers ComfyUI ships
         assert f"tokenizer: {Path(config['tokenizer_roots'][0]) / folder}" in log, log[-3000:]
-    lora = server.base / "models" / "loras" / "flux_ex.safetensors"
     with safe_open(str(lora), "pt") as fh:
         assert fh.metadata()["ss_base_model_version"] == "flux1"
         assert any(k.startswith("lora_unet_double_blocks_0_") for k in fh.keys())
     assert json.loads(lora.with_suffix(".json").read_text())["sd version"] == "Flux"  # the WebUI card
-    steps = [e["step"] for e in events.of("lora_scripts.progress") if e.get("event") == "step"]
-    assert steps[-2:] == [1, 2] and events.of("progress")  # the same progress stream as SD
-    assert entry["outputs"]["5"]["lora_scripts_result"][0]["lora"] == "flux_ex.safetensors"
 
 
 def test_a_workflow_saved_before_the_flux_widgets_still_loads(flux_comfy) -> None:
@@ -206,37 +185,14 @@ def test_a_workflow_saved_before_the_flux_widgets_still_loads(flux_comfy) -> Non
     assert old["5"]["inputs"] == expected["5"]["inputs"]
 
 
-def _apply_half(server: ComfyServer) -> dict:
-    """The example's UNETLoader and Load LoRA nodes on the FLUX-width model with its LoRA, then ModelSave."""
-    example = _example(server, server.get("/object_info"))
-    loader, apply = example["1"], example["6"]
-    assert (loader["class_type"], apply["class_type"]) == ("UNETLoader", "LoraScriptsLoadLoRA")
-    loader["inputs"]["unet_name"] = MODEL
-    apply["inputs"] = {k: v for k, v in apply["inputs"].items() if k not in ("clip", "trained_lora")}
-    apply["inputs"].update(model=["1", 0], lora_name=LORA)
-    graph = {
-        "1": loader,
-        "2": apply,
-        "3": {"class_type": "ModelSave", "inputs": {"model": ["2", 0], "filename_prefix": "patched/flux"}},
-    }
-    return server.wait(server.queue(graph), timeout=900)
-
-
 def test_comfyui_applies_every_key_of_our_flux_lora(flux_comfy) -> None:
     server, _, model_path, lora_path = flux_comfy
     expected = _expected_deltas(lora_path)
     # every block layer kohya names, the single block's fused linear1 among them
     assert {"single_blocks.0.linear1.weight", "double_blocks.0.txt_attn.qkv.weight"} <= set(expected)
     assert len(expected) == 13, sorted(expected)  # 10 double-block layers, 3 single-block ones
-    entry = _apply_half(server)
-    log = server.server_log()
-    assert entry["status"]["status_str"] == "success", log[-3000:]
-    assert entry["outputs"]["2"]["text"][0] == f"{LORA}: every key applied"
-    assert "lora key not loaded" not in log, log[-3000:]
-    assert "ERROR lora" not in log, log[-3000:]
-    saved = sorted((server.base / "output" / "patched").glob("flux*.safetensors"))
-    assert saved, f"ModelSave wrote nothing:\n{log[-3000:]}"
-    with safe_open(str(model_path), "pt") as before, safe_open(str(saved[0]), "pt") as after:
+    saved = apply_and_save(server, FLUX_EXAMPLE, MODEL, LORA, "patched/flux")
+    with safe_open(str(model_path), "pt") as before, safe_open(str(saved), "pt") as after:
         prefix = (
             "model.diffusion_model."
             if any(k.startswith("model.diffusion_model.") for k in after.keys())

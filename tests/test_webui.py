@@ -166,6 +166,41 @@ def test_session_output_passes_webui_key_check(webui, family, request, tmp_path)
     assert f"list_available_networks:{family}_card" in (webui["root"] / "webui_calls.log").read_text()
 
 
+def _transformer_form(webui, tmp_path: Path, stem: str, name: str, parts: dict, advanced: str = ""):
+    """The tab's form for the checkpoint `stem*` of the list with the part files chosen: 2 steps at 32 px on a
+    2-image dataset, trigger word zk."""
+    from lora_scripts_webui.actions import TrainForm
+
+    webui["sd_models"].list_models()
+    title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith(stem))
+    data = make_dataset(tmp_path / "data", n=2)
+    advanced += (
+        "text_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\n"
+        "dataset_checks: warn"
+    )
+    return TrainForm(
+        dataset=str(data), checkpoint=title, lora_name=name, rank=4, steps=2, trigger_word="zk",
+        advanced_yaml=advanced, parts=parts,
+    )  # fmt: skip
+
+
+def _train_to_card(webui, config, name: str, family: str, sd_version: str) -> None:
+    """The tab's session trains `config` as LoRA `name`; its card and metadata are `family`'s, the WebUI key check
+    passed."""
+    from lora_scripts_webui.session import TrainingSession
+
+    session = TrainingSession()
+    session.start(config, name)
+    snap = session.wait(600)
+    assert snap.state == "finished", snap.message
+    lora = webui["root"] / "models" / "Lora" / f"{name}.safetensors"
+    card = json.loads(lora.with_suffix(".json").read_text())
+    assert card["sd version"] == sd_version and card["activation text"] == "zk"
+    assert "WebUI key check passed" in snap.message, snap.message  # by the family's rules
+    with safe_open(str(lora), "pt") as fh:
+        assert fh.metadata()["ss_base_model_version"] == family
+
+
 def _forge_flux(root: Path, tiny_tokenizer, tmp_path: Path) -> dict[str, str]:
     """The tiny FLUX where Forge keeps FLUX.1: the transformer in models/Stable-diffusion, ae.safetensors in
     models/VAE, the text encoders in models/text_encoder, and its CLIP and T5 tokenizers only where Forge ships
@@ -195,8 +230,7 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
     the WebUI's folders and the tokenizers Forge ships (the tab passes its backend/huggingface folder to the
     training child; the Hugging Face cache is empty and offline); the card says Flux."""
     from lora_scripts_webui import hooks
-    from lora_scripts_webui.actions import TrainForm, UserError, build_config
-    from lora_scripts_webui.session import TrainingSession
+    from lora_scripts_webui.actions import UserError, build_config
 
     models = webui["root"] / "models"
     parts = _forge_flux(webui["root"], tiny_tokenizer, tmp_path)
@@ -204,17 +238,7 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hooks.part_files("vae") == {"ae.safetensors": str(models / "VAE" / "ae.safetensors")}
     assert list(hooks.part_files("text_encoder")) == ["clip_l.safetensors", "t5xxl_fp16.safetensors"]
-    webui["sd_models"].list_models()
-    title = next(t for t in webui["sd_models"].checkpoints_list if t.startswith("flux1-tiny"))
-    data = make_dataset(tmp_path / "data", n=2)
-    advanced = (
-        "text_max_length: 16\nresolution: 32\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\n"
-        "dataset_checks: warn"
-    )
-    form = TrainForm(
-        dataset=str(data), checkpoint=title, lora_name="flux_card", rank=4, steps=2, trigger_word="zk",
-        advanced_yaml=advanced, parts=parts,
-    )  # fmt: skip
+    form = _transformer_form(webui, tmp_path, "flux1-tiny", "flux_card", parts)
     config = build_config(form)
     assert (config.vae, config.text_encoder, config.text_encoder_2) == (
         str(models / "VAE" / "ae.safetensors"),
@@ -228,19 +252,38 @@ def test_session_trains_flux_with_the_part_files_chosen(webui, tiny_tokenizer, t
         build_config(dataclasses.replace(form, parts={**parts, "vae": "missing.safetensors"}))
     with pytest.raises(UserError, match="memory_preset"):
         build_config(dataclasses.replace(form, memory_preset="6gb"))
-    session = TrainingSession()
-    session.start(config, form.lora_name)
-    snap = session.wait(600)
-    assert snap.state == "finished", snap.message
-    lora = models / "Lora" / "flux_card.safetensors"
-    card = json.loads(lora.with_suffix(".json").read_text())
-    assert card["sd version"] == "Flux" and card["activation text"] == "zk"
-    assert "WebUI key check passed" in snap.message, snap.message  # by the FLUX.1 rules (Forge's key maps)
-    with safe_open(str(lora), "pt") as fh:
-        assert fh.metadata()["ss_base_model_version"] == "flux1"
+    # the WebUI key check by the FLUX.1 rules (Forge's key maps)
+    _train_to_card(webui, config, "flux_card", "flux1", "Flux")
     log = next((webui["root"] / "outputs").rglob("train_output.log")).read_text()
     for folder in ("tokenizer", "tokenizer_2"):  # CLIP-L, T5: found under the tab's tokenizer root
         assert f"tokenizer: {webui['root'] / FORGE_FLUX / folder}\n" in log, log[-3000:]
+
+
+def test_session_trains_zimage_with_the_part_files_chosen(webui, tiny_zimage, tiny_tokenizer, tmp_path):
+    """Forge Neo (HOSTS.md): a Z-Image transformer in the checkpoint list trains with the Z-Image family, with its
+    VAE and Qwen3 files chosen from models/VAE and models/text_encoder (the Qwen3 tokenizer beside them, found before the
+    CLIP tokenizer Forge ships under its tokenizer root); the card says Z-Image."""
+    from lora_scripts_webui import hooks
+    from lora_scripts_webui.actions import build_config
+
+    models = webui["root"] / "models"
+    shutil.copyfile(tiny_zimage.transformer, models / "Stable-diffusion" / tiny_zimage.transformer.name)
+    for folder, file in (("VAE", tiny_zimage.vae), ("text_encoder", tiny_zimage.text_encoder)):
+        (models / folder).mkdir(exist_ok=True)
+        shutil.copyfile(file, models / folder / file.name)
+    shutil.copytree(tiny_zimage.tokenizer_dir, models / "text_encoder" / "qwen_tokenizer")
+    # Forge's bundled CLIP tokenizer under its tokenizer root: Z-Image still reads its own Qwen3 one
+    shutil.copytree(tiny_tokenizer, webui["root"] / FORGE_FLUX / "tokenizer", dirs_exist_ok=True)
+    assert hooks.tokenizer_roots()
+    parts = {"vae": "ae.safetensors", "text_encoder": "qwen_3_4b.safetensors"}
+    assert list(hooks.part_files("text_encoder")) == ["qwen_3_4b.safetensors"]
+    config = build_config(_transformer_form(webui, tmp_path, "z_image_tiny", "zimage_card", parts))
+    assert (config.vae, config.text_encoder) == (
+        str(models / "VAE" / "ae.safetensors"),
+        str(models / "text_encoder" / "qwen_3_4b.safetensors"),
+    )
+    assert config.tokenizer_path is None
+    _train_to_card(webui, config, "zimage_card", "zimage", "Z-Image")
 
 
 def test_session_stop_saves_then_train_resumes(webui, tiny_sd1, tmp_path):

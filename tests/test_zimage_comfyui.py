@@ -1,10 +1,18 @@
-"""Our Z-Image LoRA file in a real ComfyUI 0.3.75 (HOSTS.md): a transformer of Z-Image's own width (dim 3840,
-30 heads of 128, the width ComfyUI detects as Z-Image; 1 layer, 1 noise + 1 context refiner, random bf16 weights)
-in the original layout in models/diffusion_models; a LoRA built by our engine on that model and saved through the
-trainer's own path (`family.lora_file_tensors` + `save_lora_file`); `UNETLoader` -> `LoraLoaderModelOnly` ->
-`ModelSave`. Every key must be applied: no `lora key not loaded` in the server's log, and the saved (patched)
-weight of every targeted layer differs from the file's by exactly up @ down * alpha / rank (the to_q/to_k/to_v
-updates in their thirds of the fused `attention.qkv`), untargeted weights bit-identical.
+"""Z-Image in a real ComfyUI 0.3.75 (HOSTS.md), through the shipped example "train a Z-Image style and use it", one
+server for the module.
+
+Training half, for real: the example's Train LoRA node on the tiny Z-Image (tests/tiny_zimage.py) in
+models/diffusion_models with the VAE and Qwen3 files chosen in its part lists as the example has them; the
+node's host tokenizer (ComfyUI's CLIP one) is not Z-Image's, the family finds the Qwen3 tokenizer beside the text
+encoder. Config, metadata, card and progress are checked.
+
+Apply half: a transformer of Z-Image's own width (dim 3840, 30 heads of 128, the width ComfyUI detects as Z-Image;
+1 layer, 1 noise + 1 context refiner, random bf16 weights) in the original layout in models/diffusion_models; a
+LoRA built by our engine on that model and saved through the trainer's own path (`family.lora_file_tensors` +
+`save_lora_file`); the example's `UNETLoader` -> Load LoRA, then `ModelSave`. Every key must be applied: Load
+LoRA's report, no `lora key not loaded` in the server's log, and the saved (patched) weight of every targeted layer
+differs from the file's by exactly up @ down * alpha / rank (the to_q/to_k/to_v updates in their thirds of the
+fused `attention.qkv`), untargeted weights bit-identical.
 
 The expected updates are read from the engine's LoRA modules by the diffusers layer they wrap, not from the file,
 so the file's key format is what is under test. About 1.1 GB on disk in bf16.
@@ -13,15 +21,31 @@ so the file's key format is what is under test. About 1.1 GB on disk in bf16.
 from __future__ import annotations
 
 import gc
+import json
 import os
+import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
-from comfy_host import comfy_python, comfy_root, lora_model_save
+from comfy_host import (
+    ComfyServer,
+    WebsocketLog,
+    apply_and_save,
+    comfy_python,
+    comfy_root,
+    example_prompt,
+    train_example,
+)
+from example_prompts import ZIMAGE_PARTS
+from helpers_train import make_dataset
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tiny_zimage import original_state, transformer_config
+from tiny_zimage import build_tiny_zimage, original_state, transformer_config
+
+from lorascripts.host.parts import AUTOMATIC
 
 WIDTH, HEADS, TEXT = 3840, 30, 2560  # Z-Image's width and heads; Qwen3-4B's hidden size (cap_embedder input)
 MODEL, LORA = "z_image-width.safetensors", "z_image-width-lora.safetensors"
@@ -66,23 +90,14 @@ def width_state(seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def comfy_detection(model_path: Path) -> subprocess.Popen:
-    """ComfyUI 0.3.75's reading of the file, started in its own process (it runs while the server loads the
-    model): its stdout's last line is JSON with the model class, the unet config and the original keys its
-    Z-Image LoRA key map points at (`detection_result`)."""
+def comfy_detection(model_path: Path) -> dict:
+    """What ComfyUI 0.3.75 makes of the file: model class, unet config and the original keys its Z-Image LoRA
+    key map points at."""
     env = {**os.environ, "PYTHONPATH": str(comfy_root())}
     args = [str(comfy_python()), "-c", DETECT, str(model_path)]
-    return subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(comfy_root())
-    )
-
-
-def detection_result(process: subprocess.Popen) -> dict:
-    import json
-
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(comfy_root()), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def original_target(path: str) -> tuple[str, slice]:
@@ -136,24 +151,80 @@ def _write_model_and_lora(base: Path, state: dict[str, torch.Tensor]) -> tuple[P
     return model_path, lora_path, expected
 
 
-def test_comfyui_applies_every_key_of_our_zimage_lora(tmp_path: Path) -> None:
+EXAMPLE = "lora-scripts train a Z-Image style and use it"
+TINY = "z_image_tiny.safetensors"
+
+
+@dataclass
+class ZImageComfy:
+    server: ComfyServer
+    events: WebsocketLog
+    model_path: Path  # the Z-Image-width transformer
+    lora_path: Path  # our LoRA for it
+    expected: dict  # its updates, as `_write_model_and_lora` returns them
+    matrices: set[str]  # the transformer's 2-D weights
+
+
+@pytest.fixture(scope="module")
+def zimage_comfy(tmp_path_factory):
+    """A ComfyUI whose folders hold the tiny Z-Image (transformer, qwen_3_4b and ae files as the example names
+    them, the Qwen3 tokenizer beside the text encoder) and the Z-Image-width transformer with our LoRA for it."""
+    base = tmp_path_factory.mktemp("comfy_zimage")
+    tiny = build_tiny_zimage(base)
+    shutil.copytree(tiny.tokenizer_dir, base / "models" / "text_encoders" / "qwen_tokenizer")
     state = width_state()
-    model_path, lora_path, expected = _write_model_and_lora(tmp_path, state)
+    model_path, lora_path, expected = _write_model_and_lora(base, state)
     matrices = {k for k, v in state.items() if v.dim() == 2 and k.endswith(".weight")}
-    # 5 in each of the 3 blocks, adaLN in the 2 modulated ones, 6 in the embedders and the final layer
-    assert len(matrices) == 23, sorted(matrices)
-    # every block Linear has a LoRA: 3 x (qkv, out, w1, w2, w3) + 2 adaLN
-    assert len(expected) == 17 and len(expected["layers.0.attention.qkv.weight"]) == 3, sorted(expected)
     del state
     gc.collect()
-    detection = comfy_detection(model_path)
-    saved = lora_model_save(tmp_path, MODEL, LORA, "patched/zimage")
+    server = ComfyServer(base)
+    events = WebsocketLog(server.port, server.client_id)
+    yield ZImageComfy(server, events, model_path, lora_path, expected, matrices)
+    events.close()
+    server.stop()
+
+
+def test_example_trains_zimage_with_the_chosen_parts(zimage_comfy) -> None:
+    """The example's training half, made small: the tiny Z-Image, 32 px, 2 steps, its part lists as shipped."""
+    server, events = zimage_comfy.server, zimage_comfy.events
+    node = server.get("/object_info")["LoraScriptsTrainLoRA"]["input"]
+    assert {TINY, zimage_comfy.model_path.name} <= set(node["required"]["ckpt_name"][1]["options"])
+    optional = node["optional"]
+    assert optional["vae"][1]["options"] == [AUTOMATIC, "ae.safetensors"]
+    assert optional["text_encoder"][1]["options"] == [AUTOMATIC, "qwen_3_4b.safetensors"]
+    assert "Z-Image: Qwen3-4B" in optional["text_encoder"][1]["tooltip"]
+    make_dataset(server.base / "input" / "zimage_data", n=2)
+    prompt = example_prompt(server, EXAMPLE)
+    assert {k: prompt["5"]["inputs"][k] for k in ZIMAGE_PARTS} == ZIMAGE_PARTS
+    prompt = {"4": prompt["4"], "5": prompt["5"]}
+    prompt["4"]["inputs"]["folder"] = "zimage_data"
+    advanced = "text_max_length: 16\nbucket_reso_steps: 8\nmin_bucket_reso: 16\nmixed_precision: 'no'\n"
+    train = dict(ckpt_name=TINY, lora_name="zimage_ex", rank=4, alpha=4.0, steps=2, resolution=32)
+    prompt["5"]["inputs"].update(
+        memory_preset="off", sample_prompt="", advanced_yaml=advanced + "dataset_checks: warn\n", **train
+    )
+    config, lora = train_example(server, events, prompt, ZIMAGE_PARTS)
+    assert not config.get("tokenizer_path")  # the node passes its tokenizer roots, never a tokenizer_path
+    with safe_open(str(lora), "pt") as fh:
+        assert fh.metadata()["ss_base_model_version"] == "zimage"
+        assert any(k.startswith("lora_unet_layers_0_attention_qkv.") for k in fh.keys())
+    assert json.loads(lora.with_suffix(".json").read_text())["sd version"] == "Z-Image"  # the WebUI card
+
+
+def test_comfyui_applies_every_key_of_our_zimage_lora(zimage_comfy) -> None:
+    server, model_path, expected = zimage_comfy.server, zimage_comfy.model_path, zimage_comfy.expected
     # ComfyUI reads the file as Z-Image, and its LoRA key map (`z_image_to_diffusers`, a superset: biases,
     # refiner 1) points at every matrix of the file by its name
-    detected = detection_result(detection)
+    detected = comfy_detection(model_path)
     assert detected["model"] == "ZImage", detected["model"]
     assert detected["unet"]["dim"] == WIDTH and detected["unet"]["n_layers"] == 1
+    matrices = zimage_comfy.matrices
+    # 5 in each of the 3 blocks, adaLN in the 2 modulated ones, 6 in the embedders and the final layer
+    assert len(matrices) == 23, sorted(matrices)
     assert not sorted(matrices - set(detected["targets"]))
+    # every block Linear has a LoRA: 3 x (qkv, out, w1, w2, w3) + 2 adaLN
+    assert len(expected) == 17 and len(expected["layers.0.attention.qkv.weight"]) == 3, sorted(expected)
+    saved = apply_and_save(server, EXAMPLE, model_path.name, zimage_comfy.lora_path.name, "patched/zimage")
     _assert_updates(model_path, saved, expected)
 
 

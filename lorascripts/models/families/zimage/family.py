@@ -30,6 +30,8 @@ class ZImage(Family):
     label = "Z-Image"
     kind_label = "Z-Image"
     webui_version = "Z-Image"
+    # AUTOMATIC1111 1.10 and Forge do not run Z-Image; Forge Neo (Forge's continuation) does
+    webui_hosts = "Forge Neo"
     default_resolution = 1024
     caption_token_window = TEXT_LENGTH
     text_components = ("te",)  # the Qwen3 encoder stays frozen (no trainer ships a Qwen3 LoRA for Z-Image)
