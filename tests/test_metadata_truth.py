@@ -187,10 +187,13 @@ def test_flux_lora_is_named_flux1_and_checked_against_flux1_not_sd(tmp_path: Pat
 
 
 def test_files_whose_keys_and_metadata_prove_nothing_are_unknown_not_sd1(tmp_path: Path) -> None:
-    odd = {"lora_unet_layers_0_attention_qkv": ((4, 64), (192, 4))}  # e.g. a Lumina-style DiT, no metadata
+    odd = {"lora_unet_blocks_0_attn_qkv": ((4, 64), (192, 4))}  # e.g. a Wan-style DiT, no metadata
     path = kohya_file(tmp_path / "odd.safetensors", odd, {})
     assert inspect_lora(path)["family"] == "unknown"
-    with pytest.raises(ModelError, match="family is unknown .*Pass --base flux1\\|sd1\\|sd2\\|sdxl"):
+    with pytest.raises(ModelError, match="family is unknown .*Pass --base flux1\\|sd1\\|sd2\\|sdxl\\|zimage"):
         self_test(path)
-    named = kohya_file(tmp_path / "lumina.safetensors", odd, {"ss_base_model_version": "lumina2"})
+    # Lumina 2 shares Z-Image's block names: kohya's `lumina2` metadata names it, the names alone read as Z-Image
+    lumina = {"lora_unet_layers_0_attention_qkv": ((4, 64), (192, 4))}
+    named = kohya_file(tmp_path / "lumina.safetensors", lumina, {"ss_base_model_version": "lumina2"})
     assert inspect_lora(named)["family"] == "lumina2"
+    assert inspect_lora(kohya_file(tmp_path / "bare.safetensors", lumina, {}))["family"] == "zimage"
