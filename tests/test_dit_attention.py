@@ -55,15 +55,12 @@ def test_small_bf16_attention_on_cpu_runs_as_matmuls_with_the_fused_result(monke
 
 
 def test_math_attention_only_for_small_bf16_calls_on_cpu() -> None:
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert attention.use_math_attention(cpu, torch.bfloat16, 2, 3, 384)  # the tiny FLUX benchmark
-    assert not attention.use_math_attention(
-        cpu, torch.float32, 2, 3, 384
-    )  # fp32: the fused kernel is as fast
-    assert not attention.use_math_attention(cuda, torch.bfloat16, 2, 3, 384)  # GPU kernels are another story
-    assert not attention.use_math_attention(
-        cpu, torch.bfloat16, 1, 24, 1536
-    )  # FLUX.1 at 512 px: 108 MB scores
+    cpu, cuda, bf16 = torch.device("cpu"), torch.device("cuda"), torch.bfloat16
+    assert attention.use_math_attention(cpu, bf16, 2, 3, 384)  # the tiny FLUX benchmark
+    # fp32: the fused kernel is as fast; GPU kernels are another story
+    assert not attention.use_math_attention(cpu, torch.float32, 2, 3, 384)
+    assert not attention.use_math_attention(cuda, bf16, 2, 3, 384)
+    assert not attention.use_math_attention(cpu, bf16, 1, 24, 768)  # FLUX.1 at 256 px: 27 MB of scores
 
 
 def test_flag_is_restored_when_the_call_fails() -> None:

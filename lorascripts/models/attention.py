@@ -28,9 +28,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-# One call's score matrix at most (bf16): the tiny FLUX benchmark's is 1.8 MB; FLUX.1 at 256 px with 512 T5
-# tokens (768 tokens, 24 heads) 27 MB; at 512 px (1536 tokens) 108 MB, which keeps the fused kernel.
-MATH_SCORES_BYTES = 32 * 2**20
+# One call's score matrix at most (bf16; the backward keeps about one such tensor per block, which the memory
+# estimate does not count): the tiny FLUX benchmark's is 1.8 MB, so 57 blocks would keep < 0.5 GB more. FLUX.1
+# itself at 256 px with 512 T5 tokens (768 tokens, 24 heads) has 27 MB and keeps the fused kernel: the gain was
+# measured only on small attentions.
+MATH_SCORES_BYTES = 8 * 2**20
 
 
 def use_math_attention(device: torch.device, dtype: torch.dtype, batch: int, heads: int, tokens: int) -> bool:
