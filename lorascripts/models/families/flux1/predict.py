@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from ...attention import dit_attention
+
 
 def predict(
     transformer: Any,
@@ -30,15 +32,17 @@ def predict(
     guidance = None
     if transformer.config.guidance_embeds:
         guidance = torch.full((b,), guidance_scale, device=noisy.device, dtype=torch.float32)
-    out = transformer(
-        hidden_states=packed,
-        timestep=timesteps.to(noisy.device, dtype),
-        guidance=guidance,
-        pooled_projections=conditioning["pooled"].to(noisy.device, dtype),
-        encoder_hidden_states=hidden,
-        txt_ids=txt_ids,
-        img_ids=img_ids,
-        return_dict=False,
-    )[0]
+    tokens = packed.shape[1] + hidden.shape[1]  # image and text tokens attend together
+    with dit_attention(noisy.device, dtype, b, transformer.config.num_attention_heads, tokens):
+        out = transformer(
+            hidden_states=packed,
+            timestep=timesteps.to(noisy.device, dtype),
+            guidance=guidance,
+            pooled_projections=conditioning["pooled"].to(noisy.device, dtype),
+            encoder_hidden_states=hidden,
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+            return_dict=False,
+        )[0]
     # vae_scale_factor 1: h and w are already latent sizes
     return FluxPipeline._unpack_latents(out, h, w, 1)
