@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from ...attention import dit_attention
+
 
 def caption_features(
     conditioning: dict[str, torch.Tensor], device: Any, dtype: torch.dtype
@@ -27,5 +29,8 @@ def predict(
     dtype = transformer.dtype
     latents = list(noisy.to(dtype).unsqueeze(2).unbind(dim=0))
     features = caption_features(conditioning, noisy.device, dtype)
-    out = transformer(latents, timesteps.to(noisy.device, torch.float32), features, return_dict=False)[0]
+    # image and caption tokens attend together in the main layers (the kernel choice of models/attention.py)
+    tokens = (noisy.shape[-2] // 2) * (noisy.shape[-1] // 2) + max(f.shape[0] for f in features)
+    with dit_attention(noisy.device, dtype, noisy.shape[0], transformer.config.n_heads, tokens):
+        out = transformer(latents, timesteps.to(noisy.device, torch.float32), features, return_dict=False)[0]
     return -torch.stack([o.float() for o in out]).squeeze(2).to(noisy.dtype)
