@@ -61,6 +61,8 @@ def test_math_attention_only_for_small_bf16_calls_on_cpu() -> None:
     assert not attention.use_math_attention(cpu, torch.float32, 2, 3, 384)
     assert not attention.use_math_attention(cuda, bf16, 2, 3, 384)
     assert not attention.use_math_attention(cpu, bf16, 1, 24, 768)  # FLUX.1 at 256 px: 27 MB of scores
+    # gradient checkpointing recomputes in the backward, outside the switch: one kernel for both passes
+    assert not attention.use_math_attention(cpu, bf16, 2, 3, 384, checkpointed=True)
 
 
 def test_flag_is_restored_when_the_call_fails() -> None:

@@ -35,9 +35,13 @@ logger = logging.getLogger(__name__)
 MATH_SCORES_BYTES = 8 * 2**20
 
 
-def use_math_attention(device: torch.device, dtype: torch.dtype, batch: int, heads: int, tokens: int) -> bool:
-    """Whether `dit_attention` switches this call to the math kernel (CPU, bf16, small score matrix)."""
-    if device.type != "cpu" or dtype != torch.bfloat16:
+def use_math_attention(
+    device: torch.device, dtype: torch.dtype, batch: int, heads: int, tokens: int, checkpointed: bool = False
+) -> bool:
+    """Whether `dit_attention` switches this call to the math kernel (CPU, bf16, small score matrix, no gradient
+    checkpointing: its recomputation runs in the backward, outside the switch, and must save what the forward
+    saved, so a checkpointed model keeps the fused kernel in both)."""
+    if checkpointed or device.type != "cpu" or dtype != torch.bfloat16:
         return False
     if not hasattr(torch.backends.cuda, "fp16_bf16_reduction_math_sdp_allowed"):
         return False  # older torch: the math path would upcast to fp32 and lose to the fused kernel
@@ -46,14 +50,14 @@ def use_math_attention(device: torch.device, dtype: torch.dtype, batch: int, hea
 
 @contextlib.contextmanager
 def dit_attention(
-    device: torch.device, dtype: torch.dtype, batch: int, heads: int, tokens: int
+    device: torch.device, dtype: torch.dtype, batch: int, heads: int, tokens: int, checkpointed: bool = False
 ) -> Iterator[None]:
     """Around one transformer forward: the math kernel with bf16 reductions where `use_math_attention` says so.
 
     The flag is read when SDPA runs its forward (the math path is composite: its backward is the recorded
     matmuls and softmax), so restoring it on exit leaves the backward and everything else unchanged.
     """
-    if not use_math_attention(device, dtype, batch, heads, tokens):
+    if not use_math_attention(device, dtype, batch, heads, tokens, checkpointed):
         yield
         return
     try:

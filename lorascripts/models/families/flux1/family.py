@@ -4,31 +4,22 @@ CLIP-L's pooled output; kohya's BFL-named LoRA files."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ....errors import ModelError
-from ..base import BaseModel, Family, LoadedParts
-from ..flow_matching import DynamicShift, FlowMatchingObjective, FlowSettings
+from ..base import BaseModel
+from ..dit import DiffusionTransformerFamily, run_setting
+from ..flow_matching import DynamicShift, FlowMatchingObjective
 from ..sd.single_file import ARCH_KEY
 from .find import CONFIG_KEYS, PART_LABELS
-from .layout import transformer_prefix
 
 if TYPE_CHECKING:
     from ....network.targets import Target
     from ....perf.configs import ModelShapes
 
-logger = logging.getLogger(__name__)
 DEFAULT_T5_LENGTH = {True: 512, False: 256}  # dev (guidance embedding) / schnell, as BFL and kohya use them
-
-
-def run_setting(base: BaseModel, key: str, default: Any) -> Any:
-    """A training setting of the run (`base.extra["config"]`, the TrainConfig), or its default."""
-    value = getattr(base.extra.get("config"), key, None)
-    return default if value is None else value
 
 
 def is_dev(config: Any) -> bool:
@@ -53,8 +44,9 @@ def t5_length(base: BaseModel) -> int:
     return int(run_setting(base, "text_max_length", default))
 
 
-class Flux1(Family):
+class Flux1(DiffusionTransformerFamily):
     name = "flux1"
+    pipeline_class = "FluxPipeline"
     label = "FLUX.1"
     kind_label = "FLUX.1"
     webui_version = "Flux"  # the "sd version" value of Forge's LoRA card editor (AUTOMATIC1111 1.10 has none)
@@ -74,69 +66,18 @@ class Flux1(Family):
     )
 
     # --- files -----------------------------------------------------------------------------------------------------
-    def claims_checkpoint(self, keys: set[str]) -> bool:
-        return transformer_prefix(keys) is not None
-
-    def claims_diffusers(self, source: str, index: dict[str, Any], local_only: bool) -> bool:
-        return index.get("_class_name") == "FluxPipeline"
-
-    def load_checkpoint(
-        self,
-        path: Path,
-        state: dict[str, torch.Tensor],
-        metadata: dict[str, str],
-        *,
-        tokenizer_path: str | None,
-        dtype: torch.dtype,
-        components: dict[str, str | None] | None = None,
-    ) -> LoadedParts:
-        from .load import load_single_file
-
-        return load_single_file(self, path, state, metadata, components or {}, tokenizer_path, dtype)
-
-    def load_diffusers(self, source: str, *, dtype: torch.dtype, local_only: bool) -> LoadedParts:
-        from .load import load_diffusers
-
-        return load_diffusers(source, dtype, local_only)
-
-    def noise_scheduler(self, parts: LoadedParts, prediction_type: str) -> tuple[Any, str]:
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        if prediction_type not in ("auto", "flow"):
-            raise ModelError(
-                f"prediction_type {prediction_type} does not apply to FLUX.1 (a flow-matching model); use auto."
-            )
-        return FlowMatchEulerDiscreteScheduler.from_config(parts.scheduler_config or {}), "flow"
-
     def native_resolution(self, denoiser_config: Any, vae_config: Any) -> int:
         size = vae_config.get("sample_size") if isinstance(vae_config, dict) else vae_config.sample_size
         return int(size or self.default_resolution)
 
     # --- training --------------------------------------------------------------------------------------------------
     def objective(self, base: BaseModel, *, min_snr_gamma: float | None) -> FlowMatchingObjective:
-        if min_snr_gamma:
-            logger.warning("min_snr_gamma is for noise-prediction models; FLUX uses loss_weighting instead.")
-        own = self.config_defaults(self.model_variant(base))  # what a run that left them unset resolved to
-        settings = FlowSettings(
-            timestep_sampling=run_setting(base, "timestep_sampling", own["timestep_sampling"]),
-            discrete_flow_shift=run_setting(base, "discrete_flow_shift", own["discrete_flow_shift"]),
-            sigmoid_scale=run_setting(base, "sigmoid_scale", 1.0),
-            loss_weighting=run_setting(base, "loss_weighting", "none"),
-            dynamic_shift=self.dynamic_shift,
-        )
-        return FlowMatchingObjective(settings)
+        return FlowMatchingObjective(self.flow_settings(base, min_snr_gamma))
 
     def tokenize(self, base: BaseModel, captions: list[str]) -> list[torch.Tensor]:
         from .text import tokenize
 
         return tokenize(base, captions, t5_length(base))
-
-    def encode_tokens(
-        self, base: BaseModel, ids: list[torch.Tensor], *, clip_skip: int
-    ) -> dict[str, torch.Tensor]:
-        from .text import encode_tokens
-
-        return encode_tokens(base, ids)
 
     def predict(
         self,
@@ -150,10 +91,6 @@ class Flux1(Family):
         return predict(
             base.denoiser, noisy, timesteps, conditioning, run_setting(base, "guidance_scale", 1.0)
         )
-
-    def bucket_unit(self, base: BaseModel) -> int:
-        # the VAE factor x FLUX's 2x2 packing: 16 px for FLUX.1's 8x VAE
-        return 2 ** (len(base.vae.config.block_out_channels) - 1) * 2
 
     # --- LoRA files ------------------------------------------------------------------------------------------------
     def lora_targets(self, base: BaseModel, roles: set[str], *, with_conv: bool, text: bool) -> list[Target]:
@@ -181,13 +118,6 @@ class Flux1(Family):
 
         return from_file(tensors, linear1_rows(base.denoiser))
 
-    def diffusers_lora_names(
-        self, name: str, down: torch.Tensor, up: torch.Tensor
-    ) -> list[tuple[str, torch.Tensor]] | None:
-        from .diffusers_lora import diffusers_names
-
-        return diffusers_names(name, down, up) or []
-
     def lora_metadata(self, *, v_prediction: bool, resolution: int) -> dict[str, str]:
         return {
             "ss_v2": "False",
@@ -203,13 +133,6 @@ class Flux1(Family):
         from .webui import clip_l_shapes
 
         return clip_l_shapes(checkpoint, shapes)
-
-    def kohya_from_diffusers(
-        self, modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]] | None:
-        from .diffusers_lora import kohya_modules
-
-        return kohya_modules(modules)
 
     def sample_defaults(self, variant: str = "") -> dict[str, float]:
         return {"guidance_scale": 3.5, "steps": 20}  # FLUX.1-dev's distilled guidance (BFL's and diffusers')
@@ -235,27 +158,12 @@ class Flux1(Family):
 
         return sampling_pipeline(base, t5_length(base), arch_settings(base).get("guidance") == "cfg")
 
-    def webui_layers(self, base: Any) -> dict[str, tuple[int, ...]]:
-        from .webui import model_layers
-
-        return model_layers(base)
-
     def resolve_webui_layer(
         self, lora_name: str, layers: dict[str, tuple[int, ...]]
     ) -> tuple[str | None, str]:
         from .webui import resolve_layer
 
         return resolve_layer(lora_name, layers)
-
-    def reference_model(self) -> Any:
-        from .webui import reference_base
-
-        return reference_base(self)
-
-    def checkpoint_layers(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, tuple[int, ...]]]:
-        from .webui import checkpoint_layers
-
-        return checkpoint_layers(shapes)
 
     # --- the estimate's model (perf/) ------------------------------------------------------------------------------
     def shapes_from_checkpoint(
@@ -265,31 +173,7 @@ class Flux1(Family):
 
         return checkpoint_shapes(self, shapes, metadata, file_bytes)
 
-    def shapes_from_folder(self, path: Path) -> ModelShapes:
-        from .estimate import folder_shapes
-
-        return folder_shapes(self, path)
-
     def meta_denoiser(self, config: dict[str, Any]) -> torch.nn.Module:
         from .estimate import meta_transformer
 
         return meta_transformer(config)
-
-    def meta_denoiser_inputs(
-        self,
-        config: dict[str, Any],
-        batch: int,
-        latent_hw: tuple[int, int],
-        text_len: int,
-        dtype: torch.dtype,
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        from .estimate import transformer_inputs
-
-        return transformer_inputs(config, batch, latent_hw, text_len, dtype)
-
-    def meta_text_encoder(
-        self, config: dict[str, Any], batch: int, text_len: int
-    ) -> tuple[torch.nn.Module, torch.Tensor]:
-        from .estimate import meta_text_encoder
-
-        return meta_text_encoder(config, batch, text_len)

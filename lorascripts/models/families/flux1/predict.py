@@ -33,7 +33,14 @@ def predict(
     if transformer.config.guidance_embeds:
         guidance = torch.full((b,), guidance_scale, device=noisy.device, dtype=torch.float32)
     tokens = packed.shape[1] + hidden.shape[1]  # image and text tokens attend together
-    with dit_attention(noisy.device, dtype, b, transformer.config.num_attention_heads, tokens):
+    with dit_attention(
+        noisy.device,
+        dtype,
+        b,
+        transformer.config.num_attention_heads,
+        tokens,
+        transformer.is_gradient_checkpointing,
+    ):
         out = transformer(
             hidden_states=packed,
             timestep=timesteps.to(noisy.device, dtype),

@@ -4,29 +4,25 @@ on Qwen3-4B's second-to-last hidden states; flow matching with the model taking 
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ....errors import ModelError
-from ..base import BaseModel, Family, LoadedParts
-from ..flow_matching import DynamicShift, FlowMatchingObjective, FlowSettings
-from ..flux1.family import run_setting
+from ..base import BaseModel
+from ..dit import DiffusionTransformerFamily, run_setting
+from ..flow_matching import DynamicShift, FlowMatchingObjective
 from .find import PARTS
-from .layout import transformer_prefix
 
 if TYPE_CHECKING:
     from ....network.targets import Target
     from ....perf.configs import ModelShapes
 
-logger = logging.getLogger(__name__)
 TEXT_LENGTH = 512  # ZImagePipeline's max_sequence_length
 
 
-class ZImage(Family):
+class ZImage(DiffusionTransformerFamily):
     name = "zimage"
+    pipeline_class = "ZImagePipeline"
     label = "Z-Image"
     kind_label = "Z-Image"
     webui_version = "Z-Image"
@@ -47,57 +43,12 @@ class ZImage(Family):
     )
 
     # --- files -----------------------------------------------------------------------------------------------------
-    def claims_checkpoint(self, keys: set[str]) -> bool:
-        return transformer_prefix(keys) is not None
-
-    def claims_diffusers(self, source: str, index: dict[str, Any], local_only: bool) -> bool:
-        return index.get("_class_name") == "ZImagePipeline"
-
-    def load_checkpoint(
-        self,
-        path: Path,
-        state: dict[str, torch.Tensor],
-        metadata: dict[str, str],
-        *,
-        tokenizer_path: str | None,
-        dtype: torch.dtype,
-        components: dict[str, str | None] | None = None,
-    ) -> LoadedParts:
-        from .load import load_single_file
-
-        return load_single_file(self, path, state, metadata, components or {}, tokenizer_path, dtype)
-
-    def load_diffusers(self, source: str, *, dtype: torch.dtype, local_only: bool) -> LoadedParts:
-        from .load import load_diffusers
-
-        return load_diffusers(source, dtype, local_only)
-
-    def noise_scheduler(self, parts: LoadedParts, prediction_type: str) -> tuple[Any, str]:
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        if prediction_type not in ("auto", "flow"):
-            raise ModelError(
-                f"prediction_type {prediction_type} does not apply to Z-Image (a flow-matching model); use auto."
-            )
-        return FlowMatchEulerDiscreteScheduler.from_config(parts.scheduler_config or {}), "flow"
-
     def native_resolution(self, denoiser_config: Any, vae_config: Any) -> int:
         return self.default_resolution  # Z-Image trains and samples at 1024 px (its VAE config says 1024 too)
 
     # --- training --------------------------------------------------------------------------------------------------
     def objective(self, base: BaseModel, *, min_snr_gamma: float | None) -> FlowMatchingObjective:
-        if min_snr_gamma:
-            logger.warning(
-                "min_snr_gamma is for noise-prediction models; Z-Image uses loss_weighting instead."
-            )
-        own = self.config_defaults(self.model_variant(base))  # what a run that left them unset resolved to
-        settings = FlowSettings(
-            timestep_sampling=run_setting(base, "timestep_sampling", own["timestep_sampling"]),
-            discrete_flow_shift=run_setting(base, "discrete_flow_shift", own["discrete_flow_shift"]),
-            sigmoid_scale=run_setting(base, "sigmoid_scale", 1.0),
-            loss_weighting=run_setting(base, "loss_weighting", "none"),
-            dynamic_shift=self.dynamic_shift,
-        )
+        settings = self.flow_settings(base, min_snr_gamma)
         if self.model_variant(base) == "turbo":
             from .variant import warn_turbo
 
@@ -110,13 +61,6 @@ class ZImage(Family):
 
         return tokenize(base, captions, int(run_setting(base, "text_max_length", TEXT_LENGTH)))
 
-    def encode_tokens(
-        self, base: BaseModel, ids: list[torch.Tensor], *, clip_skip: int
-    ) -> dict[str, torch.Tensor]:
-        from .text import encode_tokens
-
-        return encode_tokens(base, ids)
-
     def predict(
         self,
         base: BaseModel,
@@ -127,10 +71,6 @@ class ZImage(Family):
         from .predict import predict
 
         return predict(base.denoiser, noisy, timesteps, conditioning)
-
-    def bucket_unit(self, base: BaseModel) -> int:
-        # the VAE factor x Z-Image's 2x2 patches: 16 px
-        return 2 ** (len(base.vae.config.block_out_channels) - 1) * 2
 
     def enable_gradient_checkpointing(self, base: BaseModel, text_encoders: bool) -> None:
         base.denoiser.enable_gradient_checkpointing()
@@ -157,20 +97,6 @@ class ZImage(Family):
         from .lora_layout import from_file, qkv_rows
 
         return from_file(tensors, qkv_rows(base.denoiser))
-
-    def diffusers_lora_names(
-        self, name: str, down: torch.Tensor, up: torch.Tensor
-    ) -> list[tuple[str, torch.Tensor]] | None:
-        from .diffusers_lora import diffusers_names
-
-        return diffusers_names(name, down, up) or []
-
-    def kohya_from_diffusers(
-        self, modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]] | None:
-        from .diffusers_lora import kohya_modules
-
-        return kohya_modules(modules)
 
     def lora_metadata(self, *, v_prediction: bool, resolution: int) -> dict[str, str]:
         # musubi-tuner's modelspec architecture for Z-Image ("Z-Image" + "/lora")
@@ -217,27 +143,12 @@ class ZImage(Family):
             transformer=base.denoiser,
         )
 
-    def webui_layers(self, base: Any) -> dict[str, tuple[int, ...]]:
-        from .webui import model_layers
-
-        return model_layers(base)
-
     def resolve_webui_layer(
         self, lora_name: str, layers: dict[str, tuple[int, ...]]
     ) -> tuple[str | None, str]:
         from ..flux1.webui import resolve_layer  # the same rule: the name is the layer, no sets to complete
 
         return resolve_layer(lora_name, layers)
-
-    def reference_model(self) -> Any:
-        from .webui import reference_base
-
-        return reference_base(self)
-
-    def checkpoint_layers(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, tuple[int, ...]]]:
-        from .webui import checkpoint_layers
-
-        return checkpoint_layers(shapes)
 
     # --- the estimate's model (perf/) ------------------------------------------------------------------------------
     def shapes_from_checkpoint(
@@ -247,31 +158,7 @@ class ZImage(Family):
 
         return checkpoint_shapes(self, shapes, file_bytes)
 
-    def shapes_from_folder(self, path: Path) -> ModelShapes:
-        from .estimate import folder_shapes
-
-        return folder_shapes(self, path)
-
     def meta_denoiser(self, config: dict[str, Any]) -> torch.nn.Module:
         from .estimate import meta_denoiser
 
         return meta_denoiser(config)
-
-    def meta_denoiser_inputs(
-        self,
-        config: dict[str, Any],
-        batch: int,
-        latent_hw: tuple[int, int],
-        text_len: int,
-        dtype: torch.dtype,
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        from .estimate import transformer_inputs
-
-        return transformer_inputs(config, batch, latent_hw, text_len, dtype)
-
-    def meta_text_encoder(
-        self, config: dict[str, Any], batch: int, text_len: int
-    ) -> tuple[torch.nn.Module, torch.Tensor]:
-        from .estimate import meta_text_encoder
-
-        return meta_text_encoder(config, batch, text_len)

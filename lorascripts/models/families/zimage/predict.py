@@ -31,6 +31,13 @@ def predict(
     features = caption_features(conditioning, noisy.device, dtype)
     # image and caption tokens attend together in the main layers (the kernel choice of models/attention.py)
     tokens = (noisy.shape[-2] // 2) * (noisy.shape[-1] // 2) + max(f.shape[0] for f in features)
-    with dit_attention(noisy.device, dtype, noisy.shape[0], transformer.config.n_heads, tokens):
+    with dit_attention(
+        noisy.device,
+        dtype,
+        noisy.shape[0],
+        transformer.config.n_heads,
+        tokens,
+        transformer.is_gradient_checkpointing,
+    ):
         out = transformer(latents, timesteps.to(noisy.device, torch.float32), features, return_dict=False)[0]
     return -torch.stack([o.float() for o in out]).squeeze(2).to(noisy.dtype)
