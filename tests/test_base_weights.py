@@ -6,6 +6,7 @@ is refused by name; SD1 takes it alike."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,21 @@ def _parts(cfg: dict):  # noqa: ANN202
     return parts
 
 
-def test_zimage_trains_on_base_plus_adapter_and_saves_only_its_own_lora(tiny_zimage, tmp_path: Path) -> None:
+def test_zimage_trains_on_base_plus_adapter_and_saves_only_its_own_lora(
+    tiny_zimage, tmp_path: Path, caplog
+) -> None:
     base = _load(tiny_zimage)
     adapter = _adapter(base.denoiser, tmp_path / "zimage_turbo_training_adapter.safetensors")
     data = make_dataset(tmp_path / "data", n=2)
     cfg = tiny_config(tiny_zimage, data, tmp_path / "a", max_train_steps=2, text_max_length=16,
-                      base_weights=[str(adapter)], base_weights_multiplier=[0.5])  # fmt: skip
-    parts = _parts(cfg)
+                      base_weights=[str(adapter)], base_weights_multiplier=[0.5], model_variant="turbo")  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="lorascripts"):
+        parts = _parts(cfg)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "Z-Image Turbo" in r.getMessage()]
+    assert said and all(level == logging.INFO for level, _ in said), (
+        said
+    )  # the adapter: no distillation warning
+    assert adapter.name in said[0][1]
     try:
         trained_on = dict(parts.base.denoiser.named_modules())
         plain = dict(base.denoiser.named_modules())
