@@ -79,6 +79,11 @@ def check_consistency(cfg: Any) -> None:
             f"`output_format: diffusers` holds plain LoRA factors only (PEFT's lora_A/lora_B), not "
             f"network_type {cfg.network_type}. Use network_type: lora, or output_format: kohya."
         )
+    if cfg.base_weights_multiplier and len(cfg.base_weights_multiplier) != len(cfg.base_weights):
+        raise ConfigError(
+            f"`base_weights_multiplier` has {len(cfg.base_weights_multiplier)} values for "
+            f"{len(cfg.base_weights)} `base_weights` files; give one per file, in the same order (or none: 1.0 each)."
+        )
     _check_validation(cfg)
     _check_memory(cfg)
     missing = [root for root in cfg.tokenizer_roots if not Path(os.path.expanduser(root)).is_dir()]

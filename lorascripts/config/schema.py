@@ -200,6 +200,19 @@ class TrainConfig(RunConfig):
         path=True,
         aliases=("network_weights",),
     )
+    base_weights: list[str] = option(
+        help="LoRA files merged into the frozen base model before training (kohya or diffusers/ai-toolkit keys), "
+        "e.g. the Z-Image Turbo de-distillation adapter; they are not saved into the output LoRA, its metadata "
+        "names them (ls_base_weights). Merged again on resume.",
+        section=NETWORK,
+        path=True,
+        default_factory=list,
+    )
+    base_weights_multiplier: list[float] = option(
+        help="Strength of each base_weights file, in the same order (empty: 1.0 each).",
+        section=NETWORK,
+        default_factory=list,
+    )
 
     # --- training ------------------------------------------------------------------------------------------------
     unet_lr: float | None = option(None, help="Learning rate of the U-Net LoRA.", section=TRAIN, min=0.0)

@@ -162,9 +162,12 @@ def build_metadata(
 
 
 def _extra_metadata(parts: RunParts, loss: float | None, best: float | None) -> dict[str, str]:
+    from ..network.base_weights import base_weights_metadata
+
     extra = {"ls_final_loss": f"{loss:.6f}" if loss is not None else "None"}
     extra.update(parts.base.family.model_metadata(parts.base))
     extra.update(parts.family_defaults.metadata())
+    extra.update(base_weights_metadata(parts.base_weights))
     if best is not None:
         extra["ls_validation_loss"] = f"{best:.6f}"
     if parts.ema is not None:
@@ -270,6 +273,7 @@ def finish_run(
 ) -> TrainResult:
     """Final LoRA, WebUI sidecar, resolved config, samples, and the WebUI compatibility self-test; `best` is the
     lowest validation loss and its step, named in the `finished` event with the best LoRA file."""
+    from ..network.base_weights import base_weights_note
     from ..network.save import write_webui_sidecar
     from ..run.result import TrainResult
 
@@ -289,6 +293,7 @@ def finish_run(
             preferred_weight=cfg.preferred_weight,
             sd_version=parts.base.family.webui_version,
             description=cfg.metadata_description,
+            notes=base_weights_note(parts.base_weights),
         )
         config_path = parts.output_dir / f"{parts.output_name}.yaml"
         parts.save_resolved_config(config_path)

@@ -75,12 +75,14 @@ class RunParts:
         self.ema = None
         self.intermediate: list[Path] = []
         self.swapper = None  # block swap (train/memory.py), set with the model
+        self.base_weights: list[dict[str, Any]] = []  # records of the merged `base_weights` files
 
     # --- phase 2 ---------------------------------------------------------------------------------------------------
     def setup_rest(self, events: EventSink) -> None:
         """Dataset, base model, caches, network, optimizer: everything that can fail on user input."""
         from ..data.buckets import BucketSet
         from ..models.weights import keep_float8
+        from ..network.base_weights import base_weight_files, merge_base_weights
         from . import run_setup as build
         from .conditioning import Conditioner
         from .inputs import FixedSize, InputPipeline
@@ -94,11 +96,14 @@ class RunParts:
         if self.estimate is not None:
             logger.info("%s", self.estimate.describe())
             events.emit("estimate", **self.estimate.event())
+        base_weights = base_weight_files(cfg.base_weights, cfg.base_weights_multiplier)  # before the load
         events.emit("loading_model", base_model=cfg.base_model)
         # fp8_base: an fp8 file's matrices stay fp8 as they load (no upcast copy)
         with keep_float8() if cfg.fp8_base else contextlib.nullcontext():
             self.base = self._load_model()
         self.base.extra["config"] = cfg  # the family's own settings (FLUX: sampling, shift, guidance)
+        # into the frozen weights before the run's LoRA exists; on resume the fresh base gets them again
+        self.base_weights = merge_base_weights(self.base, base_weights)
         check_model_limits(cfg, self.base)
         self.objective = self.base.family.objective(self.base, min_snr_gamma=cfg.min_snr_gamma)
         build.freeze_and_place(self)

@@ -52,7 +52,7 @@ class ZImage(DiffusionTransformerFamily):
         if self.model_variant(base) == "turbo":
             from .variant import warn_turbo
 
-            warn_turbo(base.name)
+            warn_turbo(base.name, run_setting(base, "base_weights", []))
         # the transformer takes 1 − σ: ZImagePipeline passes (1000 − timestep) / 1000
         return FlowMatchingObjective(settings, timestep_scale=-1.0, timestep_offset=1.0)
 

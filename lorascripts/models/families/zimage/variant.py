@@ -10,6 +10,7 @@ Base in 28-50 steps with CFG about 4 (the model cards).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -32,11 +33,21 @@ def variant_of(name: str, metadata: dict[str, str]) -> str:
     return "turbo" if "turbo" in said else "unknown"
 
 
-def warn_turbo(name: str) -> None:
+def warn_turbo(name: str, base_weights: list[str]) -> None:
+    """Training on Turbo: a warning, or with `base_weights` (the de-distillation adapter) an info line."""
+    if base_weights:
+        logger.info(
+            "%s is Z-Image Turbo, trained with base_weights %s merged in (the de-distillation adapter, as "
+            "ai-toolkit does): the saved LoRA leaves it out and is meant for plain Turbo at 8 steps without CFG.",
+            name,
+            ", ".join(Path(f).name for f in base_weights),
+        )
+        return
     logger.warning(
         "%s is Z-Image Turbo (step-distilled): LoRAs trained on it directly weaken or break the distillation "
-        "within a few hundred steps; train on Z-Image Base, or keep runs short with a low learning rate "
-        "(README: Z-Image). Set model_variant: base if this file is not Turbo.",
+        "within a few hundred steps; set base_weights to ostris's zimage_turbo_training_adapter, train on Z-Image "
+        "Base, or keep runs short with a low learning rate (README: Z-Image). Set model_variant: base if this "
+        "file is not Turbo.",
         name,
     )
 
