@@ -92,6 +92,16 @@ class DiffusionTransformerFamily(Family):
         return 2 ** (len(base.vae.config.block_out_channels) - 1) * 2
 
     # --- LoRA files ------------------------------------------------------------------------------------------------
+    def lora_file_tensors(self, base: BaseModel, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        layout = self._own("lora_layout")  # fused layers (FLUX's linear1, Z-Image's qkv) as one kohya module
+        return layout.to_file(tensors, layout.fused_rows(base.denoiser))
+
+    def lora_network_tensors(
+        self, base: BaseModel, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        layout = self._own("lora_layout")
+        return layout.from_file(tensors, layout.fused_rows(base.denoiser))
+
     def diffusers_lora_names(
         self, name: str, down: torch.Tensor, up: torch.Tensor
     ) -> list[tuple[str, torch.Tensor]] | None:

@@ -106,18 +106,6 @@ class Flux1(DiffusionTransformerFamily):
 
         return FluxNamer().name
 
-    def lora_file_tensors(self, base: BaseModel, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from .lora_layout import linear1_rows, to_file
-
-        return to_file(tensors, linear1_rows(base.denoiser))
-
-    def lora_network_tensors(
-        self, base: BaseModel, tensors: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        from .lora_layout import from_file, linear1_rows
-
-        return from_file(tensors, linear1_rows(base.denoiser))
-
     def lora_metadata(self, *, v_prediction: bool, resolution: int) -> dict[str, str]:
         return {
             "ss_v2": "False",

@@ -122,3 +122,7 @@ def _is_linear1(name: str) -> bool:
 def from_file(tensors: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[str, torch.Tensor]:
     """A kohya FLUX file's tensors -> the network's: each linear1 split into its qkv and mlp parts (exact)."""
     return fused_lora.from_file(tensors, rows, _is_linear1)
+
+
+# the rows of each fused layer's parts, under the name the shared family class (dit.py) calls
+fused_rows = linear1_rows

@@ -86,18 +86,6 @@ class ZImage(DiffusionTransformerFamily):
 
         return ZImageNamer().name
 
-    def lora_file_tensors(self, base: BaseModel, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from .lora_layout import qkv_rows, to_file
-
-        return to_file(tensors, qkv_rows(base.denoiser))
-
-    def lora_network_tensors(
-        self, base: BaseModel, tensors: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        from .lora_layout import from_file, qkv_rows
-
-        return from_file(tensors, qkv_rows(base.denoiser))
-
     def lora_metadata(self, *, v_prediction: bool, resolution: int) -> dict[str, str]:
         # musubi-tuner's modelspec architecture for Z-Image ("Z-Image" + "/lora")
         return {

@@ -108,3 +108,7 @@ def from_file(tensors: dict[str, torch.Tensor], rows: dict[str, int]) -> dict[st
     """A kohya Z-Image file's tensors -> the network's: each `attention_qkv` split into q, k, v (exact); musubi's
     `attention_to_q/k/v` / `attention_to_out_0` modules taken as the parts they are."""
     return fused_lora.from_file({_from_musubi(k): v for k, v in tensors.items()}, rows, is_qkv)
+
+
+# the rows of each fused layer's parts, under the name the shared family class (dit.py) calls
+fused_rows = qkv_rows
