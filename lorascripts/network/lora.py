@@ -12,19 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-from lycoris.modules.locon import LoConModule
 from lycoris.modules.loha import LohaModule
 from lycoris.modules.lokr import LokrModule
 from torch import nn
 
 from ..errors import ModelError
+from .cpu_lora import CpuFoldedLoConModule
 from .targets import Target, expand_roles
 
 logger = logging.getLogger(__name__)
 
 ALGORITHMS: dict[str, type[nn.Module]] = {
-    "lora": LoConModule,
-    "locon": LoConModule,
+    "lora": CpuFoldedLoConModule,
+    "locon": CpuFoldedLoConModule,
     "loha": LohaModule,
     "lokr": LokrModule,
 }

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ...attention import dit_attention
+from ...rotary_cache import cache_rotary
 
 
 def predict(
@@ -24,6 +25,7 @@ def predict(
     from diffusers import FluxPipeline
 
     dtype = transformer.dtype
+    cache_rotary(transformer)  # the same ids every step of a bucket
     b, c, h, w = noisy.shape
     packed = FluxPipeline._pack_latents(noisy.to(dtype), b, c, h, w)
     img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, noisy.device, dtype)
