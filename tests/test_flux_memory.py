@@ -219,12 +219,14 @@ def test_training_with_fp8_swap_and_8bit_adamw_equals_the_run_without_swap(
     assert all(torch.equal(results[0][k], v) for k, v in tensors.items())
 
 
-def _sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
-    """A bf16 .safetensors file with these shapes whose data is a hole (sparse: no disk space, header only)."""
+def _sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str = "BF16") -> Path:
+    """A .safetensors file with these shapes (`dtype`: safetensors' name, 2 or 1 bytes: "BF16", "F16",
+    "F8_E4M3") whose data is a hole (sparse: no disk space, header only)."""
     header, offset = {}, 0
+    item = 1 if dtype.startswith("F8") else 2
     for name, shape in shapes.items():
-        size = 2 * int(torch.tensor(shape).prod()) if shape else 2
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        size = item * int(torch.tensor(shape).prod()) if shape else item
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
