@@ -158,3 +158,14 @@ def test_zimage_parts_come_from_their_files(tiny_zimage, tmp_path: Path) -> None
     missing = model_shapes(str(alone))
     assert [label.split(" ")[0] for label in missing.assumed] == ["Qwen3-4B", "VAE"]
     assert missing.params["text"] == 4_022_468_096
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_sd_all_in_one_files_count_every_part_as_loaded(family, request) -> None:
+    """SD / SDXL single files hold their VAE and text encoders: the header's counts are the loaded modules'."""
+    tiny = request.getfixturevalue(f"tiny_{family}")
+    shapes = model_shapes(str(tiny.single_file), {"text_encoder": str(tiny.single_file)})  # SD takes no parts
+    base = load_base_model(str(tiny.single_file), tokenizer_path=str(tiny.tokenizer_dir))
+    loaded = {"unet": base.denoiser, "vae": base.vae, "text": torch.nn.ModuleList(base.text_encoders)}
+    assert shapes.params == {part: _count(module) for part, module in loaded.items()}
+    assert shapes.file_bytes == tiny.single_file.stat().st_size and not shapes.assumed
