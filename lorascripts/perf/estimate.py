@@ -18,8 +18,9 @@ encoders from the headers of the part files its loader finds, configs.py; publis
              peak is max(encoding, training), not their sum
   CPU peak RSS = max(training, loading) + the process's own RSS (torch, libraries); nothing is released on a
              CPU (encoding <= training); loading holds the files' tensors and the modules built from them,
-             counted at 4 bytes per parameter (an fp16 SD1.5 file loading into bf16 modules peaked at that,
-             bench/results/2026-12-01-vm.md: +1%), so an fp8 T5 file counts half the bytes of its fp16 twin.
+             counted at 4 bytes per parameter (calibrated: SD1.5 from an fp16 file into bf16 modules measured
+             6.48 GiB at 256 and 512 px alike, this rule +1%: bench/results/2026-12-01-vm.md), so an fp8 T5
+             file counts half the bytes of its fp16 twin.
   GPU peak = max(training, encoding) (torch.cuda.max_memory_allocated does not include the CUDA context).
 The time model: FLOPs / (matmul peak x efficiency) + operator calls x per-call overhead; the two constants
 are calibrated against measured steps (bench/) and are what makes tiny models overhead-bound.
