@@ -14,8 +14,9 @@ encoders from the headers of the part files its loader finds, configs.py; publis
              (+ the fp32 EMA copy of the LoRA when `ema_decay` is set and it lives on the training device)
              + activations kept for backward (+ the largest one again: its gradient lives during backward)
   encoding = before the first step every frozen part is on the device (the latents and caption outputs are
-             cached with the denoiser placed) + the LoRA parameters: the released parts leave after it, so the
-             peak is max(encoding, training), not their sum
+             cached with the denoiser placed) + the LoRA parameters (the VAE's and encoders' inference
+             activations are not counted); the released parts leave after it, so the peak is max(encoding,
+             training), not their sum
   CPU peak RSS = max(training, loading) + the process's own RSS (torch, libraries); nothing is released on a
              CPU (encoding <= training); loading holds the files' tensors and the modules built from them,
              counted at 4 bytes per parameter (calibrated: SD1.5 from an fp16 file into bf16 modules measured
