@@ -4,15 +4,25 @@ Inputs are what is known without loading weights: the architecture and sizes fro
 (configs.py), the step's FLOPs, saved activations and operator count from one meta-device pass (flops.py,
 cached on disk per configuration), and the device's measured matmul peak (peak.py).
 
-The memory model (bytes):
-  training = frozen weights in the weight dtype (the denoiser's block Linears 1 byte with `fp8_base`, its
-             `blocks_to_swap` blocks in CPU memory but one: denoiser_memory.py)
+The memory model (bytes), with the sizes of the files the run will load (a diffusion transformer's VAE and text
+encoders from the headers of the part files its loader finds, configs.py; published sizes where none is found):
+  training = frozen weights in the weight dtype, whatever the files hold (the run casts the VAE and text
+             encoders to it; the denoiser's block Linears 1 byte with `fp8_base`, its `blocks_to_swap` blocks in
+             CPU memory but one: denoiser_memory.py), without the parts placement.py releases from the GPU
+             once their outputs are cached
              + LoRA parameters, gradients and optimizer state (fp32; 8-bit states with adamw8bit)
              (+ the fp32 EMA copy of the LoRA when `ema_decay` is set and it lives on the training device)
              + activations kept for backward (+ the largest one again: its gradient lives during backward)
-  CPU peak RSS = max(training, loading) + the process's own RSS (torch, libraries); loading a single-file
-             checkpoint holds the file's tensors and the fp32 modules they are converted into at once.
-  GPU peak = training (torch.cuda.max_memory_allocated does not include the CUDA context).
+  encoding = before the first step every frozen part is on the device (the latents and caption outputs are
+             cached with the denoiser placed) + the LoRA parameters (the VAE's and encoders' inference
+             activations are not counted); the released parts leave after it, so the peak is max(encoding,
+             training), not their sum
+  CPU peak RSS = max(training, loading) + the process's own RSS (torch, libraries); nothing is released on a
+             CPU (encoding <= training); loading holds the files' tensors and the modules built from them,
+             counted at 4 bytes per parameter (calibrated: SD1.5 from an fp16 file into bf16 modules measured
+             6.48 GiB at 256 and 512 px alike, this rule +1%: bench/results/2026-12-01-vm.md), so an fp8 T5
+             file counts half the bytes of its fp16 twin.
+  GPU peak = max(training, encoding) (torch.cuda.max_memory_allocated does not include the CUDA context).
 The time model: FLOPs / (matmul peak x efficiency) + operator calls x per-call overhead; the two constants
 are calibrated against measured steps (bench/) and are what makes tiny models overhead-bound.
 """
@@ -23,13 +33,14 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import TrainConfig
+from ..config.schema import COMPONENT_KEYS
 from ..run.optimizers import state_bytes_per_param
 from .configs import ModelShapes, model_shapes
 from .denoiser_memory import DenoiserBytes, denoiser_bytes
@@ -69,6 +80,7 @@ class RunEstimate:
     memory_limit_bytes: int | None = None
     training_memory_bytes: int = 0
     loading_memory_bytes: int = 0
+    encoding_memory_bytes: int = 0  # before the first step: every frozen part on the device while caches fill
     matmul_peak_flops: float = 0.0
     resolution: tuple[int, int] = (0, 0)
     precision: str = "no"  # mixed_precision the estimate assumed (auto resolved)
@@ -79,6 +91,7 @@ class RunEstimate:
     swapped_bytes: int = 0  # the swapped blocks' weights, in CPU memory
     optimizer: str = "adamw"
     memory_preset: str = "off"  # the recipe the settings came from (auto resolved)
+    assumed: list[str] = field(default_factory=list)  # part files not found before loading: published sizes
 
     def memory_settings(self) -> str:
         """The memory options the figures assume, e.g. `fp8 base, 16 blocks swapped (4.70 GiB in CPU memory)`."""
@@ -100,6 +113,15 @@ class RunEstimate:
             f"({self.flops_per_step / 1e9:.3g} GFLOP/step, measured {PRECISION_NAMES.get(self.precision, self.precision)} matmul peak "
             f"{self.matmul_peak_flops / 1e9:.3g} GFLOP/s; {self.memory_settings()})"
         )
+        if self.encoding_memory_bytes > self.training_memory_bytes:
+            text += (
+                f"; the peak is while the caches fill ({self.training_memory_bytes / GIB:.2f} GiB once the "
+                "cached parts leave the device)"
+            )
+        if self.assumed:
+            text += (
+                f"; not found before loading, so their published sizes are assumed: {', '.join(self.assumed)}"
+            )
         return text + (f". Suggestion: {self.suggestion}" if self.suggestion else "")
 
     def short(self) -> str:
@@ -210,28 +232,45 @@ def _cost(cfg: TrainConfig, shapes: ModelShapes, plan: _Plan) -> StepCost:
     )
 
 
-def _memory(
-    cfg: TrainConfig, shapes: ModelShapes, plan: _Plan, device: str, mode: str
-) -> tuple[int, int, StepCost]:
-    """(training bytes, loading bytes, step cost) of one plan."""
+@dataclass(frozen=True)
+class _Phases:
+    """The bytes of one plan in each phase of a run (module docstring), and the step's cost."""
+
+    training: int
+    loading: int  # CPU only (a GPU's memory holds no file)
+    encoding: int  # every frozen part on the device while the caches fill
+    cost: StepCost
+
+    @property
+    def peak(self) -> int:
+        return max(self.training, self.loading, self.encoding)
+
+
+def _memory(cfg: TrainConfig, shapes: ModelShapes, plan: _Plan, device: str, mode: str) -> _Phases:
+    """The memory phases of one plan."""
     cost = _cost(cfg, shapes, plan)
     item = torch.tensor([], dtype=_dtype(mode)).element_size()
-    frozen = sum(n for part, n in shapes.params.items() if part not in _released(cfg, plan, device)) * item
+    denoiser = shapes.params.get("unet", 0) * item
     if plan.fp8 or plan.swap:
-        denoiser = _denoiser(shapes, plan, device, item)
-        frozen += denoiser.device - shapes.params.get("unet", 0) * item
-    # parameter + gradient (fp32) + optimizer state, in fp32 copies
-    states = 2 + state_bytes_per_param(plan.optimizer) / 4
-    states += int(cfg.ema_decay is not None and (cfg.ema_device == "device" or device == "cpu"))  # EMA copy
-    lora = cost.lora_params * 4 * states
+        denoiser = _denoiser(shapes, plan, device, item).device
+    parts = {part: n * item for part, n in shapes.params.items() if part != "unet"}  # the run casts them
+    released = _released(cfg, plan, device)
+    kept = sum(size for part, size in parts.items() if part not in released)
+    # parameter + gradient (fp32) + optimizer state, in fp32 copies; before the first step only the parameters
+    ema = int(cfg.ema_decay is not None and (cfg.ema_device == "device" or device == "cpu"))  # EMA copy
+    states = 2 + state_bytes_per_param(plan.optimizer) / 4 + ema
+    lora = cost.lora_params * 4
     activations = (int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes) * item // 4
-    training = frozen + lora + activations
+    training = denoiser + kept + int(lora * states) + activations
+    encoding = denoiser + sum(parts.values()) + lora * (1 + ema)
     if device == "cuda":
-        return training, 0, cost
-    fp32 = sum(shapes.params.values()) * 4
-    # single file: the file's tensors + the fp32 modules built from them; folder: loaded component by component
-    loading = (shapes.file_bytes + fp32) if shapes.single_file else fp32 + max(shapes.params.values()) * 4
-    return training, loading, cost
+        return _Phases(training, 0, encoding, cost)
+    modules = sum(shapes.params.values()) * 4  # 4 bytes per parameter while built (module docstring)
+    # single file: the files' tensors + the modules built from them; folder: loaded component by component
+    loading = (
+        (shapes.file_bytes + modules) if shapes.single_file else modules + max(shapes.params.values()) * 4
+    )
+    return _Phases(training, loading, encoding, cost)
 
 
 def _denoiser(shapes: ModelShapes, plan: _Plan, device: str, item: int) -> DenoiserBytes:
@@ -271,8 +310,7 @@ class _Context:
     limit: int | None
 
     def peak(self, plan: _Plan) -> int:
-        training, loading, _ = _memory(self.cfg, self.shapes, plan, self.device, self.mode)
-        return max(training, loading) + self.base_rss
+        return _memory(self.cfg, self.shapes, plan, self.device, self.mode).peak + self.base_rss
 
 
 def _candidates(cfg: TrainConfig, plan: _Plan, family: Any) -> list[tuple[str, _Plan]]:
@@ -351,7 +389,10 @@ def estimate_run(
         base_rss = base_rss_bytes
     else:
         base_rss = _rss_bytes() + LIBRARY_RSS if device == "cpu" else 0
-    shapes = model_shapes(resolve_base_model(cfg.base_model))
+    # the part files the run names; the ones it leaves empty are found as the loader finds them
+    shapes = model_shapes(
+        resolve_base_model(cfg.base_model), {key: getattr(cfg, key) for key in COMPONENT_KEYS}
+    )
     plan = _Plan(
         cfg.batch_size,
         cfg.lora_rank,
@@ -368,8 +409,8 @@ def estimate_run(
         overhead_bound = device == "cpu" and overhead > fp32_compute
     mode = resolve_mode(cfg, device, overhead_bound)
     peak = matmul_peak(_dtype(mode), device)
-    training, loading, _ = _memory(cfg, shapes, plan, device, mode)
-    peak_bytes = max(training, loading) + base_rss
+    phases = _memory(cfg, shapes, plan, device, mode)
+    peak_bytes = phases.peak + base_rss
     ctx = _Context(cfg, shapes, device, mode, base_rss, memory_limit_bytes or memory_limit(device))
     compute, overhead = _seconds(cost, device, peak)
     item = torch.tensor([], dtype=_dtype(mode)).element_size()
@@ -383,8 +424,9 @@ def estimate_run(
         device=device,
         suggestion=_suggest(ctx, plan, peak_bytes),
         memory_limit_bytes=ctx.limit,
-        training_memory_bytes=int(training + base_rss),
-        loading_memory_bytes=int(loading + base_rss) if loading else 0,
+        training_memory_bytes=int(phases.training + base_rss),
+        loading_memory_bytes=int(phases.loading + base_rss) if phases.loading else 0,
+        encoding_memory_bytes=int(phases.encoding + base_rss),
         matmul_peak_flops=peak,
         resolution=_resolution(cfg, shapes),
         precision=mode,
@@ -395,4 +437,5 @@ def estimate_run(
         swapped_bytes=swapped,
         optimizer=cfg.optimizer,
         memory_preset=cfg.memory_preset,
+        assumed=list(shapes.assumed),
     )

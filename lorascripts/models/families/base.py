@@ -19,7 +19,7 @@ import torch
 
 if TYPE_CHECKING:
     from ...network.targets import Target
-    from ...perf.configs import ModelShapes
+    from ...perf.configs import Header, ModelShapes
 
 
 @dataclass
@@ -301,10 +301,9 @@ class Family(ABC):
 
     # --- the estimate's model (perf/) ------------------------------------------------------------------------------
     @abstractmethod
-    def shapes_from_checkpoint(
-        self, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], file_bytes: int
-    ) -> ModelShapes:
-        """The estimate's view of a single-file checkpoint of this family, from its header only."""
+    def shapes_from_checkpoint(self, header: Header, components: dict[str, str | None]) -> ModelShapes:
+        """The estimate's view of a single-file checkpoint of this family, from its header only, and of the part
+        files the load will read with it (`components`: the config's files of `self.components`; None = find)."""
 
     @abstractmethod
     def shapes_from_folder(self, path: Path) -> ModelShapes:

@@ -123,6 +123,9 @@ class DiffusionTransformerFamily(Family):
         return self._own("webui").checkpoint_layers(shapes)
 
     # --- the estimate's model (perf/) ------------------------------------------------------------------------------
+    def shapes_from_checkpoint(self, header: Any, components: dict[str, str | None]) -> Any:
+        return self._own("estimate").checkpoint_shapes(self, header, components)
+
     def shapes_from_folder(self, path: Path) -> Any:
         return self._own("estimate").folder_shapes(self, path)
 

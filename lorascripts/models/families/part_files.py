@@ -35,9 +35,12 @@ def part_folders(part: PartFile, transformer: Path) -> list[Path]:
     return folders
 
 
-def find_part_file(part: PartFile, given: str | None, transformer: Path, family_label: str) -> Path:
-    """The file of one part: `given` (the config's key) or the first one found (ModelError naming where it
-    looked and the key to set)."""
+def find_part_file(
+    part: PartFile, given: str | None, transformer: Path, family_label: str, *, announce: bool = True
+) -> Path:
+    """The file of one part: `given` (the config's key) or the first one found, logged unless `announce` is
+    false (the pre-flight estimate looks before the load does); ModelError naming where it looked and the key to
+    set."""
     if given:
         path = Path(given)
         if not path.is_file():
@@ -49,7 +52,8 @@ def find_part_file(part: PartFile, given: str | None, transformer: Path, family_
     for folder in folders:
         for name in part.names:
             if (folder / name).is_file():
-                logger.info("%s: %s", part.config_key, folder / name)
+                if announce:
+                    logger.info("%s: %s", part.config_key, folder / name)
                 return folder / name
     looked = ", ".join(str(f) for f in folders)
     raise ModelError(

@@ -10,50 +10,69 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .find import CONFIG_KEYS, PARTS
 from .layout import ALL_IN_ONE, t5_config, transformer_config, transformer_prefix, vae_config
 
 if TYPE_CHECKING:
-    from ....perf.configs import ModelShapes
+    from ....perf.configs import Header, ModelShapes, PartsRead
     from ..base import Family
 
-# FLUX.1's published parts, for a transformer file that does not hold them (the estimate reads no other file)
+# FLUX.1's published parts, for a part whose file cannot be found before loading
 CLIP_L = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
           "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu"}  # fmt: skip
 T5_XXL = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
           "feed_forward_proj": "gated-gelu", "is_encoder_decoder": False}  # fmt: skip
-PARAMS = {"vae": 83_819_683, "text": 123_060_480 + 4_762_310_656}
+# parameters and the dtype of the published file (ae.safetensors is fp32, clip_l and t5xxl_fp16 fp16)
+PUBLISHED = {"vae": (83_819_683, "F32"), "clip_l": (123_060_480, "F16"), "t5": (4_762_310_656, "F16")}
 
 
-def _sub(shapes: dict[str, tuple[int, ...]], prefix: str) -> dict[str, tuple[int, ...]]:
+def sub_shapes(shapes: dict[str, tuple[int, ...]], prefix: str) -> dict[str, tuple[int, ...]]:
     return {k[len(prefix) :]: v for k, v in shapes.items() if k.startswith(prefix)}
 
 
-def _count(shapes: dict[str, tuple[int, ...]]) -> int:
-    return sum(math.prod(v) for v in shapes.values())
+def count_params(shapes: dict[str, tuple[int, ...]]) -> int:
+    # T5 files may hold the tied embedding under both names; the model has it once
+    tied = "encoder.embed_tokens.weight" if "shared.weight" in shapes else ""
+    return sum(math.prod(v) for k, v in shapes.items() if k != tied)
 
 
-def checkpoint_shapes(
-    family: Family, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], file_bytes: int
-) -> ModelShapes:
-    from ....perf.configs import ModelShapes
+def part_shapes(
+    header: Header, components: dict[str, str | None], read: PartsRead
+) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The VAE's, CLIP-L's and T5's tensor shapes as the load will read them: the config's file, else the
+    checkpoint's own (all-in-one), else the file found beside it (find.py); {} for a part not found."""
+    inside = {part: sub_shapes(header.shapes, ALL_IN_ONE[part]) for part in PARTS}
+    found = {}
+    for part in PARTS:
+        given = components.get(CONFIG_KEYS[part])
+        if inside[part] and not given:
+            found[part] = inside[part]
+            continue
+        found[part] = read.part(PARTS[part], given, header.path, "FLUX", PUBLISHED[part])
+    return found
+
+
+def checkpoint_shapes(family: Family, header: Header, components: dict[str, str | None]) -> ModelShapes:
+    from ....perf.configs import PartsRead
     from ..sd.single_file import text_config
 
-    transformer = _sub(shapes, transformer_prefix(set(shapes)) or "")
-    vae, clip, t5 = (_sub(shapes, ALL_IN_ONE[p]) for p in ("vae", "clip_l", "t5"))
+    read = PartsRead()
+    read.add(header)
+    transformer = sub_shapes(header.shapes, transformer_prefix(set(header.shapes)) or "")
+    parts = part_shapes(header, components, read)
+    vae, clip, t5 = parts["vae"], parts["clip_l"], parts["t5"]
     vae_cfg = vae_config(vae) if vae else {**vae_config_default(), "sample_size": 1024}
     texts = [text_config(clip, "", "clip_l", {}, 0) if clip else CLIP_L, t5_config(t5) if t5 else T5_XXL]
-    return ModelShapes(
-        family=family,
+    return read.model_shapes(
+        family,
         denoiser=transformer_config(transformer),
         vae=vae_cfg,
         text_encoders=texts,
         params={
-            "unet": _count(transformer),
-            "vae": _count(vae) or PARAMS["vae"],
-            "text": (_count(clip) + _count(t5)) or PARAMS["text"],
+            "unet": count_params(transformer),
+            "vae": count_params(vae) or PUBLISHED["vae"][0],
+            "text": (count_params(clip) or PUBLISHED["clip_l"][0]) + (count_params(t5) or PUBLISHED["t5"][0]),
         },
-        file_bytes=file_bytes,
-        single_file=True,
     )
 
 

@@ -17,7 +17,6 @@ from .find import CONFIG_KEYS, PART_LABELS
 
 if TYPE_CHECKING:
     from ....network.targets import Target
-    from ....perf.configs import ModelShapes
 
 DEFAULT_T5_LENGTH = {True: 512, False: 256}  # dev (guidance embedding) / schnell, as BFL and kohya use them
 
@@ -154,13 +153,6 @@ class Flux1(DiffusionTransformerFamily):
         return resolve_layer(lora_name, layers)
 
     # --- the estimate's model (perf/) ------------------------------------------------------------------------------
-    def shapes_from_checkpoint(
-        self, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], file_bytes: int
-    ) -> ModelShapes:
-        from .estimate import checkpoint_shapes
-
-        return checkpoint_shapes(self, shapes, metadata, file_bytes)
-
     def meta_denoiser(self, config: dict[str, Any]) -> torch.nn.Module:
         from .estimate import meta_transformer
 

@@ -15,7 +15,7 @@ from torch import nn
 from .single_file import ARCH_KEY, text_config, unet_config, vae_config
 
 if TYPE_CHECKING:
-    from ....perf.configs import ModelShapes
+    from ....perf.configs import Header, ModelShapes
     from .family import StableDiffusionFamily
 
 
@@ -23,14 +23,10 @@ def _count(shapes: dict[str, tuple[int, ...]], prefix: str) -> int:
     return sum(math.prod(v) for k, v in shapes.items() if k.startswith(prefix))
 
 
-def checkpoint_shapes(
-    family: StableDiffusionFamily,
-    shapes: dict[str, tuple[int, ...]],
-    metadata: dict[str, str],
-    file_bytes: int,
-) -> ModelShapes:
+def checkpoint_shapes(family: StableDiffusionFamily, header: Header) -> ModelShapes:
     from ....perf.configs import ModelShapes
 
+    shapes, metadata = header.shapes, header.metadata
     arch = json.loads(metadata.get(ARCH_KEY, "{}"))
     family.complete_arch(arch, shapes)
     layouts = family.text_layouts
@@ -45,7 +41,7 @@ def checkpoint_shapes(
             "vae": _count(shapes, "first_stage_model."),
             "text": sum(_count(shapes, prefix) for prefix, _ in layouts),
         },
-        file_bytes=file_bytes,
+        file_bytes=header.file_bytes,
         single_file=True,
     )
 

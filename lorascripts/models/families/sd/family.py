@@ -17,7 +17,7 @@ from .objective import DDPMObjective, scheduler_from_config
 
 if TYPE_CHECKING:
     from ....network.targets import Target
-    from ....perf.configs import ModelShapes
+    from ....perf.configs import Header, ModelShapes
 
 
 class StableDiffusionFamily(Family):
@@ -176,12 +176,10 @@ class StableDiffusionFamily(Family):
 
         return layer_keys(shapes)
 
-    def shapes_from_checkpoint(
-        self, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], file_bytes: int
-    ) -> ModelShapes:
+    def shapes_from_checkpoint(self, header: Header, components: dict[str, str | None]) -> ModelShapes:
         from .estimate import checkpoint_shapes
 
-        return checkpoint_shapes(self, shapes, metadata, file_bytes)
+        return checkpoint_shapes(self, header)  # every part is in the file (the loader takes no part files)
 
     def shapes_from_folder(self, path: Path) -> ModelShapes:
         from .estimate import folder_shapes

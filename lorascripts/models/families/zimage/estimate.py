@@ -3,45 +3,53 @@ file headers (the loader's shape rules, layout.py), and the meta transformer / i
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from ..flux1.estimate import PARAMS as FLUX_PARAMS
-from ..flux1.estimate import vae_config_default
-from .layout import transformer_config, transformer_prefix
+from ..flux1.estimate import PUBLISHED as FLUX_PUBLISHED
+from ..flux1.estimate import count_params, sub_shapes, vae_config_default
+from ..flux1.layout import vae_config
+from .find import PARTS
+from .layout import qwen3_config, qwen3_prefix, transformer_config, transformer_prefix
 
 if TYPE_CHECKING:
-    from ....perf.configs import ModelShapes
+    from ....perf.configs import Header, ModelShapes
     from ..base import Family
 
-# Qwen3-4B (its config.json), for a transformer file that does not hold it (the estimate reads no other file)
+# Qwen3-4B (its config.json), for a text-encoder file that cannot be found before loading
 QWEN3_4B = {"vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
             "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "tie_word_embeddings": True,
             "max_position_embeddings": 40960, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6}  # fmt: skip
-QWEN3_4B_PARAMS = 4_022_468_096
+# parameters and the dtype of the published files (qwen_3_4b.safetensors is bf16; the VAE is FLUX.1's ae)
+PUBLISHED = {"text_encoder": (4_022_468_096, "BF16"), "vae": FLUX_PUBLISHED["vae"]}
 
 
-def checkpoint_shapes(family: Family, shapes: dict[str, tuple[int, ...]], file_bytes: int) -> ModelShapes:
-    from ....perf.configs import ModelShapes
+def checkpoint_shapes(family: Family, header: Header, components: dict[str, str | None]) -> ModelShapes:
+    """The transformer from the checkpoint's header, the VAE and Qwen3 from the headers of the part files the
+    load will read (find.py's rules); a part not found stands in at its published size."""
+    from ....perf.configs import PartsRead
 
-    prefix = transformer_prefix(set(shapes)) or ""
-    transformer = {k[len(prefix) :]: v for k, v in shapes.items() if k.startswith(prefix)}
-    return ModelShapes(
-        family=family,
+    read = PartsRead()
+    read.add(header)
+    transformer = sub_shapes(header.shapes, transformer_prefix(set(header.shapes)) or "")
+    found: dict[str, dict[str, tuple[int, ...]]] = {}
+    for part in ("text_encoder", "vae"):
+        found[part] = read.part(PARTS[part], components.get(part), header.path, "Z-Image", PUBLISHED[part])
+    qwen_prefix = qwen3_prefix(set(found["text_encoder"]))  # None: not a Qwen3 file, the load refuses it
+    qwen = {} if qwen_prefix is None else sub_shapes(found["text_encoder"], qwen_prefix)
+    return read.model_shapes(
+        family,
         denoiser=transformer_config(transformer),
-        vae={**vae_config_default(), "sample_size": 1024},
-        text_encoders=[QWEN3_4B],
+        vae=vae_config(found["vae"]) if found["vae"] else {**vae_config_default(), "sample_size": 1024},
+        text_encoders=[qwen3_config(qwen) if qwen else QWEN3_4B],
         params={
-            "unet": sum(math.prod(v) for v in transformer.values()),
-            "vae": FLUX_PARAMS["vae"],
-            "text": QWEN3_4B_PARAMS,
+            "unet": count_params(transformer),
+            "vae": count_params(found["vae"]) or PUBLISHED["vae"][0],
+            "text": count_params(qwen) or PUBLISHED["text_encoder"][0],
         },
-        file_bytes=file_bytes,
-        single_file=True,
     )
 
 

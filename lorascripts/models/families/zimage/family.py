@@ -15,7 +15,6 @@ from .find import PARTS
 
 if TYPE_CHECKING:
     from ....network.targets import Target
-    from ....perf.configs import ModelShapes
 
 TEXT_LENGTH = 512  # ZImagePipeline's max_sequence_length
 
@@ -139,13 +138,6 @@ class ZImage(DiffusionTransformerFamily):
         return resolve_layer(lora_name, layers)
 
     # --- the estimate's model (perf/) ------------------------------------------------------------------------------
-    def shapes_from_checkpoint(
-        self, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], file_bytes: int
-    ) -> ModelShapes:
-        from .estimate import checkpoint_shapes
-
-        return checkpoint_shapes(self, shapes, file_bytes)
-
     def meta_denoiser(self, config: dict[str, Any]) -> torch.nn.Module:
         from .estimate import meta_denoiser
 
