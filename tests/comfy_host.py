@@ -372,7 +372,7 @@ def _train_events(events: WebsocketLog, since: int, node: str) -> list[dict[str,
     return [e for e in events.of("lora_scripts.progress", since) if e.get("node") == node]
 
 
-def cancel_after_a_step(
+def cancel_keeps_a_checkpoint(
     server: ComfyServer, events: WebsocketLog, prompt: dict, on_event: str = "step"
 ) -> int:
     """Queue `prompt`, press Cancel (POST /interrupt) once its Train LoRA sent `on_event`, and check what Cancel
@@ -381,7 +381,8 @@ def cancel_after_a_step(
 
     The run stops at the first step boundary after the STOP file appears, ~0.5 s after the event (the job and
     this test poll). After a `step` event that is the next step or two where a step takes seconds (SD1.5), but
-    anywhere up to ~step 30 on a tiny model (0.03 s a step); `loading_model` stops such a run after step 1."""
+    anywhere up to ~step 30 on a tiny model (0.03 s a step); Cancel pressed while the model loads
+    (`loading_model`) stops any run after step 1."""
     node = train_node(prompt)
     name = prompt[node]["inputs"]["lora_name"]
     server.wait_idle()

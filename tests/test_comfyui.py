@@ -9,7 +9,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from comfy_host import ComfyServer, WebsocketLog, cancel_after_a_step, rerun_resumes, sd15_random_checkpoint
+from comfy_host import (
+    ComfyServer,
+    WebsocketLog,
+    cancel_keeps_a_checkpoint,
+    rerun_resumes,
+    sd15_random_checkpoint,
+)
 from helpers_train import make_dataset
 from safetensors import safe_open
 from tiny_captioners import build_tiny_wd14
@@ -234,7 +240,7 @@ def test_cancel_keeps_a_checkpoint_and_the_rerun_resumes(comfy, tmp_path_factory
     workflow = _workflow(server, str(tagger), "ls_cancel", steps=3, folder="ls_data2")
     prompt = {k: workflow[k] for k in ("2", "3", "4")}  # dataset, captions, Train LoRA
     prompt["4"]["inputs"]["advanced_yaml"] = "mixed_precision: bf16\ndataset_checks: warn\n"  # faster steps
-    stopped = cancel_after_a_step(server, events, prompt)  # a step takes seconds: the stop comes at 2
+    stopped = cancel_keeps_a_checkpoint(server, events, prompt)  # a step takes seconds: stops at 1 or 2
     lora = rerun_resumes(server, events, prompt, stopped)
     with safe_open(str(lora), "pt") as fh:
         assert fh.metadata()["ss_steps"] == "3" and fh.metadata()["ss_base_model_version"] == "sd_v1"

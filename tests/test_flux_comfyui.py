@@ -23,7 +23,7 @@ from comfy_host import (
     ComfyServer,
     WebsocketLog,
     apply_and_save,
-    cancel_after_a_step,
+    cancel_keeps_a_checkpoint,
     comfy_root,
     example_prompt,
     rerun_resumes,
@@ -192,10 +192,10 @@ def test_example_trains_flux_with_the_chosen_parts(flux_comfy) -> None:
 def test_cancel_keeps_a_checkpoint_and_the_rerun_resumes(flux_comfy) -> None:
     """Cancel a FLUX run in ComfyUI, then queue the same graph again: it resumes from the checkpoint Cancel kept
     and finishes with a FLUX LoRA (SD's in test_comfyui.py, with the same helpers). Cancel is pressed while the
-    model loads, so the run stops after step 1 on a fast machine too (see `cancel_after_a_step`)."""
+    model loads, so the run stops after step 1 on a fast machine too (see `cancel_keeps_a_checkpoint`)."""
     server, events, *_ = flux_comfy
     prompt = _tiny_training(server, "flux_cancel", steps=4)
-    stopped = cancel_after_a_step(server, events, prompt, on_event="loading_model")
+    stopped = cancel_keeps_a_checkpoint(server, events, prompt, on_event="loading_model")
     assert stopped == 1
     lora = rerun_resumes(server, events, prompt, stopped)
     info = inspect_lora(lora)
