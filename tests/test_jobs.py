@@ -43,9 +43,10 @@ def test_job_failure_carries_the_cause(tiny_sd1, tmp_path: Path) -> None:
 
 
 def test_job_cancel_keeps_a_checkpoint_and_resumes(tiny_sd1, tmp_path: Path) -> None:
-    """Cancel pressed at once, while the child is still starting: its STOP file is older than the child's CLI,
-    which must keep it (it once removed it as stale, and the run trained to its end); the run stops after its
-    first step with a checkpoint, and the same job resumes from it. (Cancel after a step: tests/test_comfyui.py)"""
+    """Cancel pressed at once, while the child is still starting: the STOP file is there before the child's CLI
+    runs, which must keep it (it used to remove it as left from an earlier run, and the run trained to its end);
+    the run stops after its first step with a checkpoint, and the same job resumes from it. (Cancel after a step:
+    tests/test_comfyui.py.)"""
     data = make_dataset(tmp_path / "data", n=2)
     config = tiny_config(tiny_sd1, data, tmp_path / "x", max_train_steps=8)
     job = TrainingJob(config, tmp_path / "work", tmp_path / "loras", "c")
