@@ -2,8 +2,8 @@
 cannot take it down, progress arrives as events, Cancel saves a checkpoint, and failures carry their cause.
 
 The child is `python -m lorascripts train --config <work_dir>/config.yaml --keep-stop-file` (an argument list,
-never a shell); it writes `<work_dir>/events.jsonl`, which the parent follows. It gets only the environment variables training
-needs (`child_environment`), not the host's secrets.
+never a shell); it writes `<work_dir>/events.jsonl`, which the parent follows. It gets only the environment
+variables training needs (`child_environment`), not the host's secrets.
 """
 
 from __future__ import annotations
