@@ -40,6 +40,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--keep-stop-file",
+        action="store_true",
+        help="keep a STOP file found at start (the run then stops after its first step): for a host that removes a "
+        "stale one before starting us, so a Cancel pressed while the run starts is not lost",
+    )
     p.set_defaults(func=_cmd_train)
 
 
@@ -67,7 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
 
     stop.stop_file = Path(cfg.output_dir) / "STOP"
-    stop.clear_stale_file()
+    if not args.keep_stop_file:
+        stop.clear_stale_file()
     if cfg.task == "llm":
         from .llm.train import train_llm
 

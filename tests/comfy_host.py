@@ -165,9 +165,13 @@ class WebsocketLog:
             if isinstance(frame, str) and frame.startswith("{"):
                 self.messages.append((time.time(), json.loads(frame)))
 
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        """The data of every message of one type, in arrival order."""
-        return [m["data"] for _, m in list(self.messages) if m.get("type") == kind]
+    def mark(self) -> int:
+        """How many messages arrived so far (for `of(kind, since=...)`)."""
+        return len(self.messages)
+
+    def of(self, kind: str, since: int = 0) -> list[dict[str, Any]]:
+        """The data of every message of one type, in arrival order (from the `since`-th message on)."""
+        return [m["data"] for _, m in list(self.messages)[since:] if m.get("type") == kind]
 
     def steps(self, node: str) -> list[tuple[int, float]]:
         """(step, arrival time) of the progress messages of one node."""
@@ -357,3 +361,76 @@ def train_example(
     assert steps[-2:] == [1, 2] and events.of("progress")
     assert entry["outputs"]["5"]["lora_scripts_result"][0]["lora"] == f"{name}.safetensors"
     return config, server.base / "models" / "loras" / f"{name}.safetensors"
+
+
+def train_node(prompt: dict) -> str:
+    """The id of the prompt's Train LoRA node."""
+    return next(k for k, node in prompt.items() if node["class_type"] == "LoraScriptsTrainLoRA")
+
+
+def _train_events(events: WebsocketLog, since: int, node: str) -> list[dict[str, Any]]:
+    return [e for e in events.of("lora_scripts.progress", since) if e.get("node") == node]
+
+
+def cancel_keeps_a_checkpoint(
+    server: ComfyServer, events: WebsocketLog, prompt: dict, on_event: str = "step"
+) -> int:
+    """Queue `prompt`, press Cancel (POST /interrupt) once its Train LoRA sent `on_event`, and check what Cancel
+    promises: the prompt ends as ComfyUI's "interrupted", a checkpoint is kept, no LoRA reaches models/loras.
+    Returns the step of the checkpoint Cancel saved (before the run's last step: give the run enough steps).
+
+    The run stops at the first step boundary after the STOP file appears, ~0.5 s after the event (the job and
+    this test poll). After a `step` event that is the next step or two where a step takes seconds (SD1.5), but
+    anywhere up to ~step 30 on a tiny model (0.03 s a step); Cancel pressed while the model loads
+    (`loading_model`) stops any run after step 1."""
+    node = train_node(prompt)
+    name = prompt[node]["inputs"]["lora_name"]
+    server.wait_idle()
+    since = events.mark()
+    prompt_id = server.queue(prompt)
+    deadline = time.time() + 600
+    while not any(e["event"] == on_event for e in _train_events(events, since, node)):
+        assert time.time() < deadline, f"no {on_event} event:\n{server.server_log()[-3000:]}"
+        time.sleep(0.1)
+    server.post("/interrupt", {})
+    entry = server.wait(prompt_id)
+    assert entry["status"]["status_str"] != "success"
+    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"]), entry["status"]
+    seen = _train_events(events, since, node)
+    assert [e["event"] for e in seen][-1] == "stopped", [e["event"] for e in seen]
+    saved = [e["step"] for e in seen if e["event"] == "checkpoint"]
+    total = next(e["total_steps"] for e in seen if e["event"] == "started")
+    assert saved and 0 < saved[-1] < total, f"Cancel came too late to test resuming: {saved} of {total} steps"
+    run = server.base / "output" / "lora-scripts" / "runs" / name
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    assert kept and kept[-1] == f"step-{saved[-1]:08d}", kept  # the checkpoint Cancel saved is on disk
+    assert not (server.base / "models" / "loras" / f"{name}.safetensors").exists()
+    return saved[-1]
+
+
+def rerun_resumes(server: ComfyServer, events: WebsocketLog, prompt: dict, stopped: int) -> Path:
+    """Queue the cancelled `prompt` again, as a user re-running the graph: the run resumes from the checkpoint of
+    step `stopped` (its log, `resumed` and `started` events and ComfyUI's progress bar start there), its step
+    numbers continue from there to the last, and its LoRA reaches models/loras. Returns that file."""
+    node = train_node(prompt)
+    name = prompt[node]["inputs"]["lora_name"]
+    since = events.mark()
+    entry = server.wait(server.queue(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", server.server_log()[-3000:]
+    seen = _train_events(events, since, node)
+    checkpoint = f"step-{stopped:08d}"
+    resumed = [(e["step"], Path(e["checkpoint"]).name) for e in seen if e["event"] == "resumed"]
+    assert resumed == [(stopped, checkpoint)], [e["event"] for e in seen]
+    started = next(e for e in seen if e["event"] == "started")
+    assert started["start_step"] == stopped
+    steps = [e["step"] for e in seen if e["event"] == "step"]
+    assert steps == list(range(stopped + 1, started["total_steps"] + 1)), steps
+    bar = [d["value"] for d in events.of("progress", since) if str(d.get("node")) == node]
+    assert bar[0] == stopped and bar[-1] == started["total_steps"], bar
+    run = server.base / "output" / "lora-scripts" / "runs" / name
+    log = (run / "train_output.log").read_text(encoding="utf-8")
+    assert f"resumed from {checkpoint} at step {stopped}" in log, log[-3000:]
+    assert entry["outputs"][node]["lora_scripts_result"][0]["reused"] is False
+    lora = server.base / "models" / "loras" / f"{name}.safetensors"
+    assert lora.is_file()
+    return lora

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from comfy_host import ComfyServer, WebsocketLog, sd15_random_checkpoint
+from comfy_host import (
+    ComfyServer,
+    WebsocketLog,
+    cancel_keeps_a_checkpoint,
+    rerun_resumes,
+    sd15_random_checkpoint,
+)
 from helpers_train import make_dataset
 from safetensors import safe_open
 from tiny_captioners import build_tiny_wd14
@@ -226,25 +231,19 @@ def test_front_end_renders_chart_and_caption_editor(comfy, tmp_path_factory) -> 
         server.wait_idle()  # the prompt the page queued must not overlap the next test
 
 
-def test_cancel_keeps_a_checkpoint(comfy, tmp_path_factory) -> None:
+def test_cancel_keeps_a_checkpoint_and_the_rerun_resumes(comfy, tmp_path_factory) -> None:
+    """Cancel after a step, then queue the same graph again (its captioning and training part): the run resumes
+    from the checkpoint Cancel kept (FLUX's in test_flux_comfyui.py, with the same helpers)."""
     server, events = comfy
     tagger = build_tiny_wd14(tmp_path_factory.mktemp("wd14b"))[0]
     make_dataset(server.base / "input" / "ls_data2", n=2, size=64)
-    server.wait_idle()
-    before = len(events.of("lora_scripts.progress"))
-    prompt = server.queue(_workflow(server, str(tagger), "ls_cancel", steps=200, folder="ls_data2"))
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if any(e.get("event") == "step" for e in events.of("lora_scripts.progress")[before:]):
-            break
-        time.sleep(0.5)
-    server.post("/interrupt", {})
-    entry = server.wait(prompt)
-    assert entry["status"]["status_str"] != "success"
-    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"]), entry["status"]
-    run = server.base / "output" / "lora-scripts" / "runs" / "ls_cancel"
-    assert list((run / "checkpoints").glob("step-*")), "a checkpoint was kept"
-    assert not (server.base / "models" / "loras" / "ls_cancel.safetensors").exists()
+    workflow = _workflow(server, str(tagger), "ls_cancel", steps=3, folder="ls_data2")
+    prompt = {k: workflow[k] for k in ("2", "3", "4")}  # dataset, captions, Train LoRA
+    prompt["4"]["inputs"]["advanced_yaml"] = "mixed_precision: bf16\ndataset_checks: warn\n"  # faster steps
+    stopped = cancel_keeps_a_checkpoint(server, events, prompt)  # a step takes seconds: stops at 1 or 2
+    lora = rerun_resumes(server, events, prompt, stopped)
+    with safe_open(str(lora), "pt") as fh:
+        assert fh.metadata()["ss_steps"] == "3" and fh.metadata()["ss_base_model_version"] == "sd_v1"
 
 
 def test_failed_training_shows_the_cause(comfy) -> None:

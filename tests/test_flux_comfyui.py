@@ -8,8 +8,8 @@ on tiny files. It runs the example's UNETLoader and Load LoRA nodes on a transfo
 single block, random bf16 weights, ~1 GB) with a LoRA our engine built for it and saved through the trainer's own
 path (`family.lora_file_tensors` + `save_lora_file`), then `ModelSave`: every key must be applied (no `lora key not
 loaded` in the server's log), the saved (patched) weights of every targeted layer differ from the file's by
-exactly the LoRA's update, untargeted ones unchanged. Also: a workflow saved before the FLUX widgets still loads.
-One server for the module."""
+exactly the LoRA's update, untargeted ones unchanged. Cancel and the rerun that resumes, as for SD. Also: a
+workflow saved before the FLUX widgets still loads. One server for the module."""
 
 from __future__ import annotations
 
@@ -19,7 +19,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfy_host import ComfyServer, WebsocketLog, apply_and_save, comfy_root, example_prompt, train_example
+from comfy_host import (
+    ComfyServer,
+    WebsocketLog,
+    apply_and_save,
+    cancel_keeps_a_checkpoint,
+    comfy_root,
+    example_prompt,
+    rerun_resumes,
+    train_example,
+)
 from example_prompts import FLUX_PARTS, train_style_and_use
 from helpers_train import make_dataset
 from safetensors import safe_open
@@ -29,6 +38,7 @@ from workflow_format import to_api
 
 from lorascripts.host.form import CHOICE_BY_NAME
 from lorascripts.host.parts import AUTOMATIC, part_fields
+from lorascripts.toolbox.inspect import inspect_lora
 
 WIDTH, HEAD = 3072, 128
 MODEL, LORA = "flux1-width.safetensors", "flux1-width-lora.safetensors"
@@ -94,6 +104,24 @@ COMFY_PACKAGE, COMFY_T5 = (comfy_root() / "comfy").resolve(), "text_encoders/t5_
 TINY = "flux1-tiny.safetensors"
 
 
+def _tiny_training(server: ComfyServer, name: str, steps: int) -> dict:
+    """The FLUX example's Load Dataset ("4") and Train LoRA ("5") with its part lists as shipped, made small: the
+    tiny FLUX, a 2-image dataset of its own, 32 px, `steps` steps, rank 4."""
+    make_dataset(server.base / "input" / name, n=2)
+    example = example_prompt(server, FLUX_EXAMPLE)
+    prompt = {"4": example["4"], "5": example["5"]}
+    prompt["4"]["inputs"]["folder"] = name
+    advanced = (
+        "text_max_length: 16\nbucket_reso_steps: 8\n"
+        "min_bucket_reso: 16\nmixed_precision: 'no'\ndataset_checks: warn\n"
+    )
+    train = dict(
+        ckpt_name=TINY, lora_name=name, rank=4, alpha=4.0, steps=steps, resolution=32, sample_prompt=""
+    )
+    prompt["5"]["inputs"].update(memory_preset="off", advanced_yaml=advanced, **train)
+    return prompt
+
+
 @pytest.fixture(scope="module")
 def flux_comfy(tmp_path_factory):
     """A ComfyUI whose folders hold the tiny FLUX (transformer in models/diffusion_models, ae / clip_l / t5xxl
@@ -143,19 +171,8 @@ def test_example_trains_flux_with_the_chosen_parts(flux_comfy) -> None:
     tokenizers come from ComfyUI's own copies, which the node passes to the training child as a tokenizer root
     (the child runs in the engine's Python, where `comfy` is not importable)."""
     server, events, *_ = flux_comfy
-    make_dataset(server.base / "input" / "flux_data", n=2)
-    prompt = example_prompt(server, FLUX_EXAMPLE)
+    prompt = _tiny_training(server, "flux_ex", steps=2)
     assert {k: prompt["5"]["inputs"][k] for k in FLUX_PARTS} == FLUX_PARTS
-    advanced = (
-        "text_max_length: 16\nbucket_reso_steps: 8\n"
-        "min_bucket_reso: 16\nmixed_precision: 'no'\ndataset_checks: warn\n"
-    )
-    prompt = {"4": prompt["4"], "5": prompt["5"]}
-    prompt["4"]["inputs"]["folder"] = "flux_data"
-    train = dict(
-        ckpt_name=TINY, lora_name="flux_ex", rank=4, alpha=4.0, steps=2, resolution=32, sample_prompt=""
-    )
-    prompt["5"]["inputs"].update(memory_preset="off", advanced_yaml=advanced, **train)
     bad = json.loads(json.dumps(prompt))
     bad["5"]["inputs"]["vae"] = "../../etc/ae.safetensors"  # not in its list: refused before anything runs
     assert server.post_raw("/prompt", {"prompt": bad, "client_id": server.client_id}) == 400
@@ -170,6 +187,24 @@ def test_example_trains_flux_with_the_chosen_parts(flux_comfy) -> None:
         assert fh.metadata()["ss_base_model_version"] == "flux1"
         assert any(k.startswith("lora_unet_double_blocks_0_") for k in fh.keys())
     assert json.loads(lora.with_suffix(".json").read_text())["sd version"] == "Flux"  # the WebUI card
+
+
+def test_cancel_keeps_a_checkpoint_and_the_rerun_resumes(flux_comfy) -> None:
+    """Cancel a FLUX run in ComfyUI, then queue the same graph again: it resumes from the checkpoint Cancel kept
+    and finishes with a FLUX LoRA (SD's in test_comfyui.py, with the same helpers). Cancel is pressed while the
+    model loads, so the run stops after step 1 on a fast machine too (see `cancel_keeps_a_checkpoint`)."""
+    server, events, *_ = flux_comfy
+    prompt = _tiny_training(server, "flux_cancel", steps=4)
+    stopped = cancel_keeps_a_checkpoint(server, events, prompt, on_event="loading_model")
+    assert stopped == 1
+    lora = rerun_resumes(server, events, prompt, stopped)
+    info = inspect_lora(lora)
+    assert info["family"] == "flux1" and not info["problems"], info
+    with safe_open(str(lora), "pt") as fh:
+        keys, steps = set(fh.keys()), fh.metadata()["ss_steps"]
+    assert steps == "4"  # the resumed run's count went on from the checkpoint's
+    assert "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight" in keys, sorted(keys)
+    assert "lora_unet_single_blocks_0_linear1.lora_down.weight" in keys, sorted(keys)
 
 
 def test_a_workflow_saved_before_the_flux_widgets_still_loads(flux_comfy) -> None:

@@ -43,23 +43,23 @@ def test_job_failure_carries_the_cause(tiny_sd1, tmp_path: Path) -> None:
 
 
 def test_job_cancel_keeps_a_checkpoint_and_resumes(tiny_sd1, tmp_path: Path) -> None:
+    """Cancel pressed at once, while the child is still starting: the STOP file is there before the child's CLI
+    runs, which must keep it (it used to remove it as left from an earlier run, and the run trained to its end);
+    the run stops after its first step with a checkpoint, and the same job resumes from it. (Cancel after a step:
+    tests/test_comfyui.py.)"""
     data = make_dataset(tmp_path / "data", n=2)
     config = tiny_config(tiny_sd1, data, tmp_path / "x", max_train_steps=8)
-    seen: list[int] = []
-
-    def on_event(event: dict) -> None:
-        if event["event"] == "step":
-            seen.append(event["step"])
-
     job = TrainingJob(config, tmp_path / "work", tmp_path / "loras", "c")
     with pytest.raises(StopRequested):
-        job.run(on_event=on_event, should_cancel=lambda: bool(seen))
-    checkpoints = sorted((tmp_path / "work" / "checkpoints").glob("step-*"))
-    assert checkpoints and not (tmp_path / "loras" / "c.safetensors").exists()
+        job.run(should_cancel=lambda: True)
+    assert [e["step"] for e in job.events if e["event"] == "step"] == [1]
+    checkpoints = sorted(p.name for p in (tmp_path / "work" / "checkpoints").glob("step-*"))
+    assert checkpoints == ["step-00000001"] and not (tmp_path / "loras" / "c.safetensors").exists()
     resumed = TrainingJob(config, tmp_path / "work", tmp_path / "loras", "c")
     result = resumed.run()
     assert result.lora_path.is_file()
-    assert any(e["event"] == "resumed" for e in resumed.events)
+    assert [e["step"] for e in resumed.events if e["event"] == "resumed"] == [1]
+    assert [e["step"] for e in resumed.events if e["event"] == "step"] == list(range(2, 9))
 
 
 def test_prompt_tags_follow_the_webui() -> None:

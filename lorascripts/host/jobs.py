@@ -1,9 +1,9 @@
 """Training in a child process of the engine's Python (engine_env.py), for hosts: the host stays responsive, a crash in training
 cannot take it down, progress arrives as events, Cancel saves a checkpoint, and failures carry their cause.
 
-The child is `python -m lorascripts train --config <work_dir>/config.yaml` (an argument list, never a shell);
-it writes `<work_dir>/events.jsonl`, which the parent follows. It gets only the environment variables training
-needs (`child_environment`), not the host's secrets.
+The child is `python -m lorascripts train --config <work_dir>/config.yaml --keep-stop-file` (an argument list,
+never a shell); it writes `<work_dir>/events.jsonl`, which the parent follows. It gets only the environment
+variables training needs (`child_environment`), not the host's secrets.
 """
 
 from __future__ import annotations
@@ -165,8 +165,10 @@ class TrainingJob:
             if (self.work_dir / "events.jsonl").exists()
             else 0
         )
+        # the STOP file left by an earlier run is removed above; one found by the child is a Cancel of this run
+        command = ["-m", "lorascripts", "train", "--config", str(self.config_path), "--keep-stop-file"]
         self.process = subprocess.Popen(
-            [engine_python(), "-m", "lorascripts", "train", "--config", str(self.config_path)],
+            [engine_python(), *command],
             cwd=str(PACKAGE_ROOT),
             env=child_environment(),
             stdout=log,
