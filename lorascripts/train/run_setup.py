@@ -143,6 +143,7 @@ def place_frozen(parts: RunParts, name: str, module: torch.nn.Module) -> None:
     module.to(device)  # already in `dtype`: loaded so (see load_base_model)
     if module.dtype != dtype and not (module is parts.base.denoiser and parts.cfg.fp8_base):
         module.to(dtype=dtype)
+    # channels-last is a layout of 4-d conv weights: the U-Net's and the VAE's (a no-op for a DiT's Linears)
     if name in ("denoiser", "VAE") and use_channels_last(parts.cfg.channels_last, device.type, dtype):
         module.to(memory_format=torch.channels_last)
     parts.placement.placed(name)

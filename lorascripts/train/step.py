@@ -41,7 +41,7 @@ class DiffusionLoRAModule(nn.Module):
         self.text_encoders = nn.ModuleList(base.text_encoders if text_encoders is None else text_encoders)
         self.train_text_encoder = train_text_encoder
         self.network = network
-        self._base = [base]  # not a submodule: its parts are registered above
+        self._base = [base]  # not a submodule: its parts on the device are registered above
         self.family = base.family
         self.clip_skip = clip_skip
         self.objective = objective
