@@ -113,9 +113,9 @@ def test_estimate_counts_the_ema_copy_where_it_lives(tiny_sd1, tmp_path: Path) -
         cfg = config_from_dict(tiny_config(tiny_sd1, tmp_path, tmp_path / "o", **fields))
         return estimate._memory(cfg, shapes, plan, "cuda", "bf16")
 
-    plain, cost = gpu()[0], gpu()[2]
-    assert gpu(ema_decay=0.999)[0] - plain == cost.lora_params * 4, "one fp32 copy of the LoRA"
-    assert gpu(ema_decay=0.999, ema_device="cpu")[0] == plain, "kept in CPU memory, not on the GPU"
+    plain, cost = gpu().training, gpu().cost
+    assert gpu(ema_decay=0.999).training - plain == cost.lora_params * 4, "one fp32 copy of the LoRA"
+    assert gpu(ema_decay=0.999, ema_device="cpu").training == plain, "kept in CPU memory, not on the GPU"
 
 
 def _memorise_and_hold_out(root: Path) -> tuple[Path, Path]:

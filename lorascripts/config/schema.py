@@ -270,8 +270,8 @@ class TrainConfig(RunConfig):
     offload_encoders: str = option(
         "auto",
         help="auto: on a GPU, move the frozen VAE and text encoders to the CPU once latents and text-encoder "
-        "outputs are cached (captions without shuffle/dropout); they come back for samples. on: also on CPU "
-        "(frees nothing there). off: keep them on the device.",
+        "outputs are cached (captions without shuffle/dropout), before the denoiser comes to the GPU; they come "
+        "back for samples. on: also on CPU (frees nothing there). off: keep them on the device.",
         section=TRAIN,
         choices=("auto", "on", "off"),
     )

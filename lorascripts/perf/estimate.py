@@ -13,10 +13,12 @@ encoders from the headers of the part files its loader finds, configs.py; publis
              + LoRA parameters, gradients and optimizer state (fp32; 8-bit states with adamw8bit)
              (+ the fp32 EMA copy of the LoRA when `ema_decay` is set and it lives on the training device)
              + activations kept for backward (+ the largest one again: its gradient lives during backward)
-  encoding = before the first step every frozen part is on the device (the latents and caption outputs are
-             cached with the denoiser placed) + the LoRA parameters (the VAE's and encoders' inference
-             activations are not counted); the released parts leave after it, so the peak is max(encoding,
-             training), not their sum
+  encoding = before the first step, while the caches fill, the run places the frozen parts one after the other
+             (train/run_setup.py): the VAE while the latents are cached, then the text encoders (with the VAE
+             when it is not released) while the captions are; the denoiser and the LoRA come after the released
+             parts left, so encoding = max(VAE, text encoders + kept VAE); their inference activations are not
+             counted (one after the other, the VAE's activations at 1024 px never meet T5-XXL's 8.9 GiB of
+             weights); the peak is max(encoding, training)
   CPU peak RSS = max(training, loading) + the process's own RSS (torch, libraries); nothing is released on a
              CPU (encoding <= training); loading holds the files' tensors and the modules built from them,
              counted at 4 bytes per parameter (calibrated: SD1.5 from an fp16 file into bf16 modules measured
@@ -80,7 +82,7 @@ class RunEstimate:
     memory_limit_bytes: int | None = None
     training_memory_bytes: int = 0
     loading_memory_bytes: int = 0
-    encoding_memory_bytes: int = 0  # before the first step: every frozen part on the device while caches fill
+    encoding_memory_bytes: int = 0  # before the first step: the encoders on the device while the caches fill
     matmul_peak_flops: float = 0.0
     resolution: tuple[int, int] = (0, 0)
     precision: str = "no"  # mixed_precision the estimate assumed (auto resolved)
@@ -238,7 +240,7 @@ class _Phases:
 
     training: int
     loading: int  # CPU only (a GPU's memory holds no file)
-    encoding: int  # every frozen part on the device while the caches fill
+    encoding: int  # the VAE, then the text encoders, on the device while the caches fill (no denoiser)
     cost: StepCost
 
     @property
@@ -262,7 +264,9 @@ def _memory(cfg: TrainConfig, shapes: ModelShapes, plan: _Plan, device: str, mod
     lora = cost.lora_params * 4
     activations = (int(cost.activation_bytes * ACTIVATION_FACTOR) + cost.largest_activation_bytes) * item // 4
     training = denoiser + kept + int(lora * states) + activations
-    encoding = denoiser + sum(parts.values()) + lora * (1 + ema)
+    vae = parts.get("vae", 0)
+    text = sum(size for part, size in parts.items() if part != "vae")
+    encoding = max(vae, text + (0 if "vae" in released else vae))  # one after the other; no denoiser yet
     if device == "cuda":
         return _Phases(training, 0, encoding, cost)
     modules = sum(shapes.params.values()) * 4  # 4 bytes per parameter while built (module docstring)

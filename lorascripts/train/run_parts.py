@@ -80,12 +80,10 @@ class RunParts:
     # --- phase 2 ---------------------------------------------------------------------------------------------------
     def setup_rest(self, events: EventSink) -> None:
         """Dataset, base model, caches, network, optimizer: everything that can fail on user input."""
-        from ..data.buckets import BucketSet
         from ..models.weights import keep_float8
         from ..network.base_weights import base_weight_files, merge_base_weights
         from . import run_setup as build
         from .conditioning import Conditioner
-        from .inputs import FixedSize, InputPipeline
         from .validation import validation_items
 
         cfg, acc = self.cfg, self.accelerator
@@ -106,7 +104,33 @@ class RunParts:
         self.base_weights = merge_base_weights(self.base, base_weights)
         check_model_limits(cfg, self.base)
         self.objective = self.base.family.objective(self.base, min_snr_gamma=cfg.min_snr_gamma)
-        build.freeze_and_place(self)
+        build.freeze(self)  # nothing on the device yet: the caches fill first (placement.py)
+        self._build_inputs(train_items)
+        # one frozen part after the other: the VAE while the latents are cached, then the text encoders while the
+        # captions are (each released once cached, when offload_encoders says), the denoiser last
+        build.place_frozen(self, "VAE", self.base.vae)
+        events.emit("caching", images=len(train_items), mode=cfg.cache_latents)
+        self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
+        build.prepare_validation(self, held_out, self.cache_dir)
+        build.release_vae(self)
+        build.place_text_encoders(self)
+        self.conditioning = Conditioner(
+            cfg, self.base, self.placement, acc.device, self.vae_identity(), self.cache_dir
+        )
+        build.release_text_encoders(self)
+        build.place_denoiser(self)
+        build.build_network(self)
+        build.build_optimizer(self)
+        build.build_ema(self)
+        build.start_logging(self)
+
+    def _build_inputs(self, train_items: list) -> None:
+        """Buckets and the training images' input pipeline (nothing encoded yet)."""
+        from ..data.buckets import BucketSet
+        from . import run_setup as build
+        from .inputs import FixedSize, InputPipeline
+
+        cfg = self.cfg
         width, height = resolution_for(cfg, self.base.resolution)
         self.resolution = (width, height)
         buckets = BucketSet(
@@ -119,23 +143,11 @@ class RunParts:
         if not cfg.enable_bucket:
             buckets = FixedSize(buckets, (width, height))
         self.buckets = buckets
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.output_dir / "cache"
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.output_dir / "cache"
         self.scale_shift = self.base.family.latent_scale_shift(self.base.vae)
         self.inputs = InputPipeline(
-            cfg, train_items, buckets, self.vae_identity(), cache_dir, self.scale_shift
+            cfg, train_items, buckets, self.vae_identity(), self.cache_dir, self.scale_shift
         )
-        events.emit("caching", images=len(train_items), mode=cfg.cache_latents)
-        self.inputs.prepare(self.base.vae, show_progress=acc.is_local_main_process)
-        build.prepare_validation(self, held_out, cache_dir)
-        self.conditioning = Conditioner(
-            cfg, self.base, self.placement, acc.device, self.vae_identity(), cache_dir
-        )
-        build.build_network(self)
-        build.build_optimizer(self)
-        build.build_ema(self)
-        # last: accelerate's prepare() moves the whole training module (text encoders included) to the device
-        build.release_cached_encoders(self)
-        build.start_logging(self)
 
     def _load_model(self) -> Any:
         from ..models import load_base_model

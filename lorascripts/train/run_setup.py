@@ -1,6 +1,7 @@
-"""Building the parts of a run, one job a function: placing the frozen model, the validation set, the network and
-its initial weights, the optimizer and schedule, the EMA, releasing cached encoders, logging. `RunParts.setup_rest`
-calls them in order; each reads and sets attributes of the `RunParts` it is given.
+"""Building the parts of a run, one job a function: freezing the base model, placing its parts one after the other
+while the caches fill and releasing the cached ones (placement.py), the validation set, the network and its
+initial weights, the optimizer and schedule, the EMA, logging. `RunParts.setup_rest` calls them in order; each
+reads and sets attributes of the `RunParts` it is given.
 """
 
 from __future__ import annotations
@@ -24,25 +25,44 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def release_cached_encoders(parts: RunParts) -> None:
-    """Frozen modules whose outputs are all cached leave the GPU (placement.py)."""
-    cfg, base, acc = parts.cfg, parts.base, parts.accelerator
-    released = released_parts(
+def _released(parts: RunParts) -> set[str]:
+    """The frozen parts this run takes off the device once their outputs are cached (placement.py)."""
+    cfg, acc = parts.cfg, parts.accelerator
+    return released_parts(
         cfg,
         device_type=acc.device.type,
         processes=acc.num_processes,
         text_cached=cfg.cache_text_encoder_outputs != "off" and not cfg.train_text_encoder,
     )
-    if "vae" in released:
-        parts.placement.release("VAE", base.vae)
-    if "text" in released:
-        rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
-        captions = [parts.inputs.caption(e, rng) for e in parts.inputs.entries()]
-        captions = list(dict.fromkeys(captions + (parts.validator.captions if parts.validator else [])))
-        for start in range(0, len(captions), 16):
-            parts.conditioning.text(captions[start : start + 16])
-        for name, encoder in zip(text_encoder_names(len(base.text_encoders)), base.text_encoders):
-            parts.placement.release(name, encoder)
+
+
+def release_vae(parts: RunParts) -> None:
+    """The latents are cached (training and validation): the VAE leaves the GPU when `offload_encoders` says."""
+    parts.placement.note("latents cached")
+    if "vae" in _released(parts):
+        parts.placement.release("VAE", parts.base.vae)
+
+
+def place_text_encoders(parts: RunParts) -> None:
+    """The text encoders come to the device after the VAE left it (T5-XXL alone is 8.9 GiB in bf16)."""
+    for name, encoder in zip(text_encoder_names(len(parts.base.text_encoders)), parts.base.text_encoders):
+        place_frozen(parts, name, encoder)
+
+
+def release_text_encoders(parts: RunParts) -> None:
+    """With fixed, cached captions every caption is encoded now and the text encoders leave the GPU, before the
+    denoiser comes to it."""
+    cfg, base = parts.cfg, parts.base
+    if "text" not in _released(parts):
+        return
+    rng = random.Random(cfg.seed)  # fixed captions: the draw changes nothing
+    captions = [parts.inputs.caption(e, rng) for e in parts.inputs.entries()]
+    captions = list(dict.fromkeys(captions + (parts.validator.captions if parts.validator else [])))
+    for start in range(0, len(captions), 16):
+        parts.conditioning.text(captions[start : start + 16])
+    parts.placement.note("captions cached")
+    for name, encoder in zip(text_encoder_names(len(base.text_encoders)), base.text_encoders):
+        parts.placement.release(name, encoder)
 
 
 def prepare_validation(parts: RunParts, held_out: list, cache_dir: Path) -> None:
@@ -95,7 +115,8 @@ def run_preflight(parts: RunParts) -> None:
     preflight(parts.cfg, parts.scan)
 
 
-def freeze_and_place(parts: RunParts) -> None:
+def freeze(parts: RunParts) -> None:
+    """The base model frozen and in eval mode, its fp8 storage and block swap set up; nothing moved yet."""
     from ..models.fp8 import upcast_fp8
     from .memory import apply_memory_options
 
@@ -112,18 +133,31 @@ def freeze_and_place(parts: RunParts) -> None:
         )
     # fp8 storage and the swapped blocks before anything moves: the swapped blocks never reach the device
     parts.swapper = apply_memory_options(parts.cfg, base, acc.device, dtype)
-    for module in (base.denoiser, base.vae, *base.text_encoders):
-        if parts.swapper is not None and module is base.denoiser:
-            parts.swapper.place(module)
-            continue
-        module.to(acc.device)  # already in `dtype`: loaded so (see load_base_model)
-        if module.dtype != dtype and not (module is base.denoiser and parts.cfg.fp8_base):
-            module.to(dtype=dtype)
     if parts.cfg.gradient_checkpointing:
         base.family.enable_gradient_checkpointing(base, parts.cfg.train_text_encoder)
-    if use_channels_last(parts.cfg.channels_last, acc.device.type, dtype):
-        for module in (base.denoiser, base.vae):
-            module.to(memory_format=torch.channels_last)
+
+
+def place_frozen(parts: RunParts, name: str, module: torch.nn.Module) -> None:
+    """One frozen part to the training device, in the run's weight dtype (fp8 blocks of the denoiser stay)."""
+    dtype, device = parts.precision.weight_dtype, parts.accelerator.device
+    module.to(device)  # already in `dtype`: loaded so (see load_base_model)
+    if module.dtype != dtype and not (module is parts.base.denoiser and parts.cfg.fp8_base):
+        module.to(dtype=dtype)
+    # channels-last is a layout of 4-d conv weights: the U-Net's and the VAE's (a no-op for a DiT's Linears)
+    if name in ("denoiser", "VAE") and use_channels_last(parts.cfg.channels_last, device.type, dtype):
+        module.to(memory_format=torch.channels_last)
+    parts.placement.placed(name)
+
+
+def place_denoiser(parts: RunParts) -> None:
+    """The denoiser to the device (with block swap: all but the swapped blocks), after the caches are full and the
+    released encoders left; then compiled if asked."""
+    base = parts.base
+    if parts.swapper is not None:
+        parts.swapper.place(base.denoiser)
+        parts.placement.placed("denoiser")
+    else:
+        place_frozen(parts, "denoiser", base.denoiser)
     if parts.cfg.torch_compile:
         base.denoiser = torch.compile(base.denoiser)
 
@@ -156,7 +190,16 @@ def build_network(parts: RunParts) -> None:
     parts.network_fingerprint = hashlib.sha256(json.dumps([cfg.network_type, shapes]).encode()).hexdigest()[
         :16
     ]
-    parts.module = DiffusionLoRAModule(parts.base, parts.network, parts.objective, clip_skip=cfg.clip_skip)
+    released = parts.placement.released.values()
+    parts.module = DiffusionLoRAModule(
+        parts.base,
+        parts.network,
+        parts.objective,
+        clip_skip=cfg.clip_skip,
+        # released encoders stay out of the module, so that accelerate's prepare() leaves them on the CPU
+        text_encoders=[e for e in parts.base.text_encoders if not any(e is r for r in released)],
+        train_text_encoder=cfg.train_text_encoder,
+    )
 
 
 def read_initial_lora(parts: RunParts) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
@@ -186,6 +229,7 @@ def build_optimizer(parts: RunParts) -> None:
     # with block swap the model is placed already (accelerate would bring the swapped blocks to the device)
     placement = [parts.swapper is None, True]
     parts.module, parts.optimizer = acc.prepare(parts.module, optimizer, device_placement=placement)
+    parts.placement.note("prepared")
     from .batches import epoch_batches
 
     n_batches = len(

@@ -8,6 +8,7 @@ model; the frozen weights are not synchronised, only the LoRA parameters have gr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,17 +19,38 @@ if TYPE_CHECKING:
 
 
 class DiffusionLoRAModule(nn.Module):
-    """Frozen denoiser + text encoders + trainable LoRA network; forward(batch) -> scalar loss."""
+    """Frozen denoiser + text encoders + trainable LoRA network; forward(batch) -> scalar loss.
 
-    def __init__(self, base: Any, network: nn.Module, objective: Objective, *, clip_skip: int) -> None:
+    `text_encoders`: the encoders to register (default: all); the run leaves out those released to the CPU
+    (train/placement.py), so that `accelerate`'s prepare() and DDP do not bring them back to the device. Frozen
+    text encoders stay in eval mode when the module trains (T5's dropout would reach cached caption outputs).
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        network: nn.Module,
+        objective: Objective,
+        *,
+        clip_skip: int,
+        text_encoders: Sequence[nn.Module] | None = None,
+        train_text_encoder: bool = False,
+    ) -> None:
         super().__init__()
         self.denoiser = base.denoiser
-        self.text_encoders = nn.ModuleList(base.text_encoders)
+        self.text_encoders = nn.ModuleList(base.text_encoders if text_encoders is None else text_encoders)
+        self.train_text_encoder = train_text_encoder
         self.network = network
-        self._base = [base]  # not a submodule: its parts are registered above
+        self._base = [base]  # not a submodule: its parts on the device are registered above
         self.family = base.family
         self.clip_skip = clip_skip
         self.objective = objective
+
+    def train(self, mode: bool = True) -> DiffusionLoRAModule:
+        super().train(mode)
+        if not self.train_text_encoder:
+            self.text_encoders.eval()
+        return self
 
     def condition(
         self, input_ids: list[torch.Tensor] | None, cached: dict[str, torch.Tensor] | None

@@ -1,6 +1,7 @@
 """Image training: `train(cfg)` turns a validated config into a kohya-format LoRA file.
 
-Order of work: output folder -> dataset scan -> base model -> buckets and latent cache -> network ->
+Order of work: output folder -> dataset scan -> base model (frozen, on the CPU) -> buckets and latent cache (VAE
+on the device) -> caption cache (text encoders on the device) -> denoiser on the device -> network ->
 optimizer -> (resume) -> steps on the shared run loop (run/loop.py, with `ImageTask` below) -> final file,
 sidecar, config, self-test.
 """
