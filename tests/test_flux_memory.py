@@ -372,3 +372,23 @@ def test_full_flux_estimate_falls_with_fp8_and_swap_and_auto_picks_the_card_pres
         12: ("12gb", True, 16, "adamw8bit"),
     }, picked
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_with_text_encoder_training_only_the_adapted_encoder_trains_t5_stays_in_eval(flux) -> None:
+    """CLIP-L carries LoRA layers and trains; FLUX's T5 has none and keeps its dropout off, as kohya keeps it."""
+    from lorascripts.network.lora import LoraNetwork, NetworkSpec
+    from lorascripts.train.step import DiffusionLoRAModule
+
+    base = _base(flux, flux[1])
+    network = LoraNetwork.create(base, NetworkSpec(rank=2, alpha=2, train_text_encoder=True))
+    clip, t5 = base.text_encoders
+    adapted = {id(m.org_module[0]) for m in network.lora_modules.values()}
+    assert any(id(m) in adapted for m in clip.modules()) and not any(id(m) in adapted for m in t5.modules())
+    module = DiffusionLoRAModule(
+        base, network, base.family.objective(base, min_snr_gamma=None), clip_skip=0, train_text_encoder=True
+    )
+    module.train()
+    assert clip.training and not t5.training and base.denoiser.training
+    frozen = DiffusionLoRAModule(base, network, base.family.objective(base, min_snr_gamma=None), clip_skip=0)
+    frozen.train()
+    assert not clip.training and not t5.training

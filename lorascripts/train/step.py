@@ -23,7 +23,8 @@ class DiffusionLoRAModule(nn.Module):
 
     `text_encoders`: the encoders to register (default: all); the run leaves out those released to the CPU
     (train/placement.py), so that `accelerate`'s prepare() and DDP do not bring them back to the device. Frozen
-    text encoders stay in eval mode when the module trains (T5's dropout would reach cached caption outputs).
+    text encoders (all of them, or those without a LoRA layer when the text encoder trains) stay in eval mode
+    when the module trains (T5's dropout would reach the caption outputs).
     """
 
     def __init__(
@@ -45,11 +46,18 @@ class DiffusionLoRAModule(nn.Module):
         self.family = base.family
         self.clip_skip = clip_skip
         self.objective = objective
+        adapted = {id(m.org_module[0]) for m in getattr(network, "lora_modules", {}).values()}
+        # encoders with no LoRA layer (FLUX's T5 while CLIP-L trains) stay frozen, in eval mode, as kohya keeps them
+        self._frozen_encoders = [
+            e
+            for e in self.text_encoders
+            if not train_text_encoder or not any(id(m) in adapted for m in e.modules())
+        ]
 
     def train(self, mode: bool = True) -> DiffusionLoRAModule:
         super().train(mode)
-        if not self.train_text_encoder:
-            self.text_encoders.eval()
+        for encoder in self._frozen_encoders:
+            encoder.eval()
         return self
 
     def condition(
