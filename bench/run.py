@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="prove the command on a CPU: large models replaced by their tiny stand-ins, 64 px, 3 steps",
     )
+    ap.add_argument(
+        "--peak",
+        choices=("measure", "cached"),
+        help="the matmul peak of the MFU column: measured at the start (default) or this machine's cached figure "
+        "(measured once; the default of --quick and --dry, which prove the command, not the figures)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder of the result files")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     args = ap.parse_args(argv)
@@ -75,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.contenders == ap.get_default("contenders"):
             args.contenders = "ours,reference"
         args.repeats = args.repeats or 1
+    if args.peak is None:
+        # measuring both dtypes takes 10-20 s on a 2-core CPU (fp32 4096-wide products), longer than the run itself
+        args.peak = "cached" if args.quick or args.dry else "measure"
     return args
 
 
@@ -131,12 +140,13 @@ def flops_per_step(w: Workload) -> float:
     return cost.flops
 
 
-def matmul_peaks() -> dict[str, float]:
-    """Measured now (not the cached value), so the MFU denominator sees the same machine as the runs."""
+def matmul_peaks(refresh: bool = True) -> dict[str, float]:
+    """Measured now (`refresh`: not the cached value), so the MFU denominator sees the same machine as the runs;
+    else the figure cached for this machine, dtype and thread count (measured on first use)."""
     from lorascripts.perf.peak import matmul_peak
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {name: matmul_peak(dtype, device, refresh=True) for name, dtype in DTYPES.items()}
+    return {name: matmul_peak(dtype, device, refresh=refresh) for name, dtype in DTYPES.items()}
 
 
 def machine() -> dict[str, Any]:
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     }
     result["machine"] = machine()
-    result["matmul_peak"] = matmul_peaks()
+    result["matmul_peak"] = matmul_peaks(refresh=args.peak == "measure")
     stem = f"{result['date'][:10]}-{result['machine']['host']}" + ("-quick" if args.quick else "")
     paths: list[Path] = []
 

@@ -111,6 +111,16 @@ def test_markdown_table_is_written_and_printed(quick):
     assert "| tiny-64 | ours |" in stdout
 
 
+def test_quick_and_dry_runs_read_the_cached_peak_full_runs_measure_it() -> None:
+    """The quick and dry modes prove the command, so they skip the 10-20 s peak measurement; a real run measures
+    the peak at its start unless told otherwise."""
+    from bench.run import parse_args
+
+    assert parse_args([]).peak == "measure" and parse_args(["--workloads", "sd15-256"]).peak == "measure"
+    assert parse_args(["--quick"]).peak == "cached" and parse_args(["--dry"]).peak == "cached"
+    assert parse_args(["--dry", "--peak", "measure"]).peak == "measure"
+
+
 def test_gpu_workloads_are_skipped_here_with_their_reason_and_keep_their_presets() -> None:
     """The GPU rows (run by bench/device_run.sh on a lent GPU machine) say why they are empty on this one."""
     from dataclasses import replace
@@ -151,7 +161,7 @@ def _bench(tmp_path_factory, *extra: str) -> dict:
 def flux_quick(tmp_path_factory):
     """flux-tiny-64 with both contenders, a few steps each."""
     extra = ["--workloads", "flux-tiny-64", "--contenders", "ours,reference", "--steps", "4", "--warmup", "2"]
-    return _bench(tmp_path_factory, *extra, "--repeats", "1")
+    return _bench(tmp_path_factory, *extra, "--repeats", "1", "--peak", "cached")
 
 
 def _check_dit_cpu_rows(result: dict, lora_modules: int) -> dict:
@@ -283,7 +293,7 @@ def zimage_quick(tmp_path_factory):
         "--warmup",
         "1",
     ]
-    return _bench(tmp_path_factory, *extra, "--repeats", "1")
+    return _bench(tmp_path_factory, *extra, "--repeats", "1", "--peak", "cached")
 
 
 def test_zimage_cpu_workload_rows(zimage_quick) -> None:

@@ -170,7 +170,10 @@ def test_wrong_family_and_wrong_file_are_explained(tiny_sd2, tmp_path: Path) -> 
         load_base_model(str(tmp_path / "missing.safetensors"))
 
 
-def test_missing_tokenizer_says_what_to_do(tiny_sd1, tmp_path: Path) -> None:
+def test_missing_tokenizer_says_what_to_do(tiny_sd1, tmp_path: Path, monkeypatch) -> None:
+    # offline, as the suite runs: without it the Hub download is tried and huggingface_hub retries the network
+    # for ~25 s before the error (that path, against an unreachable endpoint: test_tokenizer_download.py)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     lonely = tmp_path / "alone" / "model.safetensors"
     lonely.parent.mkdir()
     lonely.write_bytes(tiny_sd1.single_file.read_bytes())

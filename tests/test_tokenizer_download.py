@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from subprocess import PIPE
 
 from hub_standin import HubStandin, folder_files
 
@@ -24,12 +25,21 @@ LOAD = (
 )
 
 
-def _load(checkpoint: Path, hf_home: Path, **env: str) -> subprocess.CompletedProcess:
+def _start(checkpoint: Path, hf_home: Path, **env: str) -> subprocess.Popen:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     clean.update(PYTHONPATH=str(REPO), HF_HOME=str(hf_home), **env)
-    return subprocess.run(
-        [sys.executable, "-c", LOAD, str(checkpoint)], env=clean, capture_output=True, text=True, timeout=300
+    return subprocess.Popen(
+        [sys.executable, "-c", LOAD, str(checkpoint)], env=clean, stdout=PIPE, stderr=PIPE, text=True
     )
+
+
+def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _load(checkpoint: Path, hf_home: Path, **env: str) -> subprocess.CompletedProcess:
+    return _finish(_start(checkpoint, hf_home, **env))
 
 
 def test_clip_tokenizer_is_downloaded_once_then_found_offline(tiny_sd1, tmp_path: Path) -> None:
@@ -39,24 +49,28 @@ def test_clip_tokenizer_is_downloaded_once_then_found_offline(tiny_sd1, tmp_path
     files["special_tokens_map.json"] = json.dumps({"pad_token": "<|endoftext|>"}).encode()
     files["pytorch_model.bin"] = b"x" * 1000  # the model weights are on the Hub too, and never fetched
     hub = HubStandin({HUB_REPOS[0]: files})
-    try:
-        first = _load(checkpoint, tmp_path / "hf", HF_ENDPOINT=hub.url)
-    finally:
-        hub.stop()
-    assert first.returncode == 0, first.stderr[-3000:]
-    vocab = json.loads(files["vocab.json"])
-    assert f"vocab {len(vocab)}" in first.stdout
-    fetched = {path.rsplit("/", 1)[-1] for _, path in hub.requests if "/resolve/" in path}
-    assert fetched == set(TOKENIZER_FILES), hub.requests  # the tokenizer files only, not the weights
-    # the server is gone: offline, the cached copy is used
-    again = _load(checkpoint, tmp_path / "hf", HF_HUB_OFFLINE="1")
+    # a fresh cache, network allowed but the endpoint unreachable (a port bound by nobody listening: connection
+    # refused). huggingface_hub retries a failed lookup with backoff for ~25 s before it gives up, so this run
+    # starts first and waits in the background while the others run.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        unreachable_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        unreachable_run = _start(checkpoint, tmp_path / "hf_unreachable", HF_ENDPOINT=unreachable_url)
+        try:
+            first = _load(checkpoint, tmp_path / "hf", HF_ENDPOINT=hub.url)
+        finally:
+            hub.stop()
+        assert first.returncode == 0, first.stderr[-3000:]
+        vocab = json.loads(files["vocab.json"])
+        assert f"vocab {len(vocab)}" in first.stdout
+        fetched = {path.rsplit("/", 1)[-1] for _, path in hub.requests if "/resolve/" in path}
+        assert fetched == set(TOKENIZER_FILES), hub.requests  # the tokenizer files only, not the weights
+        # the server is gone: offline, the cached copy is used; a fresh cache offline fails (both at once)
+        again_run = _start(checkpoint, tmp_path / "hf", HF_HUB_OFFLINE="1")
+        offline = _load(checkpoint, tmp_path / "hf_empty", HF_HUB_OFFLINE="1")
+        again = _finish(again_run)
+        unreachable = _finish(unreachable_run)
     assert again.returncode == 0 and f"vocab {len(vocab)}" in again.stdout, again.stderr[-3000:]
-    # a fresh cache, offline / network allowed but the endpoint unreachable (both at once: they only import)
-    with ThreadPoolExecutor(2) as pool:
-        offline, unreachable = pool.map(
-            lambda env: _load(checkpoint, tmp_path / "hf_empty", **env),
-            [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": hub.url}],
-        )
     assert offline.returncode != 0 and "ModelError" in offline.stderr
     assert "HF_HUB_OFFLINE" in offline.stderr and "tokenizer_path" in offline.stderr
     assert unreachable.returncode != 0 and "ModelError" in unreachable.stderr, unreachable.stderr[-3000:]
