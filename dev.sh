@@ -22,13 +22,14 @@ setup() {
   . .venv/bin/activate
   if ! python -c "import torch" >/dev/null 2>&1; then
     python -m pip install -q --upgrade pip
-    python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+    # --no-compile: modules are byte-compiled as they are first imported, not all at install (torch: ~10 s)
+    python -m pip install -q --no-compile "${TORCH_SPEC:-torch==2.13.0}"
   fi
   local stamp=".venv/.lora-scripts-deps"
   local want
   want="$(cat requirements.txt requirements-dev.txt pyproject.toml $extra | sha256sum | cut -c1-16)"
   if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-    python -m pip install -q -r requirements.txt -r requirements-dev.txt ${extra:+-r $extra}
+    python -m pip install -q --no-compile -r requirements.txt -r requirements-dev.txt ${extra:+-r $extra}
     # the engine itself, editable, so `python tools/...` and `python -m lorascripts` work from anywhere
     python -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"

@@ -83,7 +83,8 @@ def pinned_python(name: str, specs: list[str], see_this_venv: bool = False) -> P
     constraints = venv / "torch-constraint.txt"
     constraints.write_text(TORCH + "\n", encoding="utf-8")
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(requirements), "-c", str(constraints)],
+        # --no-compile: no byte-compiling of every installed module (torch alone: ~10 s a venv); imports compile lazily
+        [str(python), "-m", "pip", "install", "-q", "--no-compile", "-r", str(requirements), "-c", str(constraints)],
         check=True,
     )
     ready.write_text(stamp)
