@@ -84,7 +84,18 @@ def pinned_python(name: str, specs: list[str], see_this_venv: bool = False) -> P
     constraints.write_text(TORCH + "\n", encoding="utf-8")
     subprocess.run(
         # --no-compile: no byte-compiling of every installed module (torch alone: ~10 s a venv); imports compile lazily
-        [str(python), "-m", "pip", "install", "-q", "--no-compile", "-r", str(requirements), "-c", str(constraints)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-compile",
+            "-r",
+            str(requirements),
+            "-c",
+            str(constraints),
+        ],
         check=True,
     )
     ready.write_text(stamp)
