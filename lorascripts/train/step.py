@@ -40,7 +40,6 @@ class DiffusionLoRAModule(nn.Module):
         super().__init__()
         self.denoiser = base.denoiser
         self.text_encoders = nn.ModuleList(base.text_encoders if text_encoders is None else text_encoders)
-        self.train_text_encoder = train_text_encoder
         self.network = network
         self._base = [base]  # not a submodule: its parts on the device are registered above
         self.family = base.family
